@@ -1,0 +1,34 @@
+//! The evaluation harness's errors.
+
+use std::path::PathBuf;
+
+/// What went wrong in an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The twin refused its input.
+    #[error(transparent)]
+    Twin(#[from] graphscaler_twin::TwinError),
+    /// An unknown policy name.
+    #[error("unknown policy `{0}`; expected static, hpa, tuned-hpa or hpa-<percent>")]
+    UnknownPolicy(String),
+    /// Writing a result file failed.
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EvalError {
+    pub(crate) fn write(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        EvalError::Write { path: path.to_owned(), message: e.to_string() }
+    }
+}
+
+/// The harness's result type.
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;

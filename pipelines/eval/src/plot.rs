@@ -1,0 +1,228 @@
+//! PNG plots: time series per scenario, and metrics with their 95% intervals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::error::{EvalError, Result};
+use crate::report::SummaryRow;
+use crate::runner::RunResult;
+
+static FONT: Once = Once::new();
+const FONT_BYTES: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+
+fn ensure_font() {
+    FONT.call_once(|| {
+        // The font is compiled in; a failure here is a broken build, reported once on stderr.
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES).is_err() {
+            eprintln!("graphscaler: the embedded DejaVuSans font could not be registered");
+        }
+    });
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn err(path: &Path, e: impl std::fmt::Display) -> EvalError {
+    EvalError::write(path, e)
+}
+
+type Getter = fn(&crate::runner::SeriesPoint) -> f64;
+
+/// Writes `timeseries-<scenario>.png` (replay 0 of every policy) for each scenario and
+/// `metrics.png`; returns the paths.
+pub fn write_plots(dir: &Path, runs: &[RunResult], summary: &[SummaryRow]) -> Result<Vec<PathBuf>> {
+    ensure_font();
+    let mut out = vec![];
+    let mut scenarios: Vec<&str> = vec![];
+    for r in runs {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
+    for s in &scenarios {
+        let file = dir.join(format!("timeseries-{}.png", s.replace([':', '/'], "_")));
+        let picked: Vec<&RunResult> = runs.iter().filter(|r| r.scenario == *s && r.replay == 0).collect();
+        timeseries(&file, s, &picked)?;
+        out.push(file);
+    }
+    let file = dir.join("metrics.png");
+    metrics(&file, summary)?;
+    out.push(file);
+    Ok(out)
+}
+
+fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
+    let root = BitMapBackend::new(file, (1200, 1000)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(file, e))?;
+    let root = root
+        .titled(&format!("{scenario}: replay 0"), ("sans-serif", 24))
+        .map_err(|e| err(file, e))?;
+    let panels = root.split_evenly((4, 1));
+    let t_max = runs
+        .iter()
+        .flat_map(|r| r.series.last().map(|p| p.time_s))
+        .fold(1.0, f64::max)
+        / 60.0;
+    let specs: [(&str, Getter, bool); 4] = [
+        ("entry p95 latency, ms (log)", |p| p.entry_p95_ms.max(1.0), true),
+        ("replicas (sum over services)", |p| p.replicas as f64, false),
+        ("allocated CPU, cores", |p| p.allocated_cpu_cores, false),
+        ("entry requests per second", |p| p.entry_rps, false),
+    ];
+    for (panel, (label, get, log)) in panels.iter().zip(specs) {
+        let y_max = runs
+            .iter()
+            .flat_map(|r| r.series.iter().map(get))
+            .fold(1.0, f64::max)
+            * 1.1;
+        let mut b = ChartBuilder::on(panel);
+        b.margin(8).x_label_area_size(30).y_label_area_size(60);
+        if log {
+            let mut chart = b
+                .build_cartesian_2d(0.0..t_max, (1.0..y_max.max(10.0)).log_scale())
+                .map_err(|e| err(file, e))?;
+            chart
+                .configure_mesh()
+                .x_desc("minutes")
+                .y_desc(label)
+                .draw()
+                .map_err(|e| err(file, e))?;
+            for (i, r) in runs.iter().enumerate() {
+                let c = COLORS[i % COLORS.len()];
+                chart
+                    .draw_series(LineSeries::new(r.series.iter().map(|p| (p.time_s / 60.0, get(p))), &c))
+                    .map_err(|e| err(file, e))?
+                    .label(r.policy.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(file, e))?;
+        } else {
+            let mut chart = b.build_cartesian_2d(0.0..t_max, 0.0..y_max).map_err(|e| err(file, e))?;
+            chart
+                .configure_mesh()
+                .x_desc("minutes")
+                .y_desc(label)
+                .draw()
+                .map_err(|e| err(file, e))?;
+            for (i, r) in runs.iter().enumerate() {
+                let c = COLORS[i % COLORS.len()];
+                chart
+                    .draw_series(LineSeries::new(r.series.iter().map(|p| (p.time_s / 60.0, get(p))), &c))
+                    .map_err(|e| err(file, e))?;
+            }
+            if label.starts_with("allocated") {
+                // Used CPU of the first policy as a dashed reference is noisy; draw each policy's
+                // used CPU thin instead.
+                for (i, r) in runs.iter().enumerate() {
+                    let c = COLORS[i % COLORS.len()].mix(0.4);
+                    chart
+                        .draw_series(LineSeries::new(
+                            r.series.iter().map(|p| (p.time_s / 60.0, p.used_cpu_cores)),
+                            c,
+                        ))
+                        .map_err(|e| err(file, e))?;
+                }
+            }
+        }
+    }
+    root.present().map_err(|e| err(file, e))?;
+    Ok(())
+}
+
+fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
+    let root = BitMapBackend::new(file, (1200, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(file, e))?;
+    let root = root
+        .titled("metrics: mean and 95% CI over replays", ("sans-serif", 24))
+        .map_err(|e| err(file, e))?;
+    let mut scenarios: Vec<String> = vec![];
+    let mut policies: Vec<String> = vec![];
+    for r in summary {
+        if !scenarios.contains(&r.scenario) {
+            scenarios.push(r.scenario.clone());
+        }
+        if !policies.contains(&r.policy) {
+            policies.push(r.policy.clone());
+        }
+    }
+    let panels = root.split_evenly((3, 1));
+    let names = [("slo_violation_pct", "SLO violation %"), ("slack_pct", "CPU slack %"), ("caf", "CAF")];
+    let np = policies.len().max(1) as f64;
+    for (panel, (metric, label)) in panels.iter().zip(names) {
+        let rows: Vec<&SummaryRow> = summary.iter().filter(|r| r.metric == metric).collect();
+        let y_max = rows
+            .iter()
+            .map(|r| r.ci.hi())
+            .filter(|x| x.is_finite())
+            .fold(0.0, f64::max)
+            .max(1e-3)
+            * 1.15;
+        let scen = scenarios.clone();
+        let mut chart = ChartBuilder::on(panel)
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(scenarios.len() as f64 - 0.5), 0.0..y_max)
+            .map_err(|e| err(file, e))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(scenarios.len().max(2) * 2 + 1)
+            .x_label_formatter(&move |x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    scen.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(label)
+            .draw()
+            .map_err(|e| err(file, e))?;
+        for (pi, p) in policies.iter().enumerate() {
+            let c = COLORS[pi % COLORS.len()];
+            let pts: Vec<(f64, f64, f64, f64)> = rows
+                .iter()
+                .filter(|r| &r.policy == p && r.ci.mean.is_finite())
+                .filter_map(|r| {
+                    let si = scenarios.iter().position(|s| *s == r.scenario)? as f64;
+                    let x = si - 0.35 + 0.7 * (pi as f64 + 0.5) / np;
+                    Some((x, r.ci.mean, r.ci.lo().max(0.0), r.ci.hi()))
+                })
+                .collect();
+            chart
+                .draw_series(pts.iter().map(|&(x, m, lo, hi)| {
+                    ErrorBar::new_vertical(x, lo, m, hi, c.filled(), 8)
+                }))
+                .map_err(|e| err(file, e))?
+                .label(p.clone())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+            chart
+                .draw_series(pts.iter().map(|&(x, m, _, _)| Circle::new((x, m), 4, c.filled())))
+                .map_err(|e| err(file, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(file, e))?;
+    }
+    root.present().map_err(|e| err(file, e))?;
+    Ok(())
+}

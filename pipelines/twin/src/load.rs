@@ -1,0 +1,287 @@
+//! The load model: four named shapes and trace replay, driving a Locust-like closed user model.
+//!
+//! A shape gives the *nominal* frontend request rate `R(t)`: the rate users would produce if every
+//! response were instant. From it the model derives the number of users
+//! `U(t) = R(t) · E[wait] / E[requests per task]`, and each second users start task `k` at rate
+//! `U(t) · w_k / Σ_j w_j (E[wait] + T_j)` where `T_j` is the current response time of task `j`.
+//! So, as with real Locust users, a slow system receives fewer requests (the generator waits for
+//! responses) and the rate returns to `R(t)` when latency is low. Task starts are Poisson.
+//!
+//! The shapes (t in seconds, D the run length):
+//!
+//! | shape | curve |
+//! |---|---|
+//! | off-peak | `off_peak · (1 + 0.1 sin(2πt/3600))` |
+//! | peak | ramps from off-peak to `peak` over `min(1200, D/10)` s, holds with a ±5% 10-minute wobble, ramps back down over the last `min(1200, D/10)` s |
+//! | rush | `rush_base`, plus flash crowds starting at 25% and 60% of D: a linear rise to `rush_peak` in 60 s, a hold of `min(900, D/8)` s, then an exponential decay back with τ = 180 s |
+//! | fluctuating | `mid + amp · sin(2πt/P)` with `mid`, `amp` spanning [min, max], plus a third harmonic at 15% of `amp` (clipped to the range) |
+//! | trace | counts per bucket of a CSV, rescaled so that the busiest bucket is `trace_peak`; looped when the run is longer than the trace, linear between bucket centres |
+
+use std::f64::consts::PI;
+use std::path::Path;
+
+use crate::config::LoadConfig;
+use crate::error::{Result, TwinError};
+
+/// A load shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// Quiet hours.
+    OffPeak,
+    /// A long plateau of high load.
+    Peak,
+    /// Flash crowds on a moderate baseline.
+    Rush,
+    /// A sinusoid between two levels.
+    Fluctuating,
+    /// Replay of a recorded trace.
+    Trace(Trace),
+}
+
+impl Shape {
+    /// Parses `off-peak`, `peak`, `rush`, `fluctuating` or `trace:<file.csv>`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "off-peak" | "offpeak" | "off_peak" => Ok(Shape::OffPeak),
+            "peak" => Ok(Shape::Peak),
+            "rush" => Ok(Shape::Rush),
+            "fluctuating" => Ok(Shape::Fluctuating),
+            _ => match name.strip_prefix("trace:") {
+                Some(path) => Ok(Shape::Trace(Trace::from_csv(Path::new(path))?)),
+                None => Err(TwinError::Scenario(name.to_owned())),
+            },
+        }
+    }
+
+    /// The four named shapes.
+    pub fn all_named() -> Vec<Shape> {
+        vec![Shape::OffPeak, Shape::Peak, Shape::Rush, Shape::Fluctuating]
+    }
+
+    /// A short name for tables and files.
+    pub fn name(&self) -> String {
+        match self {
+            Shape::OffPeak => "off-peak".into(),
+            Shape::Peak => "peak".into(),
+            Shape::Rush => "rush".into(),
+            Shape::Fluctuating => "fluctuating".into(),
+            Shape::Trace(t) => format!("trace:{}", t.name),
+        }
+    }
+
+    /// Nominal frontend rps at time `t` of a run of length `duration`.
+    pub fn rps(&self, t: f64, duration: f64, c: &LoadConfig) -> f64 {
+        match self {
+            Shape::OffPeak => c.off_peak_rps * (1.0 + 0.1 * (2.0 * PI * t / 3600.0).sin()),
+            Shape::Peak => {
+                let ramp = (duration / 10.0).min(1200.0).max(1.0);
+                let level = c.peak_rps * (1.0 + 0.05 * (2.0 * PI * t / 600.0).sin());
+                let up = (t / ramp).clamp(0.0, 1.0);
+                let down = ((duration - t) / ramp).clamp(0.0, 1.0);
+                let f = up.min(down);
+                c.off_peak_rps + (level - c.off_peak_rps) * f
+            }
+            Shape::Rush => {
+                let hold = (duration / 8.0).min(900.0);
+                let mut extra: f64 = 0.0;
+                for start in [0.25 * duration, 0.60 * duration] {
+                    let dt = t - start;
+                    let a = if dt < 0.0 {
+                        0.0
+                    } else if dt < 60.0 {
+                        dt / 60.0
+                    } else if dt < 60.0 + hold {
+                        1.0
+                    } else {
+                        (-(dt - 60.0 - hold) / 180.0).exp()
+                    };
+                    extra = extra.max(a);
+                }
+                c.rush_base_rps + (c.rush_peak_rps - c.rush_base_rps) * extra
+            }
+            Shape::Fluctuating => {
+                let mid = 0.5 * (c.fluctuating_min_rps + c.fluctuating_max_rps);
+                let amp = 0.5 * (c.fluctuating_max_rps - c.fluctuating_min_rps);
+                let p = c.fluctuating_period_s;
+                let v = mid
+                    + amp * 0.87 * (2.0 * PI * t / p).sin()
+                    + amp * 0.13 * (6.0 * PI * t / p + 0.7).sin();
+                v.clamp(c.fluctuating_min_rps, c.fluctuating_max_rps)
+            }
+            Shape::Trace(tr) => tr.rate(t) * c.trace_peak_rps,
+        }
+    }
+}
+
+/// A recorded load trace: request counts per fixed-width bucket, normalised to a peak of 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// File stem.
+    pub name: String,
+    /// Bucket width, s.
+    pub bucket_s: f64,
+    /// Relative rate per bucket, max 1.
+    pub levels: Vec<f64>,
+}
+
+impl Trace {
+    /// Reads a CSV with a header. The count column is `requests` (or `count`, or the last
+    /// column); the bucket width comes from an `offset_s` column when present, otherwise from the
+    /// file name (`per_minute` → 60 s, else 1 s).
+    pub fn from_csv(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TwinError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let p = path.display().to_string();
+        let bad = |line: usize, message: String| TwinError::Trace {
+            path: p.clone(),
+            line,
+            message,
+        };
+        let mut lines = text.lines().enumerate();
+        let (_, header) = lines
+            .next()
+            .ok_or_else(|| bad(1, "empty file, expected a header".into()))?;
+        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+        let count_col = cols
+            .iter()
+            .position(|c| *c == "requests" || *c == "count")
+            .unwrap_or(cols.len() - 1);
+        let offset_col = cols.iter().position(|c| *c == "offset_s");
+        let mut levels = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, line) in lines {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if f.len() != cols.len() {
+                return Err(bad(
+                    i + 1,
+                    format!("expected {} fields, found {}", cols.len(), f.len()),
+                ));
+            }
+            let v: f64 = f[count_col].parse().map_err(|_| {
+                bad(
+                    i + 1,
+                    format!("`{}` in column `{}` is not a number", f[count_col], cols[count_col]),
+                )
+            })?;
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(i + 1, format!("count {v} must be finite and >= 0")));
+            }
+            if let Some(oc) = offset_col {
+                let o: f64 = f[oc]
+                    .parse()
+                    .map_err(|_| bad(i + 1, format!("offset `{}` is not a number", f[oc])))?;
+                offsets.push(o);
+            }
+            levels.push(v);
+        }
+        if levels.is_empty() {
+            return Err(bad(2, "no data rows".into()));
+        }
+        let bucket_s = if offsets.len() >= 2 {
+            let w = offsets[1] - offsets[0];
+            if !(w > 0.0) {
+                return Err(bad(3, format!("offsets must increase, step is {w}")));
+            }
+            w
+        } else if p.contains("per_minute") {
+            60.0
+        } else {
+            1.0
+        };
+        let max = levels.iter().cloned().fold(0.0, f64::max);
+        if max <= 0.0 {
+            return Err(bad(2, "every count is zero".into()));
+        }
+        for l in &mut levels {
+            *l /= max;
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Trace {
+            name,
+            bucket_s,
+            levels,
+        })
+    }
+
+    /// Length of the trace, s.
+    pub fn duration_s(&self) -> f64 {
+        self.bucket_s * self.levels.len() as f64
+    }
+
+    /// Relative rate at time `t` (looped, linear between bucket centres).
+    pub fn rate(&self, t: f64) -> f64 {
+        let n = self.levels.len();
+        let x = (t.rem_euclid(self.duration_s())) / self.bucket_s - 0.5;
+        let i = x.floor();
+        let frac = x - i;
+        let a = self.levels[(i as isize).rem_euclid(n as isize) as usize];
+        let b = self.levels[((i as isize) + 1).rem_euclid(n as isize) as usize];
+        a + (b - a) * frac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TwinConfig;
+
+    #[test]
+    fn shapes_hit_their_documented_levels() {
+        let c = TwinConfig::default().load;
+        let d = 4.0 * 3600.0;
+        let max = |s: &Shape| (0..(d as usize)).map(|t| s.rps(t as f64, d, &c)).fold(0.0, f64::max);
+        let min = |s: &Shape| {
+            (0..(d as usize))
+                .map(|t| s.rps(t as f64, d, &c))
+                .fold(f64::INFINITY, f64::min)
+        };
+        assert!((max(&Shape::OffPeak) - 55.0).abs() < 0.1);
+        assert!((max(&Shape::Peak) - 315.0).abs() < 0.1);
+        assert!((max(&Shape::Rush) - 500.0).abs() < 1e-6);
+        assert!((min(&Shape::Rush) - 100.0).abs() < 1e-6);
+        assert!((min(&Shape::Fluctuating) - 150.0).abs() < 1.0);
+        assert!((max(&Shape::Fluctuating) - 400.0).abs() < 1.0);
+        assert!((Shape::Peak.rps(0.0, d, &c) - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn trace_files_load_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("t_per_second.csv");
+        std::fs::write(&good, "bucket_start,offset_s,requests\na,0,2\nb,1,4\n").unwrap();
+        let t = Trace::from_csv(&good).unwrap();
+        assert_eq!(t.bucket_s, 1.0);
+        assert_eq!(t.levels, vec![0.5, 1.0]);
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, "bucket_start,offset_s,requests\na,0,2\nb,1,lots\n").unwrap();
+        let msg = Trace::from_csv(&bad).unwrap_err().to_string();
+        assert!(msg.contains("bad.csv") && msg.contains("line 3") && msg.contains("`lots`"), "{msg}");
+        let short = dir.path().join("short.csv");
+        std::fs::write(&short, "bucket_start,offset_s,requests\na,0\n").unwrap();
+        let msg = Trace::from_csv(&short).unwrap_err().to_string();
+        assert!(msg.contains("line 2") && msg.contains("expected 3 fields"), "{msg}");
+        assert!(matches!(
+            Shape::parse("trace:/nonexistent.csv"),
+            Err(TwinError::Io { .. })
+        ));
+        assert!(matches!(Shape::parse("storm"), Err(TwinError::Scenario(_))));
+    }
+
+    #[test]
+    fn the_azure_trace_replays() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv");
+        let t = Trace::from_csv(&p).unwrap();
+        assert_eq!(t.bucket_s, 60.0);
+        assert_eq!(t.levels.len(), 59);
+        assert!(t.levels.iter().any(|&l| l == 1.0));
+    }
+}

@@ -1,0 +1,90 @@
+//! Scaling actions and what became of them.
+
+use serde::{Deserialize, Serialize};
+
+/// One scaling decision about one service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// The workload to change.
+    pub service: String,
+    /// What to change.
+    pub kind: ActionKind,
+}
+
+impl Action {
+    /// An action on `service`.
+    pub fn new(service: impl Into<String>, kind: ActionKind) -> Self {
+        Self {
+            service: service.into(),
+            kind,
+        }
+    }
+}
+
+/// The change an [`Action`] asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Set `spec.replicas` (the scale subresource).
+    SetReplicas {
+        /// The new replica count.
+        replicas: u32,
+    },
+    /// Add `delta` replicas (negative removes).
+    ChangeReplicas {
+        /// Replicas to add, in the learned action space −2..=+2.
+        delta: i32,
+    },
+    /// Set the container CPU limit (the CFS quota), millicores, resized in place. The request is
+    /// scaled by the same factor, keeping the request:limit ratio of the manifest.
+    SetCpuLimit {
+        /// The new limit, millicores.
+        millicores: u32,
+    },
+    /// Multiply the CPU limit by `2^delta`, with `delta` in [−1, 1] (the learned Δquota).
+    ChangeCpuQuota {
+        /// Relative change on a log2 scale.
+        delta: f64,
+    },
+    /// Prefer nodes of this type for new pods (preferred node affinity); `None` clears it.
+    PreferNodeType {
+        /// A node type of the cluster, or none.
+        node_type: Option<String>,
+    },
+}
+
+/// What became of an action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// Applied in full.
+    Applied,
+    /// Refused; nothing was changed.
+    Refused {
+        /// Why, in words a user can act on.
+        reason: String,
+    },
+}
+
+impl ActionOutcome {
+    /// Whether the action was applied.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, ActionOutcome::Applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip_through_json() {
+        let a = Action::new("cartservice", ActionKind::ChangeCpuQuota { delta: -0.5 });
+        let s = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            s,
+            r#"{"service":"cartservice","kind":{"type":"change_cpu_quota","delta":-0.5}}"#
+        );
+        assert_eq!(serde_json::from_str::<Action>(&s).unwrap(), a);
+    }
+}

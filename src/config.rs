@@ -1,0 +1,146 @@
+//! Layered configuration: the embedded `config/default.toml`, then a file, then environment
+//! variables `GRAPHSCALER_<SECTION>__<KEY>`. Every problem is reported at once.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use graphscaler_eval::{EvalConfig, HpaConfig};
+use graphscaler_twin::{SloConfig, TwinConfig, DEFAULT_TOML};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Service-level objectives.
+    pub slo: SloConfig,
+    /// The twin.
+    pub twin: TwinConfig,
+    /// The HPA baseline.
+    pub hpa: HpaConfig,
+    /// The evaluation harness.
+    pub eval: EvalConfig,
+}
+
+impl Config {
+    /// Loads the layers; `file` must exist when given.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(f) = file {
+            if !f.is_file() {
+                bail!("configuration file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("GRAPHSCALER_").split("__"));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration:\n  - {}", all.join("\n  - "))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut errs = vec![];
+        if let Err(graphscaler_twin::TwinError::Config(e)) = self.twin.validate() {
+            errs.extend(e);
+        }
+        if !(self.slo.latency_ms > 0.0) {
+            errs.push(format!("slo.latency_ms must be positive, got {}", self.slo.latency_ms));
+        }
+        if !(0.0..=1.0).contains(&self.slo.error_rate) {
+            errs.push(format!("slo.error_rate must lie in [0, 1], got {}", self.slo.error_rate));
+        }
+        let h = &self.hpa;
+        if h.target_cpu_utilization == 0 || h.tuned_target_cpu_utilization == 0 {
+            errs.push("hpa targets must be positive percentages".into());
+        }
+        if h.min_replicas == 0 || h.max_replicas < h.min_replicas {
+            errs.push("hpa needs 1 <= min_replicas <= max_replicas".into());
+        }
+        if !(h.sync_period_s > 0.0) || !(h.tolerance >= 0.0) {
+            errs.push("hpa.sync_period_s must be positive and hpa.tolerance non-negative".into());
+        }
+        if !(self.eval.target_utilization > 0.0 && self.eval.target_utilization <= 1.0) {
+            errs.push("eval.target_utilization must lie in (0, 1]".into());
+        }
+        if !(self.eval.caf_memory_weight >= 0.0) {
+            errs.push("eval.caf_memory_weight must be >= 0".into());
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", errs.join("\n  - "))
+        }
+    }
+
+    /// The topology the configuration names, or `override_path`.
+    pub fn topology(&self, override_path: Option<&Path>) -> Result<graphscaler_twin::Topology> {
+        let path = override_path.map(Path::to_path_buf).unwrap_or_else(|| self.twin.topology.clone().into());
+        graphscaler_twin::Topology::from_file(&path, &self.twin.fanout_parameters)
+            .with_context(|| "loading the topology (set twin.topology or pass --topology)".to_string())
+    }
+}
+
+/// Parses `4h`, `30m`, `90s`, `1h30m` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return if v > 0.0 { Ok(v) } else { Err(format!("duration `{s}` must be positive")) };
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600.0,
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return Err(format!("duration `{s}`: unknown unit `{c}` (use h, m, s)")),
+        };
+        let v: f64 = num.parse().map_err(|_| format!("duration `{s}`: expected a number before `{c}`"))?;
+        total += v * unit;
+        num.clear();
+    }
+    if !num.is_empty() || !(total > 0.0) {
+        return Err(format!("duration `{s}`: expected e.g. 4h, 30m, 90s"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("4h"), Ok(14400.0));
+        assert_eq!(parse_duration("1h30m"), Ok(5400.0));
+        assert_eq!(parse_duration("90"), Ok(90.0));
+        assert!(parse_duration("4x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn layers_and_errors() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.slo.latency_ms, 200.0);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[slo]\nlatency_ms = 250.0\n[hpa]\ntarget_cpu_utilization = 0\n").unwrap();
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("hpa targets"), "{e}");
+        std::fs::write(&f, "[slo]\nlatency_msec = 250.0\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&f)).unwrap_err());
+        assert!(e.contains("latency_msec"), "{e}");
+        std::fs::write(&f, "[slo]\nlatency_ms = 250.0\n").unwrap();
+        assert_eq!(Config::load(Some(&f)).unwrap().slo.latency_ms, 250.0);
+        assert!(Config::load(Some(&dir.path().join("nope.toml"))).is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! `graphscaler`: the command line. Each subcommand starts a stage or a whole workflow.
+
+mod config;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use graphscaler_eval::{report, sweep, Campaign, PolicySpec, RunResult, Setup};
+use graphscaler_twin::Shape;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{parse_duration, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "graphscaler", version, about = "A graph-aware, learning autoscaler for Kubernetes microservices.")]
+struct Cli {
+    /// A TOML file layered over the embedded defaults (then GRAPHSCALER_<SECTION>__<KEY> variables).
+    #[arg(long, global = true, env = "GRAPHSCALER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, global = true, default_value = "warn", env = "RUST_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The cluster twin.
+    #[command(subcommand)]
+    Twin(TwinCommand),
+    /// Run policies side by side on the twin: metrics, 95% CIs, Cliff's δ, CSV, Parquet, PNG.
+    Eval(EvalArgs),
+    /// Sweep the HPA's CPU target to find the tuned HPA.
+    HpaSweep(SweepArgs),
+    /// Print the effective configuration as TOML.
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum TwinCommand {
+    /// Run one policy on one scenario.
+    Run(RunArgs),
+    /// Write a synthetic topology in the topology file format.
+    SynthTopology {
+        /// Number of services.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "4h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed of the first replay.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Topology file (default: twin.topology from the configuration).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Output directory (default: eval.out_dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads (runs are independent).
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+    /// Skip the PNG plots.
+    #[arg(long)]
+    no_plots: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// static, hpa, tuned-hpa or hpa-<percent>.
+    #[arg(long, default_value = "hpa")]
+    policy: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Comma-separated policies.
+    #[arg(long, default_value = "static,hpa,tuned-hpa")]
+    policies: String,
+    /// Comma-separated scenarios, or `all` for the four shapes.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Replays per scenario (seeds seed, seed+1, …).
+    #[arg(long, default_value_t = 5)]
+    replays: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// Comma-separated CPU targets, percent.
+    #[arg(long, default_value = "40,50,60,70,80")]
+    targets: String,
+    /// Comma-separated scenarios, or `all`.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Replays per scenario.
+    #[arg(long, default_value_t = 3)]
+    replays: usize,
+    /// Targets within this many percentage points of the fewest SLO violations compete on cost.
+    #[arg(long, default_value_t = 0.5)]
+    tie_pp: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Prints to stdout; a closed pipe (`graphscaler eval | head`) ends the output quietly.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Config => {
+            say!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+        Command::Twin(TwinCommand::SynthTopology { services, seed, out }) => {
+            let v = graphscaler_twin::Topology::synthetic_json(services, seed);
+            std::fs::write(&out, serde_json::to_string_pretty(&v)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            say!("wrote {} ({services} services)", out.display());
+            Ok(())
+        }
+        Command::Twin(TwinCommand::Run(a)) => {
+            let policy = PolicySpec::parse(&a.policy)?;
+            let shape = Shape::parse(&a.scenario)?;
+            campaign(&cfg, vec![policy], vec![shape], 1, &a.common).map(|_| ())
+        }
+        Command::Eval(a) => {
+            let policies = a
+                .policies
+                .split(',')
+                .map(|p| PolicySpec::parse(p.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
+            campaign(&cfg, policies, scenarios(&a.scenarios)?, a.replays, &a.common).map(|_| ())
+        }
+        Command::HpaSweep(a) => {
+            let targets = a
+                .targets
+                .split(',')
+                .map(|t| t.trim().parse::<u32>().with_context(|| format!("target `{t}` is not a whole percentage")))
+                .collect::<Result<Vec<_>>>()?;
+            let policies = targets.iter().map(|t| PolicySpec::HpaAt(*t)).collect();
+            let runs = campaign(&cfg, policies, scenarios(&a.scenarios)?, a.replays, &a.common)?;
+            let rows = sweep::rows(&runs, &targets);
+            let mut t = comfy_table_lite(&rows);
+            let chosen = sweep::choose(&rows, a.tie_pp);
+            if let Some(c) = chosen {
+                t.push_str(&format!(
+                    "\nchosen target: {c}% (fewest SLO violations, cheapest within {} pp)\nset it with: [hpa] tuned_target_cpu_utilization = {c}\n",
+                    a.tie_pp
+                ));
+            }
+            say!("{t}");
+            Ok(())
+        }
+    }
+}
+
+fn comfy_table_lite(rows: &[sweep::SweepRow]) -> String {
+    let mut s = String::from("target  SLO viol % (95% CI)   slack %   core-seconds\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{:>5}%  {:>7.2} ± {:<8.2}   {:>6.1}   {:>12.0}\n",
+            r.target, r.slo_violation_pct.mean, r.slo_violation_pct.half_width, r.slack_pct.mean, r.cpu_core_seconds.mean
+        ));
+    }
+    s
+}
+
+fn scenarios(s: &str) -> Result<Vec<Shape>> {
+    if s == "all" {
+        return Ok(Shape::all_named());
+    }
+    let out = s.split(',').map(|x| Shape::parse(x.trim())).collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        bail!("no scenario given");
+    }
+    Ok(out)
+}
+
+fn campaign(
+    cfg: &Config,
+    policies: Vec<PolicySpec>,
+    scenarios: Vec<Shape>,
+    replays: usize,
+    common: &Common,
+) -> Result<Vec<RunResult>> {
+    if replays == 0 {
+        bail!("--replays must be at least 1");
+    }
+    let topology = cfg.topology(common.topology.as_deref())?;
+    let setup = Setup {
+        topology,
+        twin: cfg.twin.clone(),
+        slo: cfg.slo.clone(),
+        hpa: cfg.hpa.clone(),
+        eval: cfg.eval.clone(),
+    };
+    let c = Campaign {
+        policies,
+        scenarios,
+        replays,
+        duration_s: common.duration,
+        seed: common.seed,
+        threads: common.threads,
+    };
+    let bar = ProgressBar::new(c.run_count() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let runs = c.run(&setup, &|r| {
+        bar.set_message(format!("{} on {} #{}", r.policy, r.scenario, r.replay));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let summary = report::summarize(&runs);
+    let deltas = report::deltas(&runs, &PolicySpec::TunedHpa.name());
+    say!(
+        "{} on {} ({} s each, {} replays, seeds {}..{}): {} runs in {:.1} s",
+        setup.topology.source,
+        "the twin",
+        common.duration,
+        replays,
+        common.seed,
+        common.seed + replays as u64 - 1,
+        runs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    say!("{}", report::table(&summary, &deltas));
+    say!("mean ± 95% CI half-width (Student t); δ = Cliff's delta against tuned-hpa (negative: lower values)");
+    let out = common.out.clone().unwrap_or_else(|| cfg.eval.out_dir.clone().into());
+    report::write_files(&out, &runs, &summary, &deltas)?;
+    let mut written = vec!["runs.csv", "summary.csv", "cliffs_delta.csv", "runs.parquet", "timeseries.parquet"]
+        .into_iter()
+        .map(|f| out.join(f).display().to_string())
+        .collect::<Vec<_>>();
+    if !common.no_plots {
+        for p in graphscaler_eval::plot::write_plots(&out, &runs, &summary)? {
+            written.push(p.display().to_string());
+        }
+    }
+    say!("wrote:\n  {}", written.join("\n  "));
+    Ok(runs)
+}
