@@ -440,6 +440,10 @@ impl Hpa {
             }
         }
         self.last_sync = Some(obs.time_s);
+        let mut by_service: HashMap<&str, Vec<&PodObs>> = HashMap::new();
+        for p in &obs.pods {
+            by_service.entry(p.service.as_str()).or_default().push(p);
+        }
         let mut actions = vec![];
         for s in &obs.services {
             if self.cfg.exclude.contains(&s.name) {
@@ -449,8 +453,8 @@ impl Hpa {
                 .controllers
                 .entry(s.name.clone())
                 .or_insert_with(|| HpaController::new(self.target, &self.cfg));
-            let pods: Vec<&PodObs> = obs.pods_of(&s.name).collect();
-            if let Reconcile::Scale(n) = ctl.reconcile(s.replicas_spec as i64, &pods, obs.time_s) {
+            let pods = by_service.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            if let Reconcile::Scale(n) = ctl.reconcile(s.replicas_spec as i64, pods, obs.time_s) {
                 actions.push(Action::new(
                     s.name.clone(),
                     ActionKind::SetReplicas { replicas: n.max(0) as u32 },

@@ -14,7 +14,7 @@
 //! | off-peak | `off_peak · (1 + 0.1 sin(2πt/3600))` |
 //! | peak | ramps from off-peak to `peak` over `min(1200, D/10)` s, holds with a ±5% 10-minute wobble, ramps back down over the last `min(1200, D/10)` s |
 //! | rush | `rush_base`, plus flash crowds starting at 25% and 60% of D: a linear rise to `rush_peak` in 60 s, a hold of `min(900, D/8)` s, then an exponential decay back with τ = 180 s |
-//! | fluctuating | `mid + amp · sin(2πt/P)` with `mid`, `amp` spanning [min, max], plus a third harmonic at 15% of `amp` (clipped to the range) |
+//! | fluctuating | `mid + 1.25·amp·(0.87 sin(2πt/P) + 0.13 sin(6πt/P + 0.7))` with `mid ± amp` = [min, max], clipped to that range |
 //! | trace | counts per bucket of a CSV, rescaled so that the busiest bucket is `trace_peak`; looped when the run is longer than the trace, linear between bucket centres |
 
 use std::f64::consts::PI;
@@ -103,9 +103,10 @@ impl Shape {
                 let mid = 0.5 * (c.fluctuating_min_rps + c.fluctuating_max_rps);
                 let amp = 0.5 * (c.fluctuating_max_rps - c.fluctuating_min_rps);
                 let p = c.fluctuating_period_s;
+                // The harmonic mix peaks at ±0.844; 1.25× makes it touch both levels, with a
+                // short plateau at each.
                 let v = mid
-                    + amp * 0.87 * (2.0 * PI * t / p).sin()
-                    + amp * 0.13 * (6.0 * PI * t / p + 0.7).sin();
+                    + 1.25 * amp * (0.87 * (2.0 * PI * t / p).sin() + 0.13 * (6.0 * PI * t / p + 0.7).sin());
                 v.clamp(c.fluctuating_min_rps, c.fluctuating_max_rps)
             }
             Shape::Trace(tr) => tr.rate(t) * c.trace_peak_rps,

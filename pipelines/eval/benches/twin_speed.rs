@@ -1,0 +1,70 @@
+//! Twin speed: simulated seconds per wall-clock second on one core.
+//!
+//! What it isolates: the twin's step and observation loop (load generation, scheduling,
+//! queues, call-tree latency composition, observation building), with no policy and with the
+//! Kubernetes HPA deciding every 15 s. Each case runs `ROUNDS` times on one thread; the median
+//! is reported with every round, and the ratio to the goal (100,000x real time, i.e. a 4-hour
+//! episode in 0.144 s) is printed beside it.
+//!
+//! Run: `cargo bench -p graphscaler-eval --bench twin_speed`
+
+use std::path::Path;
+use std::time::Instant;
+
+use graphscaler_eval::runner::{run_policy, EvalConfig, Policy, Setup, Static};
+use graphscaler_eval::{Hpa, HpaConfig};
+use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig, DEFAULT_TOML};
+
+const ROUNDS: usize = 7;
+const GOAL: f64 = 100_000.0;
+
+#[derive(serde::Deserialize)]
+struct File {
+    hpa: HpaConfig,
+    eval: EvalConfig,
+}
+
+fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Box<dyn Policy>) {
+    let mut walls = vec![];
+    for round in 0..ROUNDS {
+        let mut policy = make();
+        let t0 = Instant::now();
+        let (ticks, _, _) = run_policy(setup, policy.as_mut(), Shape::Peak, duration_s, round as u64 + 1)
+            .expect("the bench setup is valid");
+        walls.push(t0.elapsed().as_secs_f64());
+        assert_eq!(ticks.len(), (duration_s / 15.0) as usize);
+    }
+    let rounds: Vec<String> = walls.iter().map(|w| format!("{:.4}", w)).collect();
+    walls.sort_by(f64::total_cmp);
+    let median = walls[ROUNDS / 2];
+    let speed = duration_s / median;
+    println!(
+        "{name:<44} {:>6.0} s simulated in {median:>8.4} s (median of {ROUNDS}: [{}])  {speed:>12.0}x real time  ratio to goal {:.2}",
+        duration_s,
+        rounds.join(", "),
+        speed / GOAL
+    );
+}
+
+fn main() {
+    let f: File = toml::from_str(DEFAULT_TOML).expect("embedded defaults");
+    let twin = TwinConfig::default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ob = Topology::from_file(&root.join("data/topologies/online-boutique.json"), &twin.fanout_parameters)
+        .expect("Online Boutique topology");
+    let setup = |topology: Topology| Setup {
+        topology,
+        twin: twin.clone(),
+        slo: SloConfig::default(),
+        hpa: f.hpa.clone(),
+        eval: f.eval.clone(),
+    };
+    println!("twin speed, peak shape, one thread (goal: >= {GOAL:.0}x real time for Online Boutique)");
+    let s = setup(ob);
+    case("online-boutique (11 services), no policy", &s, 4.0 * 3600.0, || Box::new(Static));
+    let hpa = f.hpa.clone();
+    case("online-boutique (11 services), HPA", &s, 4.0 * 3600.0, || Box::new(Hpa::new(70, &hpa)));
+    let s = setup(Topology::synthetic(1000, 1));
+    case("synthetic-1000 (1000 services), no policy", &s, 3600.0, || Box::new(Static));
+    case("synthetic-1000 (1000 services), HPA", &s, 3600.0, || Box::new(Hpa::new(70, &hpa)));
+}
