@@ -34,7 +34,8 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("GRAPHSCALER_").split("__"));
+        // Only SECTION__KEY variables: GRAPHSCALER_CONFIG and the like are not settings.
+        fig = fig.merge(Env::prefixed("GRAPHSCALER_").filter(|k| k.as_str().contains("__")).split("__"));
         let cfg: Config = fig.extract().map_err(|e| {
             let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration:\n  - {}", all.join("\n  - "))

@@ -42,6 +42,18 @@ enum Command {
 enum TwinCommand {
     /// Run one policy on one scenario.
     Run(RunArgs),
+    /// Plot the nominal frontend rps of load shapes over a run (docs/img/shapes.png).
+    Shapes {
+        /// Comma-separated scenarios, or `all` (the four shapes and the bundled Azure trace).
+        #[arg(long, default_value = "all")]
+        scenarios: String,
+        /// Run length (4h, 30m, 90s).
+        #[arg(long, default_value = "4h", value_parser = parse_duration)]
+        duration: f64,
+        /// Output PNG.
+        #[arg(long, default_value = "docs/img/shapes.png")]
+        out: PathBuf,
+    },
     /// Write a synthetic topology in the topology file format.
     SynthTopology {
         /// Number of services.
@@ -120,9 +132,6 @@ struct SweepArgs {
     /// Replays per scenario.
     #[arg(long, default_value_t = 3)]
     replays: usize,
-    /// Targets within this many percentage points of the fewest SLO violations compete on cost.
-    #[arg(long, default_value_t = 0.5)]
-    tie_pp: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -161,6 +170,31 @@ fn run(cli: Cli) -> Result<()> {
             say!("wrote {} ({services} services)", out.display());
             Ok(())
         }
+        Command::Twin(TwinCommand::Shapes { scenarios: names, duration, out }) => {
+            let shapes = if names == "all" {
+                let mut v = Shape::all_named();
+                v.push(Shape::parse("trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv")?);
+                v
+            } else {
+                scenarios(&names)?
+            };
+            let series: Vec<(String, Vec<(f64, f64)>)> = shapes
+                .iter()
+                .map(|s| {
+                    let pts = (0..=(duration as usize))
+                        .step_by(15)
+                        .map(|t| (t as f64 / 60.0, s.rps(t as f64, duration, &cfg.twin.load)))
+                        .collect();
+                    (s.name(), pts)
+                })
+                .collect();
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            graphscaler_eval::plot::lines(&out, "load shapes: nominal frontend requests per second", "rps", &series)?;
+            say!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Twin(TwinCommand::Run(a)) => {
             let policy = PolicySpec::parse(&a.policy)?;
             let shape = Shape::parse(&a.scenario)?;
@@ -184,11 +218,9 @@ fn run(cli: Cli) -> Result<()> {
             let runs = campaign(&cfg, policies, scenarios(&a.scenarios)?, a.replays, &a.common)?;
             let rows = sweep::rows(&runs, &targets);
             let mut t = comfy_table_lite(&rows);
-            let chosen = sweep::choose(&rows, a.tie_pp);
-            if let Some(c) = chosen {
+            if let Some(c) = sweep::choose(&rows) {
                 t.push_str(&format!(
-                    "\nchosen target: {c}% (fewest SLO violations, cheapest within {} pp)\nset it with: [hpa] tuned_target_cpu_utilization = {c}\n",
-                    a.tie_pp
+                    "\nchosen target: {c}% (the cheapest whose SLO violation % interval overlaps the best target's)\nset it with: [hpa] tuned_target_cpu_utilization = {c}\n"
                 ));
             }
             say!("{t}");

@@ -29,7 +29,7 @@ fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Bo
     for round in 0..ROUNDS {
         let mut policy = make();
         let t0 = Instant::now();
-        let (ticks, _, _) = run_policy(setup, policy.as_mut(), Shape::Peak, duration_s, round as u64 + 1)
+        let (ticks, _, _) = run_policy(setup, policy.as_mut(), Shape::Peak, duration_s, round as u64 + 1, 0.0)
             .expect("the bench setup is valid");
         walls.push(t0.elapsed().as_secs_f64());
         assert_eq!(ticks.len(), (duration_s / 15.0) as usize);

@@ -226,3 +226,37 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
     root.present().map_err(|e| err(file, e))?;
     Ok(())
 }
+
+/// A titled line chart of named series (x in minutes), e.g. the load shapes.
+pub fn lines(file: &Path, title: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    ensure_font();
+    let root = BitMapBackend::new(file, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(file, e))?;
+    let x_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let y_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| err(file, e))?;
+    chart.configure_mesh().x_desc("minutes").y_desc(y_desc).draw().map_err(|e| err(file, e))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| err(file, e))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(file, e))?;
+    root.present().map_err(|e| err(file, e))?;
+    Ok(())
+}

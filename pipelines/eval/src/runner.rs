@@ -21,6 +21,9 @@ pub struct EvalConfig {
     pub caf_memory_weight: f64,
     /// Output directory.
     pub out_dir: String,
+    /// Seconds at the start of each run left out of the metrics (the cluster starts from the
+    /// manifests' single replicas).
+    pub warmup_s: f64,
 }
 
 /// A scaling policy: reads observations, emits actions.
@@ -150,13 +153,15 @@ pub struct RunResult {
     pub series: Vec<SeriesPoint>,
 }
 
-/// Runs `policy` on a fresh twin and returns its ground truth and action counts.
+/// Runs `policy` on a fresh twin and returns its ground truth and the actions applied and
+/// refused after `warmup_s`.
 pub fn run_policy(
     setup: &Setup,
     policy: &mut dyn Policy,
     shape: Shape,
     duration_s: f64,
     seed: u64,
+    warmup_s: f64,
 ) -> Result<(Vec<TickTruth>, usize, usize)> {
     let mut twin = Twin::new(
         setup.topology.clone(),
@@ -170,11 +175,15 @@ pub fn run_policy(
     let (mut applied, mut refused) = (0, 0);
     while !twin.done() {
         let (obs, truth) = twin.advance();
+        let counted = obs.time_s > warmup_s;
         for a in policy.decide(&obs) {
-            if twin.apply(&a).is_applied() {
-                applied += 1;
-            } else {
-                refused += 1;
+            let ok = twin.apply(&a).is_applied();
+            if counted {
+                if ok {
+                    applied += 1;
+                } else {
+                    refused += 1;
+                }
             }
         }
         ticks.push(truth);
@@ -258,14 +267,18 @@ impl Campaign {
                     let seed = self.seed + replay as u64;
                     let scenario = shape.name();
                     let mut p = policy.build(&setup.hpa);
-                    let out = run_policy(setup, p.as_mut(), shape, self.duration_s, seed).map(
-                        |(ticks, applied, refused)| RunResult {
-                            policy: policy.name(),
-                            scenario,
-                            replay,
-                            seed,
-                            metrics: compute(&ticks, applied, refused, settings),
-                            series: series(&ticks),
+                    let warmup = setup.eval.warmup_s;
+                    let out = run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup).map(
+                        |(ticks, applied, refused)| {
+                            let first = ticks.partition_point(|t| t.time_s <= warmup);
+                            RunResult {
+                                policy: policy.name(),
+                                scenario,
+                                replay,
+                                seed,
+                                metrics: compute(&ticks[first..], applied, refused, settings),
+                                series: series(&ticks),
+                            }
                         },
                     );
                     if let Ok(r) = &out {

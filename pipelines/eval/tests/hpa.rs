@@ -208,3 +208,33 @@ fn out_of_range_counts_are_clamped_first() {
     // spec.replicas = 0 disables autoscaling.
     assert_eq!(c.reconcile(0, &refs, 15.0), Reconcile::Keep);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// One reconcile never leaves [minReplicas, maxReplicas] (from an in-range count) and
+        /// never adds more than the default scale-up policies allow in one period.
+        #[test]
+        fn reconcile_respects_bounds_and_rates(
+            current in 1i64..=40,
+            usages in proptest::collection::vec(proptest::option::weighted(0.9, 0.0f64..3000.0), 1..40),
+            target in 10u32..=100,
+        ) {
+            let pods: Vec<PodObs> = usages.iter().enumerate().map(|(i, u)| pod(&format!("p{i}"), 100.0, *u)).collect();
+            let refs: Vec<&PodObs> = pods.iter().collect();
+            let mut c = HpaController::new(target, &cfg());
+            match c.reconcile(current, &refs, NOW) {
+                Reconcile::Scale(n) => {
+                    prop_assert!((1..=40).contains(&n), "{n}");
+                    prop_assert!(n <= (current + 4).max(current * 2), "{current} -> {n}");
+                }
+                Reconcile::Keep => {}
+                Reconcile::NoMetrics => prop_assert!(usages.iter().all(Option::is_none)),
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what graphscaler needs on a fresh Debian machine, skipping what is already there.
+# Sourced by scripts/main.sh and scripts/test.sh; safe to run again.
+#
+# What it checks or installs:
+#   - a Rust toolchain (cargo) — required; it cannot be downloaded here, so its absence is an error
+#   - Debian packages listed in APT_PACKAGES (none yet: plots use the vendored DejaVu font)
+# Later stages add themselves here: the Python venv with torch==2.13.0 for libtorch (learning),
+# the tansu broker and Prometheus (end-to-end tests).
+set -euo pipefail
+
+GS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export GS_ROOT
+
+APT_PACKAGES=()
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then
+            export PATH="$HOME/.cargo/bin:$PATH"
+        else
+            log "cargo not found: install a Rust toolchain (https://rustup.rs) and rerun"
+            exit 1
+        fi
+    fi
+    log "rust: $(cargo --version)"
+}
+
+ensure_apt_packages() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+ensure_rust
+ensure_apt_packages

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Every test: installs what it needs, then runs the workspace's unit, integration, property and
+# doc tests. `.ci/run` calls this script.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$GS_ROOT"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,157 @@
+//! The `graphscaler` command as a user meets it: the evaluation writes its tables and files,
+//! runs are reproducible, and bad input is named.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn graphscaler(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn eval_prints_a_table_and_writes_csv_parquet_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = graphscaler(&[
+        "eval", "--policies", "static,hpa", "--scenarios", "peak,rush", "--replays", "3", "--duration", "40m",
+        "--out", out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in ["SLO viol %", "tuned-hpa", "static", "peak", "rush", "(reference)", "Cliff's delta"] {
+        assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+    }
+    for f in [
+        "runs.csv", "summary.csv", "cliffs_delta.csv", "runs.parquet", "timeseries.parquet",
+        "timeseries-peak.png", "timeseries-rush.png", "metrics.png",
+    ] {
+        let p = dir.path().join(f);
+        assert!(p.metadata().map(|m| m.len() > 100).unwrap_or(false), "{f} missing or empty");
+    }
+    // 3 policies (tuned-hpa joins as the CAF reference) x 2 scenarios x 3 replays.
+    let runs = std::fs::read_to_string(dir.path().join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 1 + 18);
+    // The tuned HPA's CAF against itself is exactly 1.
+    let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
+    let caf = header.iter().position(|h| *h == "caf").unwrap();
+    for line in runs.lines().skip(1).filter(|l| l.contains(",tuned-hpa,")) {
+        assert_eq!(line.split(',').nth(caf), Some("1"), "{line}");
+    }
+    // PNG signature.
+    let png = std::fs::read(dir.path().join("metrics.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Parquet files start and end with PAR1.
+    let pq = std::fs::read(dir.path().join("timeseries.parquet")).unwrap();
+    assert_eq!(&pq[..4], b"PAR1");
+    assert_eq!(&pq[pq.len() - 4..], b"PAR1");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_results() {
+    let run = |dir: &Path| {
+        let o = graphscaler(&[
+            "twin", "run", "--scenario", "fluctuating", "--policy", "hpa", "--seed", "7", "--duration", "30m",
+            "--no-plots", "--out", dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(dir.join("runs.csv")).unwrap()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    assert_eq!(run(a.path()), run(b.path()));
+}
+
+#[test]
+fn a_broken_topology_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.json");
+    std::fs::write(&bad, "{\"services\": [ {\"name\": \"a\", ").unwrap();
+    let o = graphscaler(&["twin", "run", "--duration", "1m", "--topology", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("broken.json") && e.contains("line 1"), "{e}");
+
+    let missing = dir.path().join("nope.json");
+    let o = graphscaler(&["twin", "run", "--duration", "1m", "--topology", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nope.json"), "{}", stderr(&o));
+
+    let wrong = dir.path().join("wrong.json");
+    let text = std::fs::read_to_string(repo().join("data/topologies/online-boutique.json"))
+        .unwrap()
+        .replace("\"cpu_request_m\": 200", "\"cpu_request_m\": -200");
+    std::fs::write(&wrong, text).unwrap();
+    let o = graphscaler(&["twin", "run", "--duration", "1m", "--topology", wrong.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(e.contains("wrong.json") && e.contains("services[1].cpu_request_m"), "{e}");
+}
+
+#[test]
+fn a_broken_trace_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("trace.csv");
+    std::fs::write(&bad, "offset_s,requests\n0,5\n1,5\n2,NaN?\n").unwrap();
+    let o = graphscaler(&["twin", "run", "--duration", "1m", "--scenario", &format!("trace:{}", bad.display())]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("trace.csv") && e.contains("line 4"), "{e}");
+}
+
+#[test]
+fn bad_names_and_configuration_are_refused_with_every_problem() {
+    let o = graphscaler(&["eval", "--policies", "hpa,magic", "--duration", "1m"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown policy `magic`"), "{}", stderr(&o));
+    let o = graphscaler(&["eval", "--scenarios", "storm", "--duration", "1m"]);
+    assert!(stderr(&o).contains("unknown scenario `storm`"), "{}", stderr(&o));
+    let o = graphscaler(&["eval", "--duration", "4 days"]);
+    assert!(!o.status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[twin]\nstep_s = 0.0\n[slo]\nerror_rate = 2.0\n").unwrap();
+    let o = graphscaler(&["--config", cfg.to_str().unwrap(), "config"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("twin.step_s") && e.contains("slo.error_rate"), "{e}");
+
+    // Environment variables override the file and the defaults.
+    let o = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+        .args(["config"])
+        .current_dir(repo())
+        .env("GRAPHSCALER_SLO__LATENCY_MS", "321.5")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("latency_ms = 321.5"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_synthetic_topology_round_trips_through_the_file_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("synth.json");
+    let o = graphscaler(&["twin", "synth-topology", "--services", "60", "--out", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = graphscaler(&[
+        "twin", "run", "--policy", "hpa", "--duration", "10m", "--no-plots", "--topology", f.to_str().unwrap(),
+        "--out", dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("synth.json"));
+}
