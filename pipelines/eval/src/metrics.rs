@@ -192,6 +192,7 @@ mod tests {
             entry_mean_ms: 0.0,
             slo_violated: violated,
             services: vec![s],
+            routes: vec![],
         }
     }
 

@@ -60,6 +60,23 @@ pub struct TickTruth {
     pub slo_violated: bool,
     /// Per service, in topology order.
     pub services: Vec<ServiceTruth>,
+    /// Per route of the entry service, end to end along its call tree.
+    pub routes: Vec<RouteTruth>,
+}
+
+/// End-to-end figures of one route over a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTruth {
+    /// `METHOD /path`.
+    pub name: String,
+    /// Requests per second.
+    pub rps: f64,
+    /// Mean latency, ms.
+    pub mean_ms: f64,
+    /// p95 latency, ms (Gamma fit to the composed moments).
+    pub p95_ms: f64,
+    /// Share of requests that failed.
+    pub error_rate: f64,
 }
 
 /// Ground truth of one service over a tick.
@@ -172,8 +189,8 @@ struct FlatNode {
 #[derive(Debug, Clone)]
 struct FlatRoute {
     nodes: Vec<FlatNode>,
-    /// (service, invocations per route request, of which writes)
-    visits: Vec<(usize, f64, f64)>,
+    /// (service, invocations per route request): the offered load per route request.
+    visits: Vec<(usize, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -280,16 +297,13 @@ impl Twin {
             for c in &r.calls {
                 flatten(&topo, &edge_index, c, 0, &mut nodes_f);
             }
-            let mut visits: Vec<(usize, f64, f64)> = Vec::new();
-            let mut add = |s: usize, m: f64, w: f64| match visits.iter_mut().find(|v| v.0 == s) {
-                Some(v) => {
-                    v.1 += m;
-                    v.2 += w;
+            let mut visits: Vec<(usize, f64)> = Vec::new();
+            for n in &nodes_f {
+                match visits.iter_mut().find(|v| v.0 == n.service) {
+                    Some(v) => v.1 += n.mult,
+                    None => visits.push((n.service, n.mult)),
                 }
-                None => visits.push((s, m, w)),
-            };
-            add(topo.entry, 1.0, 0.0);
-            collect_visits(r.calls.as_slice(), 1.0, &mut add);
+            }
             routes.push(FlatRoute {
                 nodes: nodes_f,
                 visits,
@@ -506,7 +520,7 @@ impl Twin {
             if *a == 0.0 {
                 continue;
             }
-            for &(s, m, _) in &self.routes[r].visits {
+            for &(s, m) in &self.routes[r].visits {
                 offered[s] += a * m;
             }
         }
@@ -700,6 +714,7 @@ impl Twin {
         let slo_s = self.slo.latency_ms / 1000.0;
         let mut over_slo = 0.0;
         let mut route_mean = vec![0.0; self.routes.len()];
+        let mut route_truth = Vec::with_capacity(self.routes.len());
         for (r, route) in self.routes.iter().enumerate() {
             let arrivals = self.route_tick[r];
             let n = route.nodes.len();
@@ -729,6 +744,13 @@ impl Twin {
                 succ[i] = sc;
             }
             route_mean[r] = mean[0];
+            route_truth.push(RouteTruth {
+                name: self.topo.routes[r].name.clone(),
+                rps: arrivals / w,
+                mean_ms: mean[0] * 1000.0,
+                p95_ms: gamma_quantile(mean[0], var[0], Z95) * 1000.0,
+                error_rate: 1.0 - succ[0],
+            });
             if arrivals > 0.0 {
                 for (i, node) in route.nodes.iter().enumerate() {
                     let wgt = arrivals * node.mult;
@@ -930,6 +952,7 @@ impl Twin {
             entry_mean_ms: entry_mean * 1000.0,
             slo_violated: violated,
             services: truths,
+            routes: route_truth,
         };
         let obs = ClusterObservation {
             time_s: now,
@@ -1163,13 +1186,5 @@ fn flatten(
     out[parent].children.push(me);
     for c in &call.children {
         flatten(topo, edge_index, c, me, out);
-    }
-}
-
-fn collect_visits(calls: &[CallNode], mult: f64, add: &mut impl FnMut(usize, f64, f64)) {
-    for c in calls {
-        let m = mult * c.count;
-        add(c.service, m, if c.write { m } else { 0.0 });
-        collect_visits(&c.children, m, add);
     }
 }

@@ -292,6 +292,12 @@ fn observations_are_consistent() {
         let svc_used: f64 = o.services.iter().map(|s| s.cpu_usage_cores).sum();
         assert!((used - svc_used).abs() < 1e-6);
         assert!((o.global.entry_p95_ms - truth.entry_p95_ms).abs() < 1e-9);
+        // End to end per route: the home page (9 conversions and more) is slower than setting
+        // the currency (no calls), and route rates add up to the frontend's.
+        let route = |n: &str| truth.routes.iter().find(|r| r.name == n).unwrap();
+        assert!(route("GET /").mean_ms > route("POST /setCurrency").mean_ms + 10.0);
+        let total: f64 = truth.routes.iter().map(|r| r.rps).sum();
+        assert!((total - fe.rps).abs() < 1e-6 * fe.rps.max(1.0), "{total} vs {}", fe.rps);
         assert!((0.0..=1.0).contains(&o.global.slo_violation_rate));
     }
 }
