@@ -35,7 +35,11 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         // Only SECTION__KEY variables: GRAPHSCALER_CONFIG and the like are not settings.
-        fig = fig.merge(Env::prefixed("GRAPHSCALER_").filter(|k| k.as_str().contains("__")).split("__"));
+        fig = fig.merge(
+            Env::prefixed("GRAPHSCALER_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
         let cfg: Config = fig.extract().map_err(|e| {
             let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration:\n  - {}", all.join("\n  - "))
@@ -49,11 +53,17 @@ impl Config {
         if let Err(graphscaler_twin::TwinError::Config(e)) = self.twin.validate() {
             errs.extend(e);
         }
-        if !(self.slo.latency_ms > 0.0) {
-            errs.push(format!("slo.latency_ms must be positive, got {}", self.slo.latency_ms));
+        if !positive(self.slo.latency_ms) {
+            errs.push(format!(
+                "slo.latency_ms must be positive, got {}",
+                self.slo.latency_ms
+            ));
         }
         if !(0.0..=1.0).contains(&self.slo.error_rate) {
-            errs.push(format!("slo.error_rate must lie in [0, 1], got {}", self.slo.error_rate));
+            errs.push(format!(
+                "slo.error_rate must lie in [0, 1], got {}",
+                self.slo.error_rate
+            ));
         }
         let h = &self.hpa;
         if h.target_cpu_utilization == 0 || h.tuned_target_cpu_utilization == 0 {
@@ -62,14 +72,14 @@ impl Config {
         if h.min_replicas == 0 || h.max_replicas < h.min_replicas {
             errs.push("hpa needs 1 <= min_replicas <= max_replicas".into());
         }
-        if !(h.sync_period_s > 0.0) || !(h.tolerance >= 0.0) {
+        if !positive(h.sync_period_s) || !non_negative(h.tolerance) {
             errs.push("hpa.sync_period_s must be positive and hpa.tolerance non-negative".into());
         }
         if !(self.eval.target_utilization > 0.0 && self.eval.target_utilization <= 1.0) {
             errs.push("eval.target_utilization must lie in (0, 1]".into());
         }
-        if !(self.eval.caf_memory_weight >= 0.0) {
-            errs.push("eval.caf_memory_weight must be >= 0".into());
+        if !non_negative(self.eval.caf_memory_weight) || !non_negative(self.eval.warmup_s) {
+            errs.push("eval.caf_memory_weight and eval.warmup_s must be >= 0".into());
         }
         if errs.is_empty() {
             Ok(())
@@ -80,17 +90,32 @@ impl Config {
 
     /// The topology the configuration names, or `override_path`.
     pub fn topology(&self, override_path: Option<&Path>) -> Result<graphscaler_twin::Topology> {
-        let path = override_path.map(Path::to_path_buf).unwrap_or_else(|| self.twin.topology.clone().into());
-        graphscaler_twin::Topology::from_file(&path, &self.twin.fanout_parameters)
-            .with_context(|| "loading the topology (set twin.topology or pass --topology)".to_string())
+        let path = override_path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.twin.topology.clone().into());
+        graphscaler_twin::Topology::from_file(&path, &self.twin.fanout_parameters).with_context(
+            || "loading the topology (set twin.topology or pass --topology)".to_string(),
+        )
     }
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
 }
 
 /// Parses `4h`, `30m`, `90s`, `1h30m` or plain seconds.
 pub fn parse_duration(s: &str) -> Result<f64, String> {
     let s = s.trim();
     if let Ok(v) = s.parse::<f64>() {
-        return if v > 0.0 { Ok(v) } else { Err(format!("duration `{s}` must be positive")) };
+        return if positive(v) {
+            Ok(v)
+        } else {
+            Err(format!("duration `{s}` must be positive"))
+        };
     }
     let mut total = 0.0;
     let mut num = String::new();
@@ -105,11 +130,13 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
             's' => 1.0,
             _ => return Err(format!("duration `{s}`: unknown unit `{c}` (use h, m, s)")),
         };
-        let v: f64 = num.parse().map_err(|_| format!("duration `{s}`: expected a number before `{c}`"))?;
+        let v: f64 = num
+            .parse()
+            .map_err(|_| format!("duration `{s}`: expected a number before `{c}`"))?;
         total += v * unit;
         num.clear();
     }
-    if !num.is_empty() || !(total > 0.0) {
+    if !num.is_empty() || !positive(total) {
         return Err(format!("duration `{s}`: expected e.g. 4h, 30m, 90s"));
     }
     Ok(total)
@@ -134,7 +161,11 @@ mod tests {
         assert_eq!(c.slo.latency_ms, 200.0);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[slo]\nlatency_ms = 250.0\n[hpa]\ntarget_cpu_utilization = 0\n").unwrap();
+        std::fs::write(
+            &f,
+            "[slo]\nlatency_ms = 250.0\n[hpa]\ntarget_cpu_utilization = 0\n",
+        )
+        .unwrap();
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("hpa targets"), "{e}");
         std::fs::write(&f, "[slo]\nlatency_msec = 250.0\n").unwrap();

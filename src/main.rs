@@ -13,7 +13,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::{parse_duration, Config};
 
 #[derive(Debug, Parser)]
-#[command(name = "graphscaler", version, about = "A graph-aware, learning autoscaler for Kubernetes microservices.")]
+#[command(
+    name = "graphscaler",
+    version,
+    about = "A graph-aware, learning autoscaler for Kubernetes microservices."
+)]
 struct Cli {
     /// A TOML file layered over the embedded defaults (then GRAPHSCALER_<SECTION>__<KEY> variables).
     #[arg(long, global = true, env = "GRAPHSCALER_CONFIG")]
@@ -147,7 +151,9 @@ macro_rules! say {
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli) {
@@ -163,17 +169,27 @@ fn run(cli: Cli) -> Result<()> {
             say!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
         }
-        Command::Twin(TwinCommand::SynthTopology { services, seed, out }) => {
+        Command::Twin(TwinCommand::SynthTopology {
+            services,
+            seed,
+            out,
+        }) => {
             let v = graphscaler_twin::Topology::synthetic_json(services, seed);
             std::fs::write(&out, serde_json::to_string_pretty(&v)?)
                 .with_context(|| format!("writing {}", out.display()))?;
             say!("wrote {} ({services} services)", out.display());
             Ok(())
         }
-        Command::Twin(TwinCommand::Shapes { scenarios: names, duration, out }) => {
+        Command::Twin(TwinCommand::Shapes {
+            scenarios: names,
+            duration,
+            out,
+        }) => {
             let shapes = if names == "all" {
                 let mut v = Shape::all_named();
-                v.push(Shape::parse("trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv")?);
+                v.push(Shape::parse(
+                    "trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv",
+                )?);
                 v
             } else {
                 scenarios(&names)?
@@ -189,9 +205,15 @@ fn run(cli: Cli) -> Result<()> {
                 })
                 .collect();
             if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
-            graphscaler_eval::plot::lines(&out, "load shapes: nominal frontend requests per second", "rps", &series)?;
+            graphscaler_eval::plot::lines(
+                &out,
+                "load shapes: nominal frontend requests per second",
+                "rps",
+                &series,
+            )?;
             say!("wrote {}", out.display());
             Ok(())
         }
@@ -206,16 +228,33 @@ fn run(cli: Cli) -> Result<()> {
                 .split(',')
                 .map(|p| PolicySpec::parse(p.trim()))
                 .collect::<Result<Vec<_>, _>>()?;
-            campaign(&cfg, policies, scenarios(&a.scenarios)?, a.replays, &a.common).map(|_| ())
+            campaign(
+                &cfg,
+                policies,
+                scenarios(&a.scenarios)?,
+                a.replays,
+                &a.common,
+            )
+            .map(|_| ())
         }
         Command::HpaSweep(a) => {
             let targets = a
                 .targets
                 .split(',')
-                .map(|t| t.trim().parse::<u32>().with_context(|| format!("target `{t}` is not a whole percentage")))
+                .map(|t| {
+                    t.trim()
+                        .parse::<u32>()
+                        .with_context(|| format!("target `{t}` is not a whole percentage"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let policies = targets.iter().map(|t| PolicySpec::HpaAt(*t)).collect();
-            let runs = campaign(&cfg, policies, scenarios(&a.scenarios)?, a.replays, &a.common)?;
+            let runs = campaign(
+                &cfg,
+                policies,
+                scenarios(&a.scenarios)?,
+                a.replays,
+                &a.common,
+            )?;
             let rows = sweep::rows(&runs, &targets);
             let mut t = comfy_table_lite(&rows);
             if let Some(c) = sweep::choose(&rows) {
@@ -234,7 +273,11 @@ fn comfy_table_lite(rows: &[sweep::SweepRow]) -> String {
     for r in rows {
         s.push_str(&format!(
             "{:>5}%  {:>7.2} ± {:<8.2}   {:>6.1}   {:>12.0}\n",
-            r.target, r.slo_violation_pct.mean, r.slo_violation_pct.half_width, r.slack_pct.mean, r.cpu_core_seconds.mean
+            r.target,
+            r.slo_violation_pct.mean,
+            r.slo_violation_pct.half_width,
+            r.slack_pct.mean,
+            r.cpu_core_seconds.mean
         ));
     }
     s
@@ -244,7 +287,10 @@ fn scenarios(s: &str) -> Result<Vec<Shape>> {
     if s == "all" {
         return Ok(Shape::all_named());
     }
-    let out = s.split(',').map(|x| Shape::parse(x.trim())).collect::<Result<Vec<_>, _>>()?;
+    let out = s
+        .split(',')
+        .map(|x| Shape::parse(x.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
     if out.is_empty() {
         bail!("no scenario given");
     }
@@ -279,8 +325,10 @@ fn campaign(
     };
     let bar = ProgressBar::new(c.run_count() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
     let runs = c.run(&setup, &|r| {
@@ -303,12 +351,21 @@ fn campaign(
     );
     say!("{}", report::table(&summary, &deltas));
     say!("mean ± 95% CI half-width (Student t); δ = Cliff's delta against tuned-hpa (negative: lower values)");
-    let out = common.out.clone().unwrap_or_else(|| cfg.eval.out_dir.clone().into());
+    let out = common
+        .out
+        .clone()
+        .unwrap_or_else(|| cfg.eval.out_dir.clone().into());
     report::write_files(&out, &runs, &summary, &deltas)?;
-    let mut written = vec!["runs.csv", "summary.csv", "cliffs_delta.csv", "runs.parquet", "timeseries.parquet"]
-        .into_iter()
-        .map(|f| out.join(f).display().to_string())
-        .collect::<Vec<_>>();
+    let mut written = vec![
+        "runs.csv",
+        "summary.csv",
+        "cliffs_delta.csv",
+        "runs.parquet",
+        "timeseries.parquet",
+    ]
+    .into_iter()
+    .map(|f| out.join(f).display().to_string())
+    .collect::<Vec<_>>();
     if !common.no_plots {
         for p in graphscaler_eval::plot::write_plots(&out, &runs, &summary)? {
             written.push(p.display().to_string());

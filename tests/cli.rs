@@ -1,6 +1,8 @@
 //! The `graphscaler` command as a user meets it: the evaluation writes its tables and files,
 //! runs are reproducible, and bad input is named.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,20 +32,46 @@ fn eval_prints_a_table_and_writes_csv_parquet_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     let o = graphscaler(&[
-        "eval", "--policies", "static,hpa", "--scenarios", "peak,rush", "--replays", "3", "--duration", "40m",
-        "--out", out,
+        "eval",
+        "--policies",
+        "static,hpa",
+        "--scenarios",
+        "peak,rush",
+        "--replays",
+        "3",
+        "--duration",
+        "40m",
+        "--out",
+        out,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    for needle in ["SLO viol %", "tuned-hpa", "static", "peak", "rush", "(reference)", "Cliff's delta"] {
+    for needle in [
+        "SLO viol %",
+        "tuned-hpa",
+        "static",
+        "peak",
+        "rush",
+        "(reference)",
+        "Cliff's delta",
+    ] {
         assert!(text.contains(needle), "missing `{needle}` in\n{text}");
     }
     for f in [
-        "runs.csv", "summary.csv", "cliffs_delta.csv", "runs.parquet", "timeseries.parquet",
-        "timeseries-peak.png", "timeseries-rush.png", "metrics.png",
+        "runs.csv",
+        "summary.csv",
+        "cliffs_delta.csv",
+        "runs.parquet",
+        "timeseries.parquet",
+        "timeseries-peak.png",
+        "timeseries-rush.png",
+        "metrics.png",
     ] {
         let p = dir.path().join(f);
-        assert!(p.metadata().map(|m| m.len() > 100).unwrap_or(false), "{f} missing or empty");
+        assert!(
+            p.metadata().map(|m| m.len() > 100).unwrap_or(false),
+            "{f} missing or empty"
+        );
     }
     // 3 policies (tuned-hpa joins as the CAF reference) x 2 scenarios x 3 replays.
     let runs = std::fs::read_to_string(dir.path().join("runs.csv")).unwrap();
@@ -67,8 +95,19 @@ fn eval_prints_a_table_and_writes_csv_parquet_and_plots() {
 fn the_same_seed_gives_the_same_results() {
     let run = |dir: &Path| {
         let o = graphscaler(&[
-            "twin", "run", "--scenario", "fluctuating", "--policy", "hpa", "--seed", "7", "--duration", "30m",
-            "--no-plots", "--out", dir.to_str().unwrap(),
+            "twin",
+            "run",
+            "--scenario",
+            "fluctuating",
+            "--policy",
+            "hpa",
+            "--seed",
+            "7",
+            "--duration",
+            "30m",
+            "--no-plots",
+            "--out",
+            dir.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read_to_string(dir.join("runs.csv")).unwrap()
@@ -82,13 +121,27 @@ fn a_broken_topology_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.json");
     std::fs::write(&bad, "{\"services\": [ {\"name\": \"a\", ").unwrap();
-    let o = graphscaler(&["twin", "run", "--duration", "1m", "--topology", bad.to_str().unwrap()]);
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "1m",
+        "--topology",
+        bad.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("broken.json") && e.contains("line 1"), "{e}");
 
     let missing = dir.path().join("nope.json");
-    let o = graphscaler(&["twin", "run", "--duration", "1m", "--topology", missing.to_str().unwrap()]);
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "1m",
+        "--topology",
+        missing.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("nope.json"), "{}", stderr(&o));
 
@@ -97,9 +150,19 @@ fn a_broken_topology_is_named() {
         .unwrap()
         .replace("\"cpu_request_m\": 200", "\"cpu_request_m\": -200");
     std::fs::write(&wrong, text).unwrap();
-    let o = graphscaler(&["twin", "run", "--duration", "1m", "--topology", wrong.to_str().unwrap()]);
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "1m",
+        "--topology",
+        wrong.to_str().unwrap(),
+    ]);
     let e = stderr(&o);
-    assert!(e.contains("wrong.json") && e.contains("services[1].cpu_request_m"), "{e}");
+    assert!(
+        e.contains("wrong.json") && e.contains("services[1].cpu_request_m"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -107,7 +170,14 @@ fn a_broken_trace_is_named_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("trace.csv");
     std::fs::write(&bad, "offset_s,requests\n0,5\n1,5\n2,NaN?\n").unwrap();
-    let o = graphscaler(&["twin", "run", "--duration", "1m", "--scenario", &format!("trace:{}", bad.display())]);
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "1m",
+        "--scenario",
+        &format!("trace:{}", bad.display()),
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("trace.csv") && e.contains("line 4"), "{e}");
@@ -117,9 +187,17 @@ fn a_broken_trace_is_named_with_its_line() {
 fn bad_names_and_configuration_are_refused_with_every_problem() {
     let o = graphscaler(&["eval", "--policies", "hpa,magic", "--duration", "1m"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("unknown policy `magic`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown policy `magic`"),
+        "{}",
+        stderr(&o)
+    );
     let o = graphscaler(&["eval", "--scenarios", "storm", "--duration", "1m"]);
-    assert!(stderr(&o).contains("unknown scenario `storm`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown scenario `storm`"),
+        "{}",
+        stderr(&o)
+    );
     let o = graphscaler(&["eval", "--duration", "4 days"]);
     assert!(!o.status.success());
 
@@ -129,7 +207,10 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
     let o = graphscaler(&["--config", cfg.to_str().unwrap(), "config"]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("twin.step_s") && e.contains("slo.error_rate"), "{e}");
+    assert!(
+        e.contains("twin.step_s") && e.contains("slo.error_rate"),
+        "{e}"
+    );
 
     // Environment variables override the file and the defaults.
     let o = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
@@ -146,11 +227,27 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
 fn a_synthetic_topology_round_trips_through_the_file_format() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("synth.json");
-    let o = graphscaler(&["twin", "synth-topology", "--services", "60", "--out", f.to_str().unwrap()]);
+    let o = graphscaler(&[
+        "twin",
+        "synth-topology",
+        "--services",
+        "60",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = graphscaler(&[
-        "twin", "run", "--policy", "hpa", "--duration", "10m", "--no-plots", "--topology", f.to_str().unwrap(),
-        "--out", dir.path().to_str().unwrap(),
+        "twin",
+        "run",
+        "--policy",
+        "hpa",
+        "--duration",
+        "10m",
+        "--no-plots",
+        "--topology",
+        f.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("synth.json"));

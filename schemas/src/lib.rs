@@ -20,8 +20,7 @@ pub mod obs;
 
 pub use action::{Action, ActionKind, ActionOutcome};
 pub use obs::{
-    CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs,
-    StatefulObs,
+    CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,
 };
 
 /// Version of the observation and action types. Bumped whenever a field changes meaning, is

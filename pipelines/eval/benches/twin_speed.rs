@@ -29,8 +29,15 @@ fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Bo
     for round in 0..ROUNDS {
         let mut policy = make();
         let t0 = Instant::now();
-        let (ticks, _, _) = run_policy(setup, policy.as_mut(), Shape::Peak, duration_s, round as u64 + 1, 0.0)
-            .expect("the bench setup is valid");
+        let (ticks, _, _) = run_policy(
+            setup,
+            policy.as_mut(),
+            Shape::Peak,
+            duration_s,
+            round as u64 + 1,
+            0.0,
+        )
+        .expect("the bench setup is valid");
         walls.push(t0.elapsed().as_secs_f64());
         assert_eq!(ticks.len(), (duration_s / 15.0) as usize);
     }
@@ -50,8 +57,11 @@ fn main() {
     let f: File = toml::from_str(DEFAULT_TOML).expect("embedded defaults");
     let twin = TwinConfig::default();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let ob = Topology::from_file(&root.join("data/topologies/online-boutique.json"), &twin.fanout_parameters)
-        .expect("Online Boutique topology");
+    let ob = Topology::from_file(
+        &root.join("data/topologies/online-boutique.json"),
+        &twin.fanout_parameters,
+    )
+    .expect("Online Boutique topology");
     let setup = |topology: Topology| Setup {
         topology,
         twin: twin.clone(),
@@ -59,12 +69,31 @@ fn main() {
         hpa: f.hpa.clone(),
         eval: f.eval.clone(),
     };
-    println!("twin speed, peak shape, one thread (goal: >= {GOAL:.0}x real time for Online Boutique)");
+    println!(
+        "twin speed, peak shape, one thread (goal: >= {GOAL:.0}x real time for Online Boutique)"
+    );
     let s = setup(ob);
-    case("online-boutique (11 services), no policy", &s, 4.0 * 3600.0, || Box::new(Static));
+    case(
+        "online-boutique (11 services), no policy",
+        &s,
+        4.0 * 3600.0,
+        || Box::new(Static),
+    );
     let hpa = f.hpa.clone();
-    case("online-boutique (11 services), HPA", &s, 4.0 * 3600.0, || Box::new(Hpa::new(70, &hpa)));
+    case(
+        "online-boutique (11 services), HPA",
+        &s,
+        4.0 * 3600.0,
+        || Box::new(Hpa::new(70, &hpa)),
+    );
     let s = setup(Topology::synthetic(1000, 1));
-    case("synthetic-1000 (1000 services), no policy", &s, 3600.0, || Box::new(Static));
-    case("synthetic-1000 (1000 services), HPA", &s, 3600.0, || Box::new(Hpa::new(70, &hpa)));
+    case(
+        "synthetic-1000 (1000 services), no policy",
+        &s,
+        3600.0,
+        || Box::new(Static),
+    );
+    case("synthetic-1000 (1000 services), HPA", &s, 3600.0, || {
+        Box::new(Hpa::new(70, &hpa))
+    });
 }

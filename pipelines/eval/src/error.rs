@@ -26,7 +26,10 @@ pub enum EvalError {
 
 impl EvalError {
     pub(crate) fn write(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
-        EvalError::Write { path: path.to_owned(), message: e.to_string() }
+        EvalError::Write {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
     }
 }
 

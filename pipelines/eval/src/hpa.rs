@@ -104,8 +104,14 @@ impl ScalingRules {
         Self {
             stabilization_s,
             policies: vec![
-                ScalingPolicy::Pods { value: 4, period_s: 15.0 },
-                ScalingPolicy::Percent { value: 100, period_s: 15.0 },
+                ScalingPolicy::Pods {
+                    value: 4,
+                    period_s: 15.0,
+                },
+                ScalingPolicy::Percent {
+                    value: 100,
+                    period_s: 15.0,
+                },
             ],
         }
     }
@@ -113,11 +119,17 @@ impl ScalingRules {
     pub fn default_down(stabilization_s: f64) -> Self {
         Self {
             stabilization_s,
-            policies: vec![ScalingPolicy::Percent { value: 100, period_s: 15.0 }],
+            policies: vec![ScalingPolicy::Percent {
+                value: 100,
+                period_s: 15.0,
+            }],
         }
     }
     fn longest_period(&self) -> f64 {
-        self.policies.iter().map(ScalingPolicy::period).fold(0.0, f64::max)
+        self.policies
+            .iter()
+            .map(ScalingPolicy::period)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -191,12 +203,7 @@ impl HpaController {
     }
 
     /// `GetResourceReplicas`: the metric's recommendation, before behaviours.
-    pub fn replica_calculation(
-        &self,
-        current: i64,
-        pods: &[&PodObs],
-        now: f64,
-    ) -> Option<i64> {
+    pub fn replica_calculation(&self, current: i64, pods: &[&PodObs], now: f64) -> Option<i64> {
         if pods.is_empty() {
             return None;
         }
@@ -218,9 +225,7 @@ impl HpaController {
             let start = p.start_time_s.unwrap_or(now);
             let is_unready = if start + self.cpu_init_s > now {
                 match (p.ready, p.ready_transition_s) {
-                    (true, Some(rt)) => {
-                        p.metric_time_s.unwrap_or(now) < rt + p.metric_window_s
-                    }
+                    (true, Some(rt)) => p.metric_time_s.unwrap_or(now) < rt + p.metric_window_s,
                     _ => true,
                 }
             } else {
@@ -281,7 +286,8 @@ impl HpaController {
             return Some(current);
         }
         let new_replicas = (new_ratio * metrics.len() as f64).ceil() as i64;
-        if (new_ratio < 1.0 && new_replicas > current) || (new_ratio > 1.0 && new_replicas < current)
+        if (new_ratio < 1.0 && new_replicas > current)
+            || (new_ratio > 1.0 && new_replicas < current)
         {
             return Some(current);
         }
@@ -341,7 +347,10 @@ impl HpaController {
         if rec > down_rec {
             rec = down_rec;
         }
-        let new = Rec { replicas: desired, time: now };
+        let new = Rec {
+            replicas: desired,
+            time: now,
+        };
         match old {
             Some(i) => self.recs[i] = new,
             None => self.recs.push(new),
@@ -351,7 +360,11 @@ impl HpaController {
 
     fn change_in_period(events: &[ScaleEvent], period: f64, now: f64) -> i64 {
         let cutoff = now - period;
-        events.iter().filter(|e| e.time > cutoff).map(|e| e.change).sum()
+        events
+            .iter()
+            .filter(|e| e.time > cutoff)
+            .map(|e| e.change)
+            .sum()
     }
 
     fn rate_limit(&self, current: i64, desired: i64, now: f64) -> i64 {
@@ -398,11 +411,17 @@ impl HpaController {
         if new > prev {
             let keep = self.up.longest_period();
             self.up_events.retain(|e| e.time > now - keep);
-            self.up_events.push(ScaleEvent { change: new - prev, time: now });
+            self.up_events.push(ScaleEvent {
+                change: new - prev,
+                time: now,
+            });
         } else {
             let keep = self.down.longest_period();
             self.down_events.retain(|e| e.time > now - keep);
-            self.down_events.push(ScaleEvent { change: prev - new, time: now });
+            self.down_events.push(ScaleEvent {
+                change: prev - new,
+                time: now,
+            });
         }
     }
 }
@@ -453,11 +472,15 @@ impl Hpa {
                 .controllers
                 .entry(s.name.clone())
                 .or_insert_with(|| HpaController::new(self.target, &self.cfg));
-            let pods = by_service.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let pods = by_service
+                .get(s.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
             if let Reconcile::Scale(n) = ctl.reconcile(s.replicas_spec as i64, pods, obs.time_s) {
                 actions.push(Action::new(
                     s.name.clone(),
-                    ActionKind::SetReplicas { replicas: n.max(0) as u32 },
+                    ActionKind::SetReplicas {
+                        replicas: n.max(0) as u32,
+                    },
                 ));
             }
         }

@@ -75,7 +75,9 @@ pub fn needed_replicas(demand_cores: f64, request_cores: f64, target_util: f64) 
     if request_cores <= 0.0 || target_util <= 0.0 {
         return 1;
     }
-    ((demand_cores / (target_util * request_cores)) - 1e-9).ceil().max(1.0) as u32
+    ((demand_cores / (target_util * request_cores)) - 1e-9)
+        .ceil()
+        .max(1.0) as u32
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +87,12 @@ struct Open {
 }
 
 /// Computes a run's metrics. `applied` and `refused` count the policy's actions.
-pub fn compute(ticks: &[TickTruth], applied: usize, refused: usize, s: MetricSettings) -> RunMetrics {
+pub fn compute(
+    ticks: &[TickTruth],
+    applied: usize,
+    refused: usize,
+    s: MetricSettings,
+) -> RunMetrics {
     let n_ticks = ticks.len().max(1) as f64;
     let violated = ticks.iter().filter(|t| t.slo_violated).count() as f64;
     let requests: f64 = ticks.iter().map(|t| t.entry_requests).sum();
@@ -111,14 +118,21 @@ pub fn compute(ticks: &[TickTruth], applied: usize, refused: usize, s: MetricSet
             core_s += sv.allocated_cpu_cores * t.window_s;
             mem_gib_s += sv.allocated_mem_bytes / (1024.0 * 1024.0 * 1024.0) * t.window_s;
             worst_lag = worst_lag.max(sv.max_replica_lag_s);
-            let d = needed_replicas(sv.demand_cpu_cores, sv.cpu_request_cores, s.target_utilization);
+            let d = needed_replicas(
+                sv.demand_cpu_cores,
+                sv.cpu_request_cores,
+                s.target_utilization,
+            );
             overshoot_sum += (sv.replicas_spec as f64 - d as f64).max(0.0) / d as f64;
             overshoot_n += 1.0;
             let short = sv.pods_ready < d;
             if let Some(o) = open.get_mut(i) {
                 match o {
                     None if short => {
-                        *o = Some(Open { onset: t.time_s, decided: (sv.replicas_spec >= d).then_some(t.time_s) });
+                        *o = Some(Open {
+                            onset: t.time_s,
+                            decided: (sv.replicas_spec >= d).then_some(t.time_s),
+                        });
                     }
                     None => {}
                     Some(ep) => {
@@ -141,20 +155,40 @@ pub fn compute(ticks: &[TickTruth], applied: usize, refused: usize, s: MetricSet
     let hours = ticks.iter().map(|t| t.window_s).sum::<f64>() / 3600.0;
     RunMetrics {
         slo_violation_pct: 100.0 * violated / n_ticks,
-        requests_over_slo_pct: if requests > 0.0 { 100.0 * over / requests } else { 0.0 },
-        error_pct: if requests > 0.0 { 100.0 * errors / requests } else { 0.0 },
-        slack_pct: if alloc_sum > 0.0 { 100.0 * slack_sum / alloc_sum } else { 0.0 },
+        requests_over_slo_pct: if requests > 0.0 {
+            100.0 * over / requests
+        } else {
+            0.0
+        },
+        error_pct: if requests > 0.0 {
+            100.0 * errors / requests
+        } else {
+            0.0
+        },
+        slack_pct: if alloc_sum > 0.0 {
+            100.0 * slack_sum / alloc_sum
+        } else {
+            0.0
+        },
         lag_p50_s: quantile(&lags, 0.5),
         lag_p90_s: quantile(&lags, 0.9),
         decision_delay_p50_s: quantile(&decisions, 0.5),
         startup_delay_p50_s: quantile(&startups, 0.5),
         shortfalls: lags.len(),
         unrecovered: open.iter().filter(|o| o.is_some()).count(),
-        overshoot: if overshoot_n > 0.0 { overshoot_sum / overshoot_n } else { 0.0 },
+        overshoot: if overshoot_n > 0.0 {
+            overshoot_sum / overshoot_n
+        } else {
+            0.0
+        },
         cpu_core_seconds: core_s,
         cost: core_s + s.memory_weight * mem_gib_s,
         caf: f64::NAN,
-        actions_per_hour: if hours > 0.0 { applied as f64 / hours } else { 0.0 },
+        actions_per_hour: if hours > 0.0 {
+            applied as f64 / hours
+        } else {
+            0.0
+        },
         refused_actions: refused,
         mean_replica_lag_s: lag_sum / n_ticks,
     }
@@ -196,7 +230,10 @@ mod tests {
         }
     }
 
-    const S: MetricSettings = MetricSettings { target_utilization: 0.5, memory_weight: 0.5 };
+    const S: MetricSettings = MetricSettings {
+        target_utilization: 0.5,
+        memory_weight: 0.5,
+    };
 
     #[test]
     fn needed_replicas_rounds_up() {
@@ -210,11 +247,11 @@ mod tests {
     fn hand_computed_series() {
         // d per tick (request 0.1, u* 0.5): demand 0.1 → 2; 0.2 → 4; 0.2 → 4; 0.2 → 4; 0.1 → 2.
         let ticks = vec![
-            tick(15.0, false, svc(2, 2, 0.2, 0.1, 0.1)),  // ok, d=2
-            tick(30.0, true, svc(2, 2, 0.2, 0.2, 0.2)),   // short (2<4): onset 30, spec 2 < 4
-            tick(45.0, true, svc(4, 2, 0.4, 0.2, 0.2)),   // decided at 45
-            tick(60.0, false, svc(4, 4, 0.4, 0.2, 0.2)),  // recovered at 60
-            tick(75.0, false, svc(4, 4, 0.4, 0.1, 0.1)),  // d=2, overshoot (4-2)/2 = 1
+            tick(15.0, false, svc(2, 2, 0.2, 0.1, 0.1)), // ok, d=2
+            tick(30.0, true, svc(2, 2, 0.2, 0.2, 0.2)),  // short (2<4): onset 30, spec 2 < 4
+            tick(45.0, true, svc(4, 2, 0.4, 0.2, 0.2)),  // decided at 45
+            tick(60.0, false, svc(4, 4, 0.4, 0.2, 0.2)), // recovered at 60
+            tick(75.0, false, svc(4, 4, 0.4, 0.1, 0.1)), // d=2, overshoot (4-2)/2 = 1
         ];
         let m = compute(&ticks, 3, 1, S);
         assert!((m.slo_violation_pct - 40.0).abs() < 1e-12);

@@ -51,7 +51,10 @@ pub fn write_plots(dir: &Path, runs: &[RunResult], summary: &[SummaryRow]) -> Re
     }
     for s in &scenarios {
         let file = dir.join(format!("timeseries-{}.png", s.replace([':', '/'], "_")));
-        let picked: Vec<&RunResult> = runs.iter().filter(|r| r.scenario == *s && r.replay == 0).collect();
+        let picked: Vec<&RunResult> = runs
+            .iter()
+            .filter(|r| r.scenario == *s && r.replay == 0)
+            .collect();
         timeseries(&file, s, &picked)?;
         out.push(file);
     }
@@ -74,7 +77,11 @@ fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
         .fold(1.0, f64::max)
         / 60.0;
     let specs: [(&str, Getter, bool); 4] = [
-        ("entry p95 latency, ms (log)", |p| p.entry_p95_ms.max(1.0), true),
+        (
+            "entry p95 latency, ms (log)",
+            |p| p.entry_p95_ms.max(1.0),
+            true,
+        ),
         ("replicas (sum over services)", |p| p.replicas as f64, false),
         ("allocated CPU, cores", |p| p.allocated_cpu_cores, false),
         ("entry requests per second", |p| p.entry_rps, false),
@@ -100,7 +107,10 @@ fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
             for (i, r) in runs.iter().enumerate() {
                 let c = COLORS[i % COLORS.len()];
                 chart
-                    .draw_series(LineSeries::new(r.series.iter().map(|p| (p.time_s / 60.0, get(p))), &c))
+                    .draw_series(LineSeries::new(
+                        r.series.iter().map(|p| (p.time_s / 60.0, get(p))),
+                        &c,
+                    ))
                     .map_err(|e| err(file, e))?
                     .label(r.policy.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
@@ -112,7 +122,9 @@ fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
                 .draw()
                 .map_err(|e| err(file, e))?;
         } else {
-            let mut chart = b.build_cartesian_2d(0.0..t_max, 0.0..y_max).map_err(|e| err(file, e))?;
+            let mut chart = b
+                .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+                .map_err(|e| err(file, e))?;
             chart
                 .configure_mesh()
                 .x_desc("minutes")
@@ -122,7 +134,10 @@ fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
             for (i, r) in runs.iter().enumerate() {
                 let c = COLORS[i % COLORS.len()];
                 chart
-                    .draw_series(LineSeries::new(r.series.iter().map(|p| (p.time_s / 60.0, get(p))), &c))
+                    .draw_series(LineSeries::new(
+                        r.series.iter().map(|p| (p.time_s / 60.0, get(p))),
+                        &c,
+                    ))
                     .map_err(|e| err(file, e))?;
             }
             if label.starts_with("allocated") {
@@ -161,7 +176,11 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
         }
     }
     let panels = root.split_evenly((3, 1));
-    let names = [("slo_violation_pct", "SLO violation %"), ("slack_pct", "CPU slack %"), ("caf", "CAF")];
+    let names = [
+        ("slo_violation_pct", "SLO violation %"),
+        ("slack_pct", "CPU slack %"),
+        ("caf", "CAF"),
+    ];
     let np = policies.len().max(1) as f64;
     for (panel, (metric, label)) in panels.iter().zip(names) {
         let rows: Vec<&SummaryRow> = summary.iter().filter(|r| r.metric == metric).collect();
@@ -206,14 +225,18 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
                 })
                 .collect();
             chart
-                .draw_series(pts.iter().map(|&(x, m, lo, hi)| {
-                    ErrorBar::new_vertical(x, lo, m, hi, c.filled(), 8)
-                }))
+                .draw_series(
+                    pts.iter()
+                        .map(|&(x, m, lo, hi)| ErrorBar::new_vertical(x, lo, m, hi, c.filled(), 8)),
+                )
                 .map_err(|e| err(file, e))?
                 .label(p.clone())
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
             chart
-                .draw_series(pts.iter().map(|&(x, m, _, _)| Circle::new((x, m), 4, c.filled())))
+                .draw_series(
+                    pts.iter()
+                        .map(|&(x, m, _, _)| Circle::new((x, m), 4, c.filled())),
+                )
                 .map_err(|e| err(file, e))?;
         }
         chart
@@ -228,12 +251,24 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
 }
 
 /// A titled line chart of named series (x in minutes), e.g. the load shapes.
-pub fn lines(file: &Path, title: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+pub fn lines(
+    file: &Path,
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
     ensure_font();
     let root = BitMapBackend::new(file, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(file, e))?;
-    let x_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let y_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.1;
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(10)
@@ -241,7 +276,12 @@ pub fn lines(file: &Path, title: &str, y_desc: &str, series: &[(String, Vec<(f64
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(|e| err(file, e))?;
-    chart.configure_mesh().x_desc("minutes").y_desc(y_desc).draw().map_err(|e| err(file, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| err(file, e))?;
     for (i, (name, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         chart

@@ -14,8 +14,11 @@ use crate::metrics::RunMetrics;
 use crate::runner::RunResult;
 use crate::stats::{cliffs_delta, cliffs_magnitude, mean_ci, MeanCi};
 
-/// The metrics reported, with their column names and whether lower is better.
-pub const METRICS: &[(&str, fn(&RunMetrics) -> f64)] = &[
+/// Reads one metric out of a run's metrics.
+pub type Getter = fn(&RunMetrics) -> f64;
+
+/// The metrics reported, with their column names (every one is better when lower).
+pub const METRICS: &[(&str, Getter)] = &[
     ("slo_violation_pct", |m| m.slo_violation_pct),
     ("requests_over_slo_pct", |m| m.requests_over_slo_pct),
     ("error_pct", |m| m.error_pct),
@@ -70,7 +73,7 @@ fn ordered<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
     v
 }
 
-fn values(runs: &[RunResult], scenario: &str, policy: &str, f: fn(&RunMetrics) -> f64) -> Vec<f64> {
+fn values(runs: &[RunResult], scenario: &str, policy: &str, f: Getter) -> Vec<f64> {
     runs.iter()
         .filter(|r| r.scenario == scenario && r.policy == policy)
         .map(|r| f(&r.metrics))
@@ -144,8 +147,18 @@ pub fn table(summary: &[SummaryRow], deltas: &[DeltaRow]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec![
-        "scenario", "policy", "SLO viol %", "req > SLO %", "slack %", "lag p50 s", "lag p90 s",
-        "overshoot", "CAF", "actions/h", "δ SLO vs tuned", "δ CAF vs tuned",
+        "scenario",
+        "policy",
+        "SLO viol %",
+        "req > SLO %",
+        "slack %",
+        "lag p50 s",
+        "lag p90 s",
+        "overshoot",
+        "CAF",
+        "actions/h",
+        "δ SLO vs tuned",
+        "δ CAF vs tuned",
     ]);
     for s in &scenarios {
         for p in &policies {
@@ -178,17 +191,34 @@ pub fn table(summary: &[SummaryRow], deltas: &[DeltaRow]) -> String {
 
 /// Writes `runs.csv`, `summary.csv`, `cliffs_delta.csv`, `runs.parquet` and
 /// `timeseries.parquet` into `dir`.
-pub fn write_files(dir: &Path, runs: &[RunResult], summary: &[SummaryRow], deltas: &[DeltaRow]) -> Result<()> {
+pub fn write_files(
+    dir: &Path,
+    runs: &[RunResult],
+    summary: &[SummaryRow],
+    deltas: &[DeltaRow],
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| EvalError::write(dir, e))?;
     // runs.csv
     let p = dir.join("runs.csv");
     let mut w = csv::Writer::from_path(&p).map_err(|e| EvalError::write(&p, e))?;
     let mut header = vec!["scenario", "policy", "replay", "seed"];
     header.extend(METRICS.iter().map(|(n, _)| *n));
-    header.extend(["shortfalls", "unrecovered", "cpu_core_seconds", "cost", "refused_actions"]);
-    w.write_record(&header).map_err(|e| EvalError::write(&p, e))?;
+    header.extend([
+        "shortfalls",
+        "unrecovered",
+        "cpu_core_seconds",
+        "cost",
+        "refused_actions",
+    ]);
+    w.write_record(&header)
+        .map_err(|e| EvalError::write(&p, e))?;
     for r in runs {
-        let mut rec = vec![r.scenario.clone(), r.policy.clone(), r.replay.to_string(), r.seed.to_string()];
+        let mut rec = vec![
+            r.scenario.clone(),
+            r.policy.clone(),
+            r.replay.to_string(),
+            r.seed.to_string(),
+        ];
         rec.extend(METRICS.iter().map(|(_, f)| f(&r.metrics).to_string()));
         let m = &r.metrics;
         rec.extend([
@@ -204,8 +234,16 @@ pub fn write_files(dir: &Path, runs: &[RunResult], summary: &[SummaryRow], delta
     // summary.csv
     let p = dir.join("summary.csv");
     let mut w = csv::Writer::from_path(&p).map_err(|e| EvalError::write(&p, e))?;
-    w.write_record(["scenario", "policy", "metric", "mean", "ci95_low", "ci95_high", "n"])
-        .map_err(|e| EvalError::write(&p, e))?;
+    w.write_record([
+        "scenario",
+        "policy",
+        "metric",
+        "mean",
+        "ci95_low",
+        "ci95_high",
+        "n",
+    ])
+    .map_err(|e| EvalError::write(&p, e))?;
     for r in summary {
         w.write_record([
             r.scenario.clone(),
@@ -234,23 +272,39 @@ pub fn write_files(dir: &Path, runs: &[RunResult], summary: &[SummaryRow], delta
         Field::new("replay", DataType::UInt32, false),
         Field::new("seed", DataType::UInt64, false),
     ];
-    fields.extend(METRICS.iter().map(|(n, _)| Field::new(*n, DataType::Float64, true)));
+    fields.extend(
+        METRICS
+            .iter()
+            .map(|(n, _)| Field::new(*n, DataType::Float64, true)),
+    );
     let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.scenario.as_str()))),
-        Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.policy.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(runs.iter().map(|r| r.replay as u32))),
+        Arc::new(StringArray::from_iter_values(
+            runs.iter().map(|r| r.scenario.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            runs.iter().map(|r| r.policy.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            runs.iter().map(|r| r.replay as u32),
+        )),
         Arc::new(UInt64Array::from_iter_values(runs.iter().map(|r| r.seed))),
     ];
     for (_, f) in METRICS {
-        cols.push(Arc::new(Float64Array::from_iter_values(runs.iter().map(|r| f(&r.metrics)))));
+        cols.push(Arc::new(Float64Array::from_iter_values(
+            runs.iter().map(|r| f(&r.metrics)),
+        )));
     }
     write_parquet(&dir.join("runs.parquet"), fields, cols)?;
 
     // timeseries.parquet
-    let rows: Vec<(&RunResult, &crate::runner::SeriesPoint)> =
-        runs.iter().flat_map(|r| r.series.iter().map(move |p| (r, p))).collect();
+    let rows: Vec<(&RunResult, &crate::runner::SeriesPoint)> = runs
+        .iter()
+        .flat_map(|r| r.series.iter().map(move |p| (r, p)))
+        .collect();
     let f64col = |f: fn(&crate::runner::SeriesPoint) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|(_, p)| f(p))))
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|(_, p)| f(p)),
+        ))
     };
     let fields = vec![
         Field::new("scenario", DataType::Utf8, false),
@@ -267,16 +321,26 @@ pub fn write_files(dir: &Path, runs: &[RunResult], summary: &[SummaryRow], delta
         Field::new("used_cpu_cores", DataType::Float64, false),
     ];
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|(r, _)| r.scenario.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|(r, _)| r.policy.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|(r, _)| r.replay as u32))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| r.scenario.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| r.policy.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.replay as u32),
+        )),
         f64col(|p| p.time_s),
         f64col(|p| p.offered_rps),
         f64col(|p| p.entry_rps),
         f64col(|p| p.entry_p95_ms),
         f64col(|p| p.entry_error_rate),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|(_, p)| p.replicas))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|(_, p)| p.ready))),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|(_, p)| p.replicas),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|(_, p)| p.ready),
+        )),
         f64col(|p| p.allocated_cpu_cores),
         f64col(|p| p.used_cpu_cores),
     ];
@@ -285,7 +349,8 @@ pub fn write_files(dir: &Path, runs: &[RunResult], summary: &[SummaryRow], delta
 
 fn write_parquet(path: &Path, fields: Vec<Field>, cols: Vec<ArrayRef>) -> Result<()> {
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| EvalError::write(path, e))?;
+    let batch =
+        RecordBatch::try_new(schema.clone(), cols).map_err(|e| EvalError::write(path, e))?;
     let file = std::fs::File::create(path).map_err(|e| EvalError::write(path, e))?;
     let mut w = ArrowWriter::try_new(file, schema, None).map_err(|e| EvalError::write(path, e))?;
     w.write(&batch).map_err(|e| EvalError::write(path, e))?;

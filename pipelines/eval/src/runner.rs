@@ -199,7 +199,11 @@ fn series(ticks: &[TickTruth]) -> Vec<SeriesPoint> {
             offered_rps: t.offered_rps,
             entry_rps: t.entry_requests / t.window_s,
             entry_p95_ms: t.entry_p95_ms,
-            entry_error_rate: if t.entry_requests > 0.0 { t.entry_errors / t.entry_requests } else { 0.0 },
+            entry_error_rate: if t.entry_requests > 0.0 {
+                t.entry_errors / t.entry_requests
+            } else {
+                0.0
+            },
             replicas: t.services.iter().map(|s| s.replicas_spec).sum(),
             ready: t.services.iter().map(|s| s.pods_ready).sum(),
             allocated_cpu_cores: t.services.iter().map(|s| s.allocated_cpu_cores).sum(),
@@ -242,7 +246,11 @@ impl Campaign {
     /// Runs the campaign; `progress` is called after each run. Results are in a fixed order
     /// (scenario, policy, replay) whatever the thread count, and CAF is filled in against the
     /// tuned HPA on the same scenario and seed.
-    pub fn run(&self, setup: &Setup, progress: &(dyn Fn(&RunResult) + Sync)) -> Result<Vec<RunResult>> {
+    pub fn run(
+        &self,
+        setup: &Setup,
+        progress: &(dyn Fn(&RunResult) + Sync),
+    ) -> Result<Vec<RunResult>> {
         let policies = self.all_policies();
         let mut jobs = vec![];
         for (si, sc) in self.scenarios.iter().enumerate() {
@@ -263,13 +271,15 @@ impl Campaign {
             for _ in 0..self.threads.max(1) {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, shape, policy, replay)) = jobs.get(i).cloned() else { break };
+                    let Some((_, shape, policy, replay)) = jobs.get(i).cloned() else {
+                        break;
+                    };
                     let seed = self.seed + replay as u64;
                     let scenario = shape.name();
                     let mut p = policy.build(&setup.hpa);
                     let warmup = setup.eval.warmup_s;
-                    let out = run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup).map(
-                        |(ticks, applied, refused)| {
+                    let out = run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup)
+                        .map(|(ticks, applied, refused)| {
                             let first = ticks.partition_point(|t| t.time_s <= warmup);
                             RunResult {
                                 policy: policy.name(),
@@ -279,8 +289,7 @@ impl Campaign {
                                 metrics: compute(&ticks[first..], applied, refused, settings),
                                 series: series(&ticks),
                             }
-                        },
-                    );
+                        });
                     if let Ok(r) = &out {
                         progress(r);
                     }
@@ -291,7 +300,10 @@ impl Campaign {
             }
         });
         let mut out = vec![];
-        for r in results.into_inner().map_err(|_| EvalError::Internal("poisoned".into()))? {
+        for r in results
+            .into_inner()
+            .map_err(|_| EvalError::Internal("poisoned".into()))?
+        {
             out.push(r.ok_or_else(|| EvalError::Internal("a run did not finish".into()))??);
         }
         // CAF against the tuned HPA on the same scenario and seed.
@@ -301,7 +313,10 @@ impl Campaign {
             .map(|r| (r.scenario.clone(), r.seed, r.metrics.cost))
             .collect();
         for r in &mut out {
-            if let Some((_, _, c)) = reference.iter().find(|(s, seed, _)| *s == r.scenario && *seed == r.seed) {
+            if let Some((_, _, c)) = reference
+                .iter()
+                .find(|(s, seed, _)| *s == r.scenario && *seed == r.seed)
+            {
                 r.metrics.caf = r.metrics.cost / c;
             }
         }
@@ -315,7 +330,10 @@ mod tests {
 
     #[test]
     fn policy_names_parse() {
-        assert_eq!(PolicySpec::parse("tuned-hpa").unwrap(), PolicySpec::TunedHpa);
+        assert_eq!(
+            PolicySpec::parse("tuned-hpa").unwrap(),
+            PolicySpec::TunedHpa
+        );
         assert_eq!(PolicySpec::parse("hpa-60").unwrap(), PolicySpec::HpaAt(60));
         let e = PolicySpec::parse("gat-ppo").unwrap_err().to_string();
         assert!(e.contains("gat-ppo"), "{e}");

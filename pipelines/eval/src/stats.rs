@@ -48,14 +48,26 @@ pub fn t975(df: usize) -> f64 {
 pub fn mean_ci(xs: &[f64]) -> MeanCi {
     let n = xs.len();
     if n == 0 {
-        return MeanCi { mean: f64::NAN, half_width: f64::NAN, n };
+        return MeanCi {
+            mean: f64::NAN,
+            half_width: f64::NAN,
+            n,
+        };
     }
     let mean = xs.iter().sum::<f64>() / n as f64;
     if n < 2 {
-        return MeanCi { mean, half_width: 0.0, n };
+        return MeanCi {
+            mean,
+            half_width: 0.0,
+            n,
+        };
     }
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    MeanCi { mean, half_width: t975(n - 1) * (var / n as f64).sqrt(), n }
+    MeanCi {
+        mean,
+        half_width: t975(n - 1) * (var / n as f64).sqrt(),
+        n,
+    }
 }
 
 /// Cliff's δ = (#{xᵢ > yⱼ} − #{xᵢ < yⱼ}) / (n·m), in [−1, 1].

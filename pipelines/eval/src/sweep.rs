@@ -31,7 +31,8 @@ pub fn rows(runs: &[RunResult], targets: &[u32]) -> Vec<SweepRow> {
         .map(|t| {
             let name = format!("hpa-{t}");
             let mine: Vec<&RunResult> = runs.iter().filter(|r| r.policy == name).collect();
-            let v = |f: fn(&RunResult) -> f64| mean_ci(&mine.iter().map(|r| f(r)).collect::<Vec<_>>());
+            let v =
+                |f: fn(&RunResult) -> f64| mean_ci(&mine.iter().map(|r| f(r)).collect::<Vec<_>>());
             SweepRow {
                 target: *t,
                 slo_violation_pct: v(|r| r.metrics.slo_violation_pct),
@@ -47,7 +48,11 @@ pub fn choose(rows: &[SweepRow]) -> Option<u32> {
     let best = rows
         .iter()
         .filter(|r| r.slo_violation_pct.mean.is_finite())
-        .min_by(|a, b| a.slo_violation_pct.mean.total_cmp(&b.slo_violation_pct.mean))?;
+        .min_by(|a, b| {
+            a.slo_violation_pct
+                .mean
+                .total_cmp(&b.slo_violation_pct.mean)
+        })?;
     let bar = best.slo_violation_pct.hi();
     rows.iter()
         .filter(|r| r.slo_violation_pct.lo() <= bar)
@@ -60,17 +65,35 @@ mod tests {
     use super::*;
 
     fn row(target: u32, slo: f64, hw: f64, cost: f64) -> SweepRow {
-        let c = |m, h| MeanCi { mean: m, half_width: h, n: 5 };
-        SweepRow { target, slo_violation_pct: c(slo, hw), cpu_core_seconds: c(cost, 0.0), slack_pct: c(0.0, 0.0) }
+        let c = |m, h| MeanCi {
+            mean: m,
+            half_width: h,
+            n: 5,
+        };
+        SweepRow {
+            target,
+            slo_violation_pct: c(slo, hw),
+            cpu_core_seconds: c(cost, 0.0),
+            slack_pct: c(0.0, 0.0),
+        }
     }
 
     #[test]
     fn cheapest_among_those_not_clearly_worse() {
         // Best: 40 at 1.0 ± 0.2 (bar 1.2). 50: 1.3 ± 0.2 → low 1.1 ≤ 1.2, competes. 60: 2.0 ± 0.5
         // → low 1.5, out. 70: 5 ± 4 → low 1.0, competes and is cheapest.
-        let rows = vec![row(40, 1.0, 0.2, 900.0), row(50, 1.3, 0.2, 800.0), row(60, 2.0, 0.5, 700.0), row(70, 5.0, 4.0, 600.0)];
+        let rows = vec![
+            row(40, 1.0, 0.2, 900.0),
+            row(50, 1.3, 0.2, 800.0),
+            row(60, 2.0, 0.5, 700.0),
+            row(70, 5.0, 4.0, 600.0),
+        ];
         assert_eq!(choose(&rows), Some(70));
-        let rows = vec![row(40, 1.0, 0.2, 900.0), row(50, 1.3, 0.2, 800.0), row(60, 2.0, 0.5, 700.0)];
+        let rows = vec![
+            row(40, 1.0, 0.2, 900.0),
+            row(50, 1.3, 0.2, 800.0),
+            row(60, 2.0, 0.5, 700.0),
+        ];
         assert_eq!(choose(&rows), Some(50));
         let rows = vec![row(40, 1.0, 0.0, 900.0), row(50, 1.3, 0.0, 800.0)];
         assert_eq!(choose(&rows), Some(40));

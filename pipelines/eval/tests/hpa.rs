@@ -3,6 +3,8 @@
 //! (same pods, requests, usage and target, same expected replicas); the rest are worked by hand
 //! from `horizontal.go`.
 
+#![allow(clippy::unwrap_used)]
+
 use graphscaler_eval::hpa::{HpaConfig, HpaController, Reconcile};
 use graphscaler_schemas::{PodObs, PodPhase};
 
@@ -43,14 +45,22 @@ fn calc(target: u32, current: i64, pods: &[PodObs]) -> Option<i64> {
 #[test]
 fn upstream_scale_up() {
     // TestReplicaCalcScaleUp: 3 pods, 1.0 core requests, usage 300/500/700 m, target 30% → 5.
-    let pods = [pod("a", 1000.0, Some(300.0)), pod("b", 1000.0, Some(500.0)), pod("c", 1000.0, Some(700.0))];
+    let pods = [
+        pod("a", 1000.0, Some(300.0)),
+        pod("b", 1000.0, Some(500.0)),
+        pod("c", 1000.0, Some(700.0)),
+    ];
     assert_eq!(calc(30, 3, &pods), Some(5));
 }
 
 #[test]
 fn upstream_scale_up_with_an_unready_pod() {
     // TestReplicaCalcScaleUpUnreadyLessScale: readiness [false, true, true], same usage → 4.
-    let mut pods = [pod("a", 1000.0, Some(300.0)), pod("b", 1000.0, Some(500.0)), pod("c", 1000.0, Some(700.0))];
+    let mut pods = [
+        pod("a", 1000.0, Some(300.0)),
+        pod("b", 1000.0, Some(500.0)),
+        pod("c", 1000.0, Some(700.0)),
+    ];
     pods[0].ready = false;
     pods[0].ready_transition_s = None;
     pods[0].start_time_s = Some(NOW - 60.0); // within the CPU initialization period
@@ -82,7 +92,9 @@ fn upstream_scale_down_excludes_unready_and_unscheduled_pods() {
     }
     assert_eq!(calc(50, 5, &pods), Some(2));
     // TestReplicaCalcScaleDownExcludeUnscheduledPods: one Running pod at 100 m, four Pending → 1.
-    let mut pods: Vec<PodObs> = (0..5).map(|i| pod(&format!("p{i}"), 1000.0, None)).collect();
+    let mut pods: Vec<PodObs> = (0..5)
+        .map(|i| pod(&format!("p{i}"), 1000.0, None))
+        .collect();
     pods[0].cpu_usage_cores = Some(0.1);
     pods[0].metric_time_s = Some(NOW);
     for p in &mut pods[1..] {
@@ -99,10 +111,18 @@ fn upstream_scale_down_excludes_unready_and_unscheduled_pods() {
 fn upstream_tolerance() {
     // TestReplicaCalcTolerance: requests 0.9/1.0/1.1 cores, usage 1010/1030/1020 m, target 100%:
     // utilisation 102% is within 10% → keep 3.
-    let pods = [pod("a", 900.0, Some(1010.0)), pod("b", 1000.0, Some(1030.0)), pod("c", 1100.0, Some(1020.0))];
+    let pods = [
+        pod("a", 900.0, Some(1010.0)),
+        pod("b", 1000.0, Some(1030.0)),
+        pod("c", 1100.0, Some(1020.0)),
+    ];
     assert_eq!(calc(100, 3, &pods), Some(3));
     // Just outside: 112% → ceil(1.12 · 3) = 4.
-    let pods = [pod("a", 1000.0, Some(1120.0)), pod("b", 1000.0, Some(1120.0)), pod("c", 1000.0, Some(1120.0))];
+    let pods = [
+        pod("a", 1000.0, Some(1120.0)),
+        pod("b", 1000.0, Some(1120.0)),
+        pod("c", 1000.0, Some(1120.0)),
+    ];
     assert_eq!(calc(100, 3, &pods), Some(4));
 }
 
@@ -163,16 +183,22 @@ fn scale_up_is_rate_limited_by_the_default_policies() {
     assert_eq!(c.normalize(1, 10, 0.0), 5);
     // Record it as the controller does, then 15 s later the period has rolled: max(5 + 4, 10).
     let mut c = HpaController::new(50, &cfg());
-    let pods: Vec<PodObs> = (0..1).map(|i| pod(&format!("p{i}"), 100.0, Some(1000.0))).collect();
+    let pods: Vec<PodObs> = (0..1)
+        .map(|i| pod(&format!("p{i}"), 100.0, Some(1000.0)))
+        .collect();
     let refs: Vec<&PodObs> = pods.iter().collect();
     assert_eq!(c.reconcile(1, &refs, 0.0), Reconcile::Scale(5));
-    let pods: Vec<PodObs> = (0..5).map(|i| pod(&format!("p{i}"), 100.0, Some(200.0))).collect();
+    let pods: Vec<PodObs> = (0..5)
+        .map(|i| pod(&format!("p{i}"), 100.0, Some(200.0)))
+        .collect();
     let refs: Vec<&PodObs> = pods.iter().collect();
     // 5 pods at 200% of request, target 50 → ratio 4 → 20 wanted; limited to max(9, 10) = 10.
     assert_eq!(c.reconcile(5, &refs, 15.0), Reconcile::Scale(10));
     // Within the same period (a 5 s resync), the 5 added pods count: start = 10 − 5 = 5 → 10.
     let mut c2 = c.clone();
-    let pods: Vec<PodObs> = (0..10).map(|i| pod(&format!("p{i}"), 100.0, Some(200.0))).collect();
+    let pods: Vec<PodObs> = (0..10)
+        .map(|i| pod(&format!("p{i}"), 100.0, Some(200.0)))
+        .collect();
     let refs: Vec<&PodObs> = pods.iter().collect();
     assert_eq!(c2.reconcile(10, &refs, 20.0), Reconcile::Keep);
     // maxReplicas caps it.
@@ -184,8 +210,12 @@ fn scale_up_is_rate_limited_by_the_default_policies() {
 #[test]
 fn scale_down_waits_out_the_stabilization_window() {
     let mut c = HpaController::new(50, &cfg());
-    let busy: Vec<PodObs> = (0..10).map(|i| pod(&format!("p{i}"), 100.0, Some(50.0))).collect();
-    let idle: Vec<PodObs> = (0..10).map(|i| pod(&format!("p{i}"), 100.0, Some(10.0))).collect();
+    let busy: Vec<PodObs> = (0..10)
+        .map(|i| pod(&format!("p{i}"), 100.0, Some(50.0)))
+        .collect();
+    let idle: Vec<PodObs> = (0..10)
+        .map(|i| pod(&format!("p{i}"), 100.0, Some(10.0)))
+        .collect();
     let busy: Vec<&PodObs> = busy.iter().collect();
     let idle: Vec<&PodObs> = idle.iter().collect();
     assert_eq!(c.reconcile(10, &busy, 0.0), Reconcile::Keep);
@@ -202,7 +232,9 @@ fn scale_down_waits_out_the_stabilization_window() {
 #[test]
 fn out_of_range_counts_are_clamped_first() {
     let mut c = HpaController::new(50, &cfg());
-    let pods: Vec<PodObs> = (0..45).map(|i| pod(&format!("p{i}"), 100.0, Some(50.0))).collect();
+    let pods: Vec<PodObs> = (0..45)
+        .map(|i| pod(&format!("p{i}"), 100.0, Some(50.0)))
+        .collect();
     let refs: Vec<&PodObs> = pods.iter().collect();
     assert_eq!(c.reconcile(45, &refs, 0.0), Reconcile::Scale(40));
     // spec.replicas = 0 disables autoscaling.

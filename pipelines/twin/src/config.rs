@@ -203,8 +203,14 @@ impl TwinConfig {
         }
         for nt in &self.cluster.node_types {
             pos(nt.speed, &format!("cluster.node_types[{}].speed", nt.name));
-            pos(nt.allocatable_cpu_m, &format!("cluster.node_types[{}].allocatable_cpu_m", nt.name));
-            pos(nt.allocatable_mem_mi, &format!("cluster.node_types[{}].allocatable_mem_mi", nt.name));
+            pos(
+                nt.allocatable_cpu_m,
+                &format!("cluster.node_types[{}].allocatable_cpu_m", nt.name),
+            );
+            pos(
+                nt.allocatable_mem_mi,
+                &format!("cluster.node_types[{}].allocatable_mem_mi", nt.name),
+            );
         }
         if self.step_s > 0.0 && self.observe_every_s > 0.0 {
             let r = self.observe_every_s / self.step_s;
@@ -228,13 +234,17 @@ impl TwinConfig {
             errs.push("twin.readiness_probe needs a `default` entry".into());
         }
         for (k, p) in &self.readiness_probe {
-            if !(p.period_s > 0.0) || !(p.initial_delay_s >= 0.0) {
+            if p.period_s.is_nan()
+                || p.period_s <= 0.0
+                || p.initial_delay_s.is_nan()
+                || p.initial_delay_s < 0.0
+            {
                 errs.push(format!(
                     "twin.readiness_probe.{k} needs period_s > 0 and initial_delay_s >= 0"
                 ));
             }
         }
-        if !(self.container_create_s >= 0.0) {
+        if self.container_create_s.is_nan() || self.container_create_s < 0.0 {
             errs.push("twin.container_create_s must be >= 0".into());
         }
         if self.cluster.node_types.iter().map(|n| n.count).sum::<u32>() == 0 {
@@ -281,9 +291,14 @@ impl TwinConfig {
             .get(service)
             .or_else(|| self.readiness_probe.get("default"))
             .cloned()
-            .unwrap_or(ProbeConfig { initial_delay_s: 0.0, period_s: 10.0 });
+            .unwrap_or(ProbeConfig {
+                initial_delay_s: 0.0,
+                period_s: 10.0,
+            });
         // Probe times are counted from container start.
-        let k = ((app - probe.initial_delay_s) / probe.period_s).ceil().max(0.0);
+        let k = ((app - probe.initial_delay_s) / probe.period_s)
+            .ceil()
+            .max(0.0);
         self.container_create_s + probe.initial_delay_s + k * probe.period_s
     }
 
@@ -320,6 +335,7 @@ impl TwinConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

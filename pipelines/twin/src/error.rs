@@ -45,7 +45,9 @@ pub enum TwinError {
     #[error("twin configuration is invalid:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
     /// An unknown scenario name.
-    #[error("unknown scenario `{0}`; expected off-peak, peak, rush, fluctuating or trace:<file.csv>")]
+    #[error(
+        "unknown scenario `{0}`; expected off-peak, peak, rush, fluctuating or trace:<file.csv>"
+    )]
     Scenario(String),
 }
 

@@ -74,7 +74,7 @@ impl Shape {
         match self {
             Shape::OffPeak => c.off_peak_rps * (1.0 + 0.1 * (2.0 * PI * t / 3600.0).sin()),
             Shape::Peak => {
-                let ramp = (duration / 10.0).min(1200.0).max(1.0);
+                let ramp = (duration / 10.0).clamp(1.0, 1200.0);
                 let level = c.peak_rps * (1.0 + 0.05 * (2.0 * PI * t / 600.0).sin());
                 let up = (t / ramp).clamp(0.0, 1.0);
                 let down = ((duration - t) / ramp).clamp(0.0, 1.0);
@@ -106,7 +106,9 @@ impl Shape {
                 // The harmonic mix peaks at ±0.844; 1.25× makes it touch both levels, with a
                 // short plateau at each.
                 let v = mid
-                    + 1.25 * amp * (0.87 * (2.0 * PI * t / p).sin() + 0.13 * (6.0 * PI * t / p + 0.7).sin());
+                    + 1.25
+                        * amp
+                        * (0.87 * (2.0 * PI * t / p).sin() + 0.13 * (6.0 * PI * t / p + 0.7).sin());
                 v.clamp(c.fluctuating_min_rps, c.fluctuating_max_rps)
             }
             Shape::Trace(tr) => tr.rate(t) * c.trace_peak_rps,
@@ -166,7 +168,10 @@ impl Trace {
             let v: f64 = f[count_col].parse().map_err(|_| {
                 bad(
                     i + 1,
-                    format!("`{}` in column `{}` is not a number", f[count_col], cols[count_col]),
+                    format!(
+                        "`{}` in column `{}` is not a number",
+                        f[count_col], cols[count_col]
+                    ),
                 )
             })?;
             if !(v.is_finite() && v >= 0.0) {
@@ -185,7 +190,7 @@ impl Trace {
         }
         let bucket_s = if offsets.len() >= 2 {
             let w = offsets[1] - offsets[0];
-            if !(w > 0.0) {
+            if w.is_nan() || w <= 0.0 {
                 return Err(bad(3, format!("offsets must increase, step is {w}")));
             }
             w
@@ -238,7 +243,11 @@ mod tests {
     fn shapes_hit_their_documented_levels() {
         let c = TwinConfig::default().load;
         let d = 4.0 * 3600.0;
-        let max = |s: &Shape| (0..(d as usize)).map(|t| s.rps(t as f64, d, &c)).fold(0.0, f64::max);
+        let max = |s: &Shape| {
+            (0..(d as usize))
+                .map(|t| s.rps(t as f64, d, &c))
+                .fold(0.0, f64::max)
+        };
         let min = |s: &Shape| {
             (0..(d as usize))
                 .map(|t| s.rps(t as f64, d, &c))
@@ -264,11 +273,17 @@ mod tests {
         let bad = dir.path().join("bad.csv");
         std::fs::write(&bad, "bucket_start,offset_s,requests\na,0,2\nb,1,lots\n").unwrap();
         let msg = Trace::from_csv(&bad).unwrap_err().to_string();
-        assert!(msg.contains("bad.csv") && msg.contains("line 3") && msg.contains("`lots`"), "{msg}");
+        assert!(
+            msg.contains("bad.csv") && msg.contains("line 3") && msg.contains("`lots`"),
+            "{msg}"
+        );
         let short = dir.path().join("short.csv");
         std::fs::write(&short, "bucket_start,offset_s,requests\na,0\n").unwrap();
         let msg = Trace::from_csv(&short).unwrap_err().to_string();
-        assert!(msg.contains("line 2") && msg.contains("expected 3 fields"), "{msg}");
+        assert!(
+            msg.contains("line 2") && msg.contains("expected 3 fields"),
+            "{msg}"
+        );
         assert!(matches!(
             Shape::parse("trace:/nonexistent.csv"),
             Err(TwinError::Io { .. })
@@ -283,6 +298,6 @@ mod tests {
         let t = Trace::from_csv(&p).unwrap();
         assert_eq!(t.bucket_s, 60.0);
         assert_eq!(t.levels.len(), 59);
-        assert!(t.levels.iter().any(|&l| l == 1.0));
+        assert!(t.levels.contains(&1.0));
     }
 }

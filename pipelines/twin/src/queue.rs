@@ -209,7 +209,10 @@ mod tests {
             // M/M/1 sojourn is Exp(μ − λ): variance and p95 in closed form.
             assert!((q.var_sojourn() - 1.0 / ((mu - lambda) * (mu - lambda))).abs() < 1e-6);
             let p95 = q.sojourn_quantile(0.95);
-            assert!((p95 - 20f64.ln() / (mu - lambda)).abs() < 1e-6 * p95, "{p95}");
+            assert!(
+                (p95 - 20f64.ln() / (mu - lambda)).abs() < 1e-6 * p95,
+                "{p95}"
+            );
         }
     }
 
@@ -261,11 +264,17 @@ mod tests {
             sojourns.sort_by(f64::total_cmp);
             let p95 = sojourns[(0.95 * n as f64) as usize];
             let want = q.sojourn_quantile(0.95);
-            assert!((p95 - want).abs() / want < 0.03, "c={c}: p95 {p95} vs {want}");
+            assert!(
+                (p95 - want).abs() / want < 0.03,
+                "c={c}: p95 {p95} vs {want}"
+            );
             // Little's law on the simulated path: L = area / T, λW with λ = n / T.
             let l = area / t;
             assert!((l - (n as f64 / t) * mean).abs() < 1e-9 * l);
-            assert!((l - lambda * q.mean_sojourn()).abs() / l < 0.04, "c={c}: L {l}");
+            assert!(
+                (l - lambda * q.mean_sojourn()).abs() / l < 0.04,
+                "c={c}: L {l}"
+            );
         }
     }
 

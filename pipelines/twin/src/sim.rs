@@ -21,8 +21,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use graphscaler_schemas::{
-    Action, ActionKind, ActionOutcome, CallEdgeObs, ClusterObservation, GlobalObs, NodeObs,
-    PodObs, PodPhase, ServiceObs, StatefulObs,
+    Action, ActionKind, ActionOutcome, CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs,
+    PodPhase, ServiceObs, StatefulObs,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -408,7 +408,12 @@ impl Twin {
 
     /// Names of the node types.
     pub fn node_types(&self) -> Vec<String> {
-        self.cfg.cluster.node_types.iter().map(|n| n.name.clone()).collect()
+        self.cfg
+            .cluster
+            .node_types
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// Runs one observation period and returns what a scrape would see, with the ground truth.
@@ -425,7 +430,11 @@ impl Twin {
         self.pod_seq += 1;
         let sv = &mut self.svc[s];
         // A stable, readable, deterministic name in the ReplicaSet style.
-        let name = format!("{}-{:05x}", sv.name, (self.pod_seq * 2_654_435_761) & 0xfffff);
+        let name = format!(
+            "{}-{:05x}",
+            sv.name,
+            (self.pod_seq * 2_654_435_761) & 0xfffff
+        );
         sv.pods.push(Pod {
             name,
             node: None,
@@ -461,7 +470,9 @@ impl Twin {
                         u8::from(prefer == Some(n.ty)),
                         ((ac - n.req_cpu - cpu) / ac + (am - n.req_mem - mem) / am) / 2.0,
                     );
-                    if best.is_none_or(|(_, b)| score.0 > b.0 || (score.0 == b.0 && score.1 > b.1 + 1e-12)) {
+                    if best.is_none_or(|(_, b)| {
+                        score.0 > b.0 || (score.0 == b.0 && score.1 > b.1 + 1e-12)
+                    }) {
                         best = Some((i, score));
                     }
                 }
@@ -475,7 +486,11 @@ impl Twin {
                     pod.node = Some(i);
                     pod.start_s = Some(now);
                     pod.ready_s = Some(now + startup);
-                    pod.sync_done_s = Some(if is_replica { now + startup + full_sync } else { now + startup });
+                    pod.sync_done_s = Some(if is_replica {
+                        now + startup + full_sync
+                    } else {
+                        now + startup
+                    });
                 }
             }
         }
@@ -485,7 +500,11 @@ impl Twin {
         let dt = self.cfg.step_s;
         self.now += dt;
         let now = self.now;
-        if self.svc.iter().any(|s| s.pods.iter().any(|p| p.node.is_none())) {
+        if self
+            .svc
+            .iter()
+            .any(|s| s.pods.iter().any(|p| p.node.is_none()))
+        {
             self.schedule();
         }
 
@@ -506,7 +525,9 @@ impl Twin {
         for (w, reqs) in &self.tasks {
             let lambda = users * w / cycle * dt;
             let n = if lambda > 0.0 {
-                Poisson::new(lambda).map(|d| d.sample(&mut self.rng)).unwrap_or(0.0)
+                Poisson::new(lambda)
+                    .map(|d| d.sample(&mut self.rng))
+                    .unwrap_or(0.0)
             } else {
                 0.0
             };
@@ -550,7 +571,8 @@ impl Twin {
             let mut cap_speed = 0.0;
             for (i, p) in sv.pods.iter().enumerate() {
                 if serving(p, now, sv.stateful && i > 0) {
-                    let speed = self.cfg.cluster.node_types[self.nodes[p.node.unwrap_or(0)].ty].speed;
+                    let speed =
+                        self.cfg.cluster.node_types[self.nodes[p.node.unwrap_or(0)].ty].speed;
                     cap += p.cpu_lim * speed / sv.cost_s;
                     cap_speed += p.cpu_lim * speed * speed / sv.cost_s;
                 }
@@ -575,7 +597,11 @@ impl Twin {
             }
             acc.served += served;
             // Requests served this step make their downstream calls now; queued ones later.
-            let pass = if a > 1e-12 { (served / a).min(10.0) } else { 1.0 };
+            let pass = if a > 1e-12 {
+                (served / a).min(10.0)
+            } else {
+                1.0
+            };
             for &(r, n) in &self.svc_nodes[s] {
                 let node = &self.routes[r].nodes[n];
                 let anc = node.parent.map_or(1.0, |p| self.through[r][p]);
@@ -597,7 +623,11 @@ impl Twin {
                 let mut used = idle * dt;
                 if serving(p, now, is_replica) {
                     used += util * p.cpu_lim * dt;
-                    let share = if cap > 0.0 { p.cpu_lim * speed / sv.cost_s / cap } else { 0.0 };
+                    let share = if cap > 0.0 {
+                        p.cpu_lim * speed / sv.cost_s / cap
+                    } else {
+                        0.0
+                    };
                     if sv.stateful {
                         let stale = if is_replica {
                             (replica_lag(p, now, wr / dt) / st.stale_horizon_s).min(1.0)
@@ -811,7 +841,11 @@ impl Twin {
         for (s, sv) in self.svc.iter().enumerate() {
             let (_, mixed) = pct(m0[s], m1[s], m2[s]);
             let p = if sv.leaf { own[s].p } else { mixed };
-            let err = if m0[s] > 0.0 { 1.0 - ok[s] / m0[s] } else { own[s].err };
+            let err = if m0[s] > 0.0 {
+                1.0 - ok[s] / m0[s]
+            } else {
+                own[s].err
+            };
             let ready = sv.pods.iter().filter(|p| p.ready(now)).count() as u32;
             let bound = sv.pods.iter().filter(|p| p.node.is_some()).count() as u32;
             let in_flight = (sv.acc.arrivals / w) * (m1[s] / m0[s].max(1e-12));
@@ -841,7 +875,11 @@ impl Twin {
                     name: p.name.clone(),
                     service: sv.name.clone(),
                     node: p.node.map(|n| self.nodes[n].name.clone()),
-                    phase: if p.node.is_some() { PodPhase::Running } else { PodPhase::Pending },
+                    phase: if p.node.is_some() {
+                        PodPhase::Running
+                    } else {
+                        PodPhase::Pending
+                    },
                     ready: p.ready(now),
                     start_time_s: p.start_s,
                     ready_transition_s: p.ready_s.filter(|r| *r <= now + 1e-9),
@@ -862,7 +900,11 @@ impl Twin {
                         .filter(|p| matches!(p.sync_done_s, Some(d) if d <= now))
                         .count() as u32,
                     max_replica_lag_s: max_lag,
-                    mean_replica_lag_s: if replicas > 0 { sum_lag / replicas as f64 } else { 0.0 },
+                    mean_replica_lag_s: if replicas > 0 {
+                        sum_lag / replicas as f64
+                    } else {
+                        0.0
+                    },
                     hit_ratio: if sv.acc.reads > 0.0 {
                         sv.acc.hits / sv.acc.reads
                     } else {
@@ -908,7 +950,11 @@ impl Twin {
             .filter(|(e, _)| e0[*e] > 0.0)
             .map(|(e, &(from, to))| {
                 let (_, p) = pct(e0[e], e1[e], e2[e]);
-                let p95 = if self.svc[to].leaf { own[to].p[1] } else { p[1] };
+                let p95 = if self.svc[to].leaf {
+                    own[to].p[1]
+                } else {
+                    p[1]
+                };
                 CallEdgeObs {
                     source: self.svc[from].name.clone(),
                     destination: self.svc[to].name.clone(),
@@ -963,7 +1009,11 @@ impl Twin {
             pods,
             stateful,
             global: GlobalObs {
-                cluster_cpu_utilization: if alloc_total > 0.0 { used_total / alloc_total } else { 0.0 },
+                cluster_cpu_utilization: if alloc_total > 0.0 {
+                    used_total / alloc_total
+                } else {
+                    0.0
+                },
                 slo_violation_rate: self.slo_history.iter().filter(|v| **v).count() as f64
                     / self.slo_history.len().max(1) as f64,
                 entry_p95_ms: entry_p[1] * 1000.0,
@@ -975,7 +1025,8 @@ impl Twin {
         for sv in &mut self.svc {
             sv.acc = Acc::default();
             for p in &mut sv.pods {
-                let full = matches!(p.start_s, Some(st) if now - st >= self.cfg.metrics_window_s - 1e-9);
+                let full =
+                    matches!(p.start_s, Some(st) if now - st >= self.cfg.metrics_window_s - 1e-9);
                 p.sample = full.then_some((p.cpu_acc / w, now));
                 p.cpu_acc = 0.0;
             }
@@ -1127,13 +1178,7 @@ fn replica_lag(p: &Pod, now: f64, write_rate: f64) -> f64 {
     match (p.ready_s, p.sync_done_s) {
         // During the initial transfer: the writes since the snapshot, which it will replay.
         (Some(r), Some(d)) if now < d => (now - r).max(0.0),
-        (Some(_), Some(_)) => {
-            if write_rate > 1e-9 {
-                p.repl_backlog / write_rate
-            } else {
-                0.0
-            }
-        }
+        (Some(_), Some(_)) if write_rate > 1e-9 => p.repl_backlog / write_rate,
         _ => 0.0,
     }
 }

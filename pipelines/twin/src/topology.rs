@@ -293,9 +293,8 @@ impl Topology {
         }
 
         let entry = match (&raw.entry, entry_from_generator) {
-            (Some(name), _) => index(name).ok_or_else(|| {
-                err("entry".into(), format!("unknown service `{name}`"))
-            })?,
+            (Some(name), _) => index(name)
+                .ok_or_else(|| err("entry".into(), format!("unknown service `{name}`")))?,
             (None, Some(e)) => e,
             (None, None) => {
                 let roots: Vec<usize> = (0..services.len())
@@ -320,14 +319,14 @@ impl Topology {
                 continue;
             }
             let field = format!("frontend_endpoint_fanout[\"{name}\"]");
-            let items = v.as_array().ok_or_else(|| {
-                err(field.clone(), "expected a list of call strings".into())
-            })?;
+            let items = v
+                .as_array()
+                .ok_or_else(|| err(field.clone(), "expected a list of call strings".into()))?;
             let mut calls = Vec::new();
             for (j, item) in items.iter().enumerate() {
-                let s = item.as_str().ok_or_else(|| {
-                    err(format!("{field}[{j}]"), "expected a string".into())
-                })?;
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| err(format!("{field}[{j}]"), "expected a string".into()))?;
                 let s = s.trim();
                 if s.starts_with('(') || s.is_empty() {
                     continue; // a route without calls: "(no RPC)"
@@ -519,7 +518,11 @@ fn expand_implicit(
         for e in edges.iter().filter(|e| e.from == node.service) {
             node.children.push(CallNode {
                 service: e.to,
-                method: if node.write { "WRITE".into() } else { "READ".into() },
+                method: if node.write {
+                    "WRITE".into()
+                } else {
+                    "READ".into()
+                },
                 count: 1.0,
                 write: node.write,
                 children: vec![],
@@ -538,7 +541,10 @@ fn check_edges(
     edges: &[EdgeSpec],
     services: &[ServiceSpec],
 ) -> std::result::Result<(), String> {
-    if !edges.iter().any(|e| e.from == parent && e.to == node.service) {
+    if !edges
+        .iter()
+        .any(|e| e.from == parent && e.to == node.service)
+    {
         return Err(format!(
             "{} calls {}, but `calls` has no edge {} -> {}",
             services[parent].name,
@@ -591,7 +597,9 @@ impl CallParser<'_> {
                 b')' => {
                     depth -= 1;
                     if depth == 0 {
-                        return Ok(String::from_utf8_lossy(&self.s[start..self.pos - 1]).into_owned());
+                        return Ok(
+                            String::from_utf8_lossy(&self.s[start..self.pos - 1]).into_owned()
+                        );
                     }
                 }
                 _ => {}
@@ -756,10 +764,16 @@ mod tests {
             .find(|c| c.method == "GetProduct")
             .unwrap();
         assert_eq!(rec_ids.count, 5.0, "`(recommended ids, <=5)` counts 5");
-        let ad = t.edge(t.entry, t.service_index("adservice").unwrap()).unwrap();
+        let ad = t
+            .edge(t.entry, t.service_index("adservice").unwrap())
+            .unwrap();
         assert!(ad.optional);
         assert_eq!(ad.client_timeout_s, Some(0.1));
-        let set_currency = t.routes.iter().find(|r| r.name == "POST /setCurrency").unwrap();
+        let set_currency = t
+            .routes
+            .iter()
+            .find(|r| r.name == "POST /setCurrency")
+            .unwrap();
         assert!(set_currency.calls.is_empty());
     }
 
@@ -769,7 +783,10 @@ mod tests {
                       "calls":[],"frontend_endpoint_fanout":{"GET /":[]},"entry":"a"}"#;
         let e = Topology::from_json_str(bad, "bad.json", &params()).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("bad.json") && msg.contains("services[0].cpu_limit_m"), "{msg}");
+        assert!(
+            msg.contains("bad.json") && msg.contains("services[0].cpu_limit_m"),
+            "{msg}"
+        );
 
         let bad = r#"{"services":[{"name":"a","cpu_request_m":100,"cpu_limit_m":200,"mem_request_mi":1,"mem_limit_mi":1,"container_port":1}],
                       "calls":[],"frontend_endpoint_fanout":{"GET /":["b.Get x1"]},"entry":"a"}"#;
@@ -777,7 +794,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("frontend_endpoint_fanout[\"GET /\"][0]") && msg.contains("unknown service `b`"),
+            msg.contains("frontend_endpoint_fanout[\"GET /\"][0]")
+                && msg.contains("unknown service `b`"),
             "{msg}"
         );
 
@@ -801,7 +819,10 @@ mod tests {
         let msg = Topology::from_json_str(truncated, "cut.json", &params())
             .unwrap_err()
             .to_string();
-        assert!(msg.starts_with("topology cut.json:") && msg.contains("line 1"), "{msg}");
+        assert!(
+            msg.starts_with("topology cut.json:") && msg.contains("line 1"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Property tests: whatever actions a policy sends, the twin's invariants hold.
 
+#![allow(clippy::unwrap_used)]
+
 use graphscaler_schemas::{Action, ActionKind, ActionOutcome};
 use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
 use proptest::prelude::*;
@@ -10,8 +12,13 @@ fn kind() -> impl Strategy<Value = ActionKind> {
         (-3i32..4).prop_map(|delta| ActionKind::ChangeReplicas { delta }),
         (0u32..5000).prop_map(|millicores| ActionKind::SetCpuLimit { millicores }),
         (-1.5f64..1.5).prop_map(|delta| ActionKind::ChangeCpuQuota { delta }),
-        prop_oneof![Just(None), Just(Some("n2-standard-4".to_string())), Just(Some("c2d-standard-8".to_string())), Just(Some("tpu".to_string()))]
-            .prop_map(|node_type| ActionKind::PreferNodeType { node_type }),
+        prop_oneof![
+            Just(None),
+            Just(Some("n2-standard-4".to_string())),
+            Just(Some("c2d-standard-8".to_string())),
+            Just(Some("tpu".to_string()))
+        ]
+        .prop_map(|node_type| ActionKind::PreferNodeType { node_type }),
     ]
 }
 

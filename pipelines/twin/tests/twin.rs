@@ -1,6 +1,8 @@
 //! Behaviour of the whole twin: queueing against closed forms, Little's law, determinism,
 //! overload, scheduling, start-up, actions, stateful replicas, traces, scale.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -15,7 +17,11 @@ fn root() -> &'static Path {
 }
 
 fn online_boutique(cfg: &TwinConfig) -> Topology {
-    Topology::from_file(&root().join("data/topologies/online-boutique.json"), &cfg.fanout_parameters).unwrap()
+    Topology::from_file(
+        &root().join("data/topologies/online-boutique.json"),
+        &cfg.fanout_parameters,
+    )
+    .unwrap()
 }
 
 /// One service `api` (limit = request = `cpu_m`), one route, one task.
@@ -65,9 +71,22 @@ fn a_leaf_service_matches_mm1_and_mmc_closed_forms() {
     let dir = tempfile::tempdir().unwrap();
     for (pods, rps) in [(1u32, 50.0), (4, 300.0)] {
         let (cfg, shape) = queueing_config(rps, dir.path());
-        let mut twin = Twin::new(single_service(1000), cfg, SloConfig::default(), shape, 3600.0, 3).unwrap();
+        let mut twin = Twin::new(
+            single_service(1000),
+            cfg,
+            SloConfig::default(),
+            shape,
+            3600.0,
+            3,
+        )
+        .unwrap();
         if pods > 1 {
-            assert!(twin.apply(&Action::new("api", ActionKind::SetReplicas { replicas: pods })).is_applied());
+            assert!(twin
+                .apply(&Action::new(
+                    "api",
+                    ActionKind::SetReplicas { replicas: pods }
+                ))
+                .is_applied());
         }
         let obs = run_all(&mut twin);
         // Skip the first minute (new pods start up); compare each tick with the closed form at
@@ -85,7 +104,12 @@ fn a_leaf_service_matches_mm1_and_mmc_closed_forms() {
         assert!((r95 - 1.0).abs() < 0.03, "{pods} pods: p95 ratio {r95}");
         if pods == 1 {
             // M/M/1: p95 = ln 20 / (μ − λ) ≈ 60 ms at λ ≈ 50.
-            let p95 = obs.iter().skip(4).map(|o| o.services[0].p95_ms).sum::<f64>() / n;
+            let p95 = obs
+                .iter()
+                .skip(4)
+                .map(|o| o.services[0].p95_ms)
+                .sum::<f64>()
+                / n;
             assert!((p95 - 1000.0 * 20f64.ln() / 50.0).abs() < 5.0, "{p95}");
         }
     }
@@ -97,7 +121,15 @@ fn littles_law_holds_for_requests_in_flight() {
     // the requests in the system; Little: L = λ·W, W = p50 / ln 2 for M/M/1's exponential sojourn.
     let dir = tempfile::tempdir().unwrap();
     let (cfg, shape) = queueing_config(70.0, dir.path());
-    let mut twin = Twin::new(single_service(1000), cfg, SloConfig::default(), shape, 1800.0, 9).unwrap();
+    let mut twin = Twin::new(
+        single_service(1000),
+        cfg,
+        SloConfig::default(),
+        shape,
+        1800.0,
+        9,
+    )
+    .unwrap();
     let obs = run_all(&mut twin);
     let (mut l, mut lw) = (0.0, 0.0);
     for o in &obs[2..] {
@@ -117,12 +149,32 @@ fn overload_builds_a_backlog_and_then_errors() {
     // μ = 100/s, offered 300/s: the backlog grows by ~200/s until waits pass the 5 s timeout;
     // even users slowed down by 5 s responses offer more than 100/s.
     let (cfg, shape) = queueing_config(300.0, dir.path());
-    let mut twin = Twin::new(single_service(1000), cfg, SloConfig::default(), shape, 600.0, 1).unwrap();
+    let mut twin = Twin::new(
+        single_service(1000),
+        cfg,
+        SloConfig::default(),
+        shape,
+        600.0,
+        1,
+    )
+    .unwrap();
     let obs = run_all(&mut twin);
-    assert!(obs[0].services[0].p95_ms > 1000.0, "queues build: {}", obs[0].services[0].p95_ms);
+    assert!(
+        obs[0].services[0].p95_ms > 1000.0,
+        "queues build: {}",
+        obs[0].services[0].p95_ms
+    );
     let late = &obs[obs.len() - 1].services[0];
-    assert!(late.error_rate > 0.1, "timeouts become errors: {}", late.error_rate);
-    assert!(late.p95_ms <= 5000.0 + 1e-6, "latency is capped by the timeout: {}", late.p95_ms);
+    assert!(
+        late.error_rate > 0.1,
+        "timeouts become errors: {}",
+        late.error_rate
+    );
+    assert!(
+        late.p95_ms <= 5000.0 + 1e-6,
+        "latency is capped by the timeout: {}",
+        late.p95_ms
+    );
     // The closed loop slows the users: fewer requests arrive than the shape offers.
     assert!(late.rps < 300.0 && late.rps > 100.0, "{}", late.rps);
 }
@@ -131,12 +183,23 @@ fn overload_builds_a_backlog_and_then_errors() {
 fn same_seed_same_run_other_seed_other_run() {
     let cfg = TwinConfig::default();
     let run = |seed| {
-        let mut t = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), Shape::Rush, 1800.0, seed).unwrap();
+        let mut t = Twin::new(
+            online_boutique(&cfg),
+            cfg.clone(),
+            SloConfig::default(),
+            Shape::Rush,
+            1800.0,
+            seed,
+        )
+        .unwrap();
         let mut out = vec![];
         while !t.done() {
             let (o, _) = t.advance();
-            if o.time_s as u64 % 300 == 0 {
-                let _ = t.apply(&Action::new("frontend", ActionKind::ChangeReplicas { delta: 1 }));
+            if (o.time_s as u64).is_multiple_of(300) {
+                let _ = t.apply(&Action::new(
+                    "frontend",
+                    ActionKind::ChangeReplicas { delta: 1 },
+                ));
             }
             out.push(serde_json::to_string(&o).unwrap());
         }
@@ -150,109 +213,273 @@ fn same_seed_same_run_other_seed_other_run() {
 #[test]
 fn pods_start_after_their_readiness_probe_and_pend_when_nothing_fits() {
     let cfg = TwinConfig::default();
-    let mut twin = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), Shape::OffPeak, 600.0, 1).unwrap();
+    let mut twin = Twin::new(
+        online_boutique(&cfg),
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::OffPeak,
+        600.0,
+        1,
+    )
+    .unwrap();
     let (o0, _) = twin.advance(); // t = 15
     assert_eq!(o0.service("frontend").unwrap().replicas_ready, 1);
-    assert!(twin.apply(&Action::new("frontend", ActionKind::SetReplicas { replicas: 3 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "frontend",
+            ActionKind::SetReplicas { replicas: 3 }
+        ))
+        .is_applied());
     // Frontend: container 2 s + probes at 10 s → Ready 12 s after binding (t = 27).
     let (o1, _) = twin.advance(); // t = 30
     let fe = o1.service("frontend").unwrap();
     assert_eq!((fe.replicas_spec, fe.replicas_ready), (3, 3));
-    let started: Vec<_> = o1.pods_of("frontend").filter(|p| p.start_time_s == Some(15.0)).collect();
+    let started: Vec<_> = o1
+        .pods_of("frontend")
+        .filter(|p| p.start_time_s == Some(15.0))
+        .collect();
     assert_eq!(started.len(), 2);
     assert!(started.iter().all(|p| p.ready_transition_s == Some(27.0)));
     // A new pod has no CPU sample until the metrics pipeline has a full window, one scrape ago.
     assert!(started.iter().all(|p| p.cpu_usage_cores.is_none()));
     let (o2, _) = twin.advance(); // t = 45
-    assert!(o2.pods_of("frontend").filter(|p| p.start_time_s == Some(15.0)).all(|p| p.cpu_usage_cores.is_some()));
+    assert!(o2
+        .pods_of("frontend")
+        .filter(|p| p.start_time_s == Some(15.0))
+        .all(|p| p.cpu_usage_cores.is_some()));
 
     // recommendationservice requests 100m: 40 pods is over what is left of the cluster's
     // allocatable CPU once other workloads are placed? Use a CPU-heavy quota to fill it.
-    assert!(twin.apply(&Action::new("recommendationservice", ActionKind::SetCpuLimit { millicores: 4000 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "recommendationservice",
+            ActionKind::SetCpuLimit { millicores: 4000 }
+        ))
+        .is_applied());
     // request becomes 100 · 4000/200 = 2000 m per pod; 40 pods = 80 cores > 27.5 allocatable.
-    assert!(twin.apply(&Action::new("recommendationservice", ActionKind::SetReplicas { replicas: 40 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "recommendationservice",
+            ActionKind::SetReplicas { replicas: 40 }
+        ))
+        .is_applied());
     let (o3, _) = twin.advance();
-    let pending = o3.pods_of("recommendationservice").filter(|p| p.node.is_none()).count();
+    let pending = o3
+        .pods_of("recommendationservice")
+        .filter(|p| p.node.is_none())
+        .count();
     assert!(pending > 0 && pending < 40, "{pending}");
     for n in &o3.nodes {
-        assert!(n.requested_cpu_cores <= n.allocatable_cpu_cores + 1e-9, "{}", n.name);
+        assert!(
+            n.requested_cpu_cores <= n.allocatable_cpu_cores + 1e-9,
+            "{}",
+            n.name
+        );
     }
     // Scaling down removes the unschedulable pods first.
-    assert!(twin.apply(&Action::new("recommendationservice", ActionKind::SetReplicas { replicas: 40 - pending as u32 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "recommendationservice",
+            ActionKind::SetReplicas {
+                replicas: 40 - pending as u32
+            }
+        ))
+        .is_applied());
     let (o4, _) = twin.advance();
-    assert_eq!(o4.pods_of("recommendationservice").filter(|p| p.node.is_none()).count(), 0);
+    assert_eq!(
+        o4.pods_of("recommendationservice")
+            .filter(|p| p.node.is_none())
+            .count(),
+        0
+    );
 }
 
 #[test]
 fn invalid_actions_are_refused_and_change_nothing() {
     let cfg = TwinConfig::default();
-    let mut twin = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), Shape::OffPeak, 600.0, 1).unwrap();
+    let mut twin = Twin::new(
+        online_boutique(&cfg),
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::OffPeak,
+        600.0,
+        1,
+    )
+    .unwrap();
     let (before, _) = twin.advance();
     let refused = |o: ActionOutcome, words: &str| match o {
         ActionOutcome::Refused { reason } => assert!(reason.contains(words), "{reason}"),
         ActionOutcome::Applied => panic!("applied, expected a refusal mentioning {words}"),
     };
-    refused(twin.apply(&Action::new("nosuch", ActionKind::ChangeReplicas { delta: 1 })), "unknown service `nosuch`");
-    refused(twin.apply(&Action::new("frontend", ActionKind::ChangeReplicas { delta: -2 })), "outside [1, 40]");
-    refused(twin.apply(&Action::new("frontend", ActionKind::SetReplicas { replicas: 41 })), "outside [1, 40]");
-    refused(twin.apply(&Action::new("frontend", ActionKind::SetCpuLimit { millicores: 10 })), "outside [50, 4000]");
-    refused(twin.apply(&Action::new("frontend", ActionKind::ChangeCpuQuota { delta: 1.5 })), "outside [-1, 1]");
-    refused(twin.apply(&Action::new("frontend", ActionKind::ChangeCpuQuota { delta: f64::NAN })), "outside [-1, 1]");
     refused(
-        twin.apply(&Action::new("frontend", ActionKind::PreferNodeType { node_type: Some("gpu".into()) })),
+        twin.apply(&Action::new(
+            "nosuch",
+            ActionKind::ChangeReplicas { delta: 1 },
+        )),
+        "unknown service `nosuch`",
+    );
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::ChangeReplicas { delta: -2 },
+        )),
+        "outside [1, 40]",
+    );
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::SetReplicas { replicas: 41 },
+        )),
+        "outside [1, 40]",
+    );
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::SetCpuLimit { millicores: 10 },
+        )),
+        "outside [50, 4000]",
+    );
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::ChangeCpuQuota { delta: 1.5 },
+        )),
+        "outside [-1, 1]",
+    );
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::ChangeCpuQuota { delta: f64::NAN },
+        )),
+        "outside [-1, 1]",
+    );
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::PreferNodeType {
+                node_type: Some("gpu".into()),
+            },
+        )),
         "unknown node type `gpu`",
     );
     // Resize that cannot fit in place: 20 frontend pods at 4 cores of limit (2 cores request).
-    assert!(twin.apply(&Action::new("frontend", ActionKind::SetReplicas { replicas: 12 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "frontend",
+            ActionKind::SetReplicas { replicas: 12 }
+        ))
+        .is_applied());
     let (mid, _) = twin.advance();
-    refused(twin.apply(&Action::new("frontend", ActionKind::SetCpuLimit { millicores: 4000 })), "infeasible");
+    refused(
+        twin.apply(&Action::new(
+            "frontend",
+            ActionKind::SetCpuLimit { millicores: 4000 },
+        )),
+        "infeasible",
+    );
     let (after, _) = twin.advance();
     let fe = after.service("frontend").unwrap();
-    assert_eq!(fe.cpu_limit_cores, before.service("frontend").unwrap().cpu_limit_cores);
+    assert_eq!(
+        fe.cpu_limit_cores,
+        before.service("frontend").unwrap().cpu_limit_cores
+    );
     assert_eq!(fe.replicas_spec, 12);
     let req_mid: f64 = mid.nodes.iter().map(|n| n.requested_cpu_cores).sum();
     let req_after: f64 = after.nodes.iter().map(|n| n.requested_cpu_cores).sum();
-    assert!((req_mid - req_after).abs() < 1e-9, "a refused resize reserves nothing");
+    assert!(
+        (req_mid - req_after).abs() < 1e-9,
+        "a refused resize reserves nothing"
+    );
 }
 
 #[test]
 fn quota_changes_resize_in_place_and_node_preference_places_pods() {
     let cfg = TwinConfig::default();
-    let mut twin = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), Shape::OffPeak, 600.0, 1).unwrap();
+    let mut twin = Twin::new(
+        online_boutique(&cfg),
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::OffPeak,
+        600.0,
+        1,
+    )
+    .unwrap();
     twin.advance();
     // Double the quota: limit 200 m → 400 m, request 100 m → 200 m, on the running pod too.
-    assert!(twin.apply(&Action::new("currencyservice", ActionKind::ChangeCpuQuota { delta: 1.0 })).is_applied());
     assert!(twin
-        .apply(&Action::new("currencyservice", ActionKind::PreferNodeType { node_type: Some("c2d-standard-8".into()) }))
+        .apply(&Action::new(
+            "currencyservice",
+            ActionKind::ChangeCpuQuota { delta: 1.0 }
+        ))
         .is_applied());
-    assert!(twin.apply(&Action::new("currencyservice", ActionKind::SetReplicas { replicas: 4 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "currencyservice",
+            ActionKind::PreferNodeType {
+                node_type: Some("c2d-standard-8".into())
+            }
+        ))
+        .is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "currencyservice",
+            ActionKind::SetReplicas { replicas: 4 }
+        ))
+        .is_applied());
     let (o, _) = twin.advance();
     let s = o.service("currencyservice").unwrap();
     assert!((s.cpu_limit_cores - 0.4).abs() < 1e-12 && (s.cpu_request_cores - 0.2).abs() < 1e-12);
     let pods: Vec<_> = o.pods_of("currencyservice").collect();
-    assert!(pods.iter().all(|p| (p.cpu_request_cores - 0.2).abs() < 1e-12));
+    assert!(pods
+        .iter()
+        .all(|p| (p.cpu_request_cores - 0.2).abs() < 1e-12));
     // The three new pods went to the preferred type.
-    let on_c2d = pods.iter().filter(|p| p.node.as_deref().is_some_and(|n| n.starts_with("c2d"))).count();
+    let on_c2d = pods
+        .iter()
+        .filter(|p| p.node.as_deref().is_some_and(|n| n.starts_with("c2d")))
+        .count();
     assert!(on_c2d >= 3, "{on_c2d}");
 }
 
 #[test]
 fn a_new_redis_replica_syncs_with_lag() {
     let cfg = TwinConfig::default();
-    let mut twin = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), Shape::Peak, 1200.0, 5).unwrap();
+    let mut twin = Twin::new(
+        online_boutique(&cfg),
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::Peak,
+        1200.0,
+        5,
+    )
+    .unwrap();
     for _ in 0..8 {
         twin.advance();
     }
     let (o, _) = twin.advance();
-    let st = o.stateful.iter().find(|s| s.service == "redis-cart").unwrap();
+    let st = o
+        .stateful
+        .iter()
+        .find(|s| s.service == "redis-cart")
+        .unwrap();
     assert_eq!((st.connected_replicas, st.max_replica_lag_s), (0, 0.0));
-    assert!(twin.apply(&Action::new("redis-cart", ActionKind::SetReplicas { replicas: 2 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "redis-cart",
+            ActionKind::SetReplicas { replicas: 2 }
+        ))
+        .is_applied());
     let mut lags = vec![];
     let mut connected = vec![];
     let mut hits = vec![];
     for _ in 0..8 {
         let (o, _) = twin.advance();
-        let st = o.stateful.iter().find(|s| s.service == "redis-cart").unwrap().clone();
+        let st = o
+            .stateful
+            .iter()
+            .find(|s| s.service == "redis-cart")
+            .unwrap()
+            .clone();
         lags.push(st.max_replica_lag_s);
         connected.push(st.connected_replicas);
         hits.push(st.hit_ratio);
@@ -261,10 +488,21 @@ fn a_new_redis_replica_syncs_with_lag() {
     assert!(lags.iter().cloned().fold(0.0, f64::max) > 5.0, "{lags:?}");
     assert_eq!(connected[0], 0, "{connected:?}");
     assert_eq!(*connected.last().unwrap(), 1, "{connected:?}");
-    assert!(*lags.last().unwrap() < 0.5, "the replica catches up: {lags:?}");
-    assert!(hits.iter().all(|h| (0.0..=0.9 + 1e-9).contains(h)), "{hits:?}");
+    assert!(
+        *lags.last().unwrap() < 0.5,
+        "the replica catches up: {lags:?}"
+    );
+    assert!(
+        hits.iter().all(|h| (0.0..=0.9 + 1e-9).contains(h)),
+        "{hits:?}"
+    );
     // Scaling down keeps the primary.
-    assert!(twin.apply(&Action::new("redis-cart", ActionKind::SetReplicas { replicas: 1 })).is_applied());
+    assert!(twin
+        .apply(&Action::new(
+            "redis-cart",
+            ActionKind::SetReplicas { replicas: 1 }
+        ))
+        .is_applied());
     let (o, _) = twin.advance();
     assert_eq!(o.service("redis-cart").unwrap().replicas_ready, 1);
     assert_eq!(o.service("redis-cart").unwrap().error_rate, 0.0);
@@ -273,21 +511,47 @@ fn a_new_redis_replica_syncs_with_lag() {
 #[test]
 fn observations_are_consistent() {
     let cfg = TwinConfig::default();
-    let mut twin = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), Shape::Fluctuating, 900.0, 2).unwrap();
+    let mut twin = Twin::new(
+        online_boutique(&cfg),
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::Fluctuating,
+        900.0,
+        2,
+    )
+    .unwrap();
     while !twin.done() {
         let (o, truth) = twin.advance();
         for s in &o.services {
-            for v in [s.cpu_usage_cores, s.rps, s.p50_ms, s.p95_ms, s.p99_ms, s.error_rate, s.mem_working_set_bytes] {
+            for v in [
+                s.cpu_usage_cores,
+                s.rps,
+                s.p50_ms,
+                s.p95_ms,
+                s.p99_ms,
+                s.error_rate,
+                s.mem_working_set_bytes,
+            ] {
                 assert!(v.is_finite() && v >= 0.0, "{}: {v}", s.name);
             }
-            assert!(s.p50_ms <= s.p95_ms + 1e-9 && s.p95_ms <= s.p99_ms + 1e-9, "{s:?}");
+            assert!(
+                s.p50_ms <= s.p95_ms + 1e-9 && s.p95_ms <= s.p99_ms + 1e-9,
+                "{s:?}"
+            );
             assert!(s.cpu_usage_cores <= s.cpu_limit_cores * s.replicas_spec as f64 + 1e-9);
         }
         // Kiali-like edges: frontend calls currencyservice 9 times per GET / and more.
         let fe = o.service("frontend").unwrap();
-        let cur = o.edges.iter().find(|e| e.source == "frontend" && e.destination == "currencyservice").unwrap();
+        let cur = o
+            .edges
+            .iter()
+            .find(|e| e.source == "frontend" && e.destination == "currencyservice")
+            .unwrap();
         assert!(cur.rps > fe.rps, "{} vs {}", cur.rps, fe.rps);
-        assert!(o.edges.iter().any(|e| e.source == "cartservice" && e.destination == "redis-cart"));
+        assert!(o
+            .edges
+            .iter()
+            .any(|e| e.source == "cartservice" && e.destination == "redis-cart"));
         let used: f64 = o.nodes.iter().map(|n| n.cpu_usage_cores).sum();
         let svc_used: f64 = o.services.iter().map(|s| s.cpu_usage_cores).sum();
         assert!((used - svc_used).abs() < 1e-6);
@@ -297,7 +561,11 @@ fn observations_are_consistent() {
         let route = |n: &str| truth.routes.iter().find(|r| r.name == n).unwrap();
         assert!(route("GET /").mean_ms > route("POST /setCurrency").mean_ms + 10.0);
         let total: f64 = truth.routes.iter().map(|r| r.rps).sum();
-        assert!((total - fe.rps).abs() < 1e-6 * fe.rps.max(1.0), "{total} vs {}", fe.rps);
+        assert!(
+            (total - fe.rps).abs() < 1e-6 * fe.rps.max(1.0),
+            "{total} vs {}",
+            fe.rps
+        );
         assert!((0.0..=1.0).contains(&o.global.slo_violation_rate));
     }
 }
@@ -307,16 +575,34 @@ fn a_trace_replays_and_other_topologies_run() {
     let cfg = TwinConfig::default();
     let shape = Shape::parse(&format!(
         "trace:{}",
-        root().join("data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv").display()
+        root()
+            .join("data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv")
+            .display()
     ))
     .unwrap();
-    let mut twin = Twin::new(online_boutique(&cfg), cfg.clone(), SloConfig::default(), shape, 900.0, 1).unwrap();
+    let mut twin = Twin::new(
+        online_boutique(&cfg),
+        cfg.clone(),
+        SloConfig::default(),
+        shape,
+        900.0,
+        1,
+    )
+    .unwrap();
     let obs = run_all(&mut twin);
     assert_eq!(obs.len(), 60);
     assert!(obs.iter().any(|o| o.global.entry_rps > 10.0));
 
     let topo = Topology::synthetic(1000, 1);
-    let mut twin = Twin::new(topo, cfg.clone(), SloConfig::default(), Shape::Peak, 300.0, 1).unwrap();
+    let mut twin = Twin::new(
+        topo,
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::Peak,
+        300.0,
+        1,
+    )
+    .unwrap();
     let obs = run_all(&mut twin);
     assert_eq!(obs[0].services.len(), 1000);
     assert!(obs.last().unwrap().edges.len() > 1000);
@@ -325,7 +611,21 @@ fn a_trace_replays_and_other_topologies_run() {
 #[test]
 fn tasks_naming_missing_routes_are_rejected() {
     let mut cfg = TwinConfig::default();
-    cfg.load.tasks.insert("ghost".into(), UserTask { weight: 1.0, requests: vec!["GET /ghost".into()] });
-    let e = Twin::new(online_boutique(&cfg), cfg, SloConfig::default(), Shape::Peak, 60.0, 1).unwrap_err();
+    cfg.load.tasks.insert(
+        "ghost".into(),
+        UserTask {
+            weight: 1.0,
+            requests: vec!["GET /ghost".into()],
+        },
+    );
+    let e = Twin::new(
+        online_boutique(&cfg),
+        cfg,
+        SloConfig::default(),
+        Shape::Peak,
+        60.0,
+        1,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("route `GET /ghost`"), "{e}");
 }
