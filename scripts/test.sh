@@ -5,3 +5,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$GS_ROOT"
 cargo test --workspace --locked "$@"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -24,6 +24,20 @@ fn online_boutique(cfg: &TwinConfig) -> Topology {
     .unwrap()
 }
 
+/// Online Boutique on the default twin.
+fn ob_twin(shape: Shape, duration_s: f64, seed: u64) -> Twin {
+    let cfg = TwinConfig::default();
+    Twin::new(
+        online_boutique(&cfg),
+        cfg,
+        SloConfig::default(),
+        shape,
+        duration_s,
+        seed,
+    )
+    .unwrap()
+}
+
 /// One service `api` (limit = request = `cpu_m`), one route, one task.
 fn single_service(cpu_m: u32) -> Topology {
     let json = format!(
@@ -212,16 +226,7 @@ fn same_seed_same_run_other_seed_other_run() {
 
 #[test]
 fn pods_start_after_their_readiness_probe_and_pend_when_nothing_fits() {
-    let cfg = TwinConfig::default();
-    let mut twin = Twin::new(
-        online_boutique(&cfg),
-        cfg.clone(),
-        SloConfig::default(),
-        Shape::OffPeak,
-        600.0,
-        1,
-    )
-    .unwrap();
+    let mut twin = ob_twin(Shape::OffPeak, 600.0, 1);
     let (o0, _) = twin.advance(); // t = 15
     assert_eq!(o0.service("frontend").unwrap().replicas_ready, 1);
     assert!(twin
@@ -296,16 +301,7 @@ fn pods_start_after_their_readiness_probe_and_pend_when_nothing_fits() {
 
 #[test]
 fn invalid_actions_are_refused_and_change_nothing() {
-    let cfg = TwinConfig::default();
-    let mut twin = Twin::new(
-        online_boutique(&cfg),
-        cfg.clone(),
-        SloConfig::default(),
-        Shape::OffPeak,
-        600.0,
-        1,
-    )
-    .unwrap();
+    let mut twin = ob_twin(Shape::OffPeak, 600.0, 1);
     let (before, _) = twin.advance();
     let refused = |o: ActionOutcome, words: &str| match o {
         ActionOutcome::Refused { reason } => assert!(reason.contains(words), "{reason}"),
@@ -394,16 +390,7 @@ fn invalid_actions_are_refused_and_change_nothing() {
 
 #[test]
 fn quota_changes_resize_in_place_and_node_preference_places_pods() {
-    let cfg = TwinConfig::default();
-    let mut twin = Twin::new(
-        online_boutique(&cfg),
-        cfg.clone(),
-        SloConfig::default(),
-        Shape::OffPeak,
-        600.0,
-        1,
-    )
-    .unwrap();
+    let mut twin = ob_twin(Shape::OffPeak, 600.0, 1);
     twin.advance();
     // Double the quota: limit 200 m → 400 m, request 100 m → 200 m, on the running pod too.
     assert!(twin
@@ -443,16 +430,7 @@ fn quota_changes_resize_in_place_and_node_preference_places_pods() {
 
 #[test]
 fn a_new_redis_replica_syncs_with_lag() {
-    let cfg = TwinConfig::default();
-    let mut twin = Twin::new(
-        online_boutique(&cfg),
-        cfg.clone(),
-        SloConfig::default(),
-        Shape::Peak,
-        1200.0,
-        5,
-    )
-    .unwrap();
+    let mut twin = ob_twin(Shape::Peak, 1200.0, 5);
     for _ in 0..8 {
         twin.advance();
     }
@@ -510,16 +488,7 @@ fn a_new_redis_replica_syncs_with_lag() {
 
 #[test]
 fn observations_are_consistent() {
-    let cfg = TwinConfig::default();
-    let mut twin = Twin::new(
-        online_boutique(&cfg),
-        cfg.clone(),
-        SloConfig::default(),
-        Shape::Fluctuating,
-        900.0,
-        2,
-    )
-    .unwrap();
+    let mut twin = ob_twin(Shape::Fluctuating, 900.0, 2);
     while !twin.done() {
         let (o, truth) = twin.advance();
         for s in &o.services {
