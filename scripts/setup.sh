@@ -4,15 +4,17 @@
 #
 # What it checks or installs:
 #   - a Rust toolchain (cargo) — required; it cannot be downloaded here, so its absence is an error
-#   - Debian packages listed in APT_PACKAGES (none yet: plots use the vendored DejaVu font)
-# Later stages add themselves here: the Python venv with torch==2.13.0 for libtorch (learning),
-# the tansu broker and Prometheus (end-to-end tests).
+#   - Debian packages listed in APT_PACKAGES (Prometheus for the end-to-end tests; plots use the
+#     vendored DejaVu font, so no font package is needed)
+# Later stages add themselves here: the Python venv with torch==2.13.0 for libtorch (learning)
+# and the tansu broker (end-to-end tests).
 set -euo pipefail
 
 GS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export GS_ROOT
 
-APT_PACKAGES=()
+# prometheus: the real Prometheus server the end-to-end tests scrape the twin with.
+APT_PACKAGES=(prometheus)
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 

@@ -46,6 +46,9 @@ enum Command {
 enum TwinCommand {
     /// Run one policy on one scenario.
     Run(RunArgs),
+    /// Serve the twin over HTTP: Prometheus /metrics, the Kiali graph API and a Kubernetes API
+    /// subset, advancing it in (accelerated) real time.
+    Serve(ServeArgs),
     /// Plot the nominal frontend rps of load shapes over a run (docs/img/shapes.png).
     Shapes {
         /// Comma-separated scenarios, or `all` (the four shapes and the bundled Azure trace).
@@ -108,6 +111,31 @@ struct RunArgs {
     policy: String,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: std::net::SocketAddr,
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Topology file (default: twin.topology from the configuration).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Namespace the workloads appear in.
+    #[arg(long, default_value = "default")]
+    namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +245,7 @@ fn run(cli: Cli) -> Result<()> {
             say!("wrote {}", out.display());
             Ok(())
         }
+        Command::Twin(TwinCommand::Serve(a)) => serve(&cfg, a),
         Command::Twin(TwinCommand::Run(a)) => {
             let policy = PolicySpec::parse(&a.policy)?;
             let shape = Shape::parse(&a.scenario)?;
@@ -256,7 +285,7 @@ fn run(cli: Cli) -> Result<()> {
                 &a.common,
             )?;
             let rows = sweep::rows(&runs, &targets);
-            let mut t = comfy_table_lite(&rows);
+            let mut t = sweep_table(&rows);
             if let Some(c) = sweep::choose(&rows) {
                 t.push_str(&format!(
                     "\nchosen target: {c}% (the cheapest whose SLO violation % interval overlaps the best target's)\nset it with: [hpa] tuned_target_cpu_utilization = {c}\n"
@@ -268,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn comfy_table_lite(rows: &[sweep::SweepRow]) -> String {
+fn sweep_table(rows: &[sweep::SweepRow]) -> String {
     let mut s = String::from("target  SLO viol % (95% CI)   slack %   core-seconds\n");
     for r in rows {
         s.push_str(&format!(
@@ -281,6 +310,46 @@ fn comfy_table_lite(rows: &[sweep::SweepRow]) -> String {
         ));
     }
     s
+}
+
+fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
+    if !(a.speedup.is_finite() && a.speedup > 0.0) {
+        bail!("--speedup must be a positive number, got {}", a.speedup);
+    }
+    let topology = cfg.topology(a.topology.as_deref())?;
+    let shape = Shape::parse(&a.scenario)?;
+    let twin = graphscaler_twin::Twin::new(
+        topology,
+        cfg.twin.clone(),
+        cfg.slo.clone(),
+        shape,
+        a.duration,
+        a.seed,
+    )?;
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let state = graphscaler_twin_api::LiveTwin::new(twin, &a.namespace, "twin", epoch).shared();
+    let tick = std::time::Duration::from_secs_f64(cfg.twin.observe_every_s / a.speedup);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        say!(
+            "twin serving on http://{addr}: /metrics, /api/namespaces/graph, /api/v1/..., /apis/apps/v1/... (one {} s tick every {:.3} s)",
+            cfg.twin.observe_every_s,
+            tick.as_secs_f64()
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        graphscaler_twin_api::serve(listener, state, tick, shutdown).await?;
+        Ok(())
+    })
 }
 
 fn scenarios(s: &str) -> Result<Vec<Shape>> {

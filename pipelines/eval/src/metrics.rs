@@ -227,6 +227,8 @@ mod tests {
             slo_violated: violated,
             services: vec![s],
             routes: vec![],
+            edges: vec![],
+            pods: vec![],
         }
     }
 

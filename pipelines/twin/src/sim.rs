@@ -62,6 +62,49 @@ pub struct TickTruth {
     pub services: Vec<ServiceTruth>,
     /// Per route of the entry service, end to end along its call tree.
     pub routes: Vec<RouteTruth>,
+    /// Per call edge with traffic, and the entry service's inbound traffic from outside the
+    /// mesh: the request counts and latency moments behind Istio's counters and histograms.
+    pub edges: Vec<EdgeTruth>,
+    /// Per pod bound to a node: what cAdvisor would measure over the tick.
+    pub pods: Vec<PodTruth>,
+}
+
+/// A pod's actual resource use over a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodTruth {
+    /// Pod name.
+    pub name: String,
+    /// Service index.
+    pub service: usize,
+    /// Mean CPU use over the tick, cores.
+    pub cpu_cores: f64,
+    /// Working set at the end of the tick, bytes.
+    pub working_set_bytes: f64,
+}
+
+/// Requests on one call edge over a tick, as a destination sidecar records them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeTruth {
+    /// Calling service index; `None` for traffic from outside the mesh into the entry service.
+    pub source: Option<usize>,
+    /// Called service index.
+    pub destination: usize,
+    /// Requests in the tick.
+    pub requests: f64,
+    /// Of those, failed ones.
+    pub errors: f64,
+    /// Mean latency, s.
+    pub mean_s: f64,
+    /// Latency variance, s².
+    pub var_s2: f64,
+}
+
+impl EdgeTruth {
+    /// Expected share of requests with latency at most `t` seconds (the Gamma fit the twin uses
+    /// for composed latencies).
+    pub fn cdf(&self, t: f64) -> f64 {
+        1.0 - crate::queue::gamma_survival(self.mean_s, self.var_s2, t)
+    }
 }
 
 /// End-to-end figures of one route over a tick.
@@ -202,7 +245,7 @@ struct Own {
 }
 
 /// The twin. See the module docs for the model.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Twin {
     topo: Topology,
     cfg: TwinConfig,
@@ -404,6 +447,20 @@ impl Twin {
     /// Whether the run's duration has elapsed.
     pub fn done(&self) -> bool {
         self.now >= self.duration_s - 1e-9
+    }
+
+    /// The current `spec.replicas`, CPU request and CPU limit (cores) of `service`; actions
+    /// change these at once, observations show them at the next tick.
+    pub fn spec_of(&self, service: &str) -> Option<(u32, f64, f64)> {
+        let s = self.svc.iter().find(|s| s.name == service)?;
+        Some((s.spec_replicas, s.cpu_req, s.cpu_lim))
+    }
+
+    /// The node type `service` prefers for new pods, if any.
+    pub fn preferred_node_type(&self, service: &str) -> Option<String> {
+        let s = self.svc.iter().find(|s| s.name == service)?;
+        s.prefer
+            .map(|t| self.cfg.cluster.node_types[t].name.clone())
     }
 
     /// Names of the node types.
@@ -837,6 +894,7 @@ impl Twin {
         let mut truths = Vec::with_capacity(ns);
         let mut pods = Vec::new();
         let mut stateful = Vec::new();
+        let mut pod_truth = Vec::new();
         let mw = self.cfg.metrics_window_s;
         for (s, sv) in self.svc.iter().enumerate() {
             let (_, mixed) = pct(m0[s], m1[s], m2[s]);
@@ -863,6 +921,14 @@ impl Twin {
                     0.0
                 };
                 ws += working;
+                if p.node.is_some() {
+                    pod_truth.push(PodTruth {
+                        name: p.name.clone(),
+                        service: s,
+                        cpu_cores: p.cpu_acc / w,
+                        working_set_bytes: working,
+                    });
+                }
                 if is_replica && p.node.is_some() {
                     let lag = replica_lag(p, now, write_rate);
                     max_lag = max_lag.max(lag);
@@ -943,6 +1009,35 @@ impl Twin {
                 max_replica_lag_s: max_lag,
             });
         }
+        let moments = |n: f64, s1: f64, s2: f64| {
+            let mean = s1 / n;
+            (mean, (s2 / n - mean * mean).max(0.0))
+        };
+        let mut edge_truth = Vec::with_capacity(self.edges.len() + 1);
+        if m0[entry] > 0.0 {
+            let (mean_s, var_s2) = moments(m0[entry], m1[entry], m2[entry]);
+            edge_truth.push(EdgeTruth {
+                source: None,
+                destination: entry,
+                requests: m0[entry],
+                errors: m0[entry] - ok[entry],
+                mean_s,
+                var_s2,
+            });
+        }
+        for (e, &(from, to)) in self.edges.iter().enumerate() {
+            if e0[e] > 0.0 {
+                let (mean_s, var_s2) = moments(e0[e], e1[e], e2[e]);
+                edge_truth.push(EdgeTruth {
+                    source: Some(from),
+                    destination: to,
+                    requests: e0[e],
+                    errors: e0[e] - eok[e],
+                    mean_s,
+                    var_s2,
+                });
+            }
+        }
         let edges = self
             .edges
             .iter()
@@ -999,6 +1094,8 @@ impl Twin {
             slo_violated: violated,
             services: truths,
             routes: route_truth,
+            edges: edge_truth,
+            pods: pod_truth,
         };
         let obs = ClusterObservation {
             time_s: now,

@@ -67,6 +67,8 @@ pub struct EdgeSpec {
     pub optional: bool,
     /// The caller's deadline on this edge, seconds.
     pub client_timeout_s: Option<f64>,
+    /// Wire protocol as the file names it (`grpc`, `http`, `redis`, …).
+    pub protocol: String,
 }
 
 /// One node of a route's call tree: `count` sequential calls to `service`.
@@ -140,10 +142,16 @@ fn one() -> u32 {
     1
 }
 
+fn grpc() -> String {
+    "grpc".into()
+}
+
 #[derive(Debug, Deserialize)]
 struct RawCall {
     from: String,
     to: String,
+    #[serde(default = "grpc")]
+    protocol: String,
     #[serde(default)]
     rpcs: String,
 }
@@ -289,6 +297,7 @@ impl Topology {
                 to,
                 optional: c.rpcs.contains("errors ignored"),
                 client_timeout_s: parse_timeout_ms(&c.rpcs).map(|ms| ms / 1000.0),
+                protocol: c.protocol.clone(),
             });
         }
 

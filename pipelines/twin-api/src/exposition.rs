@@ -1,0 +1,436 @@
+//! The Prometheus text exposition of the twin: cAdvisor, kube-state-metrics, Istio standard
+//! metrics and the redis exporter, with their real names and labels.
+//!
+//! Counters accumulate from tick to tick as a real exporter's do, so `rate()` over them gives
+//! the twin's rates back; a pod's series disappear when the pod does, as cAdvisor's do.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use graphscaler_schemas::{ClusterObservation, PodPhase};
+use graphscaler_twin::{TickTruth, Topology};
+
+/// Istio's default `istio_request_duration_milliseconds` buckets.
+pub const ISTIO_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct EdgeCounters {
+    protocol: String,
+    ok: f64,
+    errors: f64,
+    sum_ms: f64,
+    buckets: [f64; ISTIO_BUCKETS_MS.len()],
+}
+
+/// Cumulative counters behind the exposition.
+#[derive(Debug, Clone, Default)]
+pub struct Exposition {
+    namespace: String,
+    pod_cpu_seconds: BTreeMap<String, f64>,
+    pod_working_set: BTreeMap<String, f64>,
+    edges: BTreeMap<(String, String), EdgeCounters>,
+    redis: BTreeMap<String, (f64, f64)>,
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
+    }
+}
+
+impl Exposition {
+    /// Counters for workloads in `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Folds one tick into the counters.
+    pub fn update(&mut self, topo: &Topology, obs: &ClusterObservation, truth: &TickTruth) {
+        let w = truth.window_s;
+        let live: std::collections::HashSet<&str> =
+            truth.pods.iter().map(|p| p.name.as_str()).collect();
+        self.pod_cpu_seconds
+            .retain(|k, _| live.contains(k.as_str()));
+        self.pod_working_set
+            .retain(|k, _| live.contains(k.as_str()));
+        for p in &truth.pods {
+            *self.pod_cpu_seconds.entry(p.name.clone()).or_default() += p.cpu_cores * w;
+            self.pod_working_set
+                .insert(p.name.clone(), p.working_set_bytes);
+        }
+        for e in &truth.edges {
+            let src = e
+                .source
+                .map_or("unknown".to_string(), |s| topo.services[s].name.clone());
+            let dst = topo.services[e.destination].name.clone();
+            let protocol = match e.source {
+                None => "http".to_string(),
+                Some(s) => topo
+                    .edge(s, e.destination)
+                    .map_or("grpc".into(), |x| x.protocol.clone()),
+            };
+            let c = self.edges.entry((src, dst)).or_default();
+            c.protocol = protocol;
+            c.ok += e.requests - e.errors;
+            c.errors += e.errors;
+            c.sum_ms += e.requests * e.mean_s * 1000.0;
+            for (b, le) in c.buckets.iter_mut().zip(ISTIO_BUCKETS_MS) {
+                *b += e.requests * e.cdf(le / 1000.0);
+            }
+        }
+        for st in &obs.stateful {
+            let reads = obs.service(&st.service).map_or(0.0, |s| s.rps) * w;
+            let r = self.redis.entry(st.service.clone()).or_default();
+            r.0 += reads * st.hit_ratio;
+            r.1 += reads * (1.0 - st.hit_ratio);
+        }
+    }
+
+    /// Renders the exposition for the current observation.
+    pub fn render(&self, obs: &ClusterObservation) -> String {
+        let ns = esc(&self.namespace);
+        let mut o = String::with_capacity(64 * 1024);
+        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+
+        // cAdvisor (kubelet /metrics/cadvisor).
+        head(
+            &mut o,
+            "container_cpu_usage_seconds_total",
+            "counter",
+            "Cumulative cpu time consumed in seconds.",
+        );
+        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
+            let v = self.pod_cpu_seconds.get(&p.name).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "container_cpu_usage_seconds_total{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\",node=\"{n}\"}} {v}",
+                c = esc(&p.service),
+                p = esc(&p.name),
+                n = esc(p.node.as_deref().unwrap_or_default()),
+                v = num(v)
+            );
+        }
+        head(
+            &mut o,
+            "container_memory_working_set_bytes",
+            "gauge",
+            "Current working set in bytes.",
+        );
+        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
+            let v = self.pod_working_set.get(&p.name).copied().unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "container_memory_working_set_bytes{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\",node=\"{n}\"}} {v}",
+                c = esc(&p.service),
+                p = esc(&p.name),
+                n = esc(p.node.as_deref().unwrap_or_default()),
+                v = num(v)
+            );
+        }
+        head(
+            &mut o,
+            "container_spec_cpu_quota",
+            "gauge",
+            "CPU quota of the container.",
+        );
+        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
+            let lim = obs.service(&p.service).map_or(0.0, |s| s.cpu_limit_cores);
+            let _ = writeln!(
+                o,
+                "container_spec_cpu_quota{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\"}} {v}",
+                c = esc(&p.service),
+                p = esc(&p.name),
+                v = num((lim * 100_000.0).round())
+            );
+        }
+        head(
+            &mut o,
+            "container_spec_cpu_period",
+            "gauge",
+            "CPU period of the container.",
+        );
+        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
+            let _ = writeln!(
+                o,
+                "container_spec_cpu_period{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\"}} 100000",
+                c = esc(&p.service),
+                p = esc(&p.name)
+            );
+        }
+
+        // kube-state-metrics.
+        head(
+            &mut o,
+            "kube_deployment_spec_replicas",
+            "gauge",
+            "Number of desired pods for a deployment.",
+        );
+        for s in &obs.services {
+            let _ = writeln!(
+                o,
+                "kube_deployment_spec_replicas{{namespace=\"{ns}\",deployment=\"{}\"}} {}",
+                esc(&s.name),
+                s.replicas_spec
+            );
+        }
+        head(
+            &mut o,
+            "kube_deployment_status_replicas_ready",
+            "gauge",
+            "The number of ready replicas per deployment.",
+        );
+        for s in &obs.services {
+            let _ = writeln!(
+                o,
+                "kube_deployment_status_replicas_ready{{namespace=\"{ns}\",deployment=\"{}\"}} {}",
+                esc(&s.name),
+                s.replicas_ready
+            );
+        }
+        for (name, help, limit) in [
+            (
+                "kube_pod_container_resource_requests",
+                "The number of requested request resource by a container.",
+                false,
+            ),
+            (
+                "kube_pod_container_resource_limits",
+                "The number of requested limit resource by a container.",
+                true,
+            ),
+        ] {
+            head(&mut o, name, "gauge", help);
+            for p in &obs.pods {
+                let Some(s) = obs.service(&p.service) else {
+                    continue;
+                };
+                let (cpu, mem) = if limit {
+                    (s.cpu_limit_cores, s.mem_limit_bytes)
+                } else {
+                    (p.cpu_request_cores, s.mem_request_bytes)
+                };
+                let node = esc(p.node.as_deref().unwrap_or_default());
+                let _ = writeln!(o, "{name}{{namespace=\"{ns}\",pod=\"{}\",container=\"{}\",node=\"{node}\",resource=\"cpu\",unit=\"core\"}} {}", esc(&p.name), esc(&p.service), num(cpu));
+                let _ = writeln!(o, "{name}{{namespace=\"{ns}\",pod=\"{}\",container=\"{}\",node=\"{node}\",resource=\"memory\",unit=\"byte\"}} {}", esc(&p.name), esc(&p.service), num(mem));
+            }
+        }
+        head(&mut o, "kube_pod_info", "gauge", "Information about pod.");
+        for p in &obs.pods {
+            let _ = writeln!(
+                o,
+                "kube_pod_info{{namespace=\"{ns}\",pod=\"{}\",node=\"{}\",created_by_kind=\"ReplicaSet\",created_by_name=\"{}\"}} 1",
+                esc(&p.name),
+                esc(p.node.as_deref().unwrap_or_default()),
+                esc(&p.service)
+            );
+        }
+        head(
+            &mut o,
+            "kube_pod_status_ready",
+            "gauge",
+            "Describes whether the pod is ready to serve requests.",
+        );
+        for p in &obs.pods {
+            for (cond, v) in [("true", p.ready), ("false", !p.ready)] {
+                let _ = writeln!(o, "kube_pod_status_ready{{namespace=\"{ns}\",pod=\"{}\",condition=\"{cond}\"}} {}", esc(&p.name), u8::from(v));
+            }
+        }
+        head(
+            &mut o,
+            "kube_pod_status_phase",
+            "gauge",
+            "The pods current phase.",
+        );
+        for p in &obs.pods {
+            for (phase, v) in [
+                ("Pending", p.phase == PodPhase::Pending),
+                ("Running", p.phase == PodPhase::Running),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "kube_pod_status_phase{{namespace=\"{ns}\",pod=\"{}\",phase=\"{phase}\"}} {}",
+                    esc(&p.name),
+                    u8::from(v)
+                );
+            }
+        }
+        head(
+            &mut o,
+            "kube_node_status_allocatable",
+            "gauge",
+            "The allocatable for different resources of a node that are available for scheduling.",
+        );
+        for n in &obs.nodes {
+            let _ = writeln!(
+                o,
+                "kube_node_status_allocatable{{node=\"{}\",resource=\"cpu\",unit=\"core\"}} {}",
+                esc(&n.name),
+                num(n.allocatable_cpu_cores)
+            );
+            let _ = writeln!(
+                o,
+                "kube_node_status_allocatable{{node=\"{}\",resource=\"memory\",unit=\"byte\"}} {}",
+                esc(&n.name),
+                num(n.allocatable_mem_bytes)
+            );
+        }
+        head(
+            &mut o,
+            "kube_node_labels",
+            "gauge",
+            "Kubernetes labels converted to Prometheus labels.",
+        );
+        for n in &obs.nodes {
+            let _ = writeln!(
+                o,
+                "kube_node_labels{{node=\"{}\",label_node_kubernetes_io_instance_type=\"{}\",label_feature_node_kubernetes_io_cpu_model_id=\"{}\"}} 1",
+                esc(&n.name),
+                esc(&n.node_type),
+                n.cpu_model_id
+            );
+        }
+
+        // Istio standard metrics, reported by the destination sidecar.
+        head(&mut o, "istio_requests_total", "counter", "Total requests.");
+        for ((src, dst), c) in &self.edges {
+            let grpc = c.protocol == "grpc";
+            // gRPC failures travel as HTTP 200 with a gRPC status (14, UNAVAILABLE); HTTP ones as 503.
+            let rows = [
+                ("200", "0", c.ok),
+                (if grpc { "200" } else { "503" }, "14", c.errors),
+            ];
+            for (code, status, v) in rows.into_iter().filter(|r| r.1 == "0" || c.errors > 0.0) {
+                let grpc_status = if grpc {
+                    format!(",grpc_response_status=\"{status}\"")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    o,
+                    "istio_requests_total{{reporter=\"destination\",source_workload=\"{s}\",source_workload_namespace=\"{sns}\",destination_workload=\"{d}\",destination_workload_namespace=\"{ns}\",destination_service=\"{d}.{ns}.svc.cluster.local\",request_protocol=\"{p}\",response_code=\"{code}\"{grpc_status}}} {v}",
+                    s = esc(src),
+                    sns = if src == "unknown" { "unknown".to_string() } else { ns.clone() },
+                    d = esc(dst),
+                    p = esc(&c.protocol),
+                    v = num(v)
+                );
+            }
+        }
+        head(
+            &mut o,
+            "istio_request_duration_milliseconds",
+            "histogram",
+            "Request duration in milliseconds.",
+        );
+        for ((src, dst), c) in &self.edges {
+            let labels = format!(
+                "reporter=\"destination\",source_workload=\"{}\",destination_workload=\"{}\",destination_workload_namespace=\"{ns}\",request_protocol=\"{}\"",
+                esc(src),
+                esc(dst),
+                esc(&c.protocol)
+            );
+            for (b, le) in c.buckets.iter().zip(ISTIO_BUCKETS_MS) {
+                let _ = writeln!(
+                    o,
+                    "istio_request_duration_milliseconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    num(*b)
+                );
+            }
+            let total = c.ok + c.errors;
+            let _ = writeln!(
+                o,
+                "istio_request_duration_milliseconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                num(total)
+            );
+            let _ = writeln!(
+                o,
+                "istio_request_duration_milliseconds_sum{{{labels}}} {}",
+                num(c.sum_ms)
+            );
+            let _ = writeln!(
+                o,
+                "istio_request_duration_milliseconds_count{{{labels}}} {}",
+                num(total)
+            );
+        }
+
+        // redis_exporter.
+        head(
+            &mut o,
+            "redis_connected_slaves",
+            "gauge",
+            "Number of connected slaves.",
+        );
+        for st in &obs.stateful {
+            let _ = writeln!(
+                o,
+                "redis_connected_slaves{{service=\"{}\"}} {}",
+                esc(&st.service),
+                st.connected_replicas
+            );
+        }
+        head(
+            &mut o,
+            "redis_connected_slave_lag_seconds",
+            "gauge",
+            "Lag of connected slave.",
+        );
+        for st in &obs.stateful {
+            let _ = writeln!(
+                o,
+                "redis_connected_slave_lag_seconds{{service=\"{}\",slave_state=\"online\"}} {}",
+                esc(&st.service),
+                num(st.max_replica_lag_s)
+            );
+        }
+        head(
+            &mut o,
+            "redis_keyspace_hits_total",
+            "counter",
+            "Keyspace hits.",
+        );
+        for (svc, (hits, _)) in &self.redis {
+            let _ = writeln!(
+                o,
+                "redis_keyspace_hits_total{{service=\"{}\"}} {}",
+                esc(svc),
+                num(*hits)
+            );
+        }
+        head(
+            &mut o,
+            "redis_keyspace_misses_total",
+            "counter",
+            "Keyspace misses.",
+        );
+        for (svc, (_, misses)) in &self.redis {
+            let _ = writeln!(
+                o,
+                "redis_keyspace_misses_total{{service=\"{}\"}} {}",
+                esc(svc),
+                num(*misses)
+            );
+        }
+        o
+    }
+}

@@ -1,0 +1,367 @@
+//! The HTTP server: one router for the three interfaces, and the clock that advances the twin.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::kiali::{self, GraphQuery};
+use crate::kube::{self, Ctx};
+use crate::state::Shared;
+
+type Reply = (StatusCode, Json<Value>);
+
+fn not_found(what: &str) -> Reply {
+    (
+        StatusCode::NOT_FOUND,
+        Json(kube::status(404, "NotFound", &format!("{what} not found"))),
+    )
+}
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, crate::state::LiveTwin> {
+    // A handler that panicked while holding the lock leaves consistent data (every mutation
+    // is applied whole), so a poisoned lock is taken over.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The router: `/metrics`, `/api/namespaces/graph`, and the Kubernetes paths.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/namespaces/graph", get(graph))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{name}", get(node))
+        .route("/api/v1/pods", get(all_pods))
+        .route("/api/v1/namespaces/{ns}/pods", get(pods))
+        .route("/apis/apps/v1/deployments", get(all_deployments))
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/deployments",
+            get(deployments),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+            get(deployment).patch(patch_deployment),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+            get(scale).patch(patch_scale),
+        )
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` and advances the twin every `tick_every` until `shutdown`
+/// resolves or the run ends (the server keeps serving the last state after the end).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    tick_every: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let clock_state = state.clone();
+    let clock = tokio::spawn(async move {
+        let mut every = tokio::time::interval(tick_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if !lock(&clock_state).tick() {
+                tracing::info!("the twin's run is over; serving its last state");
+                break;
+            }
+        }
+    });
+    let out = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    clock.abort();
+    out
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let text = lock(&s).metrics_text();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn graph(State(s): State<Shared>, Query(q): Query<GraphQuery>) -> Reply {
+    let t = lock(&s);
+    if let Some(g) = q.graph_type.as_deref().filter(|g| *g != "workload") {
+        let msg = format!("graphType `{g}` is not served by the twin; use graphType=workload");
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": msg})),
+        );
+    }
+    let wanted = q.namespaces.as_deref().unwrap_or(&t.namespace);
+    if !wanted.split(',').any(|n| n.trim() == t.namespace) {
+        let empty = serde_json::json!({"timestamp": 0, "duration": 0, "graphType": "workload", "elements": {"nodes": [], "edges": []}});
+        return (StatusCode::OK, Json(empty));
+    }
+    let now = (t.epoch_s + t.observation().time_s) as i64;
+    let v = kiali::graph(
+        t.twin().topology(),
+        t.observation(),
+        &t.cluster,
+        &t.namespace,
+        &q,
+        now,
+    );
+    (StatusCode::OK, Json(v))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+}
+
+fn app_filter(q: &ListQuery) -> Option<String> {
+    q.label_selector
+        .as_deref()
+        .and_then(|s| s.strip_prefix("app=").map(str::to_owned))
+}
+
+macro_rules! ctx {
+    ($t:expr, $prefs:ident) => {
+        Ctx {
+            namespace: &$t.namespace,
+            epoch_s: $t.epoch_s,
+            resource_version: $t.resource_version(),
+            preferred: &$prefs,
+        }
+    };
+}
+
+async fn nodes(State(s): State<Shared>) -> Reply {
+    let t = lock(&s);
+    let prefs = t.preferences();
+    let c = ctx!(t, prefs);
+    let obs = t.observation();
+    let items = (0..obs.nodes.len())
+        .map(|i| kube::node(obs, i, &c))
+        .collect();
+    (
+        StatusCode::OK,
+        Json(kube::list("NodeList", "v1", c.resource_version, items)),
+    )
+}
+
+async fn node(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
+    let t = lock(&s);
+    let prefs = t.preferences();
+    let c = ctx!(t, prefs);
+    let obs = t.observation();
+    match obs.nodes.iter().position(|n| n.name == name) {
+        Some(i) => {
+            let mut v = kube::node(obs, i, &c);
+            v["kind"] = "Node".into();
+            v["apiVersion"] = "v1".into();
+            (StatusCode::OK, Json(v))
+        }
+        None => not_found(&format!("nodes \"{name}\"")),
+    }
+}
+
+fn pod_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
+    let t = lock(s);
+    if ns.is_some_and(|n| n != t.namespace) {
+        return (
+            StatusCode::OK,
+            Json(kube::list("PodList", "v1", t.resource_version(), vec![])),
+        );
+    }
+    let prefs = t.preferences();
+    let c = ctx!(t, prefs);
+    let obs = t.observation();
+    let app = app_filter(q);
+    let items = (0..obs.pods.len())
+        .filter(|&i| app.as_deref().is_none_or(|a| obs.pods[i].service == a))
+        .map(|i| kube::pod(obs, i, &c))
+        .collect();
+    (
+        StatusCode::OK,
+        Json(kube::list("PodList", "v1", c.resource_version, items)),
+    )
+}
+
+async fn all_pods(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Reply {
+    pod_list(&s, None, &q)
+}
+
+async fn pods(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Reply {
+    pod_list(&s, Some(&ns), &q)
+}
+
+fn deployment_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
+    let t = lock(s);
+    if ns.is_some_and(|n| n != t.namespace) {
+        return (
+            StatusCode::OK,
+            Json(kube::list(
+                "DeploymentList",
+                "apps/v1",
+                t.resource_version(),
+                vec![],
+            )),
+        );
+    }
+    let prefs = t.preferences();
+    let c = ctx!(t, prefs);
+    let app = app_filter(q);
+    let items = t
+        .observation()
+        .services
+        .iter()
+        .filter(|sv| app.as_deref().is_none_or(|a| sv.name == a))
+        .map(|sv| {
+            let mut d = kube::deployment(sv, &c);
+            if let Some(o) = d.as_object_mut() {
+                o.remove("kind");
+                o.remove("apiVersion");
+            }
+            d
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        Json(kube::list(
+            "DeploymentList",
+            "apps/v1",
+            c.resource_version,
+            items,
+        )),
+    )
+}
+
+async fn all_deployments(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Reply {
+    deployment_list(&s, None, &q)
+}
+
+async fn deployments(
+    State(s): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Reply {
+    deployment_list(&s, Some(&ns), &q)
+}
+
+fn one(s: &Shared, ns: &str, name: &str, as_scale: bool) -> Reply {
+    let t = lock(s);
+    let prefs = t.preferences();
+    let c = ctx!(t, prefs);
+    match t.observation().service(name).filter(|_| ns == t.namespace) {
+        Some(sv) if as_scale => (StatusCode::OK, Json(kube::scale(sv, &c))),
+        Some(sv) => (StatusCode::OK, Json(kube::deployment(sv, &c))),
+        None => not_found(&format!("deployments.apps \"{name}\"")),
+    }
+}
+
+async fn deployment(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Reply {
+    one(&s, &ns, &name, false)
+}
+
+async fn scale(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Reply {
+    one(&s, &ns, &name, true)
+}
+
+fn patch(
+    s: &Shared,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    as_scale: bool,
+) -> Reply {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let supported = [
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+        "application/json",
+    ];
+    if !supported.iter().any(|m| ct.starts_with(m)) {
+        let msg = format!(
+            "content type `{ct}` is not supported; use one of {}",
+            supported.join(", ")
+        );
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(kube::status(415, "UnsupportedMediaType", &msg)),
+        );
+    }
+    let body: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(kube::status(
+                    400,
+                    "BadRequest",
+                    &format!("patch body is not JSON: {e}"),
+                )),
+            )
+        }
+    };
+    let kinds = match kube::patch_actions(&body, as_scale) {
+        Ok(k) => k,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(kube::status(422, "Invalid", &e)),
+            )
+        }
+    };
+    {
+        let mut t = lock(s);
+        if ns != t.namespace || t.observation().service(name).is_none() {
+            return not_found(&format!("deployments.apps \"{name}\""));
+        }
+        if let Err(reason) = t.apply_all(name, kinds) {
+            tracing::info!(deployment = name, %reason, "patch refused");
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(kube::status(422, "Invalid", &reason)),
+            );
+        }
+    }
+    one(s, ns, name, as_scale)
+}
+
+async fn patch_deployment(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    patch(&s, &ns, &name, &headers, &body, false)
+}
+
+async fn patch_scale(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    patch(&s, &ns, &name, &headers, &body, true)
+}
