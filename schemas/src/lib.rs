@@ -7,7 +7,8 @@
 //!
 //! Each field names the real signal it stands for, so that a reader can check what a policy sees
 //! against what a real cluster exposes. Units are in the field names (`_cores`, `_bytes`, `_ms`,
-//! `_s`, `_rps`).
+//! `_s`, `_rps`). Observations become [`Snapshot`]s of the heterogeneous graph, the encoders'
+//! input, through one featurization ([`snapshot`]).
 //!
 //! ```
 //! use graphscaler_schemas::{Action, ActionKind};
@@ -17,11 +18,13 @@
 
 pub mod action;
 pub mod obs;
+pub mod snapshot;
 
 pub use action::{Action, ActionKind, ActionOutcome};
 pub use obs::{
     CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,
 };
+pub use snapshot::{EdgeSet, Snapshot};
 
 /// Version of the observation and action types. Bumped whenever a field changes meaning, is
 /// added or is removed; checkpoints and stored snapshots record it.

@@ -598,3 +598,33 @@ fn tasks_naming_missing_routes_are_rejected() {
     .unwrap_err();
     assert!(e.to_string().contains("route `GET /ghost`"), "{e}");
 }
+
+#[test]
+fn the_twin_featurizes_into_heterogeneous_snapshots() {
+    use graphscaler_schemas::Snapshot;
+    let mut twin = ob_twin(Shape::Peak, 600.0, 3);
+    let mut last = None;
+    while !twin.done() {
+        last = Some(twin.advance().0);
+    }
+    let obs = last.unwrap();
+    let s = Snapshot::from_observation(&obs);
+    assert_eq!((s.services.len(), s.nodes.len()), (11, 5));
+    assert_eq!(s.calls.len(), obs.edges.len());
+    assert_eq!(
+        s.calls.len(),
+        15,
+        "every call edge of Online Boutique carries traffic at peak"
+    );
+    let placed: f32 = s.runs_on.attr.iter().map(|a| a[0]).sum();
+    assert_eq!(
+        placed as usize,
+        obs.pods.iter().filter(|p| p.node.is_some()).count()
+    );
+    assert_eq!(s.hosts.len(), s.runs_on.len());
+    for x in &s.service_x {
+        assert!(x.iter().all(|v| v.is_finite()), "{x:?}");
+    }
+    let redis = s.services.iter().position(|n| n == "redis-cart").unwrap();
+    assert_eq!(s.service_x[redis][3], 1.0, "stateful flag");
+}

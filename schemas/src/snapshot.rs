@@ -1,0 +1,325 @@
+//! Heterogeneous graph snapshots: what the encoders read.
+//!
+//! Node types and relations follow PyG's `HeteroData` naming, as `(source, relation, destination)`
+//! triples:
+//!
+//! | node type | features |
+//! |---|---|
+//! | `service` | μᵢ = [cpu %, mem %, p95 ms, stateful flag, RUE, replica lag s, hit ratio] |
+//! | `node` | νₖ = [free cpu cores, free memory GiB, cpu model id] |
+//!
+//! | relation | attributes |
+//! |---|---|
+//! | `(service, calls, service)` | [rps, p95 ms, error rate] |
+//! | `(service, runs_on, node)` | [pods of the service on the node] |
+//! | `(node, hosts, service)` | the reverse of `runs_on`, same attribute |
+//!
+//! plus the global scalars [cluster cpu utilisation, SLO violation rate] that go to the policy
+//! directly. Services and nodes are ordered by name, so the same cluster state gives the same
+//! snapshot whichever path built it: [`Snapshot::from_observation`] (training, in process) or
+//! the streaming graph job (serving). Both use the feature functions of this module.
+
+use serde::{Deserialize, Serialize};
+
+use crate::obs::{ClusterObservation, NodeObs, ServiceObs, StatefulObs};
+
+/// Features per service.
+pub const SERVICE_FEATURES: [&str; 7] = [
+    "cpu_pct",
+    "mem_pct",
+    "p95_ms",
+    "stateful",
+    "rue",
+    "replica_lag_s",
+    "hit_ratio",
+];
+/// Features per node.
+pub const NODE_FEATURES: [&str; 3] = ["free_cpu_cores", "free_mem_gib", "cpu_model_id"];
+/// Attributes per `calls` edge.
+pub const CALL_FEATURES: [&str; 3] = ["rps", "p95_ms", "error_rate"];
+/// Global scalars.
+pub const GLOBAL_FEATURES: [&str; 2] = ["cluster_cpu_utilization", "slo_violation_rate"];
+
+/// The edges of one relation, in COO form (PyG's `edge_index` and `edge_attr`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeSet {
+    /// Source node indices.
+    pub src: Vec<u32>,
+    /// Destination node indices.
+    pub dst: Vec<u32>,
+    /// One attribute row per edge.
+    pub attr: Vec<Vec<f32>>,
+}
+
+impl EdgeSet {
+    /// Number of edges.
+    pub fn len(&self) -> usize {
+        self.src.len()
+    }
+    /// Whether there is no edge.
+    pub fn is_empty(&self) -> bool {
+        self.src.is_empty()
+    }
+    fn push(&mut self, s: usize, d: usize, attr: Vec<f32>) {
+        self.src.push(s as u32);
+        self.dst.push(d as u32);
+        self.attr.push(attr);
+    }
+}
+
+/// One windowed snapshot of the heterogeneous graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`crate::SCHEMA_VERSION`] of the producer.
+    pub schema_version: u32,
+    /// End of the window, seconds.
+    pub time_s: f64,
+    /// Window length, seconds.
+    pub window_s: f64,
+    /// Service names, sorted; index = service node id.
+    pub services: Vec<String>,
+    /// μ per service ([`SERVICE_FEATURES`]).
+    pub service_x: Vec<[f32; 7]>,
+    /// Node names, sorted; index = machine node id.
+    pub nodes: Vec<String>,
+    /// ν per node ([`NODE_FEATURES`]).
+    pub node_x: Vec<[f32; 3]>,
+    /// `(service, calls, service)`.
+    pub calls: EdgeSet,
+    /// `(service, runs_on, node)`.
+    pub runs_on: EdgeSet,
+    /// `(node, hosts, service)`.
+    pub hosts: EdgeSet,
+    /// [`GLOBAL_FEATURES`].
+    pub global: [f32; 2],
+}
+
+/// μ of one service. `stateful` carries the store's replica figures when it has any.
+pub fn service_features(s: &ServiceObs, stateful: Option<&StatefulObs>) -> [f32; 7] {
+    let ready = s.replicas_ready.max(1) as f64;
+    let cpu_pct = if s.cpu_limit_cores > 0.0 {
+        100.0 * s.cpu_usage_cores / (s.cpu_limit_cores * ready)
+    } else {
+        0.0
+    };
+    let mem_pct = if s.mem_limit_bytes > 0.0 {
+        100.0 * s.mem_working_set_bytes / (s.mem_limit_bytes * ready)
+    } else {
+        0.0
+    };
+    [
+        cpu_pct as f32,
+        mem_pct as f32,
+        s.p95_ms as f32,
+        f32::from(u8::from(s.stateful)),
+        s.rue() as f32,
+        stateful.map_or(0.0, |x| x.max_replica_lag_s) as f32,
+        stateful.map_or(1.0, |x| x.hit_ratio) as f32,
+    ]
+}
+
+/// ν of one node.
+pub fn node_features(n: &NodeObs) -> [f32; 3] {
+    [
+        n.free_cpu_cores() as f32,
+        (n.free_mem_bytes() / (1024.0 * 1024.0 * 1024.0)) as f32,
+        n.cpu_model_id as f32,
+    ]
+}
+
+impl Snapshot {
+    /// The snapshot of one observation: the in-process path (training, evaluation).
+    pub fn from_observation(obs: &ClusterObservation) -> Self {
+        let mut services: Vec<&ServiceObs> = obs.services.iter().collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut nodes: Vec<&NodeObs> = obs.nodes.iter().collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let s_idx = |name: &str| {
+            services
+                .binary_search_by(|s| s.name.as_str().cmp(name))
+                .ok()
+        };
+        let n_idx = |name: &str| nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok();
+
+        let service_x = services
+            .iter()
+            .map(|s| service_features(s, obs.stateful.iter().find(|x| x.service == s.name)))
+            .collect();
+        let node_x = nodes.iter().map(|n| node_features(n)).collect();
+
+        let mut calls: Vec<(usize, usize, Vec<f32>)> = obs
+            .edges
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    s_idx(&e.source)?,
+                    s_idx(&e.destination)?,
+                    vec![e.rps as f32, e.p95_ms as f32, e.error_rate as f32],
+                ))
+            })
+            .collect();
+        calls.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut call_set = EdgeSet::default();
+        for (s, d, a) in calls {
+            call_set.push(s, d, a);
+        }
+
+        let mut placements: std::collections::BTreeMap<(usize, usize), u32> = Default::default();
+        for p in &obs.pods {
+            if let (Some(s), Some(n)) = (s_idx(&p.service), p.node.as_deref().and_then(n_idx)) {
+                *placements.entry((s, n)).or_default() += 1;
+            }
+        }
+        let mut runs_on = EdgeSet::default();
+        let mut hosts = EdgeSet::default();
+        for (&(s, n), &count) in &placements {
+            runs_on.push(s, n, vec![count as f32]);
+        }
+        let mut rev: Vec<_> = placements.iter().map(|(&(s, n), &c)| (n, s, c)).collect();
+        rev.sort_unstable();
+        for (n, s, count) in rev {
+            hosts.push(n, s, vec![count as f32]);
+        }
+
+        Snapshot {
+            schema_version: crate::SCHEMA_VERSION,
+            time_s: obs.time_s,
+            window_s: obs.window_s,
+            services: services.iter().map(|s| s.name.clone()).collect(),
+            service_x,
+            nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+            node_x,
+            calls: call_set,
+            runs_on,
+            hosts,
+            global: [
+                obs.global.cluster_cpu_utilization as f32,
+                obs.global.slo_violation_rate as f32,
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::obs::{CallEdgeObs, GlobalObs, PodObs, PodPhase};
+
+    fn svc(name: &str, usage: f64, ready: u32, stateful: bool) -> ServiceObs {
+        ServiceObs {
+            name: name.into(),
+            replicas_spec: ready,
+            replicas_ready: ready,
+            replicas_unready: 0,
+            cpu_request_cores: 0.1,
+            cpu_limit_cores: 0.2,
+            mem_request_bytes: 64.0 * 1048576.0,
+            mem_limit_bytes: 128.0 * 1048576.0,
+            cpu_usage_cores: usage,
+            mem_working_set_bytes: 64.0 * 1048576.0 * ready as f64,
+            rps: 10.0,
+            p50_ms: 5.0,
+            p95_ms: 20.0,
+            p99_ms: 40.0,
+            error_rate: 0.0,
+            stateful,
+        }
+    }
+
+    fn pod(name: &str, service: &str, node: Option<&str>) -> PodObs {
+        PodObs {
+            name: name.into(),
+            service: service.into(),
+            node: node.map(Into::into),
+            phase: if node.is_some() {
+                PodPhase::Running
+            } else {
+                PodPhase::Pending
+            },
+            ready: node.is_some(),
+            start_time_s: None,
+            ready_transition_s: None,
+            cpu_request_cores: 0.1,
+            cpu_usage_cores: None,
+            metric_time_s: None,
+            metric_window_s: 15.0,
+        }
+    }
+
+    #[test]
+    fn features_and_edges_by_hand() {
+        let node = |name: &str, id: u32| NodeObs {
+            name: name.into(),
+            node_type: "t".into(),
+            cpu_model: "m".into(),
+            cpu_model_id: id,
+            allocatable_cpu_cores: 4.0,
+            allocatable_mem_bytes: 8.0 * 1073741824.0,
+            requested_cpu_cores: 1.0,
+            requested_mem_bytes: 2.0 * 1073741824.0,
+            cpu_usage_cores: 0.5,
+        };
+        let obs = ClusterObservation {
+            time_s: 30.0,
+            window_s: 15.0,
+            // Out of order on purpose: snapshots sort by name.
+            services: vec![svc("web", 0.3, 2, false), svc("db", 0.1, 1, true)],
+            edges: vec![CallEdgeObs {
+                source: "web".into(),
+                destination: "db".into(),
+                rps: 7.0,
+                p95_ms: 3.0,
+                error_rate: 0.5,
+            }],
+            nodes: vec![node("n2", 1), node("n1", 0)],
+            pods: vec![
+                pod("web-a", "web", Some("n2")),
+                pod("web-b", "web", Some("n2")),
+                pod("db-a", "db", Some("n1")),
+                pod("web-c", "web", None),
+            ],
+            stateful: vec![StatefulObs {
+                service: "db".into(),
+                connected_replicas: 1,
+                max_replica_lag_s: 2.5,
+                mean_replica_lag_s: 2.5,
+                hit_ratio: 0.8,
+            }],
+            global: GlobalObs {
+                cluster_cpu_utilization: 0.25,
+                slo_violation_rate: 0.1,
+                entry_p95_ms: 20.0,
+                entry_error_rate: 0.0,
+                entry_rps: 10.0,
+            },
+        };
+        let s = Snapshot::from_observation(&obs);
+        assert_eq!(s.services, vec!["db", "web"]);
+        assert_eq!(s.nodes, vec!["n1", "n2"]);
+        // web: 0.3 cores of 2 × 0.2 → 75 %; working set 2 × 64 MiB of 2 × 128 MiB → 50 %;
+        // RUE 0.3 / (2 × 0.1) = 1.5; not stateful: lag 0, hit ratio 1.
+        assert_eq!(s.service_x[1], [75.0, 50.0, 20.0, 0.0, 1.5, 0.0, 1.0]);
+        // db: 50 %, 50 %, stateful, RUE 1.0, lag 2.5, hit ratio 0.8.
+        assert_eq!(s.service_x[0], [50.0, 50.0, 20.0, 1.0, 1.0, 2.5, 0.8]);
+        assert_eq!(s.node_x[1], [3.0, 6.0, 1.0]);
+        assert_eq!(
+            (s.calls.src.clone(), s.calls.dst.clone()),
+            (vec![1], vec![0])
+        );
+        assert_eq!(s.calls.attr, vec![vec![7.0, 3.0, 0.5]]);
+        // runs_on: db→n1 (1 pod), web→n2 (2 pods; the Pending pod has no edge); hosts reversed.
+        assert_eq!(
+            (s.runs_on.src.clone(), s.runs_on.dst.clone()),
+            (vec![0, 1], vec![0, 1])
+        );
+        assert_eq!(s.runs_on.attr, vec![vec![1.0], vec![2.0]]);
+        assert_eq!(
+            (s.hosts.src.clone(), s.hosts.dst.clone()),
+            (vec![0, 1], vec![0, 1])
+        );
+        assert_eq!(s.global, [0.25, 0.1]);
+        // JSON round trip.
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
