@@ -1,9 +1,10 @@
 //! Scaling actions and what became of them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One scaling decision about one service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Action {
     /// The workload to change.
     pub service: String,
@@ -22,7 +23,7 @@ impl Action {
 }
 
 /// The change an [`Action`] asks for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ActionKind {
     /// Set `spec.replicas` (the scale subresource).
@@ -54,7 +55,7 @@ pub enum ActionKind {
 }
 
 /// What became of an action.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ActionOutcome {
     /// Applied in full.

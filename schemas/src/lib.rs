@@ -17,10 +17,12 @@
 //! ```
 
 pub mod action;
+pub mod events;
 pub mod obs;
 pub mod snapshot;
 
 pub use action::{Action, ActionKind, ActionOutcome};
+pub use events::{AuditRecord, Envelope, Keyed, PodChange, Topic};
 pub use obs::{
     CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,
 };

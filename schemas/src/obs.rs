@@ -1,5 +1,6 @@
 //! Observations: what a cluster exposes, as typed values.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Everything observed about the cluster at one scrape instant.
@@ -7,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The twin emits one per observation tick (15 s by default, the usual Prometheus scrape
 /// interval and the HPA's sync period). Rates and latencies are over the tick that just ended,
 /// as `rate(...[15s])` and `histogram_quantile(0.95, rate(...[15s]))` would give them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterObservation {
     /// Seconds since the start of the run (the twin) or since the Unix epoch (a real cluster).
     pub time_s: f64,
@@ -40,7 +41,7 @@ impl ClusterObservation {
 }
 
 /// One workload (a Deployment and the Kubernetes Service in front of it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceObs {
     /// Workload name (`deployment` label of kube-state-metrics, `destination_workload` in Istio).
     pub name: String,
@@ -89,7 +90,7 @@ impl ServiceObs {
 }
 
 /// A service→service call edge, as Kiali's workload graph reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CallEdgeObs {
     /// Calling workload.
     pub source: String,
@@ -104,7 +105,7 @@ pub struct CallEdgeObs {
 }
 
 /// A Kubernetes node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeObs {
     /// `metadata.name`.
     pub name: String,
@@ -138,7 +139,7 @@ impl NodeObs {
 }
 
 /// Pod lifecycle phase, as in `status.phase`, with `Running` split by readiness elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum PodPhase {
     /// Not yet bound to a node (nothing fits) or bound and pulling/starting.
     Pending,
@@ -147,7 +148,7 @@ pub enum PodPhase {
 }
 
 /// A pod.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PodObs {
     /// `metadata.name`.
     pub name: String,
@@ -175,7 +176,7 @@ pub struct PodObs {
 }
 
 /// A stateful store with read replicas (redis exporter).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatefulObs {
     /// Workload name.
     pub service: String,
@@ -191,7 +192,7 @@ pub struct StatefulObs {
 }
 
 /// Cluster-wide scalars.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GlobalObs {
     /// Σ CPU used ÷ Σ allocatable CPU over nodes, in [0, 1].
     pub cluster_cpu_utilization: f64,

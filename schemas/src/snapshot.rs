@@ -19,6 +19,7 @@
 //! snapshot whichever path built it: [`Snapshot::from_observation`] (training, in process) or
 //! the streaming graph job (serving). Both use the feature functions of this module.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::obs::{ClusterObservation, NodeObs, ServiceObs, StatefulObs};
@@ -41,7 +42,7 @@ pub const CALL_FEATURES: [&str; 3] = ["rps", "p95_ms", "error_rate"];
 pub const GLOBAL_FEATURES: [&str; 2] = ["cluster_cpu_utilization", "slo_violation_rate"];
 
 /// The edges of one relation, in COO form (PyG's `edge_index` and `edge_attr`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EdgeSet {
     /// Source node indices.
     pub src: Vec<u32>,
@@ -68,7 +69,7 @@ impl EdgeSet {
 }
 
 /// One windowed snapshot of the heterogeneous graph.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Snapshot {
     /// [`crate::SCHEMA_VERSION`] of the producer.
     pub schema_version: u32,

@@ -1,0 +1,267 @@
+//! Events on the bus: one versioned topic per kind, each with its JSON Schema in
+//! `schemas/json/<topic>.schema.json` beside the Rust type (a test checks that they agree).
+//!
+//! Every event is an [`Envelope`] around a payload from [`crate::obs`], [`crate::action`] or
+//! [`crate::snapshot`], so that what the scrapers publish and what the twin hands to a policy in
+//! process are the same types, featurized by the same functions.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::action::{Action, ActionOutcome};
+use crate::obs::{CallEdgeObs, GlobalObs, NodeObs, PodObs, ServiceObs, StatefulObs};
+use crate::snapshot::Snapshot;
+
+/// An event: a payload with where and when it was observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Envelope<T> {
+    /// Unique per event (`<source>/<key>/<scraped_at_ms>`): consumers drop duplicates by it.
+    pub event_id: String,
+    /// The producer (`kiali`, `prometheus`, `kubernetes`, `twin`, …).
+    pub source: String,
+    /// When the values were observed, seconds (Unix time for a real cluster).
+    pub observed_at_s: f64,
+    /// Width of the window rates and latencies cover, seconds (0 for state).
+    pub window_s: f64,
+    /// The observation.
+    pub payload: T,
+}
+
+impl<T: Keyed> Envelope<T> {
+    /// Wraps `payload`, deriving the event id from the source, key and time.
+    pub fn new(source: &str, observed_at_s: f64, window_s: f64, payload: T) -> Self {
+        let event_id = format!(
+            "{source}/{}/{}",
+            payload.key(),
+            (observed_at_s * 1000.0).round() as i64
+        );
+        Self {
+            event_id,
+            source: source.into(),
+            observed_at_s,
+            window_s,
+            payload,
+        }
+    }
+}
+
+/// A payload with a partition key (the entity it is about).
+pub trait Keyed {
+    /// The entity key.
+    fn key(&self) -> String;
+}
+
+impl Keyed for ServiceObs {
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+impl Keyed for CallEdgeObs {
+    fn key(&self) -> String {
+        format!("{}->{}", self.source, self.destination)
+    }
+}
+impl Keyed for NodeObs {
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+impl Keyed for StatefulObs {
+    fn key(&self) -> String {
+        self.service.clone()
+    }
+}
+impl Keyed for GlobalObs {
+    fn key(&self) -> String {
+        "cluster".into()
+    }
+}
+impl Keyed for PodChange {
+    fn key(&self) -> String {
+        match self {
+            PodChange::Upsert(p) => p.name.clone(),
+            PodChange::Delete { name } => name.clone(),
+        }
+    }
+}
+impl Keyed for Action {
+    fn key(&self) -> String {
+        self.service.clone()
+    }
+}
+impl Keyed for AuditRecord {
+    fn key(&self) -> String {
+        self.action_id.clone()
+    }
+}
+impl Keyed for Snapshot {
+    fn key(&self) -> String {
+        "graph".into()
+    }
+}
+
+/// A pod appeared or changed, or is gone (from a Kubernetes watch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum PodChange {
+    /// Created or changed.
+    Upsert(PodObs),
+    /// Deleted.
+    Delete {
+        /// Pod name.
+        name: String,
+    },
+}
+
+/// What the actuator did with an action, for the audit topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditRecord {
+    /// The action's event id.
+    pub action_id: String,
+    /// The action.
+    pub action: Action,
+    /// Applied, or refused with the reason.
+    pub outcome: ActionOutcome,
+    /// Whether the actuator was in dry-run mode.
+    pub dry_run: bool,
+}
+
+/// A topic: its name and its payload type.
+pub trait Topic {
+    /// The versioned topic name.
+    const NAME: &'static str;
+    /// The payload carried in [`Envelope`]s.
+    type Payload: Keyed + Serialize + for<'de> Deserialize<'de> + JsonSchema;
+}
+
+macro_rules! topics {
+    ($($(#[$doc:meta])* $ty:ident = $name:literal, $payload:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $ty;
+            impl Topic for $ty {
+                const NAME: &'static str = $name;
+                type Payload = $payload;
+            }
+        )*
+        /// Every topic's name and the JSON Schema of its envelope.
+        pub fn all_schemas() -> Vec<(&'static str, serde_json::Value)> {
+            vec![$(($name, schemars::schema_for!(Envelope<$payload>).to_value()),)*]
+        }
+    };
+}
+
+topics! {
+    /// Per-service metrics (Prometheus: cAdvisor, Istio, kube-state-metrics).
+    ServicesTopic = "graphscaler.telemetry.services.v1", ServiceObs;
+    /// Service→service call edges (Kiali, or `istio_requests_total` when Kiali fails).
+    CallsTopic = "graphscaler.telemetry.calls.v1", CallEdgeObs;
+    /// Nodes (Kubernetes API).
+    NodesTopic = "graphscaler.telemetry.nodes.v1", NodeObs;
+    /// Pods and their placement (Kubernetes watch).
+    PodsTopic = "graphscaler.telemetry.pods.v1", PodChange;
+    /// Stateful stores (redis/MySQL exporters).
+    StatefulTopic = "graphscaler.telemetry.stateful.v1", StatefulObs;
+    /// Cluster-wide scalars (Prometheus).
+    GlobalTopic = "graphscaler.telemetry.global.v1", GlobalObs;
+    /// Graph snapshots (graph job).
+    SnapshotsTopic = "graphscaler.graph.snapshots.v1", Snapshot;
+    /// Scaling actions (policy stage).
+    ActionsTopic = "graphscaler.actions.v1", Action;
+    /// What the actuator did (actuator).
+    AuditTopic = "graphscaler.audit.v1", AuditRecord;
+}
+
+/// Where the committed JSON Schemas live, relative to the repository root.
+pub const SCHEMA_DIR: &str = "schemas/json";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::action::ActionKind;
+    use std::path::Path;
+
+    fn dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("json")
+    }
+
+    /// The committed schema of every topic is the one the Rust type generates. To update after a
+    /// deliberate change: `GRAPHSCALER_WRITE_SCHEMAS=1 cargo test -p graphscaler-schemas`.
+    #[test]
+    fn committed_json_schemas_match_the_rust_types() {
+        let write = std::env::var_os("GRAPHSCALER_WRITE_SCHEMAS").is_some();
+        for (name, schema) in all_schemas() {
+            let path = dir().join(format!("{name}.schema.json"));
+            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            if write {
+                std::fs::create_dir_all(dir()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (regenerate with GRAPHSCALER_WRITE_SCHEMAS=1)",
+                    path.display()
+                )
+            });
+            assert_eq!(
+                committed, text,
+                "{name}: the schema and the Rust type disagree"
+            );
+        }
+    }
+
+    fn validate<T: Topic>(payload: T::Payload) {
+        let path = dir().join(format!("{}.schema.json", T::NAME));
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let event = serde_json::to_value(Envelope::new("test", 1.5, 15.0, payload)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", T::NAME);
+        // And a broken event fails.
+        let mut bad = event.clone();
+        bad["payload"] = serde_json::json!({"unexpected": true});
+        assert!(!validator.is_valid(&bad), "{}", T::NAME);
+    }
+
+    #[test]
+    fn events_validate_against_their_schemas() {
+        validate::<ActionsTopic>(Action::new(
+            "frontend",
+            ActionKind::ChangeReplicas { delta: 1 },
+        ));
+        validate::<CallsTopic>(CallEdgeObs {
+            source: "a".into(),
+            destination: "b".into(),
+            rps: 1.0,
+            p95_ms: 2.0,
+            error_rate: 0.0,
+        });
+        validate::<PodsTopic>(PodChange::Delete { name: "p".into() });
+        validate::<GlobalTopic>(GlobalObs {
+            cluster_cpu_utilization: 0.1,
+            slo_violation_rate: 0.0,
+            entry_p95_ms: 1.0,
+            entry_error_rate: 0.0,
+            entry_rps: 3.0,
+        });
+        let e = Envelope::new(
+            "kiali",
+            12.0,
+            15.0,
+            CallEdgeObs {
+                source: "a".into(),
+                destination: "b".into(),
+                rps: 1.0,
+                p95_ms: 2.0,
+                error_rate: 0.0,
+            },
+        );
+        assert_eq!(e.event_id, "kiali/a->b/12000");
+    }
+}
