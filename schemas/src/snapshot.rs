@@ -159,7 +159,7 @@ impl Snapshot {
                 ))
             })
             .collect();
-        calls.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        calls.sort_by_key(|c| (c.0, c.1));
         let mut call_set = EdgeSet::default();
         for (s, d, a) in calls {
             call_set.push(s, d, a);

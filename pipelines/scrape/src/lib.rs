@@ -1,0 +1,34 @@
+//! Scrapers: one pure parse function per target, tested on real response files.
+//!
+//! * [`parse::kiali`] — the Kiali graph API → call edges (rps, error rate, p95);
+//! * [`parse::prometheus`] — the Prometheus HTTP API (`/api/v1/query`, `query_range`) → samples,
+//!   rejecting NaN and ±Inf values with a count instead of passing them on;
+//! * [`parse::kubernetes`] — `NodeList` and `PodList` → node capacity and pod placement, with
+//!   Kubernetes quantities parsed exactly.
+//!
+//! Every parser reports malformed input as a [`ParseError`] that names the target and the place
+//! (line and column for bad JSON, a JSON path for a bad field); nothing it cannot read becomes a
+//! value.
+
+pub mod error;
+pub mod parse;
+
+pub use error::ParseError;
+
+/// Items a parser read, and what it rejected (one reason per rejected item).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<T> {
+    /// Items read.
+    pub items: Vec<T>,
+    /// Items left out, with why.
+    pub rejected: Vec<String>,
+}
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Self {
+            items: vec![],
+            rejected: vec![],
+        }
+    }
+}
