@@ -15,7 +15,8 @@ use crate::snapshot::Snapshot;
 /// An event: a payload with where and when it was observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope<T> {
-    /// Unique per event (`<source>/<key>/<scraped_at_ms>`): consumers drop duplicates by it.
+    /// Unique per event (`<source>/<kind>/<key>/<observed_at_ms>`): consumers drop duplicates
+    /// by it.
     pub event_id: String,
     /// The producer (`kiali`, `prometheus`, `kubernetes`, `twin`, …).
     pub source: String,
@@ -28,10 +29,11 @@ pub struct Envelope<T> {
 }
 
 impl<T: Keyed> Envelope<T> {
-    /// Wraps `payload`, deriving the event id from the source, key and time.
+    /// Wraps `payload`, deriving the event id from the source, kind, key and time.
     pub fn new(source: &str, observed_at_s: f64, window_s: f64, payload: T) -> Self {
         let event_id = format!(
-            "{source}/{}/{}",
+            "{source}/{}/{}/{}",
+            T::KIND,
             payload.key(),
             (observed_at_s * 1000.0).round() as i64
         );
@@ -47,36 +49,44 @@ impl<T: Keyed> Envelope<T> {
 
 /// A payload with a partition key (the entity it is about).
 pub trait Keyed {
+    /// What kind of entity (`service`, `call`, …): with the key, it names the entity.
+    const KIND: &'static str;
     /// The entity key.
     fn key(&self) -> String;
 }
 
 impl Keyed for ServiceObs {
+    const KIND: &'static str = "service";
     fn key(&self) -> String {
         self.name.clone()
     }
 }
 impl Keyed for CallEdgeObs {
+    const KIND: &'static str = "call";
     fn key(&self) -> String {
         format!("{}->{}", self.source, self.destination)
     }
 }
 impl Keyed for NodeObs {
+    const KIND: &'static str = "node";
     fn key(&self) -> String {
         self.name.clone()
     }
 }
 impl Keyed for StatefulObs {
+    const KIND: &'static str = "stateful";
     fn key(&self) -> String {
         self.service.clone()
     }
 }
 impl Keyed for GlobalObs {
+    const KIND: &'static str = "global";
     fn key(&self) -> String {
         "cluster".into()
     }
 }
 impl Keyed for PodChange {
+    const KIND: &'static str = "pod";
     fn key(&self) -> String {
         match self {
             PodChange::Upsert(p) => p.name.clone(),
@@ -85,16 +95,19 @@ impl Keyed for PodChange {
     }
 }
 impl Keyed for Action {
+    const KIND: &'static str = "action";
     fn key(&self) -> String {
         self.service.clone()
     }
 }
 impl Keyed for AuditRecord {
+    const KIND: &'static str = "audit";
     fn key(&self) -> String {
         self.action_id.clone()
     }
 }
 impl Keyed for Snapshot {
+    const KIND: &'static str = "snapshot";
     fn key(&self) -> String {
         "graph".into()
     }
@@ -262,6 +275,99 @@ mod tests {
                 error_rate: 0.0,
             },
         );
-        assert_eq!(e.event_id, "kiali/a->b/12000");
+        assert_eq!(e.event_id, "kiali/call/a->b/12000");
+    }
+}
+
+/// Any telemetry event, as the graph job consumes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "topic", content = "event")]
+pub enum TelemetryEvent {
+    /// [`ServicesTopic`].
+    Service(Envelope<ServiceObs>),
+    /// [`CallsTopic`].
+    Call(Envelope<CallEdgeObs>),
+    /// [`NodesTopic`].
+    Node(Envelope<NodeObs>),
+    /// [`PodsTopic`].
+    Pod(Envelope<PodChange>),
+    /// [`StatefulTopic`].
+    Stateful(Envelope<StatefulObs>),
+    /// [`GlobalTopic`].
+    Global(Envelope<GlobalObs>),
+}
+
+impl TelemetryEvent {
+    /// The event id.
+    pub fn event_id(&self) -> &str {
+        match self {
+            TelemetryEvent::Service(e) => &e.event_id,
+            TelemetryEvent::Call(e) => &e.event_id,
+            TelemetryEvent::Node(e) => &e.event_id,
+            TelemetryEvent::Pod(e) => &e.event_id,
+            TelemetryEvent::Stateful(e) => &e.event_id,
+            TelemetryEvent::Global(e) => &e.event_id,
+        }
+    }
+
+    /// When it was observed, seconds.
+    pub fn observed_at_s(&self) -> f64 {
+        match self {
+            TelemetryEvent::Service(e) => e.observed_at_s,
+            TelemetryEvent::Call(e) => e.observed_at_s,
+            TelemetryEvent::Node(e) => e.observed_at_s,
+            TelemetryEvent::Pod(e) => e.observed_at_s,
+            TelemetryEvent::Stateful(e) => e.observed_at_s,
+            TelemetryEvent::Global(e) => e.observed_at_s,
+        }
+    }
+
+    /// The topic it belongs to and the entity key (upserts replace by these).
+    pub fn topic_and_key(&self) -> (&'static str, String) {
+        match self {
+            TelemetryEvent::Service(e) => (ServicesTopic::NAME, e.payload.key()),
+            TelemetryEvent::Call(e) => (CallsTopic::NAME, e.payload.key()),
+            TelemetryEvent::Node(e) => (NodesTopic::NAME, e.payload.key()),
+            TelemetryEvent::Pod(e) => (PodsTopic::NAME, e.payload.key()),
+            TelemetryEvent::Stateful(e) => (StatefulTopic::NAME, e.payload.key()),
+            TelemetryEvent::Global(e) => (GlobalTopic::NAME, e.payload.key()),
+        }
+    }
+
+    /// Every event an observation amounts to (what the scrapers publish for one scrape of a
+    /// cluster in this state), stamped `source` at the observation's time.
+    pub fn from_observation(obs: &crate::ClusterObservation, source: &str) -> Vec<TelemetryEvent> {
+        let (t, w) = (obs.time_s, obs.window_s);
+        let mut out = Vec::new();
+        out.extend(
+            obs.services
+                .iter()
+                .map(|s| TelemetryEvent::Service(Envelope::new(source, t, w, s.clone()))),
+        );
+        out.extend(
+            obs.edges
+                .iter()
+                .map(|e| TelemetryEvent::Call(Envelope::new(source, t, w, e.clone()))),
+        );
+        out.extend(
+            obs.nodes
+                .iter()
+                .map(|n| TelemetryEvent::Node(Envelope::new(source, t, 0.0, n.clone()))),
+        );
+        out.extend(obs.pods.iter().map(|p| {
+            TelemetryEvent::Pod(Envelope::new(source, t, 0.0, PodChange::Upsert(p.clone())))
+        }));
+        out.extend(
+            obs.stateful
+                .iter()
+                .map(|s| TelemetryEvent::Stateful(Envelope::new(source, t, w, s.clone()))),
+        );
+        out.push(TelemetryEvent::Global(Envelope::new(
+            source,
+            t,
+            w,
+            obs.global.clone(),
+        )));
+        out
     }
 }

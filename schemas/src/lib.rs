@@ -22,7 +22,7 @@ pub mod obs;
 pub mod snapshot;
 
 pub use action::{Action, ActionKind, ActionOutcome};
-pub use events::{AuditRecord, Envelope, Keyed, PodChange, Topic};
+pub use events::{AuditRecord, Envelope, Keyed, PodChange, TelemetryEvent, Topic};
 pub use obs::{
     CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,
 };

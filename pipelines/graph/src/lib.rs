@@ -1,0 +1,333 @@
+//! The graph job: keeps the heterogeneous service/machine graph up to date incrementally with
+//! timely + differential dataflow, and cuts a [`Snapshot`] every window.
+//!
+//! Events ([`TelemetryEvent`]) become upserts of entities ([`ingest`]); the dataflow
+//! ([`dataflow`]) maintains featurized services and nodes, `calls` edges between present
+//! services and `runs_on` pod counts; an assembler turns the maintained facts into the snapshot of
+//! each window, with the same featurization as [`Snapshot::from_observation`].
+//!
+//! ```
+//! use graphscaler_graph::{run, GraphConfig};
+//! let out = run(vec![], &GraphConfig::default()).unwrap();
+//! assert!(out.snapshots.is_empty());
+//! ```
+
+pub mod dataflow;
+pub mod ingest;
+pub mod rows;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::input::Input;
+use graphscaler_schemas::snapshot::{EdgeSet, Snapshot};
+use graphscaler_schemas::{ClusterObservation, GlobalObs, PodObs, PodPhase, TelemetryEvent};
+
+use crate::dataflow::Fact;
+use crate::ingest::{Entity, Ingest, IngestStats};
+
+/// Settings of the graph job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphConfig {
+    /// Window length, seconds.
+    pub window_s: f64,
+    /// Windows after which an unrefreshed metrics entity is retracted.
+    pub stale_windows: u64,
+    /// Timely worker threads.
+    pub workers: usize,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            window_s: 30.0,
+            stale_windows: 2,
+            workers: 1,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphRun {
+    /// One snapshot per window, in order.
+    pub snapshots: Vec<Snapshot>,
+    /// What ingestion did.
+    pub stats: IngestStats,
+}
+
+/// The graph job's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// Timely could not start or a worker failed.
+    #[error("dataflow: {0}")]
+    Dataflow(String),
+}
+
+/// Groups events into windows as the driver sees them: in arrival order, a window closes when an
+/// event of a later window arrives (and at the end).
+fn windows(events: &[TelemetryEvent], ingest: &Ingest) -> Vec<(u64, Vec<usize>)> {
+    let mut out: Vec<(u64, Vec<usize>)> = vec![];
+    for (i, e) in events.iter().enumerate() {
+        let w = ingest.window_of(e.observed_at_s());
+        match out.last_mut() {
+            Some((open, idx)) if w <= *open => idx.push(i),
+            Some((open, _)) => {
+                // Windows without events still close, so that expiry happens on time.
+                let mut next = *open + 1;
+                while next < w {
+                    out.push((next, vec![]));
+                    next += 1;
+                }
+                out.push((w, vec![i]));
+            }
+            None => out.push((w, vec![i])),
+        }
+    }
+    out
+}
+
+/// Facts maintained from the dataflow's output diffs.
+#[derive(Debug, Default)]
+struct Assembler {
+    facts: BTreeMap<Fact, isize>,
+}
+
+impl Assembler {
+    fn apply(&mut self, updates: impl IntoIterator<Item = (Fact, isize)>) {
+        for (f, d) in updates {
+            let c = self.facts.entry(f.clone()).or_insert(0);
+            *c += d;
+            if *c == 0 {
+                self.facts.remove(&f);
+            }
+        }
+    }
+
+    fn snapshot(&self, time_s: f64, window_s: f64) -> Snapshot {
+        let mut services = vec![];
+        let mut service_x = vec![];
+        let mut nodes = vec![];
+        let mut node_x = vec![];
+        let mut calls = vec![];
+        let mut runs = vec![];
+        let mut global = [0.0f32; 2];
+        let f = |b: &[u32], i: usize| f32::from_bits(b.get(i).copied().unwrap_or(0));
+        for fact in self.facts.keys() {
+            match fact {
+                Fact::Service(n, x) => {
+                    services.push(n.clone());
+                    service_x.push(std::array::from_fn(|i| f(x, i)));
+                }
+                Fact::Node(n, x) => {
+                    nodes.push(n.clone());
+                    node_x.push(std::array::from_fn(|i| f(x, i)));
+                }
+                Fact::Call(s, d, a) => calls.push((s, d, a)),
+                Fact::RunsOn(s, n, c) => runs.push((s, n, *c)),
+                Fact::Global(g) => global = [f(g, 0), f(g, 1)],
+            }
+        }
+        let s_idx = |n: &str| {
+            services
+                .binary_search_by(|x: &String| x.as_str().cmp(n))
+                .ok()
+        };
+        let n_idx = |n: &str| nodes.binary_search_by(|x: &String| x.as_str().cmp(n)).ok();
+        let mut call_set = EdgeSet::default();
+        for (s, d, a) in calls {
+            if let (Some(si), Some(di)) = (s_idx(s), s_idx(d)) {
+                call_set.src.push(si as u32);
+                call_set.dst.push(di as u32);
+                call_set
+                    .attr
+                    .push(a.iter().map(|b| f32::from_bits(*b)).collect());
+            }
+        }
+        let mut runs_on = EdgeSet::default();
+        let mut rev = vec![];
+        for (s, n, c) in runs {
+            if let (Some(si), Some(ni)) = (s_idx(s), n_idx(n)) {
+                runs_on.src.push(si as u32);
+                runs_on.dst.push(ni as u32);
+                runs_on.attr.push(vec![c as f32]);
+                rev.push((ni, si, c));
+            }
+        }
+        rev.sort_unstable();
+        let mut hosts = EdgeSet::default();
+        for (n, s, c) in rev {
+            hosts.src.push(n as u32);
+            hosts.dst.push(s as u32);
+            hosts.attr.push(vec![c as f32]);
+        }
+        Snapshot {
+            schema_version: graphscaler_schemas::SCHEMA_VERSION,
+            time_s,
+            window_s,
+            services,
+            service_x,
+            nodes,
+            node_x,
+            calls: call_set,
+            runs_on,
+            hosts,
+            global,
+        }
+    }
+}
+
+type Sink = Arc<Mutex<Vec<(Fact, u64, isize)>>>;
+
+/// Runs the graph job over a finite event sequence (replay, tests, benchmarks) with
+/// `cfg.workers` timely workers; worker 0 ingests, every worker shares the dataflow's work.
+pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, GraphError> {
+    let cfg = cfg.clone();
+    let events = Arc::new(events);
+    let sink: Sink = Arc::new(Mutex::new(vec![]));
+    let guards = timely::execute(timely::Config::process(cfg.workers.max(1)), move |worker| {
+        let sink = sink.clone();
+        let events = events.clone();
+        let index = worker.index();
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, entities) = scope.new_collection::<Entity, isize>();
+            let sink = sink.clone();
+            let (probe, _) = dataflow::graph(entities)
+                .inspect_batch(move |_, updates| {
+                    if let Ok(mut s) = sink.lock() {
+                        s.extend(updates.iter().cloned());
+                    }
+                })
+                .probe();
+            (input, probe)
+        });
+        if index != 0 {
+            // Only worker 0 ingests; closing this worker's input lets time advance.
+            drop(input);
+            return None;
+        }
+        let mut ingest = Ingest::new(cfg.window_s, cfg.stale_windows);
+        let mut assembler = Assembler::default();
+        let mut snapshots = vec![];
+        let plan = windows(&events, &ingest);
+        if let Some((first, _)) = plan.first() {
+            input.advance_to(*first);
+        }
+        for (w, idx) in plan {
+            for i in idx {
+                for (e, d) in ingest.offer(&events[i], w) {
+                    input.update(e, d);
+                }
+            }
+            for (e, d) in ingest.close(w) {
+                input.update(e, d);
+            }
+            input.advance_to(w + 1);
+            input.flush();
+            worker.step_while(|| probe.less_than(&(w + 1)));
+            let ready: Vec<(Fact, isize)> = {
+                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let (now, later): (Vec<_>, Vec<_>) = s.drain(..).partition(|(_, t, _)| *t <= w);
+                *s = later;
+                now.into_iter().map(|(f, _, d)| (f, d)).collect()
+            };
+            assembler.apply(ready);
+            snapshots.push(assembler.snapshot((w + 1) as f64 * cfg.window_s, cfg.window_s));
+        }
+        Some(GraphRun {
+            snapshots,
+            stats: ingest.stats,
+        })
+    })
+    .map_err(GraphError::Dataflow)?;
+    let mut out = None;
+    for r in guards.join() {
+        match r {
+            Ok(Some(run)) => out = Some(run),
+            Ok(None) => {}
+            Err(e) => return Err(GraphError::Dataflow(e)),
+        }
+    }
+    Ok(out.unwrap_or(GraphRun {
+        snapshots: vec![],
+        stats: IngestStats::default(),
+    }))
+}
+
+/// The plain recomputation the dataflow is checked against: the same ingestion, then every
+/// window's snapshot rebuilt from scratch with [`Snapshot::from_observation`].
+pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
+    let mut ingest = Ingest::new(cfg.window_s, cfg.stale_windows);
+    let mut state: BTreeMap<Entity, isize> = BTreeMap::new();
+    let mut snapshots = vec![];
+    for (w, idx) in windows(events, &ingest) {
+        let mut changes = vec![];
+        for i in idx {
+            changes.extend(ingest.offer(&events[i], w));
+        }
+        changes.extend(ingest.close(w));
+        for (e, d) in changes {
+            let c = state.entry(e.clone()).or_insert(0);
+            *c += d;
+            if *c == 0 {
+                state.remove(&e);
+            }
+        }
+        snapshots.push(Snapshot::from_observation(&observation(
+            &state,
+            w,
+            cfg.window_s,
+        )));
+    }
+    GraphRun {
+        snapshots,
+        stats: ingest.stats,
+    }
+}
+
+/// The cluster observation the entities stand for.
+fn observation(state: &BTreeMap<Entity, isize>, w: u64, window_s: f64) -> ClusterObservation {
+    let mut obs = ClusterObservation {
+        time_s: (w + 1) as f64 * window_s,
+        window_s,
+        services: vec![],
+        edges: vec![],
+        nodes: vec![],
+        pods: vec![],
+        stateful: vec![],
+        global: GlobalObs {
+            cluster_cpu_utilization: 0.0,
+            slo_violation_rate: 0.0,
+            entry_p95_ms: 0.0,
+            entry_error_rate: 0.0,
+            entry_rps: 0.0,
+        },
+    };
+    for e in state.keys() {
+        match e {
+            Entity::Service(k, r) => obs.services.push(rows::service_back(k, r)),
+            Entity::Stateful(k, r) => obs.stateful.push(rows::stateful_back(k, r)),
+            Entity::Node(k, r) => obs.nodes.push(rows::node_back(k, r)),
+            Entity::Call(s, d, r) => obs.edges.push(rows::call_back(s, d, r)),
+            Entity::Pod(name, service, node) => obs.pods.push(PodObs {
+                name: name.clone(),
+                service: service.clone(),
+                node: node.clone(),
+                phase: if node.is_some() {
+                    PodPhase::Running
+                } else {
+                    PodPhase::Pending
+                },
+                ready: node.is_some(),
+                start_time_s: None,
+                ready_transition_s: None,
+                cpu_request_cores: 0.0,
+                cpu_usage_cores: None,
+                metric_time_s: None,
+                metric_window_s: 0.0,
+            }),
+            Entity::Global(r) => obs.global = rows::global_back(r),
+        }
+    }
+    obs
+}

@@ -1,0 +1,318 @@
+//! The graph job against a plain recomputation (seeded random streams with inserts, updates,
+//! deletes, duplicates, out-of-order and late events; one and several workers), and against the
+//! in-process featurization of the twin's observations (one featurization).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use graphscaler_graph::{recompute, run, GraphConfig};
+use graphscaler_schemas::{
+    CallEdgeObs, Envelope, GlobalObs, NodeObs, PodChange, PodObs, PodPhase, ServiceObs, Snapshot,
+    StatefulObs, TelemetryEvent,
+};
+use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+fn service(name: &str, rng: &mut impl Rng) -> ServiceObs {
+    let ready = rng.random_range(0..4);
+    ServiceObs {
+        name: name.into(),
+        replicas_spec: ready + rng.random_range(0..2),
+        replicas_ready: ready,
+        replicas_unready: rng.random_range(0..2),
+        cpu_request_cores: 0.1,
+        cpu_limit_cores: [0.2, 0.5, 1.0][rng.random_range(0..3)],
+        mem_request_bytes: 64e6,
+        mem_limit_bytes: 128e6,
+        cpu_usage_cores: rng.random::<f64>(),
+        mem_working_set_bytes: rng.random::<f64>() * 1e8,
+        rps: rng.random::<f64>() * 100.0,
+        p50_ms: 1.0,
+        p95_ms: rng.random::<f64>() * 300.0,
+        p99_ms: 400.0,
+        error_rate: rng.random::<f64>() * 0.1,
+        stateful: name.ends_with('0'),
+    }
+}
+
+/// A random event stream over `n` services and 3 nodes: upserts with changing values, call
+/// edges appearing and going quiet, pods created, moved and deleted, duplicates re-sent,
+/// out-of-order and late events.
+fn stream(seed: u64, n: usize, windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let names: Vec<String> = (0..n).map(|i| format!("svc-{i}")).collect();
+    let nodes = ["node-a", "node-b", "node-c"];
+    let mut out: Vec<TelemetryEvent> = vec![];
+    let mut pod_seq = 0;
+    let mut live_pods: Vec<(String, String)> = vec![];
+    for w in 0..windows {
+        let t0 = w as f64 * window_s;
+        let t = |rng: &mut rand_chacha::ChaCha8Rng| t0 + rng.random::<f64>() * window_s * 0.99;
+        for name in &names {
+            if rng.random_bool(0.8) {
+                let at = t(&mut rng);
+                out.push(TelemetryEvent::Service(Envelope::new(
+                    "prometheus",
+                    at,
+                    window_s,
+                    service(name, &mut rng),
+                )));
+            }
+            if name.ends_with('0') && rng.random_bool(0.7) {
+                let st = StatefulObs {
+                    service: name.clone(),
+                    connected_replicas: rng.random_range(0..3),
+                    max_replica_lag_s: rng.random::<f64>() * 5.0,
+                    mean_replica_lag_s: 1.0,
+                    hit_ratio: rng.random::<f64>(),
+                };
+                let at = t(&mut rng);
+                out.push(TelemetryEvent::Stateful(Envelope::new(
+                    "redis", at, window_s, st,
+                )));
+            }
+        }
+        for _ in 0..(n * 2) {
+            let (a, b) = (rng.random_range(0..n + 1), rng.random_range(0..n));
+            // index n is a service that never reports: its edges must not appear.
+            let src = if a == n {
+                "ghost".to_string()
+            } else {
+                names[a].clone()
+            };
+            let e = CallEdgeObs {
+                source: src,
+                destination: names[b].clone(),
+                rps: rng.random::<f64>() * 50.0,
+                p95_ms: 10.0,
+                error_rate: 0.0,
+            };
+            let at = t(&mut rng);
+            out.push(TelemetryEvent::Call(Envelope::new(
+                "kiali", at, window_s, e,
+            )));
+        }
+        if w == 0 || rng.random_bool(0.2) {
+            for (i, node) in nodes.iter().enumerate() {
+                let nd = NodeObs {
+                    name: (*node).into(),
+                    node_type: "t".into(),
+                    cpu_model: "m".into(),
+                    cpu_model_id: i as u32,
+                    allocatable_cpu_cores: 4.0,
+                    allocatable_mem_bytes: 16e9,
+                    requested_cpu_cores: rng.random::<f64>() * 4.0,
+                    requested_mem_bytes: rng.random::<f64>() * 16e9,
+                    cpu_usage_cores: 1.0,
+                };
+                let at = t(&mut rng);
+                out.push(TelemetryEvent::Node(Envelope::new(
+                    "kubernetes",
+                    at,
+                    0.0,
+                    nd,
+                )));
+            }
+        }
+        for _ in 0..rng.random_range(0..4) {
+            pod_seq += 1;
+            let name = format!("pod-{pod_seq}");
+            let svc = names[rng.random_range(0..n)].clone();
+            live_pods.push((name.clone(), svc.clone()));
+            let p = pod(
+                &name,
+                &svc,
+                rng.random_bool(0.8).then(|| nodes[rng.random_range(0..3)]),
+            );
+            let at = t(&mut rng);
+            out.push(TelemetryEvent::Pod(Envelope::new(
+                "kubernetes",
+                at,
+                0.0,
+                PodChange::Upsert(p),
+            )));
+        }
+        if !live_pods.is_empty() && rng.random_bool(0.5) {
+            let (name, svc) = live_pods[rng.random_range(0..live_pods.len())].clone();
+            let at = t(&mut rng);
+            let change = if rng.random_bool(0.5) {
+                live_pods.retain(|p| p.0 != name);
+                PodChange::Delete { name }
+            } else {
+                PodChange::Upsert(pod(&name, &svc, Some(nodes[rng.random_range(0..3)])))
+            };
+            out.push(TelemetryEvent::Pod(Envelope::new(
+                "kubernetes",
+                at,
+                0.0,
+                change,
+            )));
+        }
+        if rng.random_bool(0.9) {
+            let g = GlobalObs {
+                cluster_cpu_utilization: rng.random(),
+                slo_violation_rate: rng.random(),
+                entry_p95_ms: 1.0,
+                entry_error_rate: 0.0,
+                entry_rps: 1.0,
+            };
+            let at = t(&mut rng);
+            out.push(TelemetryEvent::Global(Envelope::new(
+                "prometheus",
+                at,
+                window_s,
+                g,
+            )));
+        }
+    }
+    // Arrival order: mostly by time, with duplicates and swaps (out of order, late).
+    out.sort_by(|a, b| a.observed_at_s().total_cmp(&b.observed_at_s()));
+    let len = out.len();
+    for _ in 0..len / 10 {
+        let i = rng.random_range(0..len);
+        let j = (i + rng.random_range(1..30)).min(len - 1);
+        out.swap(i, j);
+    }
+    for _ in 0..len / 20 {
+        let i = rng.random_range(0..out.len());
+        let dup = out[i].clone();
+        let at = (i + rng.random_range(0..50)).min(out.len());
+        out.insert(at, dup);
+    }
+    out
+}
+
+fn pod(name: &str, svc: &str, node: Option<&str>) -> PodObs {
+    PodObs {
+        name: name.into(),
+        service: svc.into(),
+        node: node.map(Into::into),
+        phase: if node.is_some() {
+            PodPhase::Running
+        } else {
+            PodPhase::Pending
+        },
+        ready: node.is_some(),
+        start_time_s: None,
+        ready_transition_s: None,
+        cpu_request_cores: 0.1,
+        cpu_usage_cores: None,
+        metric_time_s: None,
+        metric_window_s: 15.0,
+    }
+}
+
+fn check(
+    seed: u64,
+    n: usize,
+    windows: u64,
+    stale_windows: u64,
+) -> graphscaler_graph::ingest::IngestStats {
+    let events = stream(seed, n, windows, 30.0);
+    let reference = recompute(
+        &events,
+        &GraphConfig {
+            stale_windows,
+            ..GraphConfig::default()
+        },
+    );
+    for workers in [1, 3] {
+        let cfg = GraphConfig {
+            window_s: 30.0,
+            stale_windows,
+            workers,
+        };
+        let got = run(events.clone(), &cfg).unwrap();
+        assert_eq!(got.stats, reference.stats);
+        assert_eq!(got.snapshots.len(), reference.snapshots.len());
+        for (i, (a, b)) in got.snapshots.iter().zip(&reference.snapshots).enumerate() {
+            assert_eq!(a, b, "seed {seed}, {workers} workers, window {i}");
+        }
+    }
+    reference.stats
+}
+
+#[test]
+fn incremental_equals_recomputation_on_random_streams() {
+    for (seed, n, windows, stale) in [(1, 12, 25, 2), (2, 30, 15, 1), (3, 5, 40, 3)] {
+        let stats = check(seed, n, windows, stale);
+        // The streams exercise every path of ingestion.
+        assert!(
+            stats.duplicates > 0 && stats.stale > 0 && stats.late > 0 && stats.expired > 0,
+            "{stats:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_equals_recomputation_property(seed in 0u64..1_000_000, n in 2usize..20, windows in 1u64..20, stale in 1u64..4) {
+        check(seed, n, windows, stale);
+    }
+}
+
+/// For the same twin state, the stream path (events → graph job) and the in-process path
+/// (`Snapshot::from_observation`) give the same snapshot, bit for bit.
+#[test]
+fn the_stream_path_featurizes_like_the_in_process_path() {
+    let cfg = TwinConfig::default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let topo = Topology::from_file(
+        &root.join("data/topologies/online-boutique.json"),
+        &cfg.fanout_parameters,
+    )
+    .unwrap();
+    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 1800.0, 5).unwrap();
+    let mut events = vec![];
+    let mut expected = vec![];
+    let mut prev_pods: BTreeSet<String> = BTreeSet::new();
+    let mut tick = 0;
+    while !twin.done() {
+        let (obs, _) = twin.advance();
+        // Scale now and then, so that pods come and go.
+        if tick % 7 == 3 {
+            let n = 1 + (tick % 5) as u32;
+            let _ = twin.apply(&graphscaler_schemas::Action::new(
+                "frontend",
+                graphscaler_schemas::ActionKind::SetReplicas { replicas: n },
+            ));
+        }
+        tick += 1;
+        // Observed just before the tick's end, so that tick k is window k − 1.
+        let mut obs_at = obs.clone();
+        obs_at.time_s -= 0.5;
+        let pods: BTreeSet<String> = obs.pods.iter().map(|p| p.name.clone()).collect();
+        for gone in prev_pods.difference(&pods) {
+            events.push(TelemetryEvent::Pod(Envelope::new(
+                "kubernetes",
+                obs_at.time_s,
+                0.0,
+                PodChange::Delete { name: gone.clone() },
+            )));
+        }
+        prev_pods = pods;
+        events.extend(TelemetryEvent::from_observation(&obs_at, "twin"));
+        expected.push(Snapshot::from_observation(&obs));
+    }
+    for workers in [1, 2] {
+        let got = run(
+            events.clone(),
+            &GraphConfig {
+                window_s: 15.0,
+                stale_windows: 1,
+                workers,
+            },
+        )
+        .unwrap();
+        assert_eq!(got.snapshots.len(), expected.len());
+        for (i, (a, b)) in got.snapshots.iter().zip(&expected).enumerate() {
+            assert_eq!(a.time_s, b.time_s, "window {i}");
+            assert_eq!(a, b, "tick {i}, {workers} workers");
+        }
+    }
+}
