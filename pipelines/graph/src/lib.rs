@@ -54,6 +54,8 @@ pub struct GraphRun {
     pub snapshots: Vec<Snapshot>,
     /// What ingestion did.
     pub stats: IngestStats,
+    /// Wall time each window took (ingest, dataflow update, snapshot), seconds.
+    pub window_secs: Vec<f64>,
 }
 
 /// The graph job's errors.
@@ -209,11 +211,13 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
         let mut ingest = Ingest::new(cfg.window_s, cfg.stale_windows);
         let mut assembler = Assembler::default();
         let mut snapshots = vec![];
+        let mut window_secs = vec![];
         let plan = windows(&events, &ingest);
         if let Some((first, _)) = plan.first() {
             input.advance_to(*first);
         }
         for (w, idx) in plan {
+            let started = std::time::Instant::now();
             for i in idx {
                 for (e, d) in ingest.offer(&events[i], w) {
                     input.update(e, d);
@@ -233,10 +237,12 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
             };
             assembler.apply(ready);
             snapshots.push(assembler.snapshot((w + 1) as f64 * cfg.window_s, cfg.window_s));
+            window_secs.push(started.elapsed().as_secs_f64());
         }
         Some(GraphRun {
             snapshots,
             stats: ingest.stats,
+            window_secs,
         })
     })
     .map_err(GraphError::Dataflow)?;
@@ -251,6 +257,7 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
     Ok(out.unwrap_or(GraphRun {
         snapshots: vec![],
         stats: IngestStats::default(),
+        window_secs: vec![],
     }))
 }
 
@@ -260,7 +267,9 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
     let mut ingest = Ingest::new(cfg.window_s, cfg.stale_windows);
     let mut state: BTreeMap<Entity, isize> = BTreeMap::new();
     let mut snapshots = vec![];
+    let mut window_secs = vec![];
     for (w, idx) in windows(events, &ingest) {
+        let started = std::time::Instant::now();
         let mut changes = vec![];
         for i in idx {
             changes.extend(ingest.offer(&events[i], w));
@@ -278,10 +287,12 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
             w,
             cfg.window_s,
         )));
+        window_secs.push(started.elapsed().as_secs_f64());
     }
     GraphRun {
         snapshots,
         stats: ingest.stats,
+        window_secs,
     }
 }
 
