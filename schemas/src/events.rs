@@ -135,8 +135,12 @@ pub struct AuditRecord {
     pub action: Action,
     /// Applied, or refused with the reason.
     pub outcome: ActionOutcome,
-    /// Whether the actuator was in dry-run mode.
+    /// Whether the actuator was in dry-run mode (an `Applied` outcome then says what would
+    /// have been applied; nothing was).
     pub dry_run: bool,
+    /// What the guardrails changed (a clamp), if anything.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A topic: its name and its payload type.
