@@ -324,3 +324,85 @@ mod tests {
         assert_eq!(back, s);
     }
 }
+
+/// The temporal window of the last `T` snapshots that DySAT reads, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemporalWindow {
+    capacity: usize,
+    snapshots: std::collections::VecDeque<Snapshot>,
+}
+
+impl TemporalWindow {
+    /// A window holding up to `t` snapshots (at least one).
+    pub fn new(t: usize) -> Self {
+        Self { capacity: t.max(1), snapshots: std::collections::VecDeque::with_capacity(t.max(1)) }
+    }
+
+    /// Adds the newest snapshot, dropping the oldest when full. Snapshots must arrive in time
+    /// order; an older or equal one is refused and returned.
+    pub fn push(&mut self, s: Snapshot) -> Result<(), Snapshot> {
+        if self.snapshots.back().is_some_and(|last| s.time_s <= last.time_s) {
+            return Err(s);
+        }
+        if self.snapshots.len() == self.capacity {
+            self.snapshots.pop_front();
+        }
+        self.snapshots.push_back(s);
+        Ok(())
+    }
+
+    /// The snapshots, oldest first.
+    pub fn snapshots(&self) -> impl Iterator<Item = &Snapshot> {
+        self.snapshots.iter()
+    }
+
+    /// How many it holds.
+    pub fn len(&self) -> usize {
+        self.snapshots.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty()
+    }
+
+    /// Whether it holds `T`.
+    pub fn is_full(&self) -> bool {
+        self.snapshots.len() == self.capacity
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    fn at(t: f64) -> Snapshot {
+        Snapshot {
+            schema_version: 1,
+            time_s: t,
+            window_s: 30.0,
+            services: vec![],
+            service_x: vec![],
+            nodes: vec![],
+            node_x: vec![],
+            calls: EdgeSet::default(),
+            runs_on: EdgeSet::default(),
+            hosts: EdgeSet::default(),
+            global: [0.0; 2],
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_t_in_order() {
+        let mut w = TemporalWindow::new(3);
+        for t in [30.0, 60.0, 90.0, 120.0] {
+            w.push(at(t)).unwrap_or_else(|_| panic!("in order"));
+        }
+        assert!(w.is_full());
+        let times: Vec<f64> = w.snapshots().map(|s| s.time_s).collect();
+        assert_eq!(times, vec![60.0, 90.0, 120.0]);
+        assert!(w.push(at(120.0)).is_err(), "a repeated time is refused");
+        assert!(w.push(at(10.0)).is_err(), "an older one is refused");
+        assert_eq!(w.len(), 3);
+    }
+}
