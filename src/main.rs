@@ -38,6 +38,15 @@ enum Command {
     Eval(EvalArgs),
     /// Sweep the HPA's CPU target to find the tuned HPA.
     HpaSweep(SweepArgs),
+    /// Read stored snapshots back (Parquet) and report what they hold.
+    Replay {
+        /// The snapshot file.
+        #[arg(long)]
+        snapshots: PathBuf,
+        /// Temporal window length T (DySAT's input).
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+    },
     /// Print the effective configuration as TOML.
     Config,
 }
@@ -61,6 +70,9 @@ enum TwinCommand {
         #[arg(long, default_value = "docs/img/shapes.png")]
         out: PathBuf,
     },
+    /// Run a policy on the twin, stream its observations through the graph job, and store the
+    /// snapshots as Parquet.
+    Record(RecordArgs),
     /// Write a synthetic topology in the topology file format.
     SynthTopology {
         /// Number of services.
@@ -111,6 +123,34 @@ struct RunArgs {
     policy: String,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// static, hpa, tuned-hpa or hpa-<percent>.
+    #[arg(long, default_value = "hpa")]
+    policy: String,
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Snapshot window (30s by default).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    window: f64,
+    /// Timely worker threads of the graph job.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Topology file (default: twin.topology from the configuration).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Output Parquet file.
+    #[arg(long, default_value = "results/snapshots.parquet")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +286,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Twin(TwinCommand::Serve(a)) => serve(&cfg, a),
+        Command::Twin(TwinCommand::Record(a)) => record(&cfg, a),
+        Command::Replay { snapshots, window } => replay(&snapshots, window),
         Command::Twin(TwinCommand::Run(a)) => {
             let policy = PolicySpec::parse(&a.policy)?;
             let shape = Shape::parse(&a.scenario)?;
@@ -310,6 +352,101 @@ fn sweep_table(rows: &[sweep::SweepRow]) -> String {
         ));
     }
     s
+}
+
+fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
+    use graphscaler_schemas::{Envelope, PodChange, TelemetryEvent};
+    let topology = cfg.topology(a.topology.as_deref())?;
+    let shape = Shape::parse(&a.scenario)?;
+    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa);
+    let mut twin = graphscaler_twin::Twin::new(
+        topology,
+        cfg.twin.clone(),
+        cfg.slo.clone(),
+        shape,
+        a.duration,
+        a.seed,
+    )?;
+    let mut events = vec![];
+    let mut pods = std::collections::BTreeSet::new();
+    while !twin.done() {
+        let (obs, _) = twin.advance();
+        for act in policy.decide(&obs) {
+            let _ = twin.apply(&act);
+        }
+        // As a Kubernetes watch would: a delete for every pod that is gone.
+        let now: std::collections::BTreeSet<String> =
+            obs.pods.iter().map(|p| p.name.clone()).collect();
+        for gone in pods.difference(&now) {
+            events.push(TelemetryEvent::Pod(Envelope::new(
+                "twin",
+                obs.time_s,
+                0.0,
+                PodChange::Delete { name: gone.clone() },
+            )));
+        }
+        pods = now;
+        events.extend(TelemetryEvent::from_observation(&obs, "twin"));
+    }
+    let n = events.len();
+    let gcfg = graphscaler_graph::GraphConfig {
+        window_s: a.window,
+        stale_windows: 2,
+        workers: a.workers,
+    };
+    let out = graphscaler_graph::run(events, &gcfg)?;
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    graphscaler_graph::store::write(&a.out, &out.snapshots)?;
+    say!(
+        "{n} events -> {} snapshots of {} s ({:?}); wrote {}",
+        out.snapshots.len(),
+        a.window,
+        out.stats,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn replay(path: &std::path::Path, t: usize) -> Result<()> {
+    let snaps = graphscaler_graph::store::read(path)?;
+    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else {
+        bail!("{} holds no snapshot", path.display());
+    };
+    let mut window = graphscaler_schemas::TemporalWindow::new(t);
+    let mut full = 0;
+    for s in &snaps {
+        if window.push(s.clone()).is_err() {
+            bail!(
+                "{}: snapshot at {} s is out of time order",
+                path.display(),
+                s.time_s
+            );
+        }
+        full += usize::from(window.is_full());
+    }
+    say!(
+        "{}: {} snapshots from {} s to {} s (window {} s, schema v{})",
+        path.display(),
+        snaps.len(),
+        first.time_s,
+        last.time_s,
+        first.window_s,
+        first.schema_version
+    );
+    for (label, s) in [("first", first), ("last", last)] {
+        say!(
+            "  {label}: {} services, {} nodes, {} calls, {} runs_on, global {:?}",
+            s.services.len(),
+            s.nodes.len(),
+            s.calls.len(),
+            s.runs_on.len(),
+            s.global
+        );
+    }
+    say!("  {full} full temporal windows of T = {t}");
+    Ok(())
 }
 
 fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {

@@ -252,3 +252,64 @@ fn a_synthetic_topology_round_trips_through_the_file_format() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("synth.json"));
 }
+
+#[test]
+fn record_then_replay_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("snaps.parquet");
+    let o = graphscaler(&[
+        "twin",
+        "record",
+        "--scenario",
+        "peak",
+        "--duration",
+        "10m",
+        "--workers",
+        "2",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("-> 21 snapshots of 30 s"),
+        "{}",
+        stdout(&o)
+    );
+    let o = graphscaler(&[
+        "replay",
+        "--snapshots",
+        f.to_str().unwrap(),
+        "--window",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("21 snapshots") && text.contains("11 services, 5 nodes, 15 calls"),
+        "{text}"
+    );
+    assert!(text.contains("18 full temporal windows of T = 4"), "{text}");
+    // A Parquet file of another kind is named, with what differs.
+    let runs = dir.path().join("runs");
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "5m",
+        "--no-plots",
+        "--out",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = graphscaler(&[
+        "replay",
+        "--snapshots",
+        runs.join("runs.parquet").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a graphscaler snapshot file"),
+        "{}",
+        stderr(&o)
+    );
+}

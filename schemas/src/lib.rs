@@ -17,6 +17,8 @@
 //! ```
 
 pub mod action;
+#[cfg(feature = "arrow")]
+pub mod arrow;
 pub mod events;
 pub mod obs;
 pub mod snapshot;

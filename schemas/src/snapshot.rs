@@ -335,14 +335,17 @@ pub struct TemporalWindow {
 impl TemporalWindow {
     /// A window holding up to `t` snapshots (at least one).
     pub fn new(t: usize) -> Self {
-        Self { capacity: t.max(1), snapshots: std::collections::VecDeque::with_capacity(t.max(1)) }
+        Self {
+            capacity: t.max(1),
+            snapshots: std::collections::VecDeque::with_capacity(t.max(1)),
+        }
     }
 
     /// Adds the newest snapshot, dropping the oldest when full. Snapshots must arrive in time
-    /// order; an older or equal one is refused and returned.
-    pub fn push(&mut self, s: Snapshot) -> Result<(), Snapshot> {
-        if self.snapshots.back().is_some_and(|last| s.time_s <= last.time_s) {
-            return Err(s);
+    /// order; an older or equal one is refused (the error is the newest time held).
+    pub fn push(&mut self, s: Snapshot) -> Result<(), f64> {
+        if let Some(last) = self.snapshots.back().filter(|last| s.time_s <= last.time_s) {
+            return Err(last.time_s);
         }
         if self.snapshots.len() == self.capacity {
             self.snapshots.pop_front();
@@ -396,7 +399,7 @@ mod window_tests {
     fn keeps_the_last_t_in_order() {
         let mut w = TemporalWindow::new(3);
         for t in [30.0, 60.0, 90.0, 120.0] {
-            w.push(at(t)).unwrap_or_else(|_| panic!("in order"));
+            w.push(at(t)).unwrap();
         }
         assert!(w.is_full());
         let times: Vec<f64> = w.snapshots().map(|s| s.time_s).collect();

@@ -15,6 +15,7 @@
 pub mod dataflow;
 pub mod ingest;
 pub mod rows;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

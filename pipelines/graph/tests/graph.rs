@@ -316,3 +316,60 @@ fn the_stream_path_featurizes_like_the_in_process_path() {
         }
     }
 }
+
+#[test]
+fn snapshots_round_trip_through_parquet_and_bad_files_are_named() {
+    use graphscaler_graph::store;
+    let events = stream(11, 8, 6, 30.0);
+    let snaps = run(events, &GraphConfig::default()).unwrap().snapshots;
+    assert!(
+        snaps.len() >= 6
+            && snaps
+                .iter()
+                .any(|s| !s.calls.is_empty() && !s.runs_on.is_empty())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("snapshots.parquet");
+    store::write(&f, &snaps).unwrap();
+    assert_eq!(store::read(&f).unwrap(), snaps);
+    // Not Parquet.
+    let bad = dir.path().join("bad.parquet");
+    std::fs::write(&bad, b"PAR1 but not really").unwrap();
+    let e = store::read(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("bad.parquet") && e.contains("not a readable Parquet file"),
+        "{e}"
+    );
+    // Parquet, but not snapshots: the eval harness's runs file.
+    let other = dir.path().join("other.parquet");
+    {
+        use std::sync::Arc;
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "x",
+            arrow_schema::DataType::Float64,
+            false,
+        )]));
+        let batch = arrow_array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow_array::Float64Array::from(vec![1.0]))],
+        )
+        .unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&other).unwrap(),
+            schema,
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    let e = store::read(&other).unwrap_err().to_string();
+    assert!(
+        e.contains("not a graphscaler snapshot file: no column `schema_version`"),
+        "{e}"
+    );
+    let e = store::read(&dir.path().join("missing.parquet"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.parquet"), "{e}");
+}

@@ -1,0 +1,55 @@
+//! The Arrow schema of stored snapshots: one row per [`Snapshot`], the graph in list columns.
+//!
+//! | column | type |
+//! |---|---|
+//! | `schema_version` | UInt32 |
+//! | `time_s`, `window_s` | Float64 |
+//! | `services`, `nodes` | List<Utf8> |
+//! | `service_x` | List<FixedSizeList<Float32, 7>> |
+//! | `node_x` | List<FixedSizeList<Float32, 3>> |
+//! | `calls_src`, `calls_dst`, `runs_on_src`, `runs_on_dst`, `hosts_src`, `hosts_dst` | List<UInt32> |
+//! | `calls_attr` | List<FixedSizeList<Float32, 3>> |
+//! | `runs_on_pods`, `hosts_pods` | List<Float32> |
+//! | `global` | FixedSizeList<Float32, 2> |
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema};
+
+fn list(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, false)))
+}
+
+fn fixed(n: i32) -> DataType {
+    DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), n)
+}
+
+/// The schema.
+pub fn snapshot_schema() -> Schema {
+    let mut fields = vec![
+        Field::new("schema_version", DataType::UInt32, false),
+        Field::new("time_s", DataType::Float64, false),
+        Field::new("window_s", DataType::Float64, false),
+        Field::new("services", list(DataType::Utf8), false),
+        Field::new("service_x", list(fixed(7)), false),
+        Field::new("nodes", list(DataType::Utf8), false),
+        Field::new("node_x", list(fixed(3)), false),
+    ];
+    for rel in ["calls", "runs_on", "hosts"] {
+        fields.push(Field::new(
+            format!("{rel}_src"),
+            list(DataType::UInt32),
+            false,
+        ));
+        fields.push(Field::new(
+            format!("{rel}_dst"),
+            list(DataType::UInt32),
+            false,
+        ));
+    }
+    fields.push(Field::new("calls_attr", list(fixed(3)), false));
+    fields.push(Field::new("runs_on_pods", list(DataType::Float32), false));
+    fields.push(Field::new("hosts_pods", list(DataType::Float32), false));
+    fields.push(Field::new("global", fixed(2), false));
+    Schema::new(fields)
+}
