@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what graphscaler needs on a fresh Debian machine, skipping what is already there.
-# Sourced by scripts/main.sh and scripts/test.sh; safe to run again.
+# Sourced by scripts/main.sh (which needs only Rust) and scripts/test.sh (which also calls
+# ensure_test_services); safe to run again.
 #
 # What it checks or installs:
 #   - a Rust toolchain (cargo) — required; it cannot be downloaded here, so its absence is an error
 #   - Debian packages listed in APT_PACKAGES (Prometheus for the end-to-end tests; plots use the
 #     vendored DejaVu font, so no font package is needed)
-# Later stages add themselves here: the Python venv with torch==2.13.0 for libtorch (learning)
-# and the tansu broker (end-to-end tests).
+#   - the tansu Kafka-protocol broker (cargo install, about 10 minutes the first time) for the
+#     bus tests
+# Later stages add themselves here: the Python venv with torch==2.13.0 for libtorch (learning).
 set -euo pipefail
 
 GS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,5 +46,20 @@ ensure_apt_packages() {
     fi
 }
 
+TANSU_VERSION=0.6.0
+
+ensure_tansu() {
+    if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+        return
+    fi
+    log "installing the tansu broker $TANSU_VERSION (cargo install; about 10 minutes)"
+    cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql
+}
+
+# What every command needs; test.sh adds the test services (ensure_test_services).
 ensure_rust
-ensure_apt_packages
+
+ensure_test_services() {
+    ensure_apt_packages
+    ensure_tansu
+}

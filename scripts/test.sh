@@ -3,6 +3,7 @@
 # doc tests. `.ci/run` calls this script.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+ensure_test_services
 cd "$GS_ROOT"
 cargo test --workspace --locked "$@"
 cargo fmt --all --check
