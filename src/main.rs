@@ -355,7 +355,7 @@ fn sweep_table(rows: &[sweep::SweepRow]) -> String {
 }
 
 fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
-    use graphscaler_schemas::{Envelope, PodChange, TelemetryEvent};
+    use graphscaler_schemas::TelemetryEvent;
     let topology = cfg.topology(a.topology.as_deref())?;
     let shape = Shape::parse(&a.scenario)?;
     let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa);
@@ -368,25 +368,14 @@ fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
         a.seed,
     )?;
     let mut events = vec![];
-    let mut pods = std::collections::BTreeSet::new();
+    let mut prev = None;
     while !twin.done() {
         let (obs, _) = twin.advance();
         for act in policy.decide(&obs) {
             let _ = twin.apply(&act);
         }
-        // As a Kubernetes watch would: a delete for every pod that is gone.
-        let now: std::collections::BTreeSet<String> =
-            obs.pods.iter().map(|p| p.name.clone()).collect();
-        for gone in pods.difference(&now) {
-            events.push(TelemetryEvent::Pod(Envelope::new(
-                "twin",
-                obs.time_s,
-                0.0,
-                PodChange::Delete { name: gone.clone() },
-            )));
-        }
-        pods = now;
-        events.extend(TelemetryEvent::from_observation(&obs, "twin"));
+        events.extend(TelemetryEvent::changes_since(prev.as_ref(), &obs, "twin"));
+        prev = Some(obs);
     }
     let n = events.len();
     let gcfg = graphscaler_graph::GraphConfig {

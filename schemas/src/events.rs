@@ -338,6 +338,30 @@ impl TelemetryEvent {
         }
     }
 
+    /// The events of `obs` ([`TelemetryEvent::from_observation`]) preceded by a delete for
+    /// every pod of `prev` that `obs` no longer has, as a Kubernetes watch reports them.
+    pub fn changes_since(
+        prev: Option<&crate::ClusterObservation>,
+        obs: &crate::ClusterObservation,
+        source: &str,
+    ) -> Vec<TelemetryEvent> {
+        let now: std::collections::HashSet<&str> =
+            obs.pods.iter().map(|p| p.name.as_str()).collect();
+        let mut out: Vec<TelemetryEvent> = prev
+            .into_iter()
+            .flat_map(|p| p.pods.iter())
+            .filter(|p| !now.contains(p.name.as_str()))
+            .map(|p| {
+                let gone = PodChange::Delete {
+                    name: p.name.clone(),
+                };
+                TelemetryEvent::Pod(Envelope::new(source, obs.time_s, 0.0, gone))
+            })
+            .collect();
+        out.extend(Self::from_observation(obs, source));
+        out
+    }
+
     /// Every event an observation amounts to (what the scrapers publish for one scrape of a
     /// cluster in this state), stamped `source` at the observation's time.
     pub fn from_observation(obs: &crate::ClusterObservation, source: &str) -> Vec<TelemetryEvent> {

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use graphscaler_graph::{recompute, run, GraphConfig};
@@ -270,7 +269,7 @@ fn the_stream_path_featurizes_like_the_in_process_path() {
     let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 1800.0, 5).unwrap();
     let mut events = vec![];
     let mut expected = vec![];
-    let mut prev_pods: BTreeSet<String> = BTreeSet::new();
+    let mut prev = None;
     let mut tick = 0;
     while !twin.done() {
         let (obs, _) = twin.advance();
@@ -286,17 +285,12 @@ fn the_stream_path_featurizes_like_the_in_process_path() {
         // Observed just before the tick's end, so that tick k is window k − 1.
         let mut obs_at = obs.clone();
         obs_at.time_s -= 0.5;
-        let pods: BTreeSet<String> = obs.pods.iter().map(|p| p.name.clone()).collect();
-        for gone in prev_pods.difference(&pods) {
-            events.push(TelemetryEvent::Pod(Envelope::new(
-                "kubernetes",
-                obs_at.time_s,
-                0.0,
-                PodChange::Delete { name: gone.clone() },
-            )));
-        }
-        prev_pods = pods;
-        events.extend(TelemetryEvent::from_observation(&obs_at, "twin"));
+        events.extend(TelemetryEvent::changes_since(
+            prev.as_ref(),
+            &obs_at,
+            "twin",
+        ));
+        prev = Some(obs_at);
         expected.push(Snapshot::from_observation(&obs));
     }
     for workers in [1, 2] {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use graphscaler_schemas::{ClusterObservation, PodPhase};
+use graphscaler_schemas::{ClusterObservation, PodObs, PodPhase};
 use graphscaler_twin::{TickTruth, Topology};
 
 /// Istio's default `istio_request_duration_milliseconds` buckets.
@@ -112,70 +112,48 @@ impl Exposition {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
 
-        // cAdvisor (kubelet /metrics/cadvisor).
-        head(
-            &mut o,
-            "container_cpu_usage_seconds_total",
-            "counter",
-            "Cumulative cpu time consumed in seconds.",
-        );
-        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
-            let v = self.pod_cpu_seconds.get(&p.name).copied().unwrap_or(0.0);
-            let _ = writeln!(
-                o,
-                "container_cpu_usage_seconds_total{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\",node=\"{n}\"}} {v}",
-                c = esc(&p.service),
-                p = esc(&p.name),
-                n = esc(p.node.as_deref().unwrap_or_default()),
-                v = num(v)
-            );
-        }
-        head(
-            &mut o,
-            "container_memory_working_set_bytes",
-            "gauge",
-            "Current working set in bytes.",
-        );
-        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
-            let v = self.pod_working_set.get(&p.name).copied().unwrap_or(0.0);
-            let _ = writeln!(
-                o,
-                "container_memory_working_set_bytes{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\",node=\"{n}\"}} {v}",
-                c = esc(&p.service),
-                p = esc(&p.name),
-                n = esc(p.node.as_deref().unwrap_or_default()),
-                v = num(v)
-            );
-        }
-        head(
-            &mut o,
-            "container_spec_cpu_quota",
-            "gauge",
-            "CPU quota of the container.",
-        );
-        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
-            let lim = obs.service(&p.service).map_or(0.0, |s| s.cpu_limit_cores);
-            let _ = writeln!(
-                o,
-                "container_spec_cpu_quota{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\"}} {v}",
-                c = esc(&p.service),
-                p = esc(&p.name),
-                v = num((lim * 100_000.0).round())
-            );
-        }
-        head(
-            &mut o,
-            "container_spec_cpu_period",
-            "gauge",
-            "CPU period of the container.",
-        );
-        for p in obs.pods.iter().filter(|p| p.node.is_some()) {
-            let _ = writeln!(
-                o,
-                "container_spec_cpu_period{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\"}} 100000",
-                c = esc(&p.service),
-                p = esc(&p.name)
-            );
+        // cAdvisor (kubelet /metrics/cadvisor): one series per running container.
+        type PodValue<'a> = Box<dyn Fn(&PodObs) -> f64 + 'a>;
+        let cadvisor: [(&str, &str, &str, PodValue); 4] = [
+            (
+                "container_cpu_usage_seconds_total",
+                "counter",
+                "Cumulative cpu time consumed in seconds.",
+                Box::new(|p| self.pod_cpu_seconds.get(&p.name).copied().unwrap_or(0.0)),
+            ),
+            (
+                "container_memory_working_set_bytes",
+                "gauge",
+                "Current working set in bytes.",
+                Box::new(|p| self.pod_working_set.get(&p.name).copied().unwrap_or(0.0)),
+            ),
+            (
+                "container_spec_cpu_quota",
+                "gauge",
+                "CPU quota of the container.",
+                Box::new(|p| {
+                    (obs.service(&p.service).map_or(0.0, |s| s.cpu_limit_cores) * 100_000.0).round()
+                }),
+            ),
+            (
+                "container_spec_cpu_period",
+                "gauge",
+                "CPU period of the container.",
+                Box::new(|_| 100_000.0),
+            ),
+        ];
+        for (name, kind, help, value) in &cadvisor {
+            head(&mut o, name, kind, help);
+            for p in obs.pods.iter().filter(|p| p.node.is_some()) {
+                let _ = writeln!(
+                    o,
+                    "{name}{{container=\"{c}\",namespace=\"{ns}\",pod=\"{p}\",node=\"{n}\"}} {v}",
+                    c = esc(&p.service),
+                    p = esc(&p.name),
+                    n = esc(p.node.as_deref().unwrap_or_default()),
+                    v = num(value(p))
+                );
+            }
         }
 
         // kube-state-metrics.
