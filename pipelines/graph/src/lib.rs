@@ -182,16 +182,30 @@ impl Assembler {
 
 type Sink = Arc<Mutex<Vec<(Fact, u64, isize)>>>;
 
-/// Runs the graph job over a finite event sequence (replay, tests, benchmarks) with
-/// `cfg.workers` timely workers; worker 0 ingests, every worker shares the dataflow's work.
-pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, GraphError> {
+/// What drives the graph job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// An event, applied to the window being built.
+    Event(TelemetryEvent),
+    /// Cut every window up to and including this one, a snapshot each.
+    Close(u64),
+}
+
+type Commands = Box<dyn Iterator<Item = Command> + Send>;
+
+/// Runs the dataflow over `commands` with `cfg.workers` timely workers (worker 0 ingests, all
+/// share the dataflow's work), calling `emit` with each snapshot and the seconds its window took.
+fn drive(
+    cfg: &GraphConfig,
+    commands: Commands,
+    emit: impl FnMut(Snapshot, f64) + Send + 'static,
+) -> Result<IngestStats, GraphError> {
     let cfg = cfg.clone();
-    let events = Arc::new(events);
+    let commands = Arc::new(Mutex::new(Some(commands)));
+    let emit = Arc::new(Mutex::new(emit));
     let sink: Sink = Arc::new(Mutex::new(vec![]));
     let guards = timely::execute(timely::Config::process(cfg.workers.max(1)), move |worker| {
         let sink = sink.clone();
-        let events = events.clone();
-        let index = worker.index();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, entities) = scope.new_collection::<Entity, isize>();
             let sink = sink.clone();
@@ -204,62 +218,167 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
                 .probe();
             (input, probe)
         });
-        if index != 0 {
+        let taken = if worker.index() == 0 {
+            commands.lock().ok().and_then(|mut c| c.take())
+        } else {
+            None
+        };
+        let Some(commands) = taken else {
             // Only worker 0 ingests; closing this worker's input lets time advance.
             drop(input);
             return None;
-        }
+        };
         let mut ingest = Ingest::new(cfg.window_s, cfg.stale_windows);
         let mut assembler = Assembler::default();
-        let mut snapshots = vec![];
-        let mut window_secs = vec![];
-        let plan = windows(&events, &ingest);
-        if let Some((first, _)) = plan.first() {
-            input.advance_to(*first);
-        }
-        for (w, idx) in plan {
-            let started = std::time::Instant::now();
-            for i in idx {
-                for (e, d) in ingest.offer(&events[i], w) {
-                    input.update(e, d);
+        let mut open: Option<u64> = None;
+        let mut started = std::time::Instant::now();
+        for cmd in commands {
+            match cmd {
+                Command::Event(e) => {
+                    let w = *open.get_or_insert_with(|| {
+                        let w = ingest.window_of(e.observed_at_s());
+                        input.advance_to(w);
+                        started = std::time::Instant::now();
+                        w
+                    });
+                    for (x, d) in ingest.offer(&e, w) {
+                        input.update(x, d);
+                    }
+                }
+                Command::Close(upto) => {
+                    let Some(mut w) = open else { continue };
+                    while w <= upto {
+                        for (x, d) in ingest.close(w) {
+                            input.update(x, d);
+                        }
+                        input.advance_to(w + 1);
+                        input.flush();
+                        worker.step_while(|| probe.less_than(&(w + 1)));
+                        let ready: Vec<(Fact, isize)> = {
+                            let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                            let (now, later): (Vec<_>, Vec<_>) =
+                                s.drain(..).partition(|(_, t, _)| *t <= w);
+                            *s = later;
+                            now.into_iter().map(|(f, _, d)| (f, d)).collect()
+                        };
+                        assembler.apply(ready);
+                        let snap = assembler.snapshot((w + 1) as f64 * cfg.window_s, cfg.window_s);
+                        if let Ok(mut emit) = emit.lock() {
+                            (*emit)(snap, started.elapsed().as_secs_f64());
+                        }
+                        started = std::time::Instant::now();
+                        w += 1;
+                    }
+                    open = Some(w);
                 }
             }
-            for (e, d) in ingest.close(w) {
-                input.update(e, d);
-            }
-            input.advance_to(w + 1);
-            input.flush();
-            worker.step_while(|| probe.less_than(&(w + 1)));
-            let ready: Vec<(Fact, isize)> = {
-                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
-                let (now, later): (Vec<_>, Vec<_>) = s.drain(..).partition(|(_, t, _)| *t <= w);
-                *s = later;
-                now.into_iter().map(|(f, _, d)| (f, d)).collect()
-            };
-            assembler.apply(ready);
-            snapshots.push(assembler.snapshot((w + 1) as f64 * cfg.window_s, cfg.window_s));
-            window_secs.push(started.elapsed().as_secs_f64());
         }
-        Some(GraphRun {
-            snapshots,
-            stats: ingest.stats,
-            window_secs,
-        })
+        Some(ingest.stats)
     })
     .map_err(GraphError::Dataflow)?;
-    let mut out = None;
+    let mut stats = IngestStats::default();
     for r in guards.join() {
         match r {
-            Ok(Some(run)) => out = Some(run),
+            Ok(Some(s)) => stats = s,
             Ok(None) => {}
             Err(e) => return Err(GraphError::Dataflow(e)),
         }
     }
-    Ok(out.unwrap_or(GraphRun {
-        snapshots: vec![],
-        stats: IngestStats::default(),
-        window_secs: vec![],
-    }))
+    Ok(stats)
+}
+
+/// Runs the graph job over a finite event sequence (replay, tests, benchmarks): a window is cut
+/// when an event of a later window arrives, and at the end.
+pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, GraphError> {
+    let plan = windows(&events, &Ingest::new(cfg.window_s, cfg.stale_windows));
+    let mut slots: Vec<Option<TelemetryEvent>> = events.into_iter().map(Some).collect();
+    let mut commands = vec![];
+    for (w, idx) in plan {
+        commands.extend(
+            idx.into_iter()
+                .filter_map(|i| slots[i].take())
+                .map(Command::Event),
+        );
+        commands.push(Command::Close(w));
+    }
+    let out = Arc::new(Mutex::new((vec![], vec![])));
+    let sink = out.clone();
+    let stats = drive(cfg, Box::new(commands.into_iter()), move |snap, secs| {
+        if let Ok(mut o) = sink.lock() {
+            o.0.push(snap);
+            o.1.push(secs);
+        }
+    })?;
+    let (snapshots, window_secs) =
+        std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(GraphRun {
+        snapshots,
+        stats,
+        window_secs,
+    })
+}
+
+/// The graph job running on its own threads, fed event by event: the live form the pipeline
+/// uses. Windows are cut when the caller says (by its clock).
+#[derive(Debug)]
+pub struct LiveGraph {
+    commands: Option<std::sync::mpsc::Sender<Command>>,
+    snapshots: std::sync::mpsc::Receiver<Snapshot>,
+    handle: Option<std::thread::JoinHandle<Result<IngestStats, GraphError>>>,
+}
+
+impl LiveGraph {
+    /// Starts the dataflow.
+    pub fn spawn(cfg: &GraphConfig) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Command>();
+        let (stx, srx) = std::sync::mpsc::channel::<Snapshot>();
+        let cfg = cfg.clone();
+        let stx = Mutex::new(stx);
+        let handle = std::thread::spawn(move || {
+            drive(&cfg, Box::new(rx.into_iter()), move |snap, _| {
+                if let Ok(tx) = stx.lock() {
+                    let _ = tx.send(snap);
+                }
+            })
+        });
+        Self {
+            commands: Some(tx),
+            snapshots: srx,
+            handle: Some(handle),
+        }
+    }
+
+    fn send(&self, c: Command) -> Result<(), GraphError> {
+        self.commands
+            .as_ref()
+            .and_then(|tx| tx.send(c).ok())
+            .ok_or_else(|| GraphError::Dataflow("the graph job has stopped".into()))
+    }
+
+    /// Offers an event to the window being built.
+    pub fn push(&self, e: TelemetryEvent) -> Result<(), GraphError> {
+        self.send(Command::Event(e))
+    }
+
+    /// Cuts every window up to and including `w`.
+    pub fn close(&self, w: u64) -> Result<(), GraphError> {
+        self.send(Command::Close(w))
+    }
+
+    /// The next snapshot, waiting at most `wait`.
+    pub fn next_snapshot(&self, wait: std::time::Duration) -> Option<Snapshot> {
+        self.snapshots.recv_timeout(wait).ok()
+    }
+
+    /// Stops the dataflow and returns what ingestion did.
+    pub fn finish(mut self) -> Result<IngestStats, GraphError> {
+        drop(self.commands.take());
+        match self.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(GraphError::Dataflow("a graph job thread panicked".into())),
+            None => Ok(IngestStats::default()),
+        }
+    }
 }
 
 /// The plain recomputation the dataflow is checked against: the same ingestion, then every

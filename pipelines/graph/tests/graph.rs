@@ -367,3 +367,41 @@ fn snapshots_round_trip_through_parquet_and_bad_files_are_named() {
         .to_string();
     assert!(e.contains("missing.parquet"), "{e}");
 }
+
+/// The live form, fed event by event with windows cut by the caller, gives what the batch form
+/// gives on the same stream.
+#[test]
+fn the_live_graph_job_matches_the_batch_run() {
+    use graphscaler_graph::LiveGraph;
+    let events = stream(21, 10, 12, 30.0);
+    let cfg = GraphConfig {
+        workers: 2,
+        ..GraphConfig::default()
+    };
+    let batch = run(events.clone(), &cfg).unwrap();
+    let live = LiveGraph::spawn(&cfg);
+    let mut open: Option<u64> = None;
+    let mut got = vec![];
+    for e in events {
+        let w = (e.observed_at_s() / cfg.window_s).floor() as u64;
+        match open {
+            Some(o) if w > o => {
+                live.close(w - 1).unwrap();
+                open = Some(w);
+            }
+            None => open = Some(w),
+            _ => {}
+        }
+        live.push(e).unwrap();
+    }
+    live.close(open.unwrap()).unwrap();
+    while got.len() < batch.snapshots.len() {
+        got.push(
+            live.next_snapshot(std::time::Duration::from_secs(30))
+                .expect("a snapshot per window"),
+        );
+    }
+    let stats = live.finish().unwrap();
+    assert_eq!(got, batch.snapshots);
+    assert_eq!(stats, batch.stats);
+}
