@@ -186,7 +186,7 @@ type Sink = Arc<Mutex<Vec<(Fact, u64, isize)>>>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// An event, applied to the window being built.
-    Event(TelemetryEvent),
+    Event(Box<TelemetryEvent>),
     /// Cut every window up to and including this one, a snapshot each.
     Close(u64),
 }
@@ -297,7 +297,7 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
         commands.extend(
             idx.into_iter()
                 .filter_map(|i| slots[i].take())
-                .map(Command::Event),
+                .map(|e| Command::Event(Box::new(e))),
         );
         commands.push(Command::Close(w));
     }
@@ -357,7 +357,7 @@ impl LiveGraph {
 
     /// Offers an event to the window being built.
     pub fn push(&self, e: TelemetryEvent) -> Result<(), GraphError> {
-        self.send(Command::Event(e))
+        self.send(Command::Event(Box::new(e)))
     }
 
     /// Cuts every window up to and including `w`.
