@@ -175,6 +175,30 @@ pub struct PodObs {
     pub metric_window_s: f64,
 }
 
+impl PodObs {
+    /// A pod known only by its placement (as a watch event or a stored state gives it): Running
+    /// and Ready when bound to a node, Pending otherwise, with no times and no metrics sample.
+    pub fn placed(name: &str, service: &str, node: Option<&str>, cpu_request_cores: f64) -> Self {
+        PodObs {
+            name: name.into(),
+            service: service.into(),
+            node: node.map(Into::into),
+            phase: if node.is_some() {
+                PodPhase::Running
+            } else {
+                PodPhase::Pending
+            },
+            ready: node.is_some(),
+            start_time_s: None,
+            ready_transition_s: None,
+            cpu_request_cores,
+            cpu_usage_cores: None,
+            metric_time_s: None,
+            metric_window_s: 0.0,
+        }
+    }
+}
+
 /// A stateful store with read replicas (redis exporter).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatefulObs {

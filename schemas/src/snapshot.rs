@@ -204,7 +204,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::obs::{CallEdgeObs, GlobalObs, PodObs, PodPhase};
+    use crate::obs::{CallEdgeObs, GlobalObs, PodObs};
 
     fn svc(name: &str, usage: f64, ready: u32, stateful: bool) -> ServiceObs {
         ServiceObs {
@@ -228,23 +228,7 @@ mod tests {
     }
 
     fn pod(name: &str, service: &str, node: Option<&str>) -> PodObs {
-        PodObs {
-            name: name.into(),
-            service: service.into(),
-            node: node.map(Into::into),
-            phase: if node.is_some() {
-                PodPhase::Running
-            } else {
-                PodPhase::Pending
-            },
-            ready: node.is_some(),
-            start_time_s: None,
-            ready_transition_s: None,
-            cpu_request_cores: 0.1,
-            cpu_usage_cores: None,
-            metric_time_s: None,
-            metric_window_s: 15.0,
-        }
+        PodObs::placed(name, service, node, 0.1)
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
 use graphscaler_schemas::snapshot::{EdgeSet, Snapshot};
-use graphscaler_schemas::{ClusterObservation, GlobalObs, PodObs, PodPhase, TelemetryEvent};
+use graphscaler_schemas::{ClusterObservation, GlobalObs, PodObs, TelemetryEvent};
 
 use crate::dataflow::Fact;
 use crate::ingest::{Entity, Ingest, IngestStats};
@@ -440,23 +440,10 @@ fn observation(state: &BTreeMap<Entity, isize>, w: u64, window_s: f64) -> Cluste
             Entity::Stateful(k, r) => obs.stateful.push(rows::stateful_back(k, r)),
             Entity::Node(k, r) => obs.nodes.push(rows::node_back(k, r)),
             Entity::Call(s, d, r) => obs.edges.push(rows::call_back(s, d, r)),
-            Entity::Pod(name, service, node) => obs.pods.push(PodObs {
-                name: name.clone(),
-                service: service.clone(),
-                node: node.clone(),
-                phase: if node.is_some() {
-                    PodPhase::Running
-                } else {
-                    PodPhase::Pending
-                },
-                ready: node.is_some(),
-                start_time_s: None,
-                ready_transition_s: None,
-                cpu_request_cores: 0.0,
-                cpu_usage_cores: None,
-                metric_time_s: None,
-                metric_window_s: 0.0,
-            }),
+            Entity::Pod(name, service, node) => {
+                obs.pods
+                    .push(PodObs::placed(name, service, node.as_deref(), 0.0))
+            }
             Entity::Global(r) => obs.global = rows::global_back(r),
         }
     }

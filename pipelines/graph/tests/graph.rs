@@ -8,7 +8,7 @@ use std::path::Path;
 
 use graphscaler_graph::{recompute, run, GraphConfig};
 use graphscaler_schemas::{
-    CallEdgeObs, Envelope, GlobalObs, NodeObs, PodChange, PodObs, PodPhase, ServiceObs, Snapshot,
+    CallEdgeObs, Envelope, GlobalObs, NodeObs, PodChange, PodObs, ServiceObs, Snapshot,
     StatefulObs, TelemetryEvent,
 };
 use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
@@ -185,23 +185,7 @@ fn stream(seed: u64, n: usize, windows: u64, window_s: f64) -> Vec<TelemetryEven
 }
 
 fn pod(name: &str, svc: &str, node: Option<&str>) -> PodObs {
-    PodObs {
-        name: name.into(),
-        service: svc.into(),
-        node: node.map(Into::into),
-        phase: if node.is_some() {
-            PodPhase::Running
-        } else {
-            PodPhase::Pending
-        },
-        ready: node.is_some(),
-        start_time_s: None,
-        ready_transition_s: None,
-        cpu_request_cores: 0.1,
-        cpu_usage_cores: None,
-        metric_time_s: None,
-        metric_window_s: 15.0,
-    }
+    PodObs::placed(name, svc, node, 0.1)
 }
 
 fn check(

@@ -32,3 +32,12 @@ impl<T> Default for Parsed<T> {
         }
     }
 }
+
+/// Reads a real response file from `tests/fixtures/` (tests only).
+#[cfg(test)]
+pub(crate) fn fixture(rel: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

@@ -202,12 +202,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/fixtures/kubernetes")
-                .join(name),
-        )
-        .unwrap()
+        crate::fixture(&format!("kubernetes/{name}"))
     }
 
     #[test]

@@ -151,12 +151,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/fixtures/prometheus")
-                .join(name),
-        )
-        .unwrap()
+        crate::fixture(&format!("prometheus/{name}"))
     }
 
     #[test]
