@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod parse;
+pub mod target;
 
 pub use error::ParseError;
 
