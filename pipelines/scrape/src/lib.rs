@@ -11,6 +11,7 @@
 //! value.
 
 pub mod error;
+pub mod istio;
 pub mod parse;
 pub mod target;
 
