@@ -30,8 +30,3 @@ pub use error::{Result, TwinError};
 pub use load::{Shape, Trace};
 pub use sim::{EdgeTruth, PodTruth, RouteTruth, ServiceTruth, TickTruth, Twin};
 pub use topology::Topology;
-
-/// Loads the topology named by `cfg.topology`.
-pub fn load_topology(cfg: &TwinConfig) -> Result<Topology> {
-    Topology::from_file(std::path::Path::new(&cfg.topology), &cfg.fanout_parameters)
-}
