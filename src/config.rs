@@ -107,6 +107,27 @@ fn non_negative(x: f64) -> bool {
     x.is_finite() && x >= 0.0
 }
 
+impl Config {
+    /// A twin of the configured (or given) topology under `scenario`, for `duration_s`, seeded.
+    pub fn twin(
+        &self,
+        topology: Option<&Path>,
+        scenario: &str,
+        duration_s: f64,
+        seed: u64,
+    ) -> Result<graphscaler_twin::Twin> {
+        let shape = graphscaler_twin::Shape::parse(scenario)?;
+        Ok(graphscaler_twin::Twin::new(
+            self.topology(topology)?,
+            self.twin.clone(),
+            self.slo.clone(),
+            shape,
+            duration_s,
+            seed,
+        )?)
+    }
+}
+
 /// Parses `4h`, `30m`, `90s`, `1h30m` or plain seconds.
 pub fn parse_duration(s: &str) -> Result<f64, String> {
     let s = s.trim();

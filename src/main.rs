@@ -356,17 +356,8 @@ fn sweep_table(rows: &[sweep::SweepRow]) -> String {
 
 fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
     use graphscaler_schemas::TelemetryEvent;
-    let topology = cfg.topology(a.topology.as_deref())?;
-    let shape = Shape::parse(&a.scenario)?;
     let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa);
-    let mut twin = graphscaler_twin::Twin::new(
-        topology,
-        cfg.twin.clone(),
-        cfg.slo.clone(),
-        shape,
-        a.duration,
-        a.seed,
-    )?;
+    let mut twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
     let mut events = vec![];
     let mut prev = None;
     while !twin.done() {
@@ -442,16 +433,7 @@ fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
     if !(a.speedup.is_finite() && a.speedup > 0.0) {
         bail!("--speedup must be a positive number, got {}", a.speedup);
     }
-    let topology = cfg.topology(a.topology.as_deref())?;
-    let shape = Shape::parse(&a.scenario)?;
-    let twin = graphscaler_twin::Twin::new(
-        topology,
-        cfg.twin.clone(),
-        cfg.slo.clone(),
-        shape,
-        a.duration,
-        a.seed,
-    )?;
+    let twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
