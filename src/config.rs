@@ -22,6 +22,36 @@ pub struct Config {
     pub hpa: HpaConfig,
     /// The evaluation harness.
     pub eval: EvalConfig,
+    /// The streaming pipeline.
+    pub pipeline: PipelineConfig,
+}
+
+/// The streaming pipeline's settings (`[pipeline]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Kafka bootstrap servers; empty: in process only.
+    pub kafka_bootstrap: String,
+    /// Kafka client id prefix.
+    pub client_id: String,
+    /// Snapshot window, s.
+    pub window_s: f64,
+    /// Windows before unrefreshed entities leave.
+    pub stale_windows: u64,
+    /// Timely workers.
+    pub workers: usize,
+    /// Wall-clock grace before a window is cut, s.
+    pub grace_s: f64,
+    /// The policy stage's policy.
+    pub policy: String,
+    /// Address of the stages' /metrics; empty: none.
+    pub metrics_listen: String,
+    /// Parquet file for the graph stage's snapshots; empty: none.
+    pub snapshots_parquet: String,
+    /// Where the scrape stage reads the cluster.
+    pub collect: graphscaler_stages::collect::CollectConfig,
+    /// The actuator's guardrails.
+    pub guardrails: graphscaler_actuate::Guardrails,
 }
 
 impl Config {
@@ -80,6 +110,27 @@ impl Config {
         }
         if !non_negative(self.eval.caf_memory_weight) || !non_negative(self.eval.warmup_s) {
             errs.push("eval.caf_memory_weight and eval.warmup_s must be >= 0".into());
+        }
+        let p = &self.pipeline;
+        if !positive(p.window_s) || p.stale_windows == 0 || p.workers == 0 {
+            errs.push(
+                "pipeline.window_s, pipeline.stale_windows and pipeline.workers must be positive"
+                    .into(),
+            );
+        }
+        if !positive(p.collect.interval_s)
+            || !positive(p.collect.timeout_s)
+            || p.collect.rate_window_s == 0
+        {
+            errs.push(
+                "pipeline.collect.interval_s, timeout_s and rate_window_s must be positive".into(),
+            );
+        }
+        let g = &p.guardrails;
+        if g.min_replicas > g.max_replicas || g.max_step == 0 {
+            errs.push(
+                "pipeline.guardrails needs min_replicas <= max_replicas and max_step >= 1".into(),
+            );
         }
         if errs.is_empty() {
             Ok(())

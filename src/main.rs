@@ -1,6 +1,15 @@
 //! `graphscaler`: the command line. Each subcommand starts a stage or a whole workflow.
 
+/// Prints to stdout; a closed pipe (`graphscaler eval | head`) ends the output quietly.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod config;
+mod pipeline;
 
 use std::path::PathBuf;
 
@@ -47,6 +56,18 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         window: usize,
     },
+    /// The whole loop in one process on the twin: twin -> graph job -> policy -> actuator, on an
+    /// in-process bus.
+    Run(pipeline::LoopArgs),
+    /// The scrape stage: Kubernetes, Prometheus and Kiali into the telemetry topics (Kafka).
+    Scrape,
+    /// The graph stage: telemetry topics into one snapshot per window (Kafka, Parquet).
+    Graph,
+    /// The policy stage: snapshots into actions (Kafka).
+    Policy,
+    /// The actuator: actions through guardrails to the Kubernetes API, decisions to the audit
+    /// topic (Kafka).
+    Actuate,
     /// Print the effective configuration as TOML.
     Config,
 }
@@ -208,14 +229,6 @@ struct SweepArgs {
     common: Common,
 }
 
-/// Prints to stdout; a closed pipe (`graphscaler eval | head`) ends the output quietly.
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
-    }};
-}
-
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -288,6 +301,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Twin(TwinCommand::Serve(a)) => serve(&cfg, a),
         Command::Twin(TwinCommand::Record(a)) => record(&cfg, a),
         Command::Replay { snapshots, window } => replay(&snapshots, window),
+        Command::Run(a) => pipeline::run_loop(&cfg, a),
+        Command::Scrape => pipeline::stage(&cfg, pipeline::Stage::Scrape),
+        Command::Graph => pipeline::stage(&cfg, pipeline::Stage::Graph),
+        Command::Policy => pipeline::stage(&cfg, pipeline::Stage::Policy),
+        Command::Actuate => pipeline::stage(&cfg, pipeline::Stage::Actuate),
         Command::Twin(TwinCommand::Run(a)) => {
             let policy = PolicySpec::parse(&a.policy)?;
             let shape = Shape::parse(&a.scenario)?;

@@ -6,6 +6,7 @@
 //! | `time_s`, `window_s` | Float64 |
 //! | `services`, `nodes` | List<Utf8> |
 //! | `service_x` | List<FixedSizeList<Float32, 7>> |
+//! | `replicas_spec`, `replicas_ready` | List<UInt32> |
 //! | `node_x` | List<FixedSizeList<Float32, 3>> |
 //! | `calls_src`, `calls_dst`, `runs_on_src`, `runs_on_dst`, `hosts_src`, `hosts_dst` | List<UInt32> |
 //! | `calls_attr` | List<FixedSizeList<Float32, 3>> |
@@ -32,6 +33,8 @@ pub fn snapshot_schema() -> Schema {
         Field::new("window_s", DataType::Float64, false),
         Field::new("services", list(DataType::Utf8), false),
         Field::new("service_x", list(fixed(7)), false),
+        Field::new("replicas_spec", list(DataType::UInt32), false),
+        Field::new("replicas_ready", list(DataType::UInt32), false),
         Field::new("nodes", list(DataType::Utf8), false),
         Field::new("node_x", list(fixed(3)), false),
     ];

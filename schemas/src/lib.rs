@@ -32,4 +32,4 @@ pub use snapshot::{EdgeSet, Snapshot, TemporalWindow};
 
 /// Version of the observation and action types. Bumped whenever a field changes meaning, is
 /// added or is removed; checkpoints and stored snapshots record it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

@@ -81,6 +81,11 @@ pub struct Snapshot {
     pub services: Vec<String>,
     /// μ per service ([`SERVICE_FEATURES`]).
     pub service_x: Vec<[f32; 7]>,
+    /// Desired replicas per service (the deployment's `spec.replicas`): not a feature, but what
+    /// a policy needs to act in replicas and to mask moves past its bounds.
+    pub replicas_spec: Vec<u32>,
+    /// Ready replicas per service.
+    pub replicas_ready: Vec<u32>,
     /// Node names, sorted; index = machine node id.
     pub nodes: Vec<String>,
     /// ν per node ([`NODE_FEATURES`]).
@@ -188,6 +193,8 @@ impl Snapshot {
             window_s: obs.window_s,
             services: services.iter().map(|s| s.name.clone()).collect(),
             service_x,
+            replicas_spec: services.iter().map(|s| s.replicas_spec).collect(),
+            replicas_ready: services.iter().map(|s| s.replicas_ready).collect(),
             nodes: nodes.iter().map(|n| n.name.clone()).collect(),
             node_x,
             calls: call_set,
@@ -370,6 +377,8 @@ mod window_tests {
             window_s: 30.0,
             services: vec![],
             service_x: vec![],
+            replicas_spec: vec![],
+            replicas_ready: vec![],
             nodes: vec![],
             node_x: vec![],
             calls: EdgeSet::default(),

@@ -99,6 +99,19 @@ impl Producer {
         Ok(())
     }
 
+    /// Publishes an already-encoded event on `topic` under `key` and waits for the broker's
+    /// acknowledgement.
+    pub async fn send_raw(&self, topic: &str, key: &str, value: &[u8]) -> Result<(), BusError> {
+        self.inner
+            .send(
+                FutureRecord::to(topic).key(key).payload(value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| BusError::Kafka(e))?;
+        Ok(())
+    }
+
     /// Publishes a telemetry event on its topic.
     pub async fn send_telemetry(&self, e: &TelemetryEvent) -> Result<(), BusError> {
         match e {

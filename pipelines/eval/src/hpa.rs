@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 
-use graphscaler_schemas::{Action, ActionKind, ClusterObservation, PodObs};
+use graphscaler_schemas::{Action, ActionKind, ClusterObservation, PodObs, Snapshot};
 use serde::{Deserialize, Serialize};
 
 /// HPA settings; the defaults are upstream's (see `[hpa]` in `config/default.toml`).
@@ -453,31 +453,85 @@ impl Hpa {
 
     /// Reconciles every managed service that is due; returns the scale actions.
     pub fn decide(&mut self, obs: &ClusterObservation) -> Vec<Action> {
-        if let Some(t) = self.last_sync {
-            if obs.time_s - t < self.cfg.sync_period_s - 1e-6 {
-                return vec![];
-            }
-        }
-        self.last_sync = Some(obs.time_s);
         let mut by_service: HashMap<&str, Vec<&PodObs>> = HashMap::new();
         for p in &obs.pods {
             by_service.entry(p.service.as_str()).or_default().push(p);
         }
+        let targets = obs.services.iter().map(|s| {
+            let pods = by_service
+                .get(s.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            (s.name.as_str(), s.replicas_spec, pods)
+        });
+        self.reconcile_all(obs.time_s, targets)
+    }
+
+    /// The same controller on a [`Snapshot`], as the pipeline's policy stage runs it: a snapshot
+    /// carries per service the spec and ready replicas and μ's RUE (used ÷ requested CPU of the
+    /// ready pods), not per-pod samples. Each ready pod is given the service's mean usage, and
+    /// each missing one counts as not yet ready, so the upstream calculation sees the same
+    /// utilisation ratio it would see from the pods when their usage is even.
+    pub fn decide_snapshot(&mut self, snap: &Snapshot) -> Vec<Action> {
+        let long_ago = snap.time_s - 1e6;
+        let pods: Vec<Vec<PodObs>> = snap
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let spec = snap.replicas_spec.get(i).copied().unwrap_or(0);
+                let ready = snap.replicas_ready.get(i).copied().unwrap_or(0);
+                let rue = f64::from(snap.service_x[i][4]);
+                (0..spec.max(ready))
+                    .map(|k| {
+                        let mut p = PodObs::placed(&format!("{name}-{k}"), name, None, 1.0);
+                        if k < ready {
+                            p.node = Some("snapshot".into());
+                            p.phase = graphscaler_schemas::PodPhase::Running;
+                            p.ready = true;
+                            p.start_time_s = Some(long_ago);
+                            p.ready_transition_s = Some(long_ago);
+                            p.cpu_usage_cores = Some(rue);
+                            p.metric_time_s = Some(snap.time_s);
+                        }
+                        p
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<Vec<&PodObs>> = pods.iter().map(|v| v.iter().collect()).collect();
+        let targets = snap.services.iter().enumerate().map(|(i, name)| {
+            (
+                name.as_str(),
+                snap.replicas_spec.get(i).copied().unwrap_or(0),
+                refs[i].as_slice(),
+            )
+        });
+        self.reconcile_all(snap.time_s, targets)
+    }
+
+    fn reconcile_all<'a>(
+        &mut self,
+        now: f64,
+        targets: impl Iterator<Item = (&'a str, u32, &'a [&'a PodObs])>,
+    ) -> Vec<Action> {
+        if let Some(t) = self.last_sync {
+            if now - t < self.cfg.sync_period_s - 1e-6 {
+                return vec![];
+            }
+        }
+        self.last_sync = Some(now);
         let mut actions = vec![];
-        for s in &obs.services {
-            if self.cfg.exclude.contains(&s.name) {
+        for (name, spec, pods) in targets {
+            if self.cfg.exclude.iter().any(|x| x == name) {
                 continue;
             }
             let ctl = self
                 .controllers
-                .entry(s.name.clone())
+                .entry(name.to_string())
                 .or_insert_with(|| HpaController::new(self.target, &self.cfg));
-            let pods = by_service
-                .get(s.name.as_str())
-                .map_or(&[][..], Vec::as_slice);
-            if let Reconcile::Scale(n) = ctl.reconcile(s.replicas_spec as i64, pods, obs.time_s) {
+            if let Reconcile::Scale(n) = ctl.reconcile(i64::from(spec), pods, now) {
                 actions.push(Action::new(
-                    s.name.clone(),
+                    name.to_string(),
                     ActionKind::SetReplicas {
                         replicas: n.max(0) as u32,
                     },

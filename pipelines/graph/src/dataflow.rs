@@ -22,7 +22,7 @@ use crate::rows;
 /// One fact of the maintained graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Fact {
-    /// μ of a service.
+    /// μ of a service (7 `f32` bit patterns), then its spec and ready replicas.
     Service(String, Vec<u32>),
     /// ν of a node.
     Node(String, Vec<u32>),
@@ -88,7 +88,9 @@ pub fn graph<'scope>(
         let obs = rows::service_back(&k, &s);
         let store = st.map(|r| rows::stateful_back(&k, &r));
         let mu = service_features(&obs, store.as_ref());
-        Fact::Service(k, bits(&mu))
+        let mut x = bits(&mu);
+        x.extend([obs.replicas_spec, obs.replicas_ready]);
+        Fact::Service(k, x)
     });
 
     let node_facts = nodes.map(|(k, r)| {

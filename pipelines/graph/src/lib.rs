@@ -110,6 +110,8 @@ impl Assembler {
     fn snapshot(&self, time_s: f64, window_s: f64) -> Snapshot {
         let mut services = vec![];
         let mut service_x = vec![];
+        let mut replicas_spec = vec![];
+        let mut replicas_ready = vec![];
         let mut nodes = vec![];
         let mut node_x = vec![];
         let mut calls = vec![];
@@ -121,6 +123,8 @@ impl Assembler {
                 Fact::Service(n, x) => {
                     services.push(n.clone());
                     service_x.push(std::array::from_fn(|i| f(x, i)));
+                    replicas_spec.push(x.get(7).copied().unwrap_or(0));
+                    replicas_ready.push(x.get(8).copied().unwrap_or(0));
                 }
                 Fact::Node(n, x) => {
                     nodes.push(n.clone());
@@ -170,6 +174,8 @@ impl Assembler {
             window_s,
             services,
             service_x,
+            replicas_spec,
+            replicas_ready,
             nodes,
             node_x,
             calls: call_set,

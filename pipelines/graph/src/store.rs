@@ -80,6 +80,7 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     let mut services = ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8));
     let mut nodes = ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8));
     let mut service_x = fixed_list(7);
+    let mut replicas: Vec<ListBuilder<UInt32Builder>> = (0..2).map(|_| u32_list()).collect();
     let mut node_x = fixed_list(3);
     let mut src_dst: Vec<ListBuilder<UInt32Builder>> = (0..6).map(|_| u32_list()).collect();
     let mut calls_attr = fixed_list(3);
@@ -97,6 +98,13 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
         }
         nodes.append(true);
         push_fixed(&mut service_x, s.service_x.iter().copied());
+        for (b, v) in replicas
+            .iter_mut()
+            .zip([&s.replicas_spec, &s.replicas_ready])
+        {
+            b.values().append_slice(v);
+            b.append(true);
+        }
         push_fixed(&mut node_x, s.node_x.iter().copied());
         for (k, set) in [&s.calls, &s.runs_on, &s.hosts].into_iter().enumerate() {
             src_dst[2 * k].values().append_slice(&set.src);
@@ -132,9 +140,14 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
         )),
         Arc::new(services.finish()),
         Arc::new(service_x.finish()),
-        Arc::new(nodes.finish()),
-        Arc::new(node_x.finish()),
     ];
+    for mut b in replicas {
+        cols.push(Arc::new(b.finish()));
+    }
+    cols.extend([
+        Arc::new(nodes.finish()) as ArrayRef,
+        Arc::new(node_x.finish()),
+    ]);
     for mut b in src_dst {
         cols.push(Arc::new(b.finish()));
     }
@@ -238,6 +251,8 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
             "calls_attr",
             "runs_on_pods",
             "hosts_pods",
+            "replicas_spec",
+            "replicas_ready",
         ]
         .iter()
         .map(|n| col(n))
@@ -271,6 +286,8 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
                 window_s: window.value(i),
                 services: strings(0),
                 service_x: fixed_rows::<7>(l(1).as_ref()),
+                replicas_spec: u32s(13),
+                replicas_ready: u32s(14),
                 nodes: strings(2),
                 node_x: fixed_rows::<3>(l(3).as_ref()),
                 calls: edge(u32s(4), u32s(5), calls_attr),

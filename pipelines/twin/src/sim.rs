@@ -456,6 +456,16 @@ impl Twin {
         Some((s.spec_replicas, s.cpu_req, s.cpu_lim))
     }
 
+    /// Allocatable CPU not requested by any bound pod, summed over the nodes, cores.
+    pub fn free_cpu_cores(&self) -> f64 {
+        self.nodes
+            .iter()
+            .map(|n| {
+                (self.cfg.cluster.node_types[n.ty].allocatable_cpu_m / 1000.0 - n.req_cpu).max(0.0)
+            })
+            .sum()
+    }
+
     /// The node type `service` prefers for new pods, if any.
     pub fn preferred_node_type(&self, service: &str) -> Option<String> {
         let s = self.svc.iter().find(|s| s.name == service)?;

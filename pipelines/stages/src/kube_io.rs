@@ -1,0 +1,374 @@
+//! The Kubernetes side, through the `kube` crate: reading nodes, pods and deployments into
+//! observations, and the actuator's [`Cluster`] (scale subresource, CPU limits, node affinity).
+//!
+//! With `kubernetes.url` set, the client talks to that address without credentials (the twin,
+//! or `kubectl proxy`); without it, the client is configured the way `kubectl` is: in a pod,
+//! from the service account's token and CA; elsewhere, from the kubeconfig.
+
+use std::collections::HashMap;
+
+use graphscaler_actuate::{Cluster, Workload};
+use graphscaler_schemas::{Action, ActionKind, NodeObs, PodObs, PodPhase};
+use graphscaler_scrape::parse::kubernetes::quantity;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+/// The label the actuator's node-type preference and the node features use.
+pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+/// Node Feature Discovery's CPU model label.
+pub const CPU_MODEL_ID_LABEL: &str = "feature.node.kubernetes.io/cpu-model.id";
+
+/// A Kubernetes client for `url`, or inferred (in-cluster, then kubeconfig) without one.
+pub async fn client(url: Option<&str>) -> anyhow::Result<Client> {
+    let cfg = match url {
+        Some(u) => {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|e| anyhow::anyhow!("kubernetes.url `{u}`: {e}"))?;
+            kube::Config::new(uri)
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("no Kubernetes configuration (in-cluster or kubeconfig): {e}")
+        })?,
+    };
+    Ok(Client::try_from(cfg)?)
+}
+
+/// A deployment's spec and status, per pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentInfo {
+    /// Name.
+    pub name: String,
+    /// `spec.replicas`.
+    pub replicas_spec: u32,
+    /// `status.readyReplicas`.
+    pub replicas_ready: u32,
+    /// Σ container CPU requests of the pod template, cores.
+    pub cpu_request_cores: f64,
+    /// Σ container CPU limits, cores.
+    pub cpu_limit_cores: f64,
+    /// Σ container memory requests, bytes.
+    pub mem_request_bytes: f64,
+    /// Σ container memory limits, bytes.
+    pub mem_limit_bytes: f64,
+}
+
+/// What one read of the Kubernetes API gave.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KubeState {
+    /// Nodes, with CPU and memory requested by every pod bound to them (all namespaces);
+    /// `cpu_usage_cores` is left 0 for Prometheus to fill.
+    pub nodes: Vec<NodeObs>,
+    /// Pods of the managed namespace (not finished ones); usage left for Prometheus.
+    pub pods: Vec<PodObs>,
+    /// Deployments of the managed namespace.
+    pub deployments: Vec<DeploymentInfo>,
+    /// Objects left out, with why.
+    pub rejected: Vec<String>,
+}
+
+fn sum(containers: &[Container], which: &str, what: &str, bad: &mut Vec<String>) -> f64 {
+    let mut total = 0.0;
+    for c in containers {
+        let map = c.resources.as_ref().and_then(|r| match which {
+            "requests" => r.requests.as_ref(),
+            _ => r.limits.as_ref(),
+        });
+        if let Some(Quantity(q)) = map.and_then(|m| m.get(what)) {
+            match quantity(q) {
+                Some(x) => total += x,
+                None => bad.push(format!("container {}: {which}.{what} `{q}`", c.name)),
+            }
+        }
+    }
+    total
+}
+
+fn unix(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> f64 {
+    t.0.as_millisecond() as f64 / 1000.0
+}
+
+fn app_of(labels: Option<&std::collections::BTreeMap<String, String>>) -> Option<String> {
+    let l = labels?;
+    l.get("app")
+        .or_else(|| l.get("app.kubernetes.io/name"))
+        .cloned()
+}
+
+/// Lists nodes, all pods and the namespace's deployments.
+pub async fn read(client: &Client, namespace: &str) -> Result<KubeState, kube::Error> {
+    let lp = ListParams::default();
+    let nodes = Api::<Node>::all(client.clone()).list(&lp).await?;
+    let pods = Api::<Pod>::all(client.clone()).list(&lp).await?;
+    let deps = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?;
+    let mut out = KubeState::default();
+    let mut requested: HashMap<String, (f64, f64)> = HashMap::new();
+    for p in &pods.items {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let status = p.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
+        if matches!(phase, "Succeeded" | "Failed") {
+            continue;
+        }
+        let Some(spec) = p.spec.as_ref() else {
+            out.rejected.push(format!("pod {name}: no spec"));
+            continue;
+        };
+        let mut bad = vec![];
+        let cpu = sum(&spec.containers, "requests", "cpu", &mut bad);
+        let mem = sum(&spec.containers, "requests", "memory", &mut bad);
+        if !bad.is_empty() {
+            out.rejected.push(format!(
+                "pod {name}: unreadable quantity: {}",
+                bad.join("; ")
+            ));
+            continue;
+        }
+        if let Some(n) = &spec.node_name {
+            let r = requested.entry(n.clone()).or_default();
+            r.0 += cpu;
+            r.1 += mem;
+        }
+        if p.metadata.namespace.as_deref() != Some(namespace) {
+            continue;
+        }
+        let Some(service) = app_of(p.metadata.labels.as_ref()) else {
+            out.rejected.push(format!(
+                "pod {name}: no `app` or `app.kubernetes.io/name` label"
+            ));
+            continue;
+        };
+        let ready_cond = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        let running = phase == "Running" && spec.node_name.is_some();
+        out.pods.push(PodObs {
+            name,
+            service,
+            node: spec.node_name.clone(),
+            phase: if running {
+                PodPhase::Running
+            } else {
+                PodPhase::Pending
+            },
+            ready: ready_cond.is_some_and(|c| c.status == "True"),
+            start_time_s: status.and_then(|s| s.start_time.as_ref()).map(unix),
+            ready_transition_s: ready_cond
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(unix),
+            cpu_request_cores: cpu,
+            cpu_usage_cores: None,
+            metric_time_s: None,
+            metric_window_s: 0.0,
+        });
+    }
+    for n in &nodes.items {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let labels = n.metadata.labels.clone().unwrap_or_default();
+        let alloc = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
+        let q = |k: &str| {
+            alloc
+                .and_then(|a| a.get(k))
+                .and_then(|Quantity(q)| quantity(q))
+        };
+        let (Some(cpu), Some(mem)) = (q("cpu"), q("memory")) else {
+            out.rejected.push(format!(
+                "node {name}: unreadable status.allocatable cpu or memory"
+            ));
+            continue;
+        };
+        let req = requested.get(&name).copied().unwrap_or_default();
+        let annotations = n.metadata.annotations.clone().unwrap_or_default();
+        out.nodes.push(NodeObs {
+            node_type: labels.get(INSTANCE_TYPE_LABEL).cloned().unwrap_or_default(),
+            cpu_model: annotations
+                .get("graphscaler.io/cpu-model")
+                .or_else(|| labels.get("feature.node.kubernetes.io/cpu-model.family"))
+                .cloned()
+                .unwrap_or_default(),
+            cpu_model_id: labels
+                .get(CPU_MODEL_ID_LABEL)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            allocatable_cpu_cores: cpu,
+            allocatable_mem_bytes: mem,
+            requested_cpu_cores: req.0,
+            requested_mem_bytes: req.1,
+            cpu_usage_cores: 0.0,
+            name,
+        });
+    }
+    for d in &deps.items {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let containers = d
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let mut bad = vec![];
+        let info = DeploymentInfo {
+            replicas_spec: d.spec.replicas.unwrap_or(1).max(0) as u32,
+            replicas_ready: d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                .max(0) as u32,
+            cpu_request_cores: sum(&containers, "requests", "cpu", &mut bad),
+            cpu_limit_cores: sum(&containers, "limits", "cpu", &mut bad),
+            mem_request_bytes: sum(&containers, "requests", "memory", &mut bad),
+            mem_limit_bytes: sum(&containers, "limits", "memory", &mut bad),
+            name: name.clone(),
+        };
+        if bad.is_empty() {
+            out.deployments.push(info);
+        } else {
+            out.rejected.push(format!(
+                "deployment {name}: unreadable quantity: {}",
+                bad.join("; ")
+            ));
+        }
+    }
+    out.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    out.pods.sort_by(|a, b| a.name.cmp(&b.name));
+    out.deployments.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The cluster behind the Kubernetes API, for the actuator.
+///
+/// The actuator's [`Cluster`] interface is synchronous; each call runs the API request on the
+/// current multi-threaded tokio runtime (`block_in_place`).
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    namespace: String,
+}
+
+impl std::fmt::Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+impl KubeCluster {
+    /// Actuates deployments of `namespace`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn apply_async(&self, a: &Action) -> Result<(), kube::Error> {
+        let api = self.deployments();
+        let pp = PatchParams::default();
+        match &a.kind {
+            ActionKind::SetReplicas { replicas } => {
+                api.patch_scale(
+                    &a.service,
+                    &pp,
+                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await?;
+            }
+            ActionKind::SetCpuLimit { millicores } => {
+                // Strategic merge on the container name: every container of the pod gets the limit.
+                let d = api.get(&a.service).await?;
+                let names: Vec<String> = d
+                    .spec
+                    .template
+                    .spec
+                    .map(|s| s.containers.into_iter().map(|c| c.name).collect())
+                    .unwrap_or_default();
+                let containers: Vec<_> = names
+                    .iter()
+                    .map(|n| json!({"name": n, "resources": {"limits": {"cpu": format!("{millicores}m")}}}))
+                    .collect();
+                api.patch(
+                    &a.service,
+                    &pp,
+                    &Patch::Strategic(
+                        json!({"spec": {"template": {"spec": {"containers": containers}}}}),
+                    ),
+                )
+                .await?;
+            }
+            ActionKind::PreferNodeType { node_type } => {
+                let affinity = match node_type {
+                    Some(t) => {
+                        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 100, "preference": {"matchExpressions": [
+                            {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [t]}]}}]}})
+                    }
+                    None => serde_json::Value::Null,
+                };
+                api.patch(
+                    &a.service,
+                    &pp,
+                    &Patch::Merge(json!({"spec": {"template": {"spec": {"affinity": affinity}}}})),
+                )
+                .await?;
+            }
+            ActionKind::ChangeReplicas { .. } | ActionKind::ChangeCpuQuota { .. } => {
+                // The actuator turns relative actions into absolute ones before applying.
+                return Err(kube::Error::Service(
+                    format!("relative action {:?} reached the cluster", a.kind).into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cluster for KubeCluster {
+    fn workload(&self, service: &str) -> Option<Workload> {
+        let d = block(self.deployments().get_opt(service)).ok()??;
+        let spec = d.spec;
+        let containers = spec.template.spec.map(|s| s.containers).unwrap_or_default();
+        let mut bad = vec![];
+        let req = sum(&containers, "requests", "cpu", &mut bad);
+        let lim = sum(&containers, "limits", "cpu", &mut bad);
+        Some(Workload {
+            replicas: spec.replicas.unwrap_or(1).max(0) as u32,
+            cpu_request_cores: req,
+            cpu_limit_m: (lim * 1000.0).round() as u32,
+        })
+    }
+
+    fn free_cpu_cores(&self) -> f64 {
+        // The capacity guardrail needs the whole cluster: on an error, no capacity (refuse).
+        match block(read(&self.client, &self.namespace)) {
+            Ok(s) => s.nodes.iter().map(NodeObs::free_cpu_cores).sum(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading nodes for the capacity check failed");
+                0.0
+            }
+        }
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), String> {
+        block(self.apply_async(action)).map_err(|e| match e {
+            kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+            other => other.to_string(),
+        })
+    }
+}

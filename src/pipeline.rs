@@ -1,0 +1,303 @@
+//! `graphscaler run` and the stage subcommands (`scrape`, `graph`, `policy`, `actuate`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use graphscaler_bus::{BusConfig, TELEMETRY_TOPICS};
+use graphscaler_eval::hpa::Hpa;
+use graphscaler_graph::GraphConfig;
+use graphscaler_schemas::events::{ActionsTopic, ServicesTopic, SnapshotsTopic};
+use graphscaler_schemas::Topic;
+use graphscaler_stages::collect::Collector;
+use graphscaler_stages::stage::{self, Clock, GraphStage, Noop};
+use graphscaler_stages::transport::{Publisher, Subscriber};
+use graphscaler_stages::{Metrics, SnapshotPolicy};
+
+use crate::config::{parse_duration, Config};
+
+/// `graphscaler run`.
+#[derive(Debug, Args)]
+pub struct LoopArgs {
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "4h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// noop, hpa, tuned-hpa or hpa-<percent> (default: pipeline.policy).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Topology file (default: twin.topology).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Also store the snapshots in this Parquet file.
+    #[arg(long)]
+    snapshots: Option<PathBuf>,
+}
+
+/// A policy for the policy stage by name.
+pub fn snapshot_policy(name: &str, cfg: &Config) -> Result<Box<dyn SnapshotPolicy>> {
+    let h = &cfg.hpa;
+    let target = match name {
+        "noop" | "static" => return Ok(Box::new(Noop)),
+        "hpa" => h.target_cpu_utilization,
+        "tuned-hpa" => h.tuned_target_cpu_utilization,
+        other => match other.strip_prefix("hpa-").map(str::parse::<u32>) {
+            Some(Ok(t)) if t > 0 => t,
+            _ => bail!("unknown policy `{other}` (noop, hpa, tuned-hpa or hpa-<percent>)"),
+        },
+    };
+    Ok(Box::new(Hpa::new(target, h)))
+}
+
+fn graph_config(cfg: &Config) -> GraphConfig {
+    GraphConfig {
+        window_s: cfg.pipeline.window_s,
+        stale_windows: cfg.pipeline.stale_windows,
+        workers: cfg.pipeline.workers,
+    }
+}
+
+/// `graphscaler run`.
+pub fn run_loop(cfg: &Config, a: LoopArgs) -> Result<()> {
+    let twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
+    let name = a.policy.unwrap_or_else(|| cfg.pipeline.policy.clone());
+    let policy = snapshot_policy(&name, cfg)?;
+    let metrics = [
+        Metrics::new("scrape"),
+        Metrics::new("graph"),
+        Metrics::new("policy"),
+        Metrics::new("actuate"),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let sum = rt.block_on(graphscaler_stages::run::run(
+        twin,
+        graph_config(cfg),
+        policy,
+        cfg.pipeline.guardrails.clone(),
+        &metrics,
+        a.snapshots.clone(),
+    ))?;
+    let secs = started.elapsed().as_secs_f64();
+    let pct = |n: u64, d: u64| {
+        if d == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / d as f64
+        }
+    };
+    say!(
+        "graphscaler run: {} on {} for {} s (seed {}), policy {name}, window {} s — {:.1} s wall",
+        "the twin",
+        a.scenario,
+        a.duration,
+        a.seed,
+        cfg.pipeline.window_s,
+        secs
+    );
+    say!(
+        "  twin      {} ticks, SLO violated in {:.1}% of them, {:.0} CPU core-seconds allocated",
+        sum.ticks,
+        pct(sum.slo_violated_ticks, sum.ticks),
+        sum.cpu_core_seconds
+    );
+    say!("  scrape    {} telemetry events published", sum.events);
+    say!(
+        "  graph     {} events in, {} snapshots out ({:?})",
+        sum.graph.events,
+        sum.graph.snapshots,
+        sum.graph.ingest.clone().unwrap_or_default()
+    );
+    say!(
+        "  policy    {} snapshots in, {} actions out",
+        sum.policy.snapshots,
+        sum.policy.actions
+    );
+    say!(
+        "  actuate   {} actions in: {} applied, {} refused",
+        sum.actuate.actions,
+        sum.actuate.applied,
+        sum.actuate.refused
+    );
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &sum.audit {
+        if let graphscaler_schemas::ActionOutcome::Refused { reason } = &r.outcome {
+            let head = reason.split(':').next().unwrap_or(reason).to_string();
+            *reasons.entry(head).or_default() += 1;
+        }
+    }
+    for (r, n) in reasons {
+        say!("            refused ({r}): {n}");
+    }
+    if sum.events != sum.graph.events
+        || sum.graph.snapshots != sum.policy.snapshots
+        || sum.policy.actions != sum.actuate.actions
+        || sum.actuate.actions as usize != sum.audit.len()
+    {
+        bail!("counts do not match end to end (see above): something was lost");
+    }
+    say!("  counts match end to end: nothing lost");
+    if let Some(p) = &a.snapshots {
+        say!("  snapshots written to {}", p.display());
+    }
+    Ok(())
+}
+
+/// A stage subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `scrape`.
+    Scrape,
+    /// `graph`.
+    Graph,
+    /// `policy`.
+    Policy,
+    /// `actuate`.
+    Actuate,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Scrape => "scrape",
+            Stage::Graph => "graph",
+            Stage::Policy => "policy",
+            Stage::Actuate => "actuate",
+        }
+    }
+}
+
+/// Runs one stage on Kafka until Ctrl-C (or SIGTERM).
+pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
+    let p = &cfg.pipeline;
+    if p.kafka_bootstrap.is_empty() {
+        bail!(
+            "`graphscaler {}` runs on Kafka: set pipeline.kafka_bootstrap (or GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP); `graphscaler run` runs every stage in one process without a broker",
+            which.name()
+        );
+    }
+    let bus = BusConfig {
+        bootstrap: p.kafka_bootstrap.clone(),
+        client_id: format!("{}-{}", p.client_id, which.name()),
+    };
+    let group = bus.client_id.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let metrics = Metrics::new(which.name());
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping");
+            let _ = stop_tx.send(true);
+        });
+        if !p.metrics_listen.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&p.metrics_listen)
+                .await
+                .with_context(|| format!("pipeline.metrics_listen {}", p.metrics_listen))?;
+            let m = vec![metrics.clone()];
+            let mut s = stop.clone();
+            tokio::spawn(graphscaler_stages::metrics::serve(
+                listener,
+                m,
+                async move {
+                    let _ = s.changed().await;
+                },
+            ));
+        }
+        let publisher = Publisher::kafka(&bus)?;
+        let out = match which {
+            Stage::Scrape => {
+                let c = Collector::new(p.collect.clone(), (cfg.slo.latency_ms, cfg.slo.error_rate))
+                    .await?;
+                let s = stage::scrape(
+                    c,
+                    publisher,
+                    Duration::from_secs_f64(p.collect.interval_s),
+                    metrics,
+                    stop,
+                )
+                .await;
+                format!("{s:?}")
+            }
+            Stage::Graph => {
+                let sub = Subscriber::kafka(&bus, &group, &TELEMETRY_TOPICS)?;
+                let g = GraphStage {
+                    graph: graph_config(cfg),
+                    grace: Duration::from_secs_f64(p.grace_s),
+                    clock: Clock::Wall,
+                    parquet: (!p.snapshots_parquet.is_empty())
+                        .then(|| p.snapshots_parquet.clone().into()),
+                };
+                format!(
+                    "{:?}",
+                    stage::graph(sub, publisher, g, metrics, stop).await?
+                )
+            }
+            Stage::Policy => {
+                let sub = Subscriber::kafka(&bus, &group, &[SnapshotsTopic::NAME])?;
+                let pol = snapshot_policy(&p.policy, cfg)?;
+                format!(
+                    "{:?}",
+                    stage::policy(sub, publisher, pol, metrics, stop).await?
+                )
+            }
+            Stage::Actuate => {
+                let sub =
+                    Subscriber::kafka(&bus, &group, &[ActionsTopic::NAME, ServicesTopic::NAME])?;
+                let url = (!p.collect.kubernetes_url.is_empty())
+                    .then_some(p.collect.kubernetes_url.as_str());
+                let client = graphscaler_stages::kube_io::client(url).await?;
+                let cluster =
+                    graphscaler_stages::kube_io::KubeCluster::new(client, &p.collect.namespace);
+                let act = graphscaler_actuate::Actuator::new(p.guardrails.clone());
+                format!(
+                    "{:?}",
+                    stage::actuate(
+                        sub,
+                        publisher,
+                        act,
+                        Box::new(cluster),
+                        Clock::Wall,
+                        metrics,
+                        stop
+                    )
+                    .await?
+                )
+            }
+        };
+        say!("{}: {out}", which.name());
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
