@@ -114,7 +114,7 @@ pub fn run_loop(cfg: &Config, a: LoopArgs) -> Result<()> {
         "  graph     {} events in, {} snapshots out ({:?})",
         sum.graph.events,
         sum.graph.snapshots,
-        sum.graph.ingest.clone().unwrap_or_default()
+        sum.graph.ingest.unwrap_or_default()
     );
     say!(
         "  policy    {} snapshots in, {} actions out",

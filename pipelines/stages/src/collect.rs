@@ -311,19 +311,30 @@ impl Collector {
             }
         };
         let prom = prom_ok.then_some(prom);
-        out.events = self.assemble(now, kube.as_ref(), prom.as_ref(), edges.as_deref());
+        out.events = assemble(
+            &self.cfg,
+            &mut self.last_pods,
+            now,
+            kube.as_ref(),
+            prom.as_ref(),
+            edges.as_deref(),
+        );
         out
     }
+}
 
-    /// Turns what was read into events (pure but for the pod set kept for deletes).
-    pub fn assemble(
-        &mut self,
-        now: f64,
-        kube: Option<&KubeState>,
-        prom: Option<&BTreeMap<&'static str, Vec<Sample>>>,
-        edges: Option<&[KialiEdge]>,
-    ) -> Vec<TelemetryEvent> {
-        let w = f64::from(self.cfg.rate_window_s);
+/// Turns what one pass read into events. `last_pods` is the pod set of the previous successful
+/// Kubernetes read (for deletes); a source that failed is `None` and publishes nothing.
+pub fn assemble(
+    cfg: &CollectConfig,
+    last_pods: &mut Option<BTreeSet<String>>,
+    now: f64,
+    kube: Option<&KubeState>,
+    prom: Option<&BTreeMap<&'static str, Vec<Sample>>>,
+    edges: Option<&[KialiEdge]>,
+) -> Vec<TelemetryEvent> {
+    {
+        let w = f64::from(cfg.rate_window_s);
         let mut ev = vec![];
         let empty = vec![];
         let q = |name: &str| prom.and_then(|p| p.get(name)).unwrap_or(&empty);
@@ -333,13 +344,11 @@ impl Collector {
 
         if let Some(e) = edges {
             for k in e {
-                if k.destination_namespace != self.cfg.namespace
-                    && !k.destination_namespace.is_empty()
-                {
+                if k.destination_namespace != cfg.namespace && !k.destination_namespace.is_empty() {
                     continue;
                 }
                 let rps = if k.protocol == "tcp" {
-                    k.rate / self.cfg.tcp_bytes_per_request
+                    k.rate / cfg.tcp_bytes_per_request
                 } else {
                     k.rate
                 };
@@ -366,7 +375,7 @@ impl Collector {
                 }
             }
             let now_set: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
-            if let Some(prev) = &self.last_pods {
+            if let Some(prev) = &*last_pods {
                 for gone in prev.difference(&now_set) {
                     ev.push(TelemetryEvent::Pod(Envelope::new(
                         "kubernetes",
@@ -376,7 +385,7 @@ impl Collector {
                     )));
                 }
             }
-            self.last_pods = Some(now_set);
+            *last_pods = Some(now_set);
             for p in &pods {
                 ev.push(TelemetryEvent::Pod(Envelope::new(
                     "kubernetes",
@@ -455,7 +464,7 @@ impl Collector {
                         )));
                     }
                 }
-                let entry = &self.cfg.entry_service;
+                let entry = &cfg.entry_service;
                 let er = v(&rps, entry);
                 let g = GlobalObs {
                     cluster_cpu_utilization: if alloc_total > 0.0 {
@@ -483,5 +492,254 @@ impl Collector {
             }
         }
         ev
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::kube_io::DeploymentInfo;
+
+    fn sample(label: &str, key: &str, v: f64) -> Sample {
+        Sample {
+            labels: [(label.to_string(), key.to_string())].into(),
+            time_s: 100.0,
+            value: v,
+        }
+    }
+
+    fn kube() -> KubeState {
+        let dep = |name: &str, spec, ready| DeploymentInfo {
+            name: name.into(),
+            replicas_spec: spec,
+            replicas_ready: ready,
+            cpu_request_cores: 0.1,
+            cpu_limit_cores: 0.2,
+            mem_request_bytes: 64e6,
+            mem_limit_bytes: 128e6,
+        };
+        KubeState {
+            nodes: vec![NodeObs {
+                name: "n1".into(),
+                node_type: "m".into(),
+                cpu_model: String::new(),
+                cpu_model_id: 3,
+                allocatable_cpu_cores: 4.0,
+                allocatable_mem_bytes: 8e9,
+                requested_cpu_cores: 0.3,
+                requested_mem_bytes: 1e8,
+                cpu_usage_cores: 0.0,
+            }],
+            pods: vec![
+                PodObs::placed("web-a", "web", Some("n1"), 0.1),
+                PodObs::placed("web-b", "web", Some("n1"), 0.1),
+                PodObs::placed("db-a", "db", Some("n1"), 0.1),
+            ],
+            deployments: vec![dep("db", 1, 1), dep("web", 2, 2)],
+            rejected: vec![],
+        }
+    }
+
+    fn prom() -> BTreeMap<&'static str, Vec<Sample>> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "pod_cpu",
+            vec![sample("pod", "web-a", 0.05), sample("pod", "web-b", 0.07)],
+        );
+        m.insert("pod_mem", vec![sample("pod", "web-a", 1e6)]);
+        m.insert("node_cpu", vec![sample("node", "n1", 0.4)]);
+        m.insert("svc_rps", vec![sample("destination_workload", "web", 20.0)]);
+        m.insert("svc_err", vec![sample("destination_workload", "web", 1.0)]);
+        m.insert("svc_p95", vec![sample("destination_workload", "web", 42.0)]);
+        m.insert("redis_replicas", vec![sample("service", "db", 2.0)]);
+        m.insert("redis_lag_max", vec![sample("service", "db", 0.5)]);
+        m.insert("redis_hits", vec![sample("service", "db", 3.0)]);
+        m.insert("redis_misses", vec![sample("service", "db", 1.0)]);
+        m.insert(
+            "slo_violation",
+            vec![Sample {
+                labels: BTreeMap::new(),
+                time_s: 100.0,
+                value: 0.25,
+            }],
+        );
+        m
+    }
+
+    fn cfg() -> CollectConfig {
+        CollectConfig {
+            entry_service: "web".into(),
+            ..CollectConfig::default()
+        }
+    }
+
+    fn services(ev: &[TelemetryEvent]) -> Vec<&ServiceObs> {
+        ev.iter()
+            .filter_map(|e| match e {
+                TelemetryEvent::Service(s) => Some(&s.payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_source_becomes_its_events() {
+        let edges = [KialiEdge {
+            source: "web".into(),
+            source_namespace: "boutique".into(),
+            destination: "db".into(),
+            destination_namespace: "boutique".into(),
+            protocol: "tcp".into(),
+            rate: 1024.0,
+            error_rate: 0.0,
+            p95_ms: None,
+        }];
+        let ev = assemble(
+            &cfg(),
+            &mut None,
+            100.0,
+            Some(&kube()),
+            Some(&prom()),
+            Some(&edges),
+        );
+        let s = services(&ev);
+        assert_eq!(s.len(), 2);
+        let web = s.iter().find(|s| s.name == "web").unwrap();
+        assert!((web.cpu_usage_cores - 0.12).abs() < 1e-12);
+        assert_eq!(
+            (web.replicas_spec, web.replicas_ready, web.rps, web.p95_ms),
+            (2, 2, 20.0, 42.0)
+        );
+        assert!((web.error_rate - 0.05).abs() < 1e-12);
+        assert!(!web.stateful);
+        let db = s.iter().find(|s| s.name == "db").unwrap();
+        assert!(
+            db.stateful,
+            "a service with redis exporter series is stateful"
+        );
+        let st: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                TelemetryEvent::Stateful(x) => Some(&x.payload),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(st.len(), 1);
+        assert_eq!(
+            (
+                st[0].connected_replicas,
+                st[0].max_replica_lag_s,
+                st[0].hit_ratio
+            ),
+            (2, 0.5, 0.75)
+        );
+        let g = ev
+            .iter()
+            .find_map(|e| match e {
+                TelemetryEvent::Global(x) => Some(&x.payload),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (g.slo_violation_rate, g.cluster_cpu_utilization, g.entry_rps),
+            (0.25, 0.1, 20.0)
+        );
+        let call = ev
+            .iter()
+            .find_map(|e| match e {
+                TelemetryEvent::Call(x) => Some(&x.payload),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (call.rps, call.p95_ms),
+            (2.0, 0.0),
+            "TCP bytes/s become requests/s; no latency stays 0"
+        );
+        let pod = ev
+            .iter()
+            .find_map(|e| match e {
+                TelemetryEvent::Pod(x) => match &x.payload {
+                    PodChange::Upsert(p) if p.name == "web-a" => Some(p.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (pod.cpu_usage_cores, pod.metric_time_s),
+            (Some(0.05), Some(100.0))
+        );
+        assert!(ev.iter().all(|e| e.observed_at_s() == 100.0));
+    }
+
+    #[test]
+    fn a_failed_source_publishes_nothing_that_depends_on_it() {
+        // Prometheus down: nodes and pods, but no services, stores or global scalars, and no
+        // made-up usage.
+        let ev = assemble(&cfg(), &mut None, 100.0, Some(&kube()), None, None);
+        assert!(services(&ev).is_empty());
+        assert!(ev
+            .iter()
+            .all(|e| matches!(e, TelemetryEvent::Node(_) | TelemetryEvent::Pod(_))));
+        assert!(ev.iter().all(|e| match e {
+            TelemetryEvent::Pod(p) =>
+                matches!(&p.payload, PodChange::Upsert(p) if p.cpu_usage_cores.is_none()),
+            _ => true,
+        }));
+        // Kubernetes down: nothing but call edges.
+        let edges = [KialiEdge {
+            source: "web".into(),
+            source_namespace: String::new(),
+            destination: "db".into(),
+            destination_namespace: String::new(),
+            protocol: "http".into(),
+            rate: 5.0,
+            error_rate: 0.1,
+            p95_ms: Some(3.0),
+        }];
+        let ev = assemble(&cfg(), &mut None, 100.0, None, Some(&prom()), Some(&edges));
+        assert_eq!(ev.len(), 1);
+        assert!(matches!(&ev[0], TelemetryEvent::Call(_)));
+        // Nothing at all.
+        assert!(assemble(&cfg(), &mut None, 100.0, None, None, None).is_empty());
+    }
+
+    #[test]
+    fn a_pod_that_went_away_is_deleted() {
+        let mut last = None;
+        let mut k = kube();
+        assemble(&cfg(), &mut last, 100.0, Some(&k), None, None);
+        k.pods.retain(|p| p.name != "web-b");
+        let ev = assemble(&cfg(), &mut last, 115.0, Some(&k), None, None);
+        let deletes: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                TelemetryEvent::Pod(p) => match &p.payload {
+                    PodChange::Delete { name } => Some(name.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deletes, ["web-b"]);
+        // A failed read in between does not delete anything.
+        let ev = assemble(&cfg(), &mut last, 130.0, None, None, None);
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn the_queries_name_the_namespace_and_window() {
+        let q = queries(&cfg(), 200.0, 0.01);
+        assert_eq!(q.len(), 14);
+        assert!(q.iter().all(|(_, x)| !x.contains("{{")));
+        let slo = &q.iter().find(|(n, _)| *n == "slo_violation").unwrap().1;
+        assert!(
+            slo.contains("> bool 200")
+                && slo.contains("[300s:60s]")
+                && slo.contains("destination_workload=\"web\""),
+            "{slo}"
+        );
     }
 }

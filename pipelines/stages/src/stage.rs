@@ -11,7 +11,7 @@ use graphscaler_schemas::{Action, Envelope, Snapshot, TelemetryEvent, Topic};
 use tokio::sync::watch;
 
 use crate::collect::Collector;
-use crate::transport::{Publisher, Subscriber};
+use crate::transport::{Message, Publisher, Subscriber};
 use crate::Metrics;
 
 /// Where a stage's "now" comes from.
@@ -31,6 +31,51 @@ pub fn unix_now() -> f64 {
 }
 
 const POLL: Duration = Duration::from_millis(200);
+
+/// The next message, or `None` after [`POLL`]. A bus error (a broker that went away) is counted,
+/// logged once per streak and waited out: a stage outlives its broker.
+async fn next_message(
+    sub: &mut Subscriber,
+    errors: &mut u32,
+    metrics: &Metrics,
+) -> Option<Message> {
+    match sub.next(POLL).await {
+        Ok(m) => {
+            if *errors > 0 {
+                tracing::info!(after = *errors, "the bus is back");
+                *errors = 0;
+            }
+            m
+        }
+        Err(e) => {
+            if *errors == 0 {
+                tracing::warn!(error = %e, "reading from the bus failed; retrying");
+            }
+            *errors += 1;
+            metrics.add(
+                "graphscaler_events_rejected_total",
+                &[("reason", "bus_error")],
+                1.0,
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        }
+    }
+}
+
+/// Commits a handled message; a failed commit is logged (the message may come again after a
+/// restart, and the consumers are idempotent: the graph job drops duplicate event ids, the
+/// actuator repeats its first decision for an action id).
+fn commit(sub: &Subscriber, msg: &Message, metrics: &Metrics) {
+    if let Err(e) = sub.commit(msg) {
+        metrics.add(
+            "graphscaler_events_rejected_total",
+            &[("reason", "commit_failed")],
+            1.0,
+        );
+        tracing::warn!(error = %e, topic = %msg.topic, offset = msg.position.1, "commit failed");
+    }
+}
 
 fn stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow()
@@ -266,8 +311,9 @@ pub async fn graph(
     let mut open: Option<u64> = None;
     let mut sum = GraphSummary::default();
     let mut stored = vec![];
+    let mut bus_errors = 0u32;
     loop {
-        let msg = sub.next(POLL).await?;
+        let msg = next_message(&mut sub, &mut bus_errors, &metrics).await;
         let Some(msg) = msg else {
             if cfg.clock == Clock::Wall {
                 if let Some(w) = open {
@@ -332,7 +378,7 @@ pub async fn graph(
                 tracing::warn!(error = %e, "skipping a message that is not a telemetry event");
             }
         }
-        sub.commit(&msg)?;
+        commit(&sub, &msg, &metrics);
     }
     // Cut what is open.
     if let Some(w) = open {
@@ -410,8 +456,9 @@ pub async fn policy(
 ) -> anyhow::Result<PolicySummary> {
     let mut sum = PolicySummary::default();
     let source = format!("policy/{}", policy.name());
+    let mut bus_errors = 0u32;
     loop {
-        let Some(msg) = sub.next(POLL).await? else {
+        let Some(msg) = next_message(&mut sub, &mut bus_errors, &metrics).await else {
             if stopped(&stop) {
                 break;
             }
@@ -448,7 +495,7 @@ pub async fn policy(
                 tracing::warn!(error = %e, "skipping a message that is not a snapshot");
             }
         }
-        sub.commit(&msg)?;
+        commit(&sub, &msg, &metrics);
     }
     Ok(sum)
 }
@@ -479,8 +526,9 @@ pub async fn actuate(
 ) -> anyhow::Result<ActuateSummary> {
     let mut sum = ActuateSummary::default();
     let mut latest_event = f64::NEG_INFINITY;
+    let mut bus_errors = 0u32;
     loop {
-        let Some(msg) = sub.next(POLL).await? else {
+        let Some(msg) = next_message(&mut sub, &mut bus_errors, &metrics).await else {
             if stopped(&stop) {
                 break;
             }
@@ -543,7 +591,7 @@ pub async fn actuate(
                 }
             }
         }
-        sub.commit(&msg)?;
+        commit(&sub, &msg, &metrics);
     }
     Ok(sum)
 }

@@ -1,0 +1,502 @@
+//! The whole loop end to end, with real parts on loopback: the twin behind its HTTP interfaces
+//! (Prometheus exposition, Kiali graph API, Kubernetes API), a real Prometheus server (Debian's
+//! package) scraping it, a real Kafka-protocol broker (tansu, durable sqlite storage) between the
+//! stages, and the stages themselves: scrape (kube crate, PromQL, Kiali) → graph job → policy
+//! (the tuned HPA) → actuator (kube crate, scale subresource) → the twin.
+//!
+//! Half-way through, the scraper is stopped and a new one started, then the broker is killed and
+//! restarted on the same storage. At the end every count matches from stage to stage, the HPA
+//! run again over the snapshots on the topic decides exactly the actions on the actions topic,
+//! and the twin's replicas are what the applied actions set.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graphscaler_actuate::{Actuator, Guardrails};
+use graphscaler_bus::{BusConfig, TELEMETRY_TOPICS};
+use graphscaler_eval::hpa::{Hpa, HpaConfig};
+use graphscaler_graph::GraphConfig;
+use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic, SnapshotsTopic};
+use graphscaler_schemas::{ActionKind, Topic};
+use graphscaler_stages::collect::{CollectConfig, Collector};
+use graphscaler_stages::kube_io::{self, KubeCluster};
+use graphscaler_stages::stage::{self, unix_now, Clock, GraphStage, SnapshotPolicy};
+use graphscaler_stages::transport::{Publisher, Subscriber};
+use graphscaler_stages::Metrics;
+use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin_api::{serve, LiveTwin};
+use tokio::sync::watch;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(PathBuf::from)
+        .chain(home)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tansu(dir: &Path, port: u16) -> Proc {
+    let bin =
+        which("tansu").expect("the `tansu` broker is needed for this test: run scripts/setup.sh");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://broker.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(dir.join("tansu.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    wait_port(port, "tansu");
+    Proc(child)
+}
+
+fn create_topic(port: u16, topic: &str, partitions: u32) {
+    let out = Command::new(which("tansu").unwrap())
+        .args([
+            "topic",
+            "create",
+            "--broker",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--partitions",
+            &partitions.to_string(),
+            topic,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "creating {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn hpa_config() -> HpaConfig {
+    #[derive(serde::Deserialize)]
+    struct F {
+        hpa: HpaConfig,
+    }
+    let mut h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
+        .unwrap()
+        .hpa;
+    // One twin tick per second: the controller syncs every 2 s, with the upstream algorithm.
+    h.sync_period_s = 2.0;
+    h
+}
+
+/// Reads every message of `topic` from the start with a fresh consumer group.
+async fn read_all(
+    bus: &BusConfig,
+    topic: &str,
+    want: usize,
+) -> Vec<graphscaler_stages::transport::Message> {
+    let mut sub = Subscriber::kafka(
+        bus,
+        &format!("check-{topic}-{}", std::process::id()),
+        &[topic],
+    )
+    .unwrap();
+    let mut out = vec![];
+    let t0 = Instant::now();
+    while out.len() < want && t0.elapsed() < Duration::from_secs(60) {
+        if let Some(m) = sub.next(Duration::from_millis(500)).await.unwrap() {
+            out.push(m);
+        }
+    }
+    // Nothing beyond what was expected.
+    while let Some(m) = sub.next(Duration::from_secs(2)).await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let t0 = Instant::now();
+    while !ok() {
+        if t0.elapsed() > limit {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The twin, one 1 s tick per wall second, behind its interfaces.
+    let mut tcfg = TwinConfig::default();
+    tcfg.observe_every_s = 1.0;
+    let topo = Topology::from_file(
+        &root().join("data/topologies/online-boutique.json"),
+        &tcfg.fanout_parameters,
+    )
+    .unwrap();
+    let twin = Twin::new(topo, tcfg, SloConfig::default(), Shape::Peak, 3600.0, 7).unwrap();
+    let state = LiveTwin::new(twin, "boutique", "twin", unix_now()).shared();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let twin_url = format!("http://{}", listener.local_addr().unwrap());
+    let (twin_stop, twin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        state.clone(),
+        Duration::from_secs(1),
+        async {
+            let _ = twin_stop_rx.await;
+        },
+    ));
+
+    // Prometheus scraping it every second.
+    let prom_port = free_port();
+    std::fs::write(
+        d.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: twin\n    static_configs:\n      - targets: ['{}']\n", twin_url.trim_start_matches("http://")),
+    )
+    .unwrap();
+    let prometheus = which("prometheus")
+        .expect("the `prometheus` binary is needed for this test: run scripts/setup.sh");
+    let _prom = Proc(
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                d.join("prometheus.yml").display()
+            ))
+            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(prom_port, "prometheus");
+
+    // The broker, durable, and the topics.
+    let kafka_port = free_port();
+    let mut broker = tansu(d, kafka_port);
+    for t in TELEMETRY_TOPICS {
+        create_topic(kafka_port, t, 3);
+    }
+    for t in [SnapshotsTopic::NAME, ActionsTopic::NAME, AuditTopic::NAME] {
+        create_topic(kafka_port, t, 1);
+    }
+    let bus = |name: &str| BusConfig {
+        bootstrap: format!("127.0.0.1:{kafka_port}"),
+        client_id: format!("e2e-{name}"),
+    };
+
+    let collect = CollectConfig {
+        namespace: "boutique".into(),
+        prometheus_url: format!("http://127.0.0.1:{prom_port}"),
+        kiali_url: twin_url.clone(),
+        kubernetes_url: twin_url.clone(),
+        interval_s: 1.0,
+        timeout_s: 5.0,
+        rate_window_s: 5,
+        slo_window_s: 30,
+        ..CollectConfig::default()
+    };
+    let slo = (200.0, 0.01);
+    let (stop_scrape_tx, stop_scrape) = watch::channel(false);
+    let (stop_graph_tx, stop_graph) = watch::channel(false);
+    let (stop_policy_tx, stop_policy) = watch::channel(false);
+    let (stop_act_tx, stop_act) = watch::channel(false);
+    let m_scrape = Metrics::new("scrape");
+    let m_graph = Metrics::new("graph");
+
+    // Prometheus has the Istio series before the loop starts.
+    let prom_q = format!("http://127.0.0.1:{prom_port}/api/v1/query");
+    let t0 = Instant::now();
+    loop {
+        let r = reqwest::Client::new()
+            .get(&prom_q)
+            .query(&[("query", "sum(rate(istio_requests_total[5s]))")])
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let b = r.bytes().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "prometheus has no istio series"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The collector alone, with Kiali unreachable: call edges come from Istio's metrics, and
+    // what it reads agrees with the twin.
+    let mut c = Collector::new(
+        CollectConfig {
+            kiali_url: format!("http://127.0.0.1:{}", free_port()),
+            ..collect.clone()
+        },
+        slo,
+    )
+    .await
+    .unwrap();
+    let got = c.collect(unix_now()).await;
+    assert!(
+        got.failures.iter().any(|(s, _)| s == "kiali"),
+        "{:?}",
+        got.failures
+    );
+    assert!(
+        got.failures.iter().all(|(s, _)| s == "kiali"),
+        "{:?}",
+        got.failures
+    );
+    let calls = got
+        .events
+        .iter()
+        .filter(|e| matches!(e, graphscaler_schemas::TelemetryEvent::Call(_)))
+        .count();
+    assert!(calls >= 10, "{calls} call edges from istio_requests_total");
+    {
+        let st = state.lock().unwrap();
+        let obs = st.observation();
+        let mut n = 0;
+        for e in &got.events {
+            if let graphscaler_schemas::TelemetryEvent::Service(s) = e {
+                let t = obs.service(&s.payload.name).unwrap();
+                assert_eq!(s.payload.replicas_spec, t.replicas_spec, "{}", t.name);
+                assert!((s.payload.cpu_request_cores - t.cpu_request_cores).abs() < 1e-3);
+                assert!((s.payload.cpu_limit_cores - t.cpu_limit_cores).abs() < 1e-3);
+                assert_eq!(s.payload.stateful, t.stateful, "{}", t.name);
+                n += 1;
+            }
+        }
+        assert_eq!(n, obs.services.len(), "a service event per deployment");
+    }
+    drop(c);
+
+    let graph = tokio::spawn(stage::graph(
+        Subscriber::kafka(&bus("graph"), "graph", &TELEMETRY_TOPICS).unwrap(),
+        Publisher::kafka(&bus("graph")).unwrap(),
+        GraphStage {
+            graph: GraphConfig {
+                window_s: 2.0,
+                stale_windows: 2,
+                workers: 2,
+            },
+            grace: Duration::from_secs(1),
+            clock: Clock::Wall,
+            parquet: Some(d.join("snapshots.parquet")),
+        },
+        m_graph.clone(),
+        stop_graph,
+    ));
+    let policy: Box<dyn SnapshotPolicy> = Box::new(Hpa::new(50, &hpa_config()));
+    let policy_task = tokio::spawn(stage::policy(
+        Subscriber::kafka(&bus("policy"), "policy", &[SnapshotsTopic::NAME]).unwrap(),
+        Publisher::kafka(&bus("policy")).unwrap(),
+        policy,
+        Metrics::new("policy"),
+        stop_policy,
+    ));
+    let kube = kube_io::client(Some(&twin_url)).await.unwrap();
+    let actuate = tokio::spawn(stage::actuate(
+        Subscriber::kafka(
+            &bus("actuate"),
+            "actuate",
+            &[ActionsTopic::NAME, ServicesTopic::NAME],
+        )
+        .unwrap(),
+        Publisher::kafka(&bus("actuate")).unwrap(),
+        Actuator::new(Guardrails {
+            cooldown_s: 3.0,
+            ..Guardrails::default()
+        }),
+        Box::new(KubeCluster::new(kube, "boutique")),
+        Clock::Wall,
+        Metrics::new("actuate"),
+        stop_act,
+    ));
+
+    // Scraper #1, then a restart.
+    let start_scraper = |stop: watch::Receiver<bool>| {
+        let collect = collect.clone();
+        let m = m_scrape.clone();
+        let p = Publisher::kafka(&bus("scrape")).unwrap();
+        tokio::spawn(async move {
+            let c = Collector::new(collect, slo).await.unwrap();
+            stage::scrape(c, p, Duration::from_secs(1), m, stop).await
+        })
+    };
+    let first = start_scraper(stop_scrape.clone());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop_scrape_tx.send(true).unwrap();
+    let first = first.await.unwrap();
+    let (stop_scrape_tx, stop_scrape) = watch::channel(false);
+    let second = start_scraper(stop_scrape);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // The broker goes away and comes back on the same storage.
+    drop(broker);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker = tansu(d, kafka_port);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    stop_scrape_tx.send(true).unwrap();
+    let second = second.await.unwrap();
+    let published = first.published + second.published;
+    assert!(
+        first.passes >= 5 && second.passes >= 10,
+        "{first:?} {second:?}"
+    );
+
+    // Drain stage by stage.
+    wait_until(
+        "the graph stage to consume every event",
+        Duration::from_secs(60),
+        || m_graph.total("graphscaler_events_in_total") as u64 >= published,
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: published {published}\n{}\n{}",
+            Metrics::render(&[&m_scrape]),
+            Metrics::render(&[&m_graph])
+        )
+    });
+    stop_graph_tx.send(true).unwrap();
+    let graph = graph.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_policy_tx.send(true).unwrap();
+    let policy = policy_task.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_act_tx.send(true).unwrap();
+    let actuate = actuate.await.unwrap().unwrap();
+    let _ = twin_stop.send(());
+
+    // Every count matches from stage to stage.
+    let ingest = graph.ingest.unwrap();
+    assert_eq!(
+        graph.events, published,
+        "every published event reached the graph job: {graph:?}"
+    );
+    assert_eq!(ingest.duplicates, 0, "{ingest:?}");
+    assert_eq!(graph.undecodable, 0);
+    assert!(graph.snapshots >= 15, "{graph:?}");
+    assert_eq!(policy.snapshots, graph.snapshots, "{policy:?}");
+    assert_eq!(actuate.actions, policy.actions, "{actuate:?}");
+    let snaps = read_all(
+        &bus("check"),
+        SnapshotsTopic::NAME,
+        graph.snapshots as usize,
+    )
+    .await;
+    let actions = read_all(&bus("check"), ActionsTopic::NAME, policy.actions as usize).await;
+    let audits = read_all(&bus("check"), AuditTopic::NAME, actuate.actions as usize).await;
+    assert_eq!(snaps.len() as u64, graph.snapshots);
+    assert_eq!(actions.len() as u64, policy.actions);
+    assert_eq!(audits.len() as u64, actuate.actions);
+    let stored = graphscaler_graph::store::read(&d.join("snapshots.parquet")).unwrap();
+    assert_eq!(stored.len() as u64, graph.snapshots);
+
+    // The HPA, run again over the snapshots on the topic, decides the actions on the topic.
+    let mut hpa = Hpa::new(50, &hpa_config());
+    let mut replayed = vec![];
+    for m in &snaps {
+        let s = m.decode::<SnapshotsTopic>().unwrap().payload;
+        replayed.extend(hpa.decide_snapshot(&s));
+    }
+    let on_topic: Vec<_> = actions
+        .iter()
+        .map(|m| m.decode::<ActionsTopic>().unwrap().payload)
+        .collect();
+    assert_eq!(on_topic, replayed, "the actions are the HPA's");
+    assert!(
+        !on_topic.is_empty(),
+        "the HPA scaled something under the peak load"
+    );
+
+    // The twin's replicas are what the applied actions set.
+    let mut last: BTreeMap<String, u32> = BTreeMap::new();
+    for m in &audits {
+        let r = m.decode::<AuditTopic>().unwrap().payload;
+        if let (true, false, ActionKind::SetReplicas { replicas }) =
+            (r.outcome.is_applied(), r.dry_run, &r.action.kind)
+        {
+            last.insert(r.action.service.clone(), *replicas);
+        }
+    }
+    assert!(!last.is_empty(), "at least one action applied");
+    let st = state.lock().unwrap();
+    for (svc, n) in &last {
+        let (spec, _, _) = st.twin().spec_of(svc).unwrap();
+        assert_eq!(spec, *n, "{svc}");
+    }
+    assert!(
+        last.values().any(|n| *n > 1),
+        "a scale-up happened: {last:?}"
+    );
+    eprintln!(
+        "e2e: {published} events in {} + {} scrape passes -> {} snapshots ({} late, {} stale) -> {} actions -> {} applied, {} refused; final {last:?}",
+        first.passes, second.passes, graph.snapshots, ingest.late, ingest.stale, policy.actions, actuate.applied, actuate.refused
+    );
+    drop(broker);
+}
