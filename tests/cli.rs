@@ -313,3 +313,51 @@ fn record_then_replay_snapshots() {
         stderr(&o)
     );
 }
+
+#[test]
+fn run_drives_the_whole_loop_in_process_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("s.parquet");
+    let args = [
+        "run",
+        "--duration",
+        "20m",
+        "--scenario",
+        "rush",
+        "--snapshots",
+        snaps.to_str().unwrap(),
+    ];
+    let a = graphscaler(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let out = stdout(&a);
+    assert!(out.contains("counts match end to end"), "{out}");
+    assert!(out.contains("80 ticks"), "{out}");
+    let applied = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("actuate"))
+        .unwrap();
+    assert!(
+        !applied.contains(" 0 applied"),
+        "the tuned HPA scaled something: {out}"
+    );
+    // The same seed, the same run (the wall time aside).
+    let b = graphscaler(&args);
+    let strip = |s: String| -> Vec<String> { s.lines().skip(1).map(String::from).collect() };
+    assert_eq!(strip(out), strip(stdout(&b)));
+    let o = graphscaler(&["replay", "--snapshots", snaps.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A stage without a broker says what to set.
+    let o = graphscaler(&["graph"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pipeline.kafka_bootstrap"),
+        "{}",
+        stderr(&o)
+    );
+    let o = graphscaler(&["run", "--policy", "hpa-x"]);
+    assert!(
+        stderr(&o).contains("unknown policy `hpa-x`"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -82,7 +82,11 @@ pub async fn run(
     let bus = MemoryBus::default();
     let publisher = Publisher::Memory(bus.clone());
     let twin = Arc::new(Mutex::new(twin));
-    let (stop_tx, stop) = watch::channel(false);
+    // One stop signal per stage, given in pipeline order once the one before has drained.
+    let (stop_graph_tx, stop_graph) = watch::channel(false);
+    let (stop_policy_tx, stop_policy) = watch::channel(false);
+    let (stop_act_tx, stop_act) = watch::channel(false);
+    let (stop_audit_tx, stop) = watch::channel(false);
 
     let graph_sub = bus.subscribe(&graphscaler_bus::TELEMETRY_TOPICS);
     let policy_sub = bus.subscribe(&[SnapshotsTopic::NAME]);
@@ -99,14 +103,14 @@ pub async fn run(
             parquet,
         },
         metrics[1].clone(),
-        stop.clone(),
+        stop_graph,
     ));
     let p = tokio::spawn(stage::policy(
         policy_sub,
         publisher.clone(),
         policy,
         metrics[2].clone(),
-        stop.clone(),
+        stop_policy,
     ));
     let a = tokio::spawn(stage::actuate(
         act_sub,
@@ -115,7 +119,7 @@ pub async fn run(
         Box::new(TwinCluster(twin.clone())),
         Clock::Event,
         metrics[3].clone(),
-        stop.clone(),
+        stop_act,
     ));
     let audit = tokio::spawn(async move {
         let mut out = vec![];
@@ -164,11 +168,16 @@ pub async fn run(
         prev = Some(obs);
         bus.wait_idle().await;
     }
-    let _ = stop_tx.send(true);
+    let _ = stop_graph_tx.send(true);
     sum.graph = g.await??;
     bus.wait_idle().await;
+    let _ = stop_policy_tx.send(true);
     sum.policy = p.await??;
+    bus.wait_idle().await;
+    let _ = stop_act_tx.send(true);
     sum.actuate = a.await??;
+    bus.wait_idle().await;
+    let _ = stop_audit_tx.send(true);
     sum.audit = audit.await?;
     Ok(sum)
 }
