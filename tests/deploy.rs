@@ -1,0 +1,175 @@
+//! The deployment files: the cluster manifests parse as the Kubernetes types they claim to be,
+//! grant exactly the least privilege the actuator and scraper need, and carry a configuration the
+//! binary accepts; the compose stack's stages and settings exist.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use serde::Deserialize;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn docs(rel: &str) -> Vec<serde_yaml_ng::Value> {
+    let text = std::fs::read_to_string(repo().join(rel)).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| {
+            let mut v = serde_yaml_ng::Value::deserialize(d).unwrap();
+            v.apply_merge().unwrap();
+            v
+        })
+        .collect()
+}
+
+fn graphscaler(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_graphscaler"));
+    c.args(args).current_dir(repo());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn grants(rules: &[PolicyRule]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for r in rules {
+        for g in r.api_groups.clone().unwrap_or_default() {
+            for res in r.resources.clone().unwrap_or_default() {
+                for v in &r.verbs {
+                    out.insert(format!("{g}/{res}:{v}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cluster_manifests_are_typed_least_privilege_and_configured() {
+    let mut cluster_grants = BTreeSet::new();
+    let mut ns_grants = BTreeSet::new();
+    let mut kinds = vec![];
+    let mut config = None;
+    let mut stages = vec![];
+    for d in docs("deploy/kubernetes/graphscaler.yaml") {
+        let kind = d["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "ClusterRole" => {
+                let r: ClusterRole = serde_yaml_ng::from_value(d).unwrap();
+                cluster_grants.extend(grants(&r.rules.unwrap_or_default()));
+            }
+            "Role" => {
+                let r: Role = serde_yaml_ng::from_value(d).unwrap();
+                ns_grants.extend(grants(&r.rules.unwrap_or_default()));
+            }
+            "ClusterRoleBinding" => {
+                let b: ClusterRoleBinding = serde_yaml_ng::from_value(d).unwrap();
+                assert_eq!(b.subjects.unwrap()[0].name, "graphscaler");
+            }
+            "RoleBinding" => {
+                let b: RoleBinding = serde_yaml_ng::from_value(d).unwrap();
+                assert_eq!(b.subjects.unwrap()[0].name, "graphscaler");
+            }
+            "ConfigMap" => {
+                let c: ConfigMap = serde_yaml_ng::from_value(d).unwrap();
+                config = c.data.unwrap().get("graphscaler.toml").cloned();
+            }
+            "Deployment" => {
+                let dep: Deployment = serde_yaml_ng::from_value(d).unwrap();
+                let pod = dep.spec.template.spec.unwrap();
+                assert_eq!(pod.service_account_name.as_deref(), Some("graphscaler"));
+                for c in pod.containers {
+                    stages.push(c.args.unwrap().last().unwrap().clone());
+                }
+            }
+            "Namespace" | "ServiceAccount" => {}
+            other => panic!("unexpected kind {other}"),
+        }
+        kinds.push(kind);
+    }
+    let want = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        cluster_grants,
+        want(&[
+            "/nodes:get",
+            "/nodes:list",
+            "/nodes:watch",
+            "/pods:get",
+            "/pods:list",
+            "/pods:watch"
+        ]),
+        "cluster-wide: read nodes and pods, nothing else"
+    );
+    assert_eq!(
+        ns_grants,
+        want(&[
+            "apps/deployments:get",
+            "apps/deployments:list",
+            "apps/deployments:watch",
+            "apps/deployments:patch",
+            "apps/deployments/scale:get",
+            "apps/deployments/scale:patch",
+        ]),
+        "in the managed namespace: read deployments, patch them and their scale"
+    );
+    assert_eq!(stages, ["scrape", "graph", "policy", "actuate"]);
+    // The binary accepts the ConfigMap's configuration.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("graphscaler.toml");
+    std::fs::write(&f, config.unwrap()).unwrap();
+    let o = graphscaler(&["--config", f.to_str().unwrap(), "config"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(shown.contains("kiali.istio-system"), "{shown}");
+    assert!(shown.contains("dry_run = true"), "{shown}");
+}
+
+#[test]
+fn the_compose_stack_names_real_stages_and_settings() {
+    let d = &docs("docker-compose.yml")[0];
+    let services = d["services"].as_mapping().unwrap();
+    for name in [
+        "kafka",
+        "prometheus",
+        "twin",
+        "scrape",
+        "graph",
+        "policy",
+        "actuate",
+    ] {
+        assert!(services.contains_key(name), "{name}");
+    }
+    for stage in ["scrape", "graph", "policy", "actuate"] {
+        let s = &d["services"][stage];
+        let cmd: Vec<String> = serde_yaml_ng::from_value(s["command"].clone()).unwrap();
+        let env: std::collections::BTreeMap<String, String> =
+            serde_yaml_ng::from_value(s["environment"].clone()).unwrap();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // Every variable is a real setting (unknown keys are refused), and the stage exists.
+        let o = graphscaler(&["config"], &pairs);
+        assert!(
+            o.status.success(),
+            "{stage}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = graphscaler(&[cmd[0].as_str(), "--help"], &[]);
+        assert!(o.status.success(), "{stage}");
+    }
+    let twin: Vec<String> =
+        serde_yaml_ng::from_value(d["services"]["twin"]["command"].clone()).unwrap();
+    let args: Vec<&str> = twin.iter().map(String::as_str).collect();
+    assert_eq!(&args[..2], ["twin", "serve"]);
+    let mut help = args[..2].to_vec();
+    help.push("--help");
+    assert!(graphscaler(&help, &[]).status.success());
+    // The Prometheus configuration scrapes the twin at the address compose gives it.
+    let prom = std::fs::read_to_string(repo().join("config/prometheus/prometheus.yml")).unwrap();
+    assert!(prom.contains("twin:8080") && twin.iter().any(|a| a == "0.0.0.0:8080"));
+}
