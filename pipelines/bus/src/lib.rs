@@ -75,6 +75,8 @@ impl Producer {
             .set("client.id", &cfg.client_id)
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
+            // A control loop, not a firehose: send at once rather than batch for 5 ms.
+            .set("linger.ms", "0")
             .create()?;
         Ok(Self { inner })
     }
@@ -171,6 +173,9 @@ impl Consumer {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // Brokers may hold an empty fetch this long (librdkafka's default is 500 ms, which
+            // would add up to half a second per stage to the sample-to-action latency).
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         inner.subscribe(topics)?;
         Ok(Self { inner })
