@@ -38,8 +38,12 @@ pub struct PipelineConfig {
     pub window_s: f64,
     /// Windows before unrefreshed entities leave.
     pub stale_windows: u64,
-    /// Timely workers.
+    /// Timely workers per process.
     pub workers: usize,
+    /// `host:port` of every graph job process (timely's cluster mode); empty: one process.
+    pub graph_cluster: Vec<String>,
+    /// This process's index in `graph_cluster`.
+    pub graph_process: usize,
     /// Wall-clock grace before a window is cut, s.
     pub grace_s: f64,
     /// The policy stage's policy.
@@ -125,6 +129,13 @@ impl Config {
             errs.push(
                 "pipeline.collect.interval_s, timeout_s and rate_window_s must be positive".into(),
             );
+        }
+        if !p.graph_cluster.is_empty() && p.graph_process >= p.graph_cluster.len() {
+            errs.push(format!(
+                "pipeline.graph_process {} is not an index of pipeline.graph_cluster ({} addresses)",
+                p.graph_process,
+                p.graph_cluster.len()
+            ));
         }
         let g = &p.guardrails;
         if g.min_replicas > g.max_replicas || g.max_step == 0 {

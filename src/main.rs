@@ -391,6 +391,7 @@ fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
         window_s: a.window,
         stale_windows: 2,
         workers: a.workers,
+        cluster: None,
     };
     let out = graphscaler_graph::run(events, &gcfg)?;
     if let Some(dir) = a.out.parent() {

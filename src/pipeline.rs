@@ -56,10 +56,12 @@ pub fn snapshot_policy(name: &str, cfg: &Config) -> Result<Box<dyn SnapshotPolic
 }
 
 fn graph_config(cfg: &Config) -> GraphConfig {
+    let p = &cfg.pipeline;
     GraphConfig {
-        window_s: cfg.pipeline.window_s,
-        stale_windows: cfg.pipeline.stale_windows,
-        workers: cfg.pipeline.workers,
+        window_s: p.window_s,
+        stale_windows: p.stale_windows,
+        workers: p.workers,
+        cluster: (!p.graph_cluster.is_empty()).then(|| (p.graph_process, p.graph_cluster.clone())),
     }
 }
 
@@ -228,6 +230,18 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
                 )
                 .await;
                 format!("{s:?}")
+            }
+            Stage::Graph if p.graph_process != 0 => {
+                // A helper process of the graph job's timely cluster: it shares the dataflow's
+                // work; process 0 reads the topics and publishes the snapshots.
+                let g = graphscaler_graph::LiveGraph::spawn(&graph_config(cfg));
+                let mut s = stop.clone();
+                let _ = s.changed().await;
+                format!(
+                    "graph process {} stopped: {:?}",
+                    p.graph_process,
+                    g.finish()?
+                )
             }
             Stage::Graph => {
                 let sub = Subscriber::kafka(&bus, &group, &TELEMETRY_TOPICS)?;

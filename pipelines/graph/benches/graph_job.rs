@@ -186,6 +186,7 @@ fn measure(name: &str, events: &[TelemetryEvent], window_s: f64, stale_windows: 
             window_s,
             stale_windows,
             workers,
+            cluster: None,
         };
         let r = best_of_3(|| run(events.to_vec(), &cfg).expect("graph job").window_secs);
         rows.push((format!("incremental, {workers} worker(s)"), r));
@@ -194,6 +195,7 @@ fn measure(name: &str, events: &[TelemetryEvent], window_s: f64, stale_windows: 
         window_s,
         stale_windows,
         workers: 1,
+        cluster: None,
     };
     rows.push((
         "full recomputation".to_string(),

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::Input;
 use graphscaler_schemas::snapshot::{EdgeSet, Snapshot};
 use graphscaler_schemas::{ClusterObservation, GlobalObs, PodObs, TelemetryEvent};
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
 
 use crate::dataflow::Fact;
 use crate::ingest::{Entity, Ingest, IngestStats};
@@ -34,8 +35,12 @@ pub struct GraphConfig {
     pub window_s: f64,
     /// Windows after which an unrefreshed metrics entity is retracted.
     pub stale_windows: u64,
-    /// Timely worker threads.
+    /// Timely worker threads (per process).
     pub workers: usize,
+    /// Several processes: this one's index and every process's `host:port`, in the same order
+    /// everywhere (timely's cluster mode). Process 0 ingests and cuts snapshots; the others
+    /// share the dataflow's work. `None`: one process.
+    pub cluster: Option<(usize, Vec<String>)>,
 }
 
 impl Default for GraphConfig {
@@ -44,6 +49,26 @@ impl Default for GraphConfig {
             window_s: 30.0,
             stale_windows: 2,
             workers: 1,
+            cluster: None,
+        }
+    }
+}
+
+impl GraphConfig {
+    fn timely(&self) -> timely::Config {
+        let threads = self.workers.max(1);
+        match &self.cluster {
+            None => timely::Config::process(threads),
+            Some((process, addresses)) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads,
+                    process: *process,
+                    addresses: addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
         }
     }
 }
@@ -210,15 +235,21 @@ fn drive(
     let commands = Arc::new(Mutex::new(Some(commands)));
     let emit = Arc::new(Mutex::new(emit));
     let sink: Sink = Arc::new(Mutex::new(vec![]));
-    let guards = timely::execute(timely::Config::process(cfg.workers.max(1)), move |worker| {
+    let guards = timely::execute(cfg.timely(), move |worker| {
         let sink = sink.clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, entities) = scope.new_collection::<Entity, isize>();
             let sink = sink.clone();
+            // Every output update goes to worker 0, which assembles the snapshots (in another
+            // process, the sink below would not be worker 0's).
             let (probe, _) = dataflow::graph(entities)
-                .inspect_batch(move |_, updates| {
-                    if let Ok(mut s) = sink.lock() {
-                        s.extend(updates.iter().cloned());
+                .inner
+                .exchange(|_| 0)
+                .inspect_core(move |event| {
+                    if let Ok((_, updates)) = event {
+                        if let Ok(mut s) = sink.lock() {
+                            s.extend(updates.iter().cloned());
+                        }
                     }
                 })
                 .probe();

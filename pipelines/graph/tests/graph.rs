@@ -207,6 +207,7 @@ fn check(
             window_s: 30.0,
             stale_windows,
             workers,
+            cluster: None,
         };
         let got = run(events.clone(), &cfg).unwrap();
         assert_eq!(got.stats, reference.stats);
@@ -284,6 +285,7 @@ fn the_stream_path_featurizes_like_the_in_process_path() {
                 window_s: 15.0,
                 stale_windows: 1,
                 workers,
+                cluster: None,
             },
         )
         .unwrap();
@@ -388,4 +390,39 @@ fn the_live_graph_job_matches_the_batch_run() {
     let stats = live.finish().unwrap();
     assert_eq!(got, batch.snapshots);
     assert_eq!(stats, batch.stats);
+}
+
+/// The graph job over two processes (timely's cluster mode on loopback, here two threads of one
+/// test each running a process): process 0 ingests and cuts snapshots, process 1 shares the
+/// dataflow; the snapshots equal the one-process run's.
+#[test]
+fn two_processes_equal_one() {
+    let events = stream(11, 12, 20, 30.0);
+    let one = run(events.clone(), &GraphConfig::default()).unwrap();
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let cfg = |process: usize| GraphConfig {
+        window_s: 30.0,
+        stale_windows: 2,
+        workers: 2,
+        cluster: Some((process, addresses.clone())),
+    };
+    let helper = {
+        let c = cfg(1);
+        std::thread::spawn(move || run(vec![], &c).unwrap())
+    };
+    let main = run(events, &cfg(0)).unwrap();
+    let helper = helper.join().unwrap();
+    assert!(helper.snapshots.is_empty(), "only process 0 cuts snapshots");
+    assert_eq!(main.stats, one.stats);
+    assert_eq!(main.snapshots, one.snapshots);
+    assert!(!main.snapshots.is_empty());
 }

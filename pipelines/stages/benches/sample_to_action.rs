@@ -115,6 +115,7 @@ async fn start(
             window_s: 15.0,
             stale_windows: 2,
             workers: 1,
+            cluster: None,
         },
         grace: Duration::ZERO,
         clock: Clock::Event,

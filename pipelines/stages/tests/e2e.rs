@@ -342,6 +342,7 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
                 window_s: 2.0,
                 stale_windows: 2,
                 workers: 2,
+                cluster: None,
             },
             grace: Duration::from_secs(1),
             clock: Clock::Wall,
