@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, the twin: installs what it needs, builds graphscaler, and
-# runs the static manifests, the Kubernetes HPA and the tuned HPA side by side on Online Boutique
-# under the four load shapes, 5 replays of 4 hours each. Extra arguments go to `graphscaler eval`.
+# The main job on the embedded default, the twin: installs what it needs, builds graphscaler, runs
+# the whole streaming loop once in process (twin -> graph job -> tuned-HPA policy -> actuator ->
+# twin, `graphscaler run`), then the static manifests, the Kubernetes HPA and the tuned HPA side by
+# side on Online Boutique under the four load shapes, 5 replays of 4 hours each. Extra arguments
+# go to `graphscaler eval`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$GS_ROOT"
 cargo build --release --locked --bin graphscaler
+./target/release/graphscaler run --scenario peak --duration 4h
+echo
 exec ./target/release/graphscaler eval \
     --policies static,hpa,tuned-hpa --scenarios all --replays 5 --duration 4h --out results "$@"
