@@ -55,6 +55,14 @@ enum Command {
         /// Temporal window length T (DySAT's input).
         #[arg(long, default_value_t = 4)]
         window: usize,
+        /// Run this policy (noop, hpa, tuned-hpa, hpa-<percent>) over the snapshots, as the
+        /// policy stage would, and report its actions.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Publish the snapshots, in order, to the snapshot topic (needs
+        /// pipeline.kafka_bootstrap), for a running policy stage to consume.
+        #[arg(long)]
+        publish: bool,
     },
     /// The whole loop in one process on the twin: twin -> graph job -> policy -> actuator, on an
     /// in-process bus.
@@ -300,7 +308,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Twin(TwinCommand::Serve(a)) => serve(&cfg, a),
         Command::Twin(TwinCommand::Record(a)) => record(&cfg, a),
-        Command::Replay { snapshots, window } => replay(&snapshots, window),
+        Command::Replay {
+            snapshots,
+            window,
+            policy,
+            publish,
+        } => {
+            replay(&snapshots, window)?;
+            pipeline::replay_into(&cfg, &snapshots, policy.as_deref(), publish)
+        }
         Command::Run(a) => pipeline::run_loop(&cfg, a),
         Command::Scrape => pipeline::stage(&cfg, pipeline::Stage::Scrape),
         Command::Graph => pipeline::stage(&cfg, pipeline::Stage::Graph),

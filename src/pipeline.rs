@@ -315,3 +315,58 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// `graphscaler replay --policy` / `--publish`: stored snapshots back into the pipeline.
+pub fn replay_into(
+    cfg: &Config,
+    path: &std::path::Path,
+    policy: Option<&str>,
+    publish: bool,
+) -> Result<()> {
+    if policy.is_none() && !publish {
+        return Ok(());
+    }
+    let snaps = graphscaler_graph::store::read(path)?;
+    if let Some(name) = policy {
+        let mut p = snapshot_policy(name, cfg)?;
+        let mut by_service: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut n = 0;
+        for s in &snaps {
+            for a in p.decide(s) {
+                *by_service.entry(a.service).or_default() += 1;
+                n += 1;
+            }
+        }
+        say!(
+            "  policy {name}: {n} actions over {} snapshots",
+            snaps.len()
+        );
+        for (s, k) in by_service {
+            say!("    {s}: {k}");
+        }
+    }
+    if publish {
+        let p = &cfg.pipeline;
+        if p.kafka_bootstrap.is_empty() {
+            bail!("--publish needs pipeline.kafka_bootstrap (or GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP)");
+        }
+        let bus = BusConfig {
+            bootstrap: p.kafka_bootstrap.clone(),
+            client_id: format!("{}-replay", p.client_id),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let n = snaps.len();
+        rt.block_on(async move {
+            let publisher = Publisher::kafka(&bus)?;
+            for s in snaps {
+                let env = graphscaler_schemas::Envelope::new("replay", s.time_s, s.window_s, s);
+                publisher.publish::<SnapshotsTopic>(&env).await?;
+            }
+            anyhow::Ok(())
+        })?;
+        say!("  published {n} snapshots to {}", SnapshotsTopic::NAME);
+    }
+    Ok(())
+}

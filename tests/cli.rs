@@ -344,8 +344,26 @@ fn run_drives_the_whole_loop_in_process_deterministically() {
     let b = graphscaler(&args);
     let strip = |s: String| -> Vec<String> { s.lines().skip(1).map(String::from).collect() };
     assert_eq!(strip(out), strip(stdout(&b)));
-    let o = graphscaler(&["replay", "--snapshots", snaps.to_str().unwrap()]);
+    let o = graphscaler(&[
+        "replay",
+        "--snapshots",
+        snaps.to_str().unwrap(),
+        "--policy",
+        "tuned-hpa",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("actions over 41 snapshots"),
+        "{}",
+        stdout(&o)
+    );
+    let o = graphscaler(&[
+        "replay",
+        "--snapshots",
+        snaps.to_str().unwrap(),
+        "--publish",
+    ]);
+    assert!(stderr(&o).contains("--publish needs pipeline.kafka_bootstrap"));
     // A stage without a broker says what to set.
     let o = graphscaler(&["graph"]);
     assert!(!o.status.success());
