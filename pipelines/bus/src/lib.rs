@@ -90,15 +90,7 @@ impl Producer {
             topic: T::NAME.into(),
             message: e.to_string(),
         })?;
-        let key = event.payload.key();
-        self.inner
-            .send(
-                FutureRecord::to(T::NAME).key(&key).payload(&value),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| BusError::Kafka(e))?;
-        Ok(())
+        self.send_raw(T::NAME, &event.payload.key(), &value).await
     }
 
     /// Publishes an already-encoded event on `topic` under `key` and waits for the broker's

@@ -44,6 +44,8 @@ pub struct CollectConfig {
     pub kiali_url: String,
     /// Kubernetes API URL; empty: in-cluster service account, then kubeconfig.
     pub kubernetes_url: String,
+    /// Keep watches on nodes, pods and deployments (true), or list them on every pass (false).
+    pub kubernetes_watch: bool,
     /// File holding a bearer token for Prometheus and Kiali (empty: none).
     pub bearer_token_file: String,
     /// A PEM CA bundle to trust for Prometheus and Kiali (empty: system roots only).
@@ -69,6 +71,7 @@ impl Default for CollectConfig {
             prometheus_url: "http://127.0.0.1:9090".into(),
             kiali_url: String::new(),
             kubernetes_url: String::new(),
+            kubernetes_watch: true,
             bearer_token_file: String::new(),
             ca_file: String::new(),
             interval_s: 15.0,
@@ -146,6 +149,7 @@ pub struct Collector {
     slo: (f64, f64),
     http: reqwest::Client,
     kube: kube::Client,
+    watched: Option<kube_io::Watched>,
     /// Pods published by the last successful Kubernetes read (for deletes).
     last_pods: Option<BTreeSet<String>>,
 }
@@ -172,11 +176,15 @@ impl Collector {
         let http = http_client(&t)?;
         let url = (!cfg.kubernetes_url.is_empty()).then_some(cfg.kubernetes_url.as_str());
         let kube = kube_io::client(url).await?;
+        let watched = cfg
+            .kubernetes_watch
+            .then(|| kube_io::Watched::start(&kube, &cfg.namespace));
         Ok(Self {
             cfg,
             slo,
             http,
             kube,
+            watched,
             last_pods: None,
         })
     }
@@ -257,13 +265,19 @@ impl Collector {
     /// One pass at Unix time `now`.
     pub async fn collect(&mut self, now: f64) -> Collected {
         let mut out = Collected::default();
-        let kube = match kube_io::read(&self.kube, &self.cfg.namespace).await {
+        let read = match &self.watched {
+            Some(w) => w.state(Duration::from_secs_f64(self.cfg.timeout_s)).await,
+            None => kube_io::read(&self.kube, &self.cfg.namespace)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let kube = match read {
             Ok(k) => {
                 out.rejected.extend(k.rejected.iter().cloned());
                 Some(k)
             }
             Err(e) => {
-                out.failures.push(("kubernetes".into(), e.to_string()));
+                out.failures.push(("kubernetes".into(), e));
                 None
             }
         };

@@ -107,9 +107,24 @@ pub async fn read(client: &Client, namespace: &str) -> Result<KubeState, kube::E
     let deps = Api::<Deployment>::namespaced(client.clone(), namespace)
         .list(&lp)
         .await?;
+    Ok(from_objects(
+        &nodes.items,
+        &pods.items,
+        &deps.items,
+        namespace,
+    ))
+}
+
+/// Turns nodes, pods (all namespaces) and the namespace's deployments into observations.
+pub fn from_objects<N, P, D>(nodes: &[N], pods: &[P], deps: &[D], namespace: &str) -> KubeState
+where
+    N: std::borrow::Borrow<Node>,
+    P: std::borrow::Borrow<Pod>,
+    D: std::borrow::Borrow<Deployment>,
+{
     let mut out = KubeState::default();
     let mut requested: HashMap<String, (f64, f64)> = HashMap::new();
-    for p in &pods.items {
+    for p in pods.iter().map(|p| p.borrow()) {
         let name = p.metadata.name.clone().unwrap_or_default();
         let status = p.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
@@ -168,7 +183,7 @@ pub async fn read(client: &Client, namespace: &str) -> Result<KubeState, kube::E
             metric_window_s: 0.0,
         });
     }
-    for n in &nodes.items {
+    for n in nodes.iter().map(|n| n.borrow()) {
         let name = n.metadata.name.clone().unwrap_or_default();
         let labels = n.metadata.labels.clone().unwrap_or_default();
         let alloc = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
@@ -204,7 +219,7 @@ pub async fn read(client: &Client, namespace: &str) -> Result<KubeState, kube::E
             name,
         });
     }
-    for d in &deps.items {
+    for d in deps.iter().map(|d| d.borrow()) {
         let name = d.metadata.name.clone().unwrap_or_default();
         let containers = d
             .spec
@@ -240,7 +255,129 @@ pub async fn read(client: &Client, namespace: &str) -> Result<KubeState, kube::E
     out.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     out.pods.sort_by(|a, b| a.name.cmp(&b.name));
     out.deployments.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    out
+}
+
+/// Nodes, pods and deployments kept up to date by watches (`kube::runtime::watcher` into
+/// reflector stores): a list, then a watch from its resource version, relisting after a `410
+/// Gone`, reconnecting with backoff after errors. A kind whose watch last failed, or that has not
+/// finished its first list, makes [`Watched::state`] fail, so nothing stale is published.
+pub struct Watched {
+    namespace: String,
+    nodes: kube::runtime::reflector::Store<Node>,
+    pods: kube::runtime::reflector::Store<Pod>,
+    deployments: kube::runtime::reflector::Store<Deployment>,
+    errors: std::sync::Arc<std::sync::Mutex<HashMap<&'static str, String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+type Errors = std::sync::Arc<std::sync::Mutex<HashMap<&'static str, String>>>;
+
+fn watch<K>(
+    api: Api<K>,
+    name: &'static str,
+    errors: Errors,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            let mut e = errors.lock().unwrap_or_else(|p| p.into_inner());
+            match ev {
+                Ok(_) => {
+                    if e.remove(name).is_some() {
+                        tracing::info!(kind = name, "kubernetes watch recovered");
+                    }
+                }
+                Err(err) => {
+                    if !e.contains_key(name) {
+                        tracing::warn!(kind = name, error = %err, "kubernetes watch failing; retrying with backoff");
+                    }
+                    e.insert(name, err.to_string());
+                }
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl Watched {
+    /// Starts the watches (on the current tokio runtime).
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        let errors: Errors = Default::default();
+        let (nodes, a) = watch(Api::<Node>::all(client.clone()), "nodes", errors.clone());
+        let (pods, b) = watch(Api::<Pod>::all(client.clone()), "pods", errors.clone());
+        let (deployments, c) = watch(
+            Api::<Deployment>::namespaced(client.clone(), namespace),
+            "deployments",
+            errors.clone(),
+        );
+        Self {
+            namespace: namespace.into(),
+            nodes,
+            pods,
+            deployments,
+            errors,
+            tasks: vec![a, b, c],
+        }
+    }
+
+    /// The watched state, waiting at most `wait` for the first lists.
+    pub async fn state(&self, wait: std::time::Duration) -> Result<KubeState, String> {
+        let ready = async {
+            self.nodes.wait_until_ready().await.is_ok()
+                && self.pods.wait_until_ready().await.is_ok()
+                && self.deployments.wait_until_ready().await.is_ok()
+        };
+        match tokio::time::timeout(wait, ready).await {
+            Ok(true) => {}
+            _ => return Err("kubernetes watches have not finished their first list".into()),
+        }
+        {
+            let e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((kind, err)) = e.iter().next() {
+                return Err(format!("watch of {kind} failing: {err}"));
+            }
+        }
+        Ok(from_objects(
+            &self.nodes.state(),
+            &self.pods.state(),
+            &self.deployments.state(),
+            &self.namespace,
+        ))
+    }
 }
 
 /// The cluster behind the Kubernetes API, for the actuator.

@@ -63,6 +63,17 @@ async fn next_message(
     }
 }
 
+/// Counts and logs a message that is not what its topic carries, and moves on.
+fn skip(count: &mut u64, metrics: &Metrics, expected: &str, e: &dyn std::fmt::Display) {
+    *count += 1;
+    metrics.add(
+        "graphscaler_events_rejected_total",
+        &[("reason", "undecodable")],
+        1.0,
+    );
+    tracing::warn!(error = %e, "skipping a message that is not {expected}");
+}
+
 /// Commits a handled message; a failed commit is logged (the message may come again after a
 /// restart, and the consumers are idempotent: the graph job drops duplicate event ids, the
 /// actuator repeats its first decision for an action id).
@@ -368,15 +379,7 @@ pub async fn graph(
                 lock(&g).push(e)?;
                 sum.events += 1;
             }
-            Err(e) => {
-                sum.undecodable += 1;
-                metrics.add(
-                    "graphscaler_events_rejected_total",
-                    &[("reason", "undecodable")],
-                    1.0,
-                );
-                tracing::warn!(error = %e, "skipping a message that is not a telemetry event");
-            }
+            Err(e) => skip(&mut sum.undecodable, &metrics, "a telemetry event", &e),
         }
         commit(&sub, &msg, &metrics);
     }
@@ -485,15 +488,7 @@ pub async fn policy(
                     }
                 }
             }
-            Err(e) => {
-                sum.undecodable += 1;
-                metrics.add(
-                    "graphscaler_events_rejected_total",
-                    &[("reason", "undecodable")],
-                    1.0,
-                );
-                tracing::warn!(error = %e, "skipping a message that is not a snapshot");
-            }
+            Err(e) => skip(&mut sum.undecodable, &metrics, "a snapshot", &e),
         }
         commit(&sub, &msg, &metrics);
     }
@@ -541,10 +536,7 @@ pub async fn actuate(
                     latest_event = latest_event.max(e.observed_at_s);
                     actuator.saw_telemetry(&e.payload.name, e.observed_at_s);
                 }
-                Err(e) => {
-                    sum.undecodable += 1;
-                    tracing::warn!(error = %e, "skipping a service event that does not decode");
-                }
+                Err(e) => skip(&mut sum.undecodable, &metrics, "a service event", &e),
             }
         } else {
             match msg.decode::<ActionsTopic>() {
@@ -580,15 +572,7 @@ pub async fn actuate(
                         );
                     }
                 }
-                Err(e) => {
-                    sum.undecodable += 1;
-                    metrics.add(
-                        "graphscaler_events_rejected_total",
-                        &[("reason", "undecodable")],
-                        1.0,
-                    );
-                    tracing::warn!(error = %e, "skipping a message that is not an action");
-                }
+                Err(e) => skip(&mut sum.undecodable, &metrics, "an action", &e),
             }
         }
         commit(&sub, &msg, &metrics);

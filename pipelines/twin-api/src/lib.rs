@@ -5,7 +5,8 @@
 //!   series ([`exposition`]);
 //! * `/api/namespaces/graph` — the Kiali graph API in Kiali's response format ([`kiali`]);
 //! * `/api/v1/nodes`, `/api/v1/namespaces/{ns}/pods`, `/apis/apps/v1/namespaces/{ns}/deployments`
-//!   and the `scale` subresource, with PATCH of replicas, CPU limits and node affinity ([`kube`]).
+//!   and the `scale` subresource, with PATCH of replicas, CPU limits and node affinity ([`kube`]);
+//!   `?watch=true` on the lists streams watch events ([`watch`]).
 //!
 //! A clock advances the twin one observation period every `tick_every` of wall time.
 
@@ -14,6 +15,7 @@ pub mod kiali;
 pub mod kube;
 pub mod server;
 pub mod state;
+pub mod watch;
 
 pub use server::{router, serve};
 pub use state::{LiveTwin, Shared};

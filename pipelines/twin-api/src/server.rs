@@ -127,6 +127,49 @@ async fn graph(State(s): State<Shared>, Query(q): Query<GraphQuery>) -> Reply {
 struct ListQuery {
     #[serde(rename = "labelSelector")]
     label_selector: Option<String>,
+    watch: Option<String>,
+    #[serde(rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(rename = "timeoutSeconds")]
+    timeout_seconds: Option<u64>,
+}
+
+impl ListQuery {
+    fn watching(&self) -> bool {
+        matches!(self.watch.as_deref(), Some("true" | "1"))
+    }
+}
+
+/// A watch on `kind` (namespace already checked), or a list.
+fn list_or_watch(
+    s: &Shared,
+    kind: crate::watch::Kind,
+    q: &ListQuery,
+    list: impl FnOnce() -> Reply,
+) -> Response {
+    if !q.watching() {
+        return list().into_response();
+    }
+    let from = match q.resource_version.as_deref().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(kube::status(
+                        400,
+                        "BadRequest",
+                        &format!("resourceVersion `{v}` is not a number"),
+                    )),
+                )
+                    .into_response()
+            }
+        },
+    };
+    let timeout = std::time::Duration::from_secs(q.timeout_seconds.unwrap_or(1800).min(3600));
+    let body = crate::watch::body(s.clone(), kind, from, app_filter(q), timeout);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn app_filter(q: &ListQuery) -> Option<String> {
@@ -146,8 +189,12 @@ macro_rules! ctx {
     };
 }
 
-async fn nodes(State(s): State<Shared>) -> Reply {
-    let t = lock(&s);
+async fn nodes(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    list_or_watch(&s, crate::watch::Kind::Nodes, &q, || node_list(&s))
+}
+
+fn node_list(s: &Shared) -> Reply {
+    let t = lock(s);
     let prefs = t.preferences();
     let c = ctx!(t, prefs);
     let obs = t.observation();
@@ -198,16 +245,25 @@ fn pod_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
     )
 }
 
-async fn all_pods(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Reply {
-    pod_list(&s, None, &q)
+fn same_namespace(s: &Shared, ns: Option<&str>) -> bool {
+    ns.is_none_or(|n| n == lock(s).namespace)
+}
+
+async fn all_pods(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    list_or_watch(&s, crate::watch::Kind::Pods, &q, || pod_list(&s, None, &q))
 }
 
 async fn pods(
     State(s): State<Shared>,
     Path(ns): Path<String>,
     Query(q): Query<ListQuery>,
-) -> Reply {
-    pod_list(&s, Some(&ns), &q)
+) -> Response {
+    if !same_namespace(&s, Some(&ns)) {
+        return pod_list(&s, Some(&ns), &q).into_response();
+    }
+    list_or_watch(&s, crate::watch::Kind::Pods, &q, || {
+        pod_list(&s, Some(&ns), &q)
+    })
 }
 
 fn deployment_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
@@ -251,16 +307,23 @@ fn deployment_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
     )
 }
 
-async fn all_deployments(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Reply {
-    deployment_list(&s, None, &q)
+async fn all_deployments(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    list_or_watch(&s, crate::watch::Kind::Deployments, &q, || {
+        deployment_list(&s, None, &q)
+    })
 }
 
 async fn deployments(
     State(s): State<Shared>,
     Path(ns): Path<String>,
     Query(q): Query<ListQuery>,
-) -> Reply {
-    deployment_list(&s, Some(&ns), &q)
+) -> Response {
+    if !same_namespace(&s, Some(&ns)) {
+        return deployment_list(&s, Some(&ns), &q).into_response();
+    }
+    list_or_watch(&s, crate::watch::Kind::Deployments, &q, || {
+        deployment_list(&s, Some(&ns), &q)
+    })
 }
 
 fn one(s: &Shared, ns: &str, name: &str, as_scale: bool) -> Reply {

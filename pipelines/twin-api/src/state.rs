@@ -25,6 +25,7 @@ pub struct LiveTwin {
     resource_version: u64,
     applied: u64,
     refused: u64,
+    history: std::collections::VecDeque<(u64, ClusterObservation, HashMap<String, String>)>,
 }
 
 /// The live twin shared by the server's handlers and its clock.
@@ -47,7 +48,32 @@ impl LiveTwin {
             resource_version: 1,
             applied: 0,
             refused: 0,
+            history: Default::default(),
         }
+        .recorded()
+    }
+
+    fn recorded(mut self) -> Self {
+        self.record();
+        self
+    }
+
+    /// Remembers the current state under its resource version (for watches).
+    fn record(&mut self) {
+        let prefs = self.preferences();
+        self.history
+            .push_back((self.resource_version, self.obs.clone(), prefs));
+        while self.history.len() > crate::watch::HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    /// The observation and node-type preferences at resource version `rv`, if still kept.
+    pub fn at(&self, rv: u64) -> Option<(&ClusterObservation, &HashMap<String, String>)> {
+        self.history
+            .iter()
+            .find(|(v, _, _)| *v == rv)
+            .map(|(_, o, p)| (o, p))
     }
 
     /// Shares it.
@@ -65,6 +91,7 @@ impl LiveTwin {
         self.obs = obs;
         self.truth = truth;
         self.resource_version += 1;
+        self.record();
         true
     }
 
@@ -132,6 +159,7 @@ impl LiveTwin {
             s.cpu_request_cores = req;
             s.cpu_limit_cores = lim;
         }
+        self.record();
         Ok(())
     }
 }
