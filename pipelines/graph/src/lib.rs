@@ -115,73 +115,109 @@ fn windows(events: &[TelemetryEvent], ingest: &Ingest) -> Vec<(u64, Vec<usize>)>
     out
 }
 
-/// Facts maintained from the dataflow's output diffs.
+/// The maintained graph, from the dataflow's output diffs: one map per fact kind, keyed by name,
+/// each key with its values and their multiplicities (diffs arrive unconsolidated, in any order
+/// within a time), so that a window's snapshot is one ordered pass over each map.
 #[derive(Debug, Default)]
 struct Assembler {
-    facts: BTreeMap<Fact, isize>,
+    services: Counted<String, Vec<u32>>,
+    nodes: Counted<String, Vec<u32>>,
+    calls: Counted<(String, String), Vec<u32>>,
+    runs: Counted<(String, String), u32>,
+    global: Counted<(), Vec<u32>>,
+}
+
+/// Values per key with their multiplicities; a key's value is the one with a positive count.
+#[derive(Debug)]
+struct Counted<K, V>(BTreeMap<K, Vec<(V, isize)>>);
+
+impl<K, V> Default for Counted<K, V> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<K: Ord, V: PartialEq> Counted<K, V> {
+    fn update(&mut self, k: K, v: V, d: isize) {
+        let e = self.0.entry(k).or_default();
+        match e.iter_mut().find(|(x, _)| *x == v) {
+            Some(slot) => slot.1 += d,
+            None => e.push((v, d)),
+        }
+        e.retain(|(_, c)| *c != 0);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0
+            .iter()
+            .filter_map(|(k, vs)| vs.iter().find(|(_, c)| *c > 0).map(|(v, _)| (k, v)))
+    }
 }
 
 impl Assembler {
-    fn apply(&mut self, updates: impl IntoIterator<Item = (Fact, isize)>) {
+    fn apply(&mut self, updates: Vec<(Fact, isize)>) {
         for (f, d) in updates {
-            let c = self.facts.entry(f.clone()).or_insert(0);
-            *c += d;
-            if *c == 0 {
-                self.facts.remove(&f);
+            match f {
+                Fact::Service(n, x) => self.services.update(n, x, d),
+                Fact::Node(n, x) => self.nodes.update(n, x, d),
+                Fact::Call(s, t, a) => self.calls.update((s, t), a, d),
+                Fact::RunsOn(s, n, c) => self.runs.update((s, n), c, d),
+                Fact::Global(g) => self.global.update((), g, d),
             }
         }
+        // Keys left without values go.
+        self.services.0.retain(|_, v| !v.is_empty());
+        self.nodes.0.retain(|_, v| !v.is_empty());
+        self.calls.0.retain(|_, v| !v.is_empty());
+        self.runs.0.retain(|_, v| !v.is_empty());
+        self.global.0.retain(|_, v| !v.is_empty());
     }
 
     fn snapshot(&self, time_s: f64, window_s: f64) -> Snapshot {
-        let mut services = vec![];
-        let mut service_x = vec![];
-        let mut replicas_spec = vec![];
-        let mut replicas_ready = vec![];
-        let mut nodes = vec![];
-        let mut node_x = vec![];
-        let mut calls = vec![];
-        let mut runs = vec![];
-        let mut global = [0.0f32; 2];
         let f = |b: &[u32], i: usize| f32::from_bits(b.get(i).copied().unwrap_or(0));
-        for fact in self.facts.keys() {
-            match fact {
-                Fact::Service(n, x) => {
-                    services.push(n.clone());
-                    service_x.push(std::array::from_fn(|i| f(x, i)));
-                    replicas_spec.push(x.get(7).copied().unwrap_or(0));
-                    replicas_ready.push(x.get(8).copied().unwrap_or(0));
-                }
-                Fact::Node(n, x) => {
-                    nodes.push(n.clone());
-                    node_x.push(std::array::from_fn(|i| f(x, i)));
-                }
-                Fact::Call(s, d, a) => calls.push((s, d, a)),
-                Fact::RunsOn(s, n, c) => runs.push((s, n, *c)),
-                Fact::Global(g) => global = [f(g, 0), f(g, 1)],
-            }
+        let n_s = self.services.len();
+        let mut services = Vec::with_capacity(n_s);
+        let mut service_x = Vec::with_capacity(n_s);
+        let mut replicas_spec = Vec::with_capacity(n_s);
+        let mut replicas_ready = Vec::with_capacity(n_s);
+        let mut s_idx: std::collections::HashMap<&str, u32> =
+            std::collections::HashMap::with_capacity(n_s);
+        for (i, (n, x)) in self.services.iter().enumerate() {
+            s_idx.insert(n, i as u32);
+            services.push(n.clone());
+            service_x.push(std::array::from_fn(|k| f(x, k)));
+            replicas_spec.push(x.get(7).copied().unwrap_or(0));
+            replicas_ready.push(x.get(8).copied().unwrap_or(0));
         }
-        let s_idx = |n: &str| {
-            services
-                .binary_search_by(|x: &String| x.as_str().cmp(n))
-                .ok()
-        };
-        let n_idx = |n: &str| nodes.binary_search_by(|x: &String| x.as_str().cmp(n)).ok();
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut node_x = Vec::with_capacity(self.nodes.len());
+        let mut n_idx: std::collections::HashMap<&str, u32> =
+            std::collections::HashMap::with_capacity(self.nodes.len());
+        for (i, (n, x)) in self.nodes.iter().enumerate() {
+            n_idx.insert(n, i as u32);
+            nodes.push(n.clone());
+            node_x.push(std::array::from_fn(|k| f(x, k)));
+        }
         let mut call_set = EdgeSet::default();
-        for (s, d, a) in calls {
-            if let (Some(si), Some(di)) = (s_idx(s), s_idx(d)) {
-                call_set.src.push(si as u32);
-                call_set.dst.push(di as u32);
+        for ((s, d), a) in self.calls.iter() {
+            if let (Some(&si), Some(&di)) = (s_idx.get(s.as_str()), s_idx.get(d.as_str())) {
+                call_set.src.push(si);
+                call_set.dst.push(di);
                 call_set
                     .attr
                     .push(a.iter().map(|b| f32::from_bits(*b)).collect());
             }
         }
         let mut runs_on = EdgeSet::default();
-        let mut rev = vec![];
-        for (s, n, c) in runs {
-            if let (Some(si), Some(ni)) = (s_idx(s), n_idx(n)) {
-                runs_on.src.push(si as u32);
-                runs_on.dst.push(ni as u32);
+        let mut rev = Vec::with_capacity(self.runs.len());
+        for ((s, n), &c) in self.runs.iter() {
+            if let (Some(&si), Some(&ni)) = (s_idx.get(s.as_str()), n_idx.get(n.as_str())) {
+                runs_on.src.push(si);
+                runs_on.dst.push(ni);
                 runs_on.attr.push(vec![c as f32]);
                 rev.push((ni, si, c));
             }
@@ -189,10 +225,15 @@ impl Assembler {
         rev.sort_unstable();
         let mut hosts = EdgeSet::default();
         for (n, s, c) in rev {
-            hosts.src.push(n as u32);
-            hosts.dst.push(s as u32);
+            hosts.src.push(n);
+            hosts.dst.push(s);
             hosts.attr.push(vec![c as f32]);
         }
+        let global = self
+            .global
+            .iter()
+            .next()
+            .map_or([0.0; 2], |(_, g)| [f(g, 0), f(g, 1)]);
         Snapshot {
             schema_version: graphscaler_schemas::SCHEMA_VERSION,
             time_s,
