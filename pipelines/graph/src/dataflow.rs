@@ -16,20 +16,20 @@ use differential_dataflow::VecCollection;
 use graphscaler_schemas::snapshot::{node_features, service_features};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::Entity;
+use crate::ingest::{Entity, Id};
 use crate::rows;
 
 /// One fact of the maintained graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Fact {
     /// μ of a service (7 `f32` bit patterns), then its spec and ready replicas.
-    Service(String, Vec<u32>),
+    Service(Id, Vec<u32>),
     /// ν of a node.
-    Node(String, Vec<u32>),
+    Node(Id, Vec<u32>),
     /// A `calls` edge between two present services, with [rps, p95, error rate].
-    Call(String, String, Vec<u32>),
+    Call(Id, Id, Vec<u32>),
     /// A `runs_on` edge (service, node) with its pod count.
-    RunsOn(String, String, u32),
+    RunsOn(Id, Id, u32),
     /// The global scalars.
     Global(Vec<u32>),
 }
@@ -85,8 +85,8 @@ pub fn graph<'scope>(
         .antijoin(stateful.map(|(k, _)| k))
         .map(|(k, s)| (k, s, None));
     let service_facts = with_store.concat(without).map(|(k, s, st)| {
-        let obs = rows::service_back(&k, &s);
-        let store = st.map(|r| rows::stateful_back(&k, &r));
+        let obs = rows::service_back("", &s);
+        let store = st.map(|r| rows::stateful_back("", &r));
         let mu = service_features(&obs, store.as_ref());
         let mut x = bits(&mu);
         x.extend([obs.replicas_spec, obs.replicas_ready]);
@@ -94,7 +94,7 @@ pub fn graph<'scope>(
     });
 
     let node_facts = nodes.map(|(k, r)| {
-        let nu = node_features(&rows::node_back(&k, &r));
+        let nu = node_features(&rows::node_back("", &r));
         Fact::Node(k, bits(&nu))
     });
 
@@ -104,7 +104,7 @@ pub fn graph<'scope>(
         .map(|(s, (d, r))| (d, (s, r)))
         .semijoin(service_keys.clone())
         .map(|(d, (s, r))| {
-            let e = rows::call_back(&s, &d, &r);
+            let e = rows::call_back("", "", &r);
             Fact::Call(
                 s,
                 d,

@@ -17,21 +17,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::rows::{self, Row};
 
+/// A name (of a service, node or pod) as the dataflow carries it: an integer id given by
+/// [`Ingest`], so that joins and arrangements compare and hash integers, not strings.
+pub type Id = u32;
+
 /// One fact the dataflow holds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Entity {
     /// A service and its encoded [`graphscaler_schemas::ServiceObs`].
-    Service(String, Row),
+    Service(Id, Row),
     /// A stateful store and its encoded [`graphscaler_schemas::StatefulObs`].
-    Stateful(String, Row),
+    Stateful(Id, Row),
     /// A node and its encoded [`graphscaler_schemas::NodeObs`].
-    Node(String, Row),
+    Node(Id, Row),
     /// A call edge (source, destination) and its encoded attributes.
-    Call(String, String, Row),
+    Call(Id, Id, Row),
     /// A pod: name, service, node if bound.
-    Pod(String, String, Option<String>),
+    Pod(Id, Id, Option<Id>),
     /// The global scalars.
     Global(Row),
+}
+
+/// Names and their ids, in the order first seen.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    ids: HashMap<String, Id>,
+    names: Vec<String>,
+}
+
+impl Names {
+    /// The id of `name`, given on first sight.
+    pub fn id(&mut self, name: &str) -> Id {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = self.names.len() as Id;
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), i);
+        i
+    }
+
+    /// The name of `id`.
+    pub fn name(&self, id: Id) -> &str {
+        self.names.get(id as usize).map_or("", String::as_str)
+    }
 }
 
 impl Entity {
@@ -70,6 +99,8 @@ pub struct Ingest {
     seen: HashSet<String>,
     seen_order: VecDeque<(u64, String)>,
     current: HashMap<(&'static str, String), Current>,
+    /// The names behind the entities' ids.
+    pub names: Names,
     /// What ingestion did so far.
     pub stats: IngestStats,
 }
@@ -83,6 +114,7 @@ impl Ingest {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             current: HashMap::new(),
+            names: Names::default(),
             stats: IngestStats::default(),
         }
     }
@@ -102,28 +134,29 @@ impl Ingest {
         self.seen_order.push_back((open, ev.event_id().to_string()));
         let t = ev.observed_at_s();
         let (topic, key) = ev.topic_and_key();
+        let n = &mut self.names;
         let entity = match ev {
             TelemetryEvent::Service(e) => Some(Entity::Service(
-                e.payload.name.clone(),
+                n.id(&e.payload.name),
                 rows::service(&e.payload),
             )),
             TelemetryEvent::Stateful(e) => Some(Entity::Stateful(
-                e.payload.service.clone(),
+                n.id(&e.payload.service),
                 rows::stateful(&e.payload),
             )),
             TelemetryEvent::Node(e) => {
-                Some(Entity::Node(e.payload.name.clone(), rows::node(&e.payload)))
+                Some(Entity::Node(n.id(&e.payload.name), rows::node(&e.payload)))
             }
             TelemetryEvent::Call(e) => Some(Entity::Call(
-                e.payload.source.clone(),
-                e.payload.destination.clone(),
+                n.id(&e.payload.source),
+                n.id(&e.payload.destination),
                 rows::call(&e.payload),
             )),
             TelemetryEvent::Pod(e) => match &e.payload {
                 PodChange::Upsert(p) => Some(Entity::Pod(
-                    p.name.clone(),
-                    p.service.clone(),
-                    p.node.clone(),
+                    n.id(&p.name),
+                    n.id(&p.service),
+                    p.node.as_deref().map(|x| n.id(x)),
                 )),
                 PodChange::Delete { .. } => None,
             },

@@ -159,13 +159,14 @@ impl<K: Ord, V: PartialEq> Counted<K, V> {
 }
 
 impl Assembler {
-    fn apply(&mut self, updates: Vec<(Fact, isize)>) {
+    fn apply(&mut self, updates: Vec<(Fact, isize)>, names: &crate::ingest::Names) {
+        let name = |i: crate::ingest::Id| names.name(i).to_string();
         for (f, d) in updates {
             match f {
-                Fact::Service(n, x) => self.services.update(n, x, d),
-                Fact::Node(n, x) => self.nodes.update(n, x, d),
-                Fact::Call(s, t, a) => self.calls.update((s, t), a, d),
-                Fact::RunsOn(s, n, c) => self.runs.update((s, n), c, d),
+                Fact::Service(n, x) => self.services.update(name(n), x, d),
+                Fact::Node(n, x) => self.nodes.update(name(n), x, d),
+                Fact::Call(s, t, a) => self.calls.update((name(s), name(t)), a, d),
+                Fact::RunsOn(s, n, c) => self.runs.update((name(s), name(n)), c, d),
                 Fact::Global(g) => self.global.update((), g, d),
             }
         }
@@ -339,7 +340,7 @@ fn drive(
                             *s = later;
                             now.into_iter().map(|(f, _, d)| (f, d)).collect()
                         };
-                        assembler.apply(ready);
+                        assembler.apply(ready, &ingest.names);
                         let snap = assembler.snapshot((w + 1) as f64 * cfg.window_s, cfg.window_s);
                         if let Ok(mut emit) = emit.lock() {
                             (*emit)(snap, started.elapsed().as_secs_f64());
@@ -482,6 +483,7 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
         }
         snapshots.push(Snapshot::from_observation(&observation(
             &state,
+            &ingest.names,
             w,
             cfg.window_s,
         )));
@@ -495,7 +497,13 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
 }
 
 /// The cluster observation the entities stand for.
-fn observation(state: &BTreeMap<Entity, isize>, w: u64, window_s: f64) -> ClusterObservation {
+fn observation(
+    state: &BTreeMap<Entity, isize>,
+    names: &crate::ingest::Names,
+    w: u64,
+    window_s: f64,
+) -> ClusterObservation {
+    let n = |i: crate::ingest::Id| names.name(i);
     let mut obs = ClusterObservation {
         time_s: (w + 1) as f64 * window_s,
         window_s,
@@ -514,13 +522,13 @@ fn observation(state: &BTreeMap<Entity, isize>, w: u64, window_s: f64) -> Cluste
     };
     for e in state.keys() {
         match e {
-            Entity::Service(k, r) => obs.services.push(rows::service_back(k, r)),
-            Entity::Stateful(k, r) => obs.stateful.push(rows::stateful_back(k, r)),
-            Entity::Node(k, r) => obs.nodes.push(rows::node_back(k, r)),
-            Entity::Call(s, d, r) => obs.edges.push(rows::call_back(s, d, r)),
+            Entity::Service(k, r) => obs.services.push(rows::service_back(n(*k), r)),
+            Entity::Stateful(k, r) => obs.stateful.push(rows::stateful_back(n(*k), r)),
+            Entity::Node(k, r) => obs.nodes.push(rows::node_back(n(*k), r)),
+            Entity::Call(s, d, r) => obs.edges.push(rows::call_back(n(*s), n(*d), r)),
             Entity::Pod(name, service, node) => {
                 obs.pods
-                    .push(PodObs::placed(name, service, node.as_deref(), 0.0))
+                    .push(PodObs::placed(n(*name), n(*service), node.map(n), 0.0))
             }
             Entity::Global(r) => obs.global = rows::global_back(r),
         }
