@@ -195,4 +195,29 @@ mod tests {
         assert!(text.contains("graphscaler_snapshot_latency_seconds{stage=\"graph\"} 0.25\n"));
         assert_eq!(m.total("graphscaler_events_in_total"), 3.0);
     }
+
+    #[tokio::test]
+    async fn serves_the_exposition_on_metrics() {
+        let m = Metrics::new("policy");
+        m.add("graphscaler_actions_total", &[("outcome", "applied")], 1.0);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, vec![m.clone()], async {
+            let _ = rx.await;
+        }));
+        let body = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.contains("graphscaler_actions_total{stage=\"policy\",outcome=\"applied\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("# TYPE graphscaler_consumer_lag_seconds gauge"));
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }
