@@ -9,14 +9,17 @@
 #     vendored DejaVu font, so no font package is needed)
 #   - the tansu Kafka-protocol broker (cargo install, about 10 minutes the first time) for the
 #     bus tests
-# Later stages add themselves here: the Python venv with torch==2.13.0 for libtorch (learning).
+#   - a Python venv in .venv with torch==2.13.0 (libtorch for tch, pipelines/learn; about 90 s
+#     and 4.7 GB the first time) and torch_geometric==2.8.1 (the reference of the GNN parity
+#     tests); .venv/torch links to the torch package, which .cargo/config.toml names as LIBTORCH
 set -euo pipefail
 
 GS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export GS_ROOT
 
-# prometheus: the real Prometheus server the end-to-end tests scrape the twin with.
-APT_PACKAGES=(prometheus)
+# prometheus: the real Prometheus server the end-to-end tests scrape the twin with; python3-venv:
+# the venv that holds torch.
+APT_PACKAGES=(prometheus python3-venv)
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 
@@ -56,10 +59,27 @@ ensure_tansu() {
     cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql
 }
 
+TORCH_VERSION=2.13.0
+PYG_VERSION=2.8.1
+
+ensure_torch() {
+    local venv="$GS_ROOT/.venv"
+    if ! "$venv/bin/python" -c "import torch, torch_geometric, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' and torch_geometric.__version__ == '$PYG_VERSION' else 1)" 2>/dev/null; then
+        log "installing torch==$TORCH_VERSION and torch_geometric==$PYG_VERSION into .venv (about 90 s, 4.7 GB)"
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "torch==$TORCH_VERSION" "torch_geometric==$PYG_VERSION"
+    fi
+    local pkg
+    pkg="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+    ln -sfn "$pkg" "$venv/torch"
+    log "libtorch: torch $TORCH_VERSION in $pkg"
+}
+
 # What every command needs; test.sh adds the test services (ensure_test_services).
 ensure_rust
 
 ensure_test_services() {
     ensure_apt_packages
     ensure_tansu
+    ensure_torch
 }

@@ -282,6 +282,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut kafka = measure(&mut p, &ticks, warmup).await;
     let _ = child.kill();
+    let _ = child.wait();
 
     println!("sample_to_action: Online Boutique, {n} ticks ({events} events), first {warmup} windows not timed; one action per snapshot");
     for (name, v) in [("in-process bus", &mut mem), ("tansu broker  ", &mut kafka)] {

@@ -184,8 +184,10 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     let d = dir.path();
 
     // The twin, one 1 s tick per wall second, behind its interfaces.
-    let mut tcfg = TwinConfig::default();
-    tcfg.observe_every_s = 1.0;
+    let tcfg = TwinConfig {
+        observe_every_s: 1.0,
+        ..TwinConfig::default()
+    };
     let topo = Topology::from_file(
         &root().join("data/topologies/online-boutique.json"),
         &tcfg.fanout_parameters,

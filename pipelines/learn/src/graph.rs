@@ -1,0 +1,178 @@
+//! A snapshot as tensors: node features per type, and per relation an edge index (`[2, E]`,
+//! int64, source row then destination row) and edge attributes (`[E, F]`).
+
+use graphscaler_schemas::snapshot::EdgeSet;
+use graphscaler_schemas::Snapshot;
+use tch::{Device, Kind, Tensor};
+
+/// The service node type.
+pub const SERVICE: &str = "service";
+/// The machine node type.
+pub const NODE: &str = "node";
+
+/// A relation `(source type, name, destination type)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Relation {
+    /// Source node type.
+    pub src: &'static str,
+    /// Relation name.
+    pub name: &'static str,
+    /// Destination node type.
+    pub dst: &'static str,
+}
+
+impl Relation {
+    /// `(service, calls, service)`: [rps, p95, error rate].
+    pub const CALLS: Relation = Relation {
+        src: SERVICE,
+        name: "calls",
+        dst: SERVICE,
+    };
+    /// `(service, runs_on, node)`: [pods].
+    pub const RUNS_ON: Relation = Relation {
+        src: SERVICE,
+        name: "runs_on",
+        dst: NODE,
+    };
+    /// `(node, hosts, service)`: [pods].
+    pub const HOSTS: Relation = Relation {
+        src: NODE,
+        name: "hosts",
+        dst: SERVICE,
+    };
+    /// The three, in this order.
+    pub const ALL: [Relation; 3] = [Relation::CALLS, Relation::RUNS_ON, Relation::HOSTS];
+
+    /// PyG's `HeteroConv` key for it: `<src___name___dst>`.
+    pub fn key(&self) -> String {
+        format!("<{}___{}___{}>", self.src, self.name, self.dst)
+    }
+
+    /// Width of its edge attributes.
+    pub fn edge_dim(&self) -> i64 {
+        if self.name == "calls" {
+            3
+        } else {
+            1
+        }
+    }
+}
+
+/// The heterogeneous graph of one snapshot.
+#[derive(Debug)]
+pub struct HeteroGraph {
+    /// Service features `[S, 7]`.
+    pub x_service: Tensor,
+    /// Machine features `[N, 3]`.
+    pub x_node: Tensor,
+    /// Per relation (in [`Relation::ALL`] order): edge index `[2, E]` and attributes `[E, F]`.
+    pub edges: Vec<(Relation, Tensor, Tensor)>,
+    /// Global scalars `[2]`.
+    pub global: Tensor,
+}
+
+fn edges(set: &EdgeSet, dim: i64, device: Device) -> (Tensor, Tensor) {
+    let e = set.len() as i64;
+    let idx: Vec<i64> = set
+        .src
+        .iter()
+        .chain(&set.dst)
+        .map(|&v| i64::from(v))
+        .collect();
+    let attr: Vec<f32> = set
+        .attr
+        .iter()
+        .flat_map(|a| (0..dim as usize).map(move |k| a.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    (
+        Tensor::from_slice(&idx).view([2, e]).to_device(device),
+        Tensor::from_slice(&attr).view([e, dim]).to_device(device),
+    )
+}
+
+impl HeteroGraph {
+    /// The tensors of `s` on `device` (features as they are in the snapshot; scaling belongs to
+    /// the encoder).
+    pub fn from_snapshot(s: &Snapshot, device: Device) -> Self {
+        let xs: Vec<f32> = s.service_x.iter().flatten().copied().collect();
+        let xn: Vec<f32> = s.node_x.iter().flatten().copied().collect();
+        let rel = |r: Relation, set: &EdgeSet| {
+            let (i, a) = edges(set, r.edge_dim(), device);
+            (r, i, a)
+        };
+        Self {
+            x_service: Tensor::from_slice(&xs)
+                .view([s.services.len() as i64, 7])
+                .to_device(device),
+            x_node: Tensor::from_slice(&xn)
+                .view([s.nodes.len() as i64, 3])
+                .to_device(device),
+            edges: vec![
+                rel(Relation::CALLS, &s.calls),
+                rel(Relation::RUNS_ON, &s.runs_on),
+                rel(Relation::HOSTS, &s.hosts),
+            ],
+            global: Tensor::from_slice(&s.global).to_device(device),
+        }
+    }
+
+    /// Node features of `ty`.
+    pub fn x(&self, ty: &str) -> &Tensor {
+        if ty == SERVICE {
+            &self.x_service
+        } else {
+            &self.x_node
+        }
+    }
+}
+
+/// Drops `kind` checks in callers: every index tensor here is int64.
+pub const INDEX: Kind = Kind::Int64;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use graphscaler_schemas::snapshot::EdgeSet;
+
+    #[test]
+    fn a_snapshot_becomes_tensors() {
+        let s = Snapshot {
+            schema_version: 2,
+            time_s: 30.0,
+            window_s: 30.0,
+            services: vec!["a".into(), "b".into()],
+            service_x: vec![[1.0; 7], [2.0; 7]],
+            replicas_spec: vec![1, 2],
+            replicas_ready: vec![1, 2],
+            nodes: vec!["n".into()],
+            node_x: vec![[3.0, 4.0, 0.0]],
+            calls: EdgeSet {
+                src: vec![0],
+                dst: vec![1],
+                attr: vec![vec![5.0, 6.0, 0.1]],
+            },
+            runs_on: EdgeSet {
+                src: vec![0, 1],
+                dst: vec![0, 0],
+                attr: vec![vec![1.0], vec![2.0]],
+            },
+            hosts: EdgeSet {
+                src: vec![0, 0],
+                dst: vec![0, 1],
+                attr: vec![vec![1.0], vec![2.0]],
+            },
+            global: [0.5, 0.1],
+        };
+        let g = HeteroGraph::from_snapshot(&s, Device::Cpu);
+        assert_eq!(g.x_service.size(), [2, 7]);
+        assert_eq!(g.x_node.size(), [1, 3]);
+        let (r, i, a) = &g.edges[1];
+        assert_eq!(*r, Relation::RUNS_ON);
+        assert_eq!(i.size(), [2, 2]);
+        assert_eq!(Vec::<i64>::try_from(i.view([-1])).unwrap(), [0, 1, 0, 0]);
+        assert_eq!(Vec::<f32>::try_from(a.view([-1])).unwrap(), [1.0, 2.0]);
+        assert_eq!(g.edges[0].2.size(), [1, 3]);
+        assert_eq!(Relation::CALLS.key(), "<service___calls___service>");
+    }
+}

@@ -1,0 +1,16 @@
+//! Learning in tch. This crate is the only one that links libtorch.
+//!
+//! * [`graph`] — a [`Snapshot`](graphscaler_schemas::Snapshot) as tensors per node type and
+//!   relation;
+//! * [`gat`], [`gcn`] — graph layers with PyTorch Geometric's semantics and parameter names
+//!   (`GATConv`, `GCNConv`), and [`hetero`] — one layer per relation summed per destination type,
+//!   as PyG's `HeteroConv(aggr="sum")`. Parity with PyG 2.8.1 is tested on fixtures written by
+//!   `scripts/parity_fixtures.py`.
+
+pub mod gat;
+pub mod gcn;
+pub mod graph;
+pub mod hetero;
+pub mod scatter;
+
+pub use graph::{HeteroGraph, Relation, NODE, SERVICE};
