@@ -14,3 +14,7 @@ pub mod hetero;
 pub mod scatter;
 
 pub use graph::{HeteroGraph, Relation, NODE, SERVICE};
+pub mod a2c;
+pub mod envs;
+pub mod ppo;
+pub mod rollout;

@@ -1,0 +1,116 @@
+//! A2C (synchronous advantage actor-critic) for discrete actions, as Stable-Baselines3's `A2C`
+//! (CleanRL has no A2C; its rollout loop is shared with PPO here): short rollouts, GAE (λ = 1 by
+//! default, i.e. n-step returns), one RMSprop step per rollout on
+//! `−(A · log π(a|s)) + c_v · (R − V(s))² − c_e · H(π)`, gradient-norm clipping.
+
+use std::io::Write;
+
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind};
+
+use crate::envs::DiscreteEnv;
+use crate::ppo::{Agent, Diagnostics, Trained};
+use crate::rollout::{explained_variance, logprob_entropy, Envs};
+
+/// Hyperparameters (Stable-Baselines3's names and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct A2cConfig {
+    /// RMSprop learning rate.
+    pub learning_rate: f64,
+    /// Steps per environment per update.
+    pub num_steps: usize,
+    /// Discount.
+    pub gamma: f64,
+    /// GAE λ (1: n-step returns).
+    pub gae_lambda: f64,
+    /// Entropy coefficient.
+    pub ent_coef: f64,
+    /// Value loss coefficient.
+    pub vf_coef: f64,
+    /// Gradient norm limit.
+    pub max_grad_norm: f64,
+    /// RMSprop smoothing.
+    pub rms_alpha: f64,
+    /// RMSprop ε.
+    pub rms_eps: f64,
+    /// Normalise advantages.
+    pub norm_adv: bool,
+    /// Hidden width.
+    pub hidden: i64,
+}
+
+impl Default for A2cConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 7e-4,
+            num_steps: 5,
+            gamma: 0.99,
+            gae_lambda: 1.0,
+            ent_coef: 0.0,
+            vf_coef: 0.5,
+            max_grad_norm: 0.5,
+            rms_alpha: 0.99,
+            rms_eps: 1e-5,
+            norm_adv: false,
+            hidden: 64,
+        }
+    }
+}
+
+/// Trains for `total_timesteps` on `envs`, seeded, writing diagnostics as CSV to `log`.
+pub fn train<E: DiscreteEnv>(
+    envs: Vec<E>,
+    cfg: &A2cConfig,
+    total_timesteps: usize,
+    seed: i64,
+    log: &mut dyn Write,
+) -> std::io::Result<Trained> {
+    tch::manual_seed(seed);
+    let mut envs = Envs::new(envs);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let agent = Agent::new(&vs.root(), envs.obs_dim(), envs.n_actions(), cfg.hidden);
+    let mut opt = nn::RmsProp {
+        alpha: cfg.rms_alpha,
+        eps: cfg.rms_eps,
+        ..nn::RmsProp::default()
+    }
+    .build(&vs, cfg.learning_rate)
+    .map_err(std::io::Error::other)?;
+    let iterations = total_timesteps / (envs.len() * cfg.num_steps);
+    let mut updates = vec![];
+    writeln!(log, "{}", Diagnostics::HEADER)?;
+    for _ in 0..iterations {
+        let r = envs.rollout(&agent, cfg.num_steps, cfg.gamma, cfg.gae_lambda)?;
+        let (logp, entropy) = logprob_entropy(&agent.logits(&r.obs), &r.actions);
+        let value = agent.value(&r.obs);
+        let mut adv = r.advantages.shallow_clone();
+        if cfg.norm_adv {
+            adv = (&adv - adv.mean(Kind::Float)) / (adv.std(true) + 1e-8);
+        }
+        let pg_loss = -(adv * &logp).mean(Kind::Float);
+        let v_loss = (&r.returns - &value).square().mean(Kind::Float);
+        let ent = entropy.mean(Kind::Float);
+        let loss = &pg_loss + &v_loss * cfg.vf_coef - &ent * cfg.ent_coef;
+        opt.zero_grad();
+        loss.backward();
+        opt.clip_grad_norm(cfg.max_grad_norm);
+        opt.step();
+        let d = Diagnostics {
+            global_step: envs.global_step,
+            learning_rate: cfg.learning_rate,
+            value_loss: v_loss.double_value(&[]),
+            policy_loss: pg_loss.double_value(&[]),
+            entropy: ent.double_value(&[]),
+            explained_variance: explained_variance(&r),
+            ..Diagnostics::default()
+        };
+        writeln!(log, "{}", d.csv())?;
+        updates.push(d);
+    }
+    Ok(Trained {
+        agent,
+        vs,
+        episodes: envs.episodes,
+        updates,
+    })
+}
