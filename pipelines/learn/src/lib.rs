@@ -18,3 +18,4 @@ pub mod a2c;
 pub mod envs;
 pub mod ppo;
 pub mod rollout;
+pub mod sac;
