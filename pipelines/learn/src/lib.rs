@@ -17,5 +17,6 @@ pub use graph::{HeteroGraph, Relation, NODE, SERVICE};
 pub mod a2c;
 pub mod envs;
 pub mod ppo;
+pub mod reward;
 pub mod rollout;
 pub mod sac;
