@@ -15,6 +15,7 @@ pub mod scatter;
 
 pub use graph::{HeteroGraph, Relation, NODE, SERVICE};
 pub mod a2c;
+pub mod checkpoint;
 pub mod envs;
 pub mod ppo;
 pub mod reward;

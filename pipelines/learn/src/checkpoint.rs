@@ -1,0 +1,186 @@
+//! Checkpoints: the parameters as `.safetensors` and a JSON manifest beside them — what was
+//! trained (algorithm, encoder, sizes), on what (topology, feature schema version), and every
+//! parameter's shape — so that loading checks the model before trusting the numbers.
+//!
+//! `save(path)` writes `path.safetensors` and `path.json`; `load` refuses, with the reason, a
+//! missing file, an unreadable manifest, another feature schema, another topology, and any
+//! parameter whose name or shape differs from the model it is loaded into.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+
+/// Version of the manifest format.
+pub const FORMAT: u32 = 1;
+
+/// What a checkpoint holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// `ppo`, `a2c`, `sac`.
+    pub algo: String,
+    /// `gat`, `gcn`, `dysat`, `mlp`.
+    pub encoder: String,
+    /// The feature schema the model reads ([`graphscaler_schemas::SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// The topology it was trained on (its name; `*` for any).
+    pub topology: String,
+    /// The settings that shape the model (sizes, heads, layers), by name.
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Every parameter's shape, by name.
+    pub params: BTreeMap<String, Vec<i64>>,
+    /// The command that produced it.
+    pub produced_by: String,
+}
+
+/// Why a checkpoint was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file is missing or unreadable.
+    #[error("checkpoint {path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+    /// The manifest does not parse or is of another format.
+    #[error("checkpoint manifest {path}: {message}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The checkpoint does not fit the model or the cluster it is meant for.
+    #[error("checkpoint {path} does not fit: {message}")]
+    Mismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
+}
+
+fn files(path: &Path) -> (PathBuf, PathBuf) {
+    (
+        path.with_extension("safetensors"),
+        path.with_extension("json"),
+    )
+}
+
+/// The shapes of `vs`'s parameters, by name.
+pub fn shapes(vs: &VarStore) -> BTreeMap<String, Vec<i64>> {
+    vs.variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.size()))
+        .collect()
+}
+
+/// Writes `path.safetensors` and `path.json` (`manifest.params` is filled from `vs`).
+pub fn save(
+    path: &Path,
+    vs: &VarStore,
+    mut manifest: Manifest,
+) -> Result<Manifest, CheckpointError> {
+    let (weights, json) = files(path);
+    if let Some(dir) = weights.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| CheckpointError::Io {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    manifest.format = FORMAT;
+    manifest.params = shapes(vs);
+    vs.save(&weights).map_err(|e| CheckpointError::Io {
+        path: weights.clone(),
+        message: e.to_string(),
+    })?;
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Manifest {
+        path: json.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&json, text + "\n").map_err(|e| CheckpointError::Io {
+        path: json.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(manifest)
+}
+
+/// Reads a manifest.
+pub fn manifest(path: &Path) -> Result<Manifest, CheckpointError> {
+    let (_, json) = files(path);
+    let text = std::fs::read_to_string(&json).map_err(|e| CheckpointError::Io {
+        path: json.clone(),
+        message: e.to_string(),
+    })?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| CheckpointError::Manifest {
+        path: json.clone(),
+        message: e.to_string(),
+    })?;
+    if m.format != FORMAT {
+        return Err(CheckpointError::Manifest {
+            path: json,
+            message: format!("format {} (this build reads {FORMAT})", m.format),
+        });
+    }
+    Ok(m)
+}
+
+/// Loads `path` into `vs` after checking that it was trained on `topology` (unless either side
+/// is `*`), reads this build's feature schema, and has exactly `vs`'s parameters and shapes.
+pub fn load(path: &Path, vs: &mut VarStore, topology: &str) -> Result<Manifest, CheckpointError> {
+    let m = manifest(path)?;
+    let mismatch = |message: String| CheckpointError::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    if m.schema_version != graphscaler_schemas::SCHEMA_VERSION {
+        return Err(mismatch(format!(
+            "trained on feature schema v{}, this build produces v{}",
+            m.schema_version,
+            graphscaler_schemas::SCHEMA_VERSION
+        )));
+    }
+    if m.topology != topology && m.topology != "*" && topology != "*" {
+        return Err(mismatch(format!(
+            "trained on topology `{}`, not `{topology}`",
+            m.topology
+        )));
+    }
+    let want = shapes(vs);
+    for (name, shape) in &want {
+        match m.params.get(name) {
+            None => {
+                return Err(mismatch(format!(
+                    "no parameter `{name}` (the model has one of shape {shape:?})"
+                )))
+            }
+            Some(s) if s != shape => {
+                return Err(mismatch(format!(
+                    "parameter `{name}` has shape {s:?}, the model's is {shape:?}"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = m.params.keys().find(|k| !want.contains_key(*k)) {
+        return Err(mismatch(format!("parameter `{extra}` is not in the model")));
+    }
+    let (weights, _) = files(path);
+    if !weights.is_file() {
+        return Err(CheckpointError::Io {
+            path: weights,
+            message: "no such file".into(),
+        });
+    }
+    vs.load(&weights).map_err(|e| CheckpointError::Io {
+        path: weights,
+        message: e.to_string(),
+    })?;
+    Ok(m)
+}

@@ -1,0 +1,109 @@
+//! A checkpoint saves and loads back to identical outputs; a wrong one is refused with the reason.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use graphscaler_learn::checkpoint::{self, Manifest};
+use graphscaler_learn::ppo::Agent;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+fn manifest(topology: &str) -> Manifest {
+    Manifest {
+        format: 0,
+        algo: "ppo".into(),
+        encoder: "mlp".into(),
+        schema_version: graphscaler_schemas::SCHEMA_VERSION,
+        topology: topology.into(),
+        config: BTreeMap::from([("hidden".to_string(), serde_json::json!(64))]),
+        params: BTreeMap::new(),
+        produced_by: "tests/checkpoint.rs".into(),
+    }
+}
+
+#[test]
+fn saves_and_loads_back_and_refuses_what_does_not_fit() {
+    tch::manual_seed(3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt/agent");
+    let vs = VarStore::new(Device::Cpu);
+    let agent = Agent::new(&vs.root(), 4, 2, 64);
+    let m = checkpoint::save(&path, &vs, manifest("online-boutique")).unwrap();
+    assert_eq!(m.params["actor.0.weight"], [64, 4]);
+    assert!(path.with_extension("safetensors").is_file() && path.with_extension("json").is_file());
+
+    // A fresh model (other random weights) loads the same numbers and gives the same outputs.
+    tch::manual_seed(99);
+    let mut vs2 = VarStore::new(Device::Cpu);
+    let agent2 = Agent::new(&vs2.root(), 4, 2, 64);
+    let x = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+    assert!(
+        agent
+            .logits(&x)
+            .ne_tensor(&agent2.logits(&x))
+            .any()
+            .int64_value(&[])
+            == 1
+    );
+    checkpoint::load(&path, &mut vs2, "online-boutique").unwrap();
+    assert!(agent.logits(&x).equal(&agent2.logits(&x)));
+    assert!(agent.value(&x).equal(&agent2.value(&x)));
+
+    // Another topology.
+    let e = checkpoint::load(&path, &mut vs2, "synthetic-1000")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trained on topology `online-boutique`, not `synthetic-1000`"),
+        "{e}"
+    );
+    // Other shapes.
+    let mut vs3 = VarStore::new(Device::Cpu);
+    let _ = Agent::new(&vs3.root(), 4, 2, 32);
+    let e = checkpoint::load(&path, &mut vs3, "online-boutique")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("parameter `actor.0.bias` has shape [64], the model's is [32]"),
+        "{e}"
+    );
+    // A missing file.
+    let e = checkpoint::load(&dir.path().join("nope"), &mut vs2, "*")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.json") && e.contains("No such file"), "{e}");
+    // A manifest of another feature schema, and one that is not JSON.
+    let json = path.with_extension("json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(
+        &json,
+        text.replace(
+            &format!(
+                "\"schema_version\": {}",
+                graphscaler_schemas::SCHEMA_VERSION
+            ),
+            "\"schema_version\": 0",
+        ),
+    )
+    .unwrap();
+    let e = checkpoint::load(&path, &mut vs2, "*")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("feature schema v0"), "{e}");
+    std::fs::write(&json, "{ not json").unwrap();
+    let e = checkpoint::load(&path, &mut vs2, "*")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("agent.json") && e.contains("key must be a string"),
+        "{e}"
+    );
+    // Weights gone, manifest fine.
+    std::fs::write(&json, text).unwrap();
+    std::fs::remove_file(path.with_extension("safetensors")).unwrap();
+    let e = checkpoint::load(&path, &mut vs2, "*")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("agent.safetensors: no such file"), "{e}");
+}
