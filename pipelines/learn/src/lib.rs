@@ -16,6 +16,7 @@ pub mod scatter;
 pub use graph::{HeteroGraph, Relation, NODE, SERVICE};
 pub mod a2c;
 pub mod checkpoint;
+pub mod encoder;
 pub mod envs;
 pub mod ppo;
 pub mod reward;
