@@ -11,6 +11,7 @@ pub mod gat;
 pub mod gcn;
 pub mod graph;
 pub mod hetero;
+pub mod policy;
 pub mod scatter;
 
 pub use graph::{HeteroGraph, Relation, NODE, SERVICE};
