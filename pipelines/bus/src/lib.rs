@@ -47,6 +47,17 @@ pub enum BusError {
     },
 }
 
+/// An envelope as its topic carries it (JSON).
+pub fn encode<T: Topic>(event: &Envelope<T::Payload>) -> Result<Vec<u8>, BusError>
+where
+    T::Payload: Serialize,
+{
+    serde_json::to_vec(event).map_err(|e| BusError::Encode {
+        topic: T::NAME.into(),
+        message: e.to_string(),
+    })
+}
+
 /// Connection settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusConfig {
@@ -86,11 +97,8 @@ impl Producer {
     where
         T::Payload: Serialize + Keyed,
     {
-        let value = serde_json::to_vec(event).map_err(|e| BusError::Encode {
-            topic: T::NAME.into(),
-            message: e.to_string(),
-        })?;
-        self.send_raw(T::NAME, &event.payload.key(), &value).await
+        self.send_raw(T::NAME, &event.payload.key(), &encode::<T>(event)?)
+            .await
     }
 
     /// Publishes an already-encoded event on `topic` under `key` and waits for the broker's

@@ -154,18 +154,22 @@ impl Encoder for GatEncoder {
         let node = h
             .remove(NODE)
             .unwrap_or_else(|| Tensor::zeros([0, self.dim], (Kind::Float, g.x_node.device())));
-        let pooled = self
-            .pool
-            .forward(&Tensor::cat(
-                &[mean_rows(&service, self.dim), mean_rows(&node, self.dim)],
-                0,
-            ))
-            .elu();
-        Embeddings {
-            service,
-            node,
-            pooled,
-        }
+        pooled(&self.pool, service, node, self.dim)
+    }
+}
+
+/// The embeddings with the pooled one: `pool` over the mean service and mean machine rows.
+fn pooled(pool: &nn::Linear, service: Tensor, node: Tensor, d: i64) -> Embeddings {
+    let pooled = pool
+        .forward(&Tensor::cat(
+            &[mean_rows(&service, d), mean_rows(&node, d)],
+            0,
+        ))
+        .elu();
+    Embeddings {
+        service,
+        node,
+        pooled,
     }
 }
 
@@ -231,17 +235,6 @@ impl Encoder for MlpFlat {
         };
         let service = self.service.forward(&with_ctx(&g.x_service));
         let node = self.node.forward(&with_ctx(&g.x_node));
-        let pooled = self
-            .pool
-            .forward(&Tensor::cat(
-                &[mean_rows(&service, self.dim), mean_rows(&node, self.dim)],
-                0,
-            ))
-            .elu();
-        Embeddings {
-            service,
-            node,
-            pooled,
-        }
+        pooled(&self.pool, service, node, self.dim)
     }
 }

@@ -132,10 +132,7 @@ impl Publisher {
     where
         T::Payload: Serialize + Keyed,
     {
-        let value = serde_json::to_vec(event).map_err(|e| BusError::Encode {
-            topic: T::NAME.into(),
-            message: e.to_string(),
-        })?;
+        let value = graphscaler_bus::encode::<T>(event)?;
         self.publish_raw(T::NAME, &event.payload.key(), value).await
     }
 
