@@ -6,6 +6,14 @@ use graphscaler_learn::envs::cartpole::CartPole;
 use graphscaler_learn::envs::DiscreteEnv;
 use graphscaler_learn::ppo::{self, PpoConfig};
 
+/// libtorch's random generator and thread count are process-wide: the tests take turns, so that
+/// each run is the seeded, deterministic one its figures describe.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// PPO on CartPole-v1 with rl-baselines3-zoo's hyperparameters for it (8 environments × 32
 /// steps, 20 epochs of one 256-sample minibatch, γ 0.98, λ 0.8, no entropy bonus, learning rate
 /// 0.001 annealed, no value clipping): the greedy policy averages at least 475 over 20 episodes
@@ -24,6 +32,7 @@ fn ppo_balances_cartpole_within_100k_steps() {
         ..PpoConfig::default()
     };
     // A 64-unit network: one intra-op thread beats several.
+    let _turn = turn();
     tch::set_num_threads(1);
     let envs: Vec<CartPole> = (0..8).map(CartPole::new).collect();
     let mut log = Vec::new();
@@ -48,6 +57,7 @@ fn ppo_balances_cartpole_within_100k_steps() {
 /// greedy policy averages at least 475 over 20 episodes after 500,000 steps (the zoo's budget).
 #[test]
 fn a2c_balances_cartpole_within_500k_steps() {
+    let _turn = turn();
     tch::set_num_threads(1);
     let envs: Vec<CartPole> = (0..8).map(|i| CartPole::new(100 + i)).collect();
     let mut log = Vec::new();
@@ -72,6 +82,7 @@ fn a2c_balances_cartpole_within_500k_steps() {
 /// tuning): the greedy policy averages at least 475 over 20 episodes after 50,000 steps.
 #[test]
 fn discrete_sac_balances_cartpole_within_50k_steps() {
+    let _turn = turn();
     tch::set_num_threads(1);
     let cfg = graphscaler_learn::sac::SacConfig {
         buffer_size: 50_000,
