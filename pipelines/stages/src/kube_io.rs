@@ -492,8 +492,20 @@ impl Cluster for KubeCluster {
     }
 
     fn free_cpu_cores(&self) -> f64 {
-        // The capacity guardrail needs the whole cluster: on an error, no capacity (refuse).
-        match block(read(&self.client, &self.namespace)) {
+        // The capacity guardrail needs every node and every pod's requests (not the
+        // deployments): on an error, no capacity (refuse).
+        let lp = ListParams::default();
+        let read = async {
+            let nodes = Api::<Node>::all(self.client.clone()).list(&lp).await?;
+            let pods = Api::<Pod>::all(self.client.clone()).list(&lp).await?;
+            Ok::<_, kube::Error>(from_objects::<_, _, Deployment>(
+                &nodes.items,
+                &pods.items,
+                &[],
+                &self.namespace,
+            ))
+        };
+        match block(read) {
             Ok(s) => s.nodes.iter().map(NodeObs::free_cpu_cores).sum(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading nodes for the capacity check failed");
