@@ -22,6 +22,8 @@ pub struct Config {
     pub hpa: HpaConfig,
     /// The evaluation harness.
     pub eval: EvalConfig,
+    /// Learning: reward, action rules, training.
+    pub learn: graphscaler_learn::config::LearnConfig,
     /// The streaming pipeline.
     pub pipeline: PipelineConfig,
 }

@@ -9,6 +9,7 @@ macro_rules! say {
 }
 
 mod config;
+mod learn;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Command {
     Eval(EvalArgs),
     /// Sweep the HPA's CPU target to find the tuned HPA.
     HpaSweep(SweepArgs),
+    /// Train a learned policy on the twin: checkpoint (.safetensors + .json manifest) and
+    /// diagnostics (.csv).
+    Train(learn::TrainArgs),
     /// Read stored snapshots back (Parquet) and report what they hold.
     Replay {
         /// The snapshot file.
@@ -209,7 +213,8 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct EvalArgs {
-    /// Comma-separated policies.
+    /// Comma-separated policies: static, hpa, tuned-hpa, hpa-<percent>, the learned gat-ppo,
+    /// mlp-ppo, gcn-sac, dysat-a2c (from learn.checkpoint_dir), or NAME=CHECKPOINT.
     #[arg(long, default_value = "static,hpa,tuned-hpa")]
     policies: String,
     /// Comma-separated scenarios, or `all` for the four shapes.
@@ -318,6 +323,7 @@ fn run(cli: Cli) -> Result<()> {
             pipeline::replay_into(&cfg, &snapshots, policy.as_deref(), publish)
         }
         Command::Run(a) => pipeline::run_loop(&cfg, a),
+        Command::Train(a) => learn::run_train(&cfg, a),
         Command::Scrape => pipeline::stage(&cfg, pipeline::Stage::Scrape),
         Command::Graph => pipeline::stage(&cfg, pipeline::Stage::Graph),
         Command::Policy => pipeline::stage(&cfg, pipeline::Stage::Policy),
@@ -390,7 +396,7 @@ fn sweep_table(rows: &[sweep::SweepRow]) -> String {
 
 fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
     use graphscaler_schemas::TelemetryEvent;
-    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa);
+    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa, None)?;
     let mut twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
     let mut events = vec![];
     let mut prev = None;
@@ -495,7 +501,7 @@ fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
     })
 }
 
-fn scenarios(s: &str) -> Result<Vec<Shape>> {
+pub(crate) fn scenarios(s: &str) -> Result<Vec<Shape>> {
     if s == "all" {
         return Ok(Shape::all_named());
     }
@@ -543,7 +549,8 @@ fn campaign(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let runs = c.run(&setup, &|r| {
+    let learned = learn::Checkpoints::new(cfg, &setup.topology);
+    let runs = c.run_with(&setup, Some(&learned), &|r| {
         bar.set_message(format!("{} on {} #{}", r.policy, r.scenario, r.replay));
         bar.inc(1);
     })?;

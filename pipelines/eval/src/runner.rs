@@ -59,6 +59,24 @@ pub enum PolicySpec {
     TunedHpa,
     /// The HPA at the given target, percent (`hpa-60`).
     HpaAt(u32),
+    /// A learned policy: `gat-ppo`, `mlp-ppo`, `gcn-sac`, `dysat-a2c` (from the checkpoint
+    /// directory) or `NAME=PATH` (a checkpoint, without its extension), built by the campaign's
+    /// [`Learned`] factory.
+    Learned {
+        /// The name in tables.
+        name: String,
+        /// The checkpoint, if given (else the factory's default for the name).
+        path: Option<String>,
+    },
+}
+
+/// The names of the learned baselines.
+pub const LEARNED: [&str; 4] = ["gat-ppo", "mlp-ppo", "gcn-sac", "dysat-a2c"];
+
+/// Builds learned policies (the learning crate links libtorch; this crate does not).
+pub trait Learned: Sync {
+    /// The policy `name` from `path` (or its default checkpoint).
+    fn build(&self, name: &str, path: Option<&str>) -> Result<Box<dyn Policy>>;
 }
 
 impl PolicySpec {
@@ -68,6 +86,20 @@ impl PolicySpec {
             "static" => Ok(PolicySpec::Static),
             "hpa" => Ok(PolicySpec::Hpa),
             "tuned-hpa" => Ok(PolicySpec::TunedHpa),
+            _ if LEARNED.contains(&s) => Ok(PolicySpec::Learned {
+                name: s.to_owned(),
+                path: None,
+            }),
+            _ if s.contains('=') => {
+                let (name, path) = s.split_once('=').unwrap_or_default();
+                if name.is_empty() || path.is_empty() {
+                    return Err(EvalError::UnknownPolicy(s.to_owned()));
+                }
+                Ok(PolicySpec::Learned {
+                    name: name.to_owned(),
+                    path: Some(path.to_owned()),
+                })
+            }
             _ => s
                 .strip_prefix("hpa-")
                 .and_then(|t| t.parse().ok())
@@ -84,17 +116,26 @@ impl PolicySpec {
             PolicySpec::Hpa => "hpa".into(),
             PolicySpec::TunedHpa => "tuned-hpa".into(),
             PolicySpec::HpaAt(t) => format!("hpa-{t}"),
+            PolicySpec::Learned { name, .. } => name.clone(),
         }
     }
 
-    /// Builds the policy.
-    pub fn build(&self, hpa: &HpaConfig) -> Box<dyn Policy> {
-        match self {
+    /// Builds the policy; a learned one needs `learned`.
+    pub fn build(&self, hpa: &HpaConfig, learned: Option<&dyn Learned>) -> Result<Box<dyn Policy>> {
+        Ok(match self {
             PolicySpec::Static => Box::new(Static),
             PolicySpec::Hpa => Box::new(Hpa::new(hpa.target_cpu_utilization, hpa)),
             PolicySpec::TunedHpa => Box::new(Hpa::new(hpa.tuned_target_cpu_utilization, hpa)),
             PolicySpec::HpaAt(t) => Box::new(Hpa::new(*t, hpa)),
-        }
+            PolicySpec::Learned { name, path } => match learned {
+                Some(l) => l.build(name, path.as_deref())?,
+                None => {
+                    return Err(EvalError::Policy(format!(
+                        "policy `{name}` is learned and this build has no learned policies"
+                    )))
+                }
+            },
+        })
     }
 }
 
@@ -251,6 +292,22 @@ impl Campaign {
         setup: &Setup,
         progress: &(dyn Fn(&RunResult) + Sync),
     ) -> Result<Vec<RunResult>> {
+        self.run_with(setup, None, progress)
+    }
+
+    /// [`Campaign::run`] with a factory for learned policies. Each learned policy is built once
+    /// before the runs, so a missing or wrong checkpoint fails the campaign at once.
+    pub fn run_with(
+        &self,
+        setup: &Setup,
+        learned: Option<&dyn Learned>,
+        progress: &(dyn Fn(&RunResult) + Sync),
+    ) -> Result<Vec<RunResult>> {
+        for p in &self.policies {
+            if matches!(p, PolicySpec::Learned { .. }) {
+                p.build(&setup.hpa, learned)?;
+            }
+        }
         let policies = self.all_policies();
         let mut jobs = vec![];
         for (si, sc) in self.scenarios.iter().enumerate() {
@@ -276,9 +333,12 @@ impl Campaign {
                     };
                     let seed = self.seed + replay as u64;
                     let scenario = shape.name();
-                    let mut p = policy.build(&setup.hpa);
                     let warmup = setup.eval.warmup_s;
-                    let out = run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup)
+                    let out = policy
+                        .build(&setup.hpa, learned)
+                        .and_then(|mut p| {
+                            run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup)
+                        })
                         .map(|(ticks, applied, refused)| {
                             let first = ticks.partition_point(|t| t.time_s <= warmup);
                             RunResult {
@@ -335,7 +395,18 @@ mod tests {
             PolicySpec::TunedHpa
         );
         assert_eq!(PolicySpec::parse("hpa-60").unwrap(), PolicySpec::HpaAt(60));
-        let e = PolicySpec::parse("gat-ppo").unwrap_err().to_string();
-        assert!(e.contains("gat-ppo"), "{e}");
+        assert_eq!(
+            PolicySpec::parse("gat-ppo").unwrap(),
+            PolicySpec::Learned {
+                name: "gat-ppo".into(),
+                path: None
+            }
+        );
+        assert_eq!(
+            PolicySpec::parse("mine=ckpt/a").unwrap().name(),
+            "mine".to_string()
+        );
+        let e = PolicySpec::parse("gat-sac").unwrap_err().to_string();
+        assert!(e.contains("gat-sac"), "{e}");
     }
 }

@@ -1,5 +1,7 @@
-//! Encoders: a snapshot's graph tensors in, an embedding per service and per machine and a pooled
-//! graph embedding out. One trait, so that the policy heads and the algorithms do not care which.
+//! Encoders: a batch of snapshots' graph tensors in, an embedding per service and per machine and a
+//! pooled graph embedding per graph out. One trait, so that the policy heads and the algorithms do
+//! not care which. The other encoders are in their own files: [`crate::gcn_encoder`] (HeteroGCN)
+//! and [`crate::dysat`] (DySAT, over a window of snapshots).
 //!
 //! * [`GatEncoder`] — the main model: per node type an input projection, then `layers`
 //!   heterogeneous GAT layers ([`HeteroGat`]: a GAT per relation with edge attributes, summed per
@@ -19,14 +21,14 @@ use tch::{Kind, Tensor};
 use crate::graph::{HeteroGraph, Relation, NODE, SERVICE};
 use crate::hetero::HeteroGat;
 
-/// What an encoder gives.
+/// What an encoder gives, per graph of the batch.
 #[derive(Debug)]
 pub struct Embeddings {
-    /// Per service `[S, D]`.
+    /// Per service `[B, S, D]`.
     pub service: Tensor,
-    /// Per machine `[N, D]`.
+    /// Per machine `[B, N, D]`.
     pub node: Tensor,
-    /// The whole graph `[D]`.
+    /// The whole graph `[B, D]`.
     pub pooled: Tensor,
 }
 
@@ -34,8 +36,17 @@ pub struct Embeddings {
 pub trait Encoder: std::fmt::Debug + Send {
     /// Embedding width `D`.
     fn dim(&self) -> i64;
-    /// Encodes one (unscaled) graph.
+    /// Encodes a batch of (unscaled) graphs.
     fn encode(&self, g: &HeteroGraph) -> Embeddings;
+    /// Snapshots it reads, the newest last (1 but for a temporal encoder).
+    fn window(&self) -> usize {
+        1
+    }
+    /// Encodes a window of batches (`window[t]` holds every graph at step `t`, the newest last);
+    /// a static encoder reads the newest only.
+    fn encode_window(&self, window: &[&HeteroGraph]) -> Embeddings {
+        self.encode(window[window.len() - 1])
+    }
 }
 
 fn col(x: &Tensor, i: i64) -> Tensor {
@@ -77,6 +88,9 @@ pub fn scale(g: &HeteroGraph) -> HeteroGraph {
         x_node,
         edges,
         global: g.global.shallow_clone(),
+        graphs: g.graphs,
+        services: g.services,
+        nodes: g.nodes,
     }
 }
 
@@ -135,12 +149,20 @@ impl Encoder for GatEncoder {
 
     fn encode(&self, g: &HeteroGraph) -> Embeddings {
         let g = scale(g);
+        let (service, node) = self.node_rows(&g);
+        pooled(&self.pool, &g, service, node, self.dim)
+    }
+}
+
+impl GatEncoder {
+    /// The service and machine rows `[B·S, D]`, `[B·N, D]` of a scaled graph.
+    pub(crate) fn node_rows(&self, g: &HeteroGraph) -> (Tensor, Tensor) {
         let mut h = std::collections::BTreeMap::from([
             (SERVICE, self.in_service.forward(&g.x_service).elu()),
             (NODE, self.in_node.forward(&g.x_node).elu()),
         ]);
         for layer in &self.layers {
-            let out = layer.forward(&h, &g);
+            let out = layer.forward(&h, g);
             for (ty, y) in out {
                 if let Some(prev) = h.get(ty) {
                     let next = y.elu() + prev;
@@ -154,17 +176,23 @@ impl Encoder for GatEncoder {
         let node = h
             .remove(NODE)
             .unwrap_or_else(|| Tensor::zeros([0, self.dim], (Kind::Float, g.x_node.device())));
-        pooled(&self.pool, service, node, self.dim)
+        (service, node)
     }
 }
 
-/// The embeddings with the pooled one: `pool` over the mean service and mean machine rows.
-fn pooled(pool: &nn::Linear, service: Tensor, node: Tensor, d: i64) -> Embeddings {
+/// The embeddings of rows `[B·S, D]` and `[B·N, D]` reshaped per graph, with the pooled one:
+/// `pool` over each graph's mean service and mean machine rows.
+pub(crate) fn pooled(
+    pool: &nn::Linear,
+    g: &HeteroGraph,
+    service: Tensor,
+    node: Tensor,
+    d: i64,
+) -> Embeddings {
+    let service = service.view([g.graphs, g.services, d]);
+    let node = node.view([g.graphs, g.nodes, d]);
     let pooled = pool
-        .forward(&Tensor::cat(
-            &[mean_rows(&service, d), mean_rows(&node, d)],
-            0,
-        ))
+        .forward(&Tensor::cat(&[mean_rows(&service), mean_rows(&node)], 1))
         .elu();
     Embeddings {
         service,
@@ -173,12 +201,13 @@ fn pooled(pool: &nn::Linear, service: Tensor, node: Tensor, d: i64) -> Embedding
     }
 }
 
-/// The mean row (zeros for no rows).
-fn mean_rows(x: &Tensor, d: i64) -> Tensor {
-    if x.size()[0] == 0 {
-        Tensor::zeros([d], (Kind::Float, x.device()))
+/// The mean row per graph of `[B, R, D]` (zeros for no rows).
+pub(crate) fn mean_rows(x: &Tensor) -> Tensor {
+    let s = x.size();
+    if s[1] == 0 {
+        Tensor::zeros([s[0], s[2]], (Kind::Float, x.device()))
     } else {
-        x.mean_dim(0, false, Kind::Float)
+        x.mean_dim(1, false, Kind::Float)
     }
 }
 
@@ -218,23 +247,30 @@ impl Encoder for MlpFlat {
 
     fn encode(&self, g: &HeteroGraph) -> Embeddings {
         let g = scale(g);
+        let (b, s, n) = (g.graphs, g.services, g.nodes);
+        let xs = g.x_service.view([b, s, 7]);
+        let xn = g.x_node.view([b, n, 3]);
         let ctx = Tensor::cat(
             &[
-                mean_rows(&g.x_service, 7),
-                mean_rows(&g.x_node, 3),
+                mean_rows(&xs),
+                mean_rows(&xn),
                 g.global.to_kind(Kind::Float),
             ],
-            0,
+            1,
         );
         let with_ctx = |x: &Tensor| {
-            let n = x.size()[0];
+            let r = x.size()[1];
             Tensor::cat(
-                &[x.shallow_clone(), ctx.unsqueeze(0).expand([n, -1], false)],
-                1,
+                &[
+                    x.shallow_clone(),
+                    ctx.unsqueeze(1).expand([b, r, -1], false),
+                ],
+                2,
             )
+            .view([b * r, -1])
         };
-        let service = self.service.forward(&with_ctx(&g.x_service));
-        let node = self.node.forward(&with_ctx(&g.x_node));
-        pooled(&self.pool, service, node, self.dim)
+        let service = self.service.forward(&with_ctx(&xs));
+        let node = self.node.forward(&with_ctx(&xn));
+        pooled(&self.pool, &g, service, node, self.dim)
     }
 }

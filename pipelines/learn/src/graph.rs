@@ -58,17 +58,48 @@ impl Relation {
     }
 }
 
-/// The heterogeneous graph of one snapshot.
+/// The heterogeneous graph of one snapshot, or of several as one disjoint union (PyG's
+/// `Batch`): graph `b`'s services are rows `b·S .. (b+1)·S` of `x_service`, its machines rows
+/// `b·N .. (b+1)·N` of `x_node`, and its edges index those rows. Every graph of a batch has the
+/// same `S` and `N` (one cluster), so per-graph results are a reshape away.
 #[derive(Debug)]
 pub struct HeteroGraph {
-    /// Service features `[S, 7]`.
+    /// Service features `[B·S, 7]`.
     pub x_service: Tensor,
-    /// Machine features `[N, 3]`.
+    /// Machine features `[B·N, 3]`.
     pub x_node: Tensor,
     /// Per relation (in [`Relation::ALL`] order): edge index `[2, E]` and attributes `[E, F]`.
     pub edges: Vec<(Relation, Tensor, Tensor)>,
-    /// Global scalars `[2]`.
+    /// Global scalars `[B, 2]`.
     pub global: Tensor,
+    /// Graphs in the batch `B`.
+    pub graphs: i64,
+    /// Services per graph `S`.
+    pub services: i64,
+    /// Machines per graph `N`.
+    pub nodes: i64,
+}
+
+/// Why graphs cannot be batched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// No graph.
+    #[error("a batch needs at least one graph")]
+    Empty,
+    /// Graphs of different clusters.
+    #[error("graph {index} has {services} services and {nodes} machines, graph 0 has {services0} and {nodes0}: a batch holds one cluster")]
+    Mismatch {
+        /// The graph that differs.
+        index: usize,
+        /// Its services.
+        services: i64,
+        /// Its machines.
+        nodes: i64,
+        /// Graph 0's services.
+        services0: i64,
+        /// Graph 0's machines.
+        nodes0: i64,
+    },
 }
 
 fn edges(set: &EdgeSet, dim: i64, device: Device) -> (Tensor, Tensor) {
@@ -112,8 +143,70 @@ impl HeteroGraph {
                 rel(Relation::RUNS_ON, &s.runs_on),
                 rel(Relation::HOSTS, &s.hosts),
             ],
-            global: Tensor::from_slice(&s.global).to_device(device),
+            global: Tensor::from_slice(&s.global).view([1, 2]).to_device(device),
+            graphs: 1,
+            services: s.services.len() as i64,
+            nodes: s.nodes.len() as i64,
         }
+    }
+
+    /// The disjoint union of `graphs` (each a single graph or a batch), in order.
+    pub fn batch(graphs: &[&HeteroGraph]) -> Result<Self, BatchError> {
+        let first = graphs.first().ok_or(BatchError::Empty)?;
+        for (index, g) in graphs.iter().enumerate() {
+            if g.services != first.services || g.nodes != first.nodes {
+                return Err(BatchError::Mismatch {
+                    index,
+                    services: g.services,
+                    nodes: g.nodes,
+                    services0: first.services,
+                    nodes0: first.nodes,
+                });
+            }
+        }
+        let cat = |f: &dyn Fn(&HeteroGraph) -> &Tensor| {
+            Tensor::cat(&graphs.iter().map(|g| f(g)).collect::<Vec<_>>(), 0)
+        };
+        let (mut s_off, mut n_off) = (0i64, 0i64);
+        let mut per_rel: Vec<(Vec<Tensor>, Vec<Tensor>)> =
+            (0..3).map(|_| (vec![], vec![])).collect();
+        for g in graphs {
+            for (k, (r, i, a)) in g.edges.iter().enumerate() {
+                let off = |ty: &str| if ty == SERVICE { s_off } else { n_off };
+                let shift = Tensor::from_slice(&[off(r.src), off(r.dst)])
+                    .view([2, 1])
+                    .to_device(i.device());
+                per_rel[k].0.push(i + shift);
+                per_rel[k].1.push(a.shallow_clone());
+            }
+            s_off += g.graphs * g.services;
+            n_off += g.graphs * g.nodes;
+        }
+        let edges = Relation::ALL
+            .iter()
+            .zip(per_rel)
+            .map(|(r, (i, a))| (*r, Tensor::cat(&i, 1), Tensor::cat(&a, 0)))
+            .collect();
+        Ok(Self {
+            x_service: cat(&|g| &g.x_service),
+            x_node: cat(&|g| &g.x_node),
+            edges,
+            global: cat(&|g| &g.global),
+            graphs: graphs.iter().map(|g| g.graphs).sum(),
+            services: first.services,
+            nodes: first.nodes,
+        })
+    }
+
+    /// Machine `k`'s type per graph `[B, N]` (int64): the CPU model id feature, clamped to
+    /// `0..types`.
+    pub fn node_types(&self, types: i64) -> Tensor {
+        self.x_node
+            .narrow(1, 2, 1)
+            .round()
+            .clamp(0.0, (types - 1).max(0) as f64)
+            .to_kind(Kind::Int64)
+            .view([self.graphs, self.nodes])
     }
 
     /// Node features of `ty`.
@@ -174,5 +267,26 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(a.view([-1])).unwrap(), [1.0, 2.0]);
         assert_eq!(g.edges[0].2.size(), [1, 3]);
         assert_eq!(Relation::CALLS.key(), "<service___calls___service>");
+
+        // Two copies batched: the second's edges point at its own rows.
+        let b = HeteroGraph::batch(&[&g, &g]).unwrap();
+        assert_eq!((b.graphs, b.services, b.nodes), (2, 2, 1));
+        assert_eq!(b.x_service.size(), [4, 7]);
+        assert_eq!(b.global.size(), [2, 2]);
+        let (_, i, _) = &b.edges[1];
+        assert_eq!(
+            Vec::<i64>::try_from(i.view([-1])).unwrap(),
+            [0, 1, 2, 3, 0, 0, 1, 1]
+        );
+        assert_eq!(
+            Vec::<i64>::try_from(b.node_types(4).view([-1])).unwrap(),
+            [0, 0]
+        );
+        let mut other = s.clone();
+        other.nodes.push("m".into());
+        other.node_x.push([1.0, 1.0, 1.0]);
+        let g3 = HeteroGraph::from_snapshot(&other, Device::Cpu);
+        let e = HeteroGraph::batch(&[&g, &g3]).unwrap_err().to_string();
+        assert!(e.contains("graph 1 has 2 services and 2 machines"), "{e}");
     }
 }

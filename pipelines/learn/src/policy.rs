@@ -38,27 +38,36 @@ pub enum HybridAction {
     },
 }
 
-/// What may be chosen.
+/// What may be chosen, per graph of a batch.
 #[derive(Debug)]
 pub struct Masks {
-    /// `[S, K]` bool: the pair may be chosen.
+    /// `[B, S, K]` bool: the pair may be chosen.
     pub pairs: Tensor,
-    /// `[S, 5]` bool: Δreplicas allowed per service (at least one per choosable service).
+    /// `[B, S, 5]` bool: Δreplicas allowed per service (Δ = 0 always is).
     pub replicas: Tensor,
 }
 
-impl Masks {
+/// The masks of one graph, as an environment builds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleMask {
+    /// `S × K`, row-major: the pair may be chosen.
+    pub pairs: Vec<bool>,
+    /// `S × 5`, row-major: the Δreplicas may be chosen.
+    pub replicas: Vec<bool>,
+}
+
+impl SampleMask {
     /// Everything allowed.
-    pub fn all(services: i64, node_types: i64) -> Self {
+    pub fn all(services: usize, node_types: usize) -> Self {
         Self {
-            pairs: Tensor::ones([services, node_types], (Kind::Bool, tch::Device::Cpu)),
-            replicas: Tensor::ones([services, 5], (Kind::Bool, tch::Device::Cpu)),
+            pairs: vec![true; services * node_types],
+            replicas: vec![true; services * 5],
         }
     }
 
-    /// Replica bounds: Δ that would leave `[min, max]` are masked.
+    /// Replica bounds: a Δ that would leave `[min, max]` is masked.
     pub fn with_replica_bounds(mut self, current: &[u32], min: u32, max: u32) -> Self {
-        let rows: Vec<bool> = current
+        self.replicas = current
             .iter()
             .flat_map(|&c| {
                 DELTAS.iter().map(move |d| {
@@ -67,8 +76,98 @@ impl Masks {
                 })
             })
             .collect();
-        self.replicas = Tensor::from_slice(&rows).view([current.len() as i64, 5]);
         self
+    }
+}
+
+impl Masks {
+    /// Everything allowed for `b` graphs.
+    pub fn all(b: i64, services: i64, node_types: i64) -> Self {
+        let o = (Kind::Bool, tch::Device::Cpu);
+        Self {
+            pairs: Tensor::ones([b, services, node_types], o),
+            replicas: Tensor::ones([b, services, 5], o),
+        }
+    }
+
+    /// The batch of `masks` (one per graph) for `services` services and `node_types` types.
+    pub fn stack(masks: &[&SampleMask], services: i64, node_types: i64) -> Self {
+        let b = masks.len() as i64;
+        let pairs: Vec<bool> = masks.iter().flat_map(|m| m.pairs.iter().copied()).collect();
+        let reps: Vec<bool> = masks
+            .iter()
+            .flat_map(|m| m.replicas.iter().copied())
+            .collect();
+        Self {
+            pairs: Tensor::from_slice(&pairs).view([b, services, node_types]),
+            replicas: Tensor::from_slice(&reps).view([b, services, 5]),
+        }
+    }
+
+    /// Rows `idx` of the batch.
+    pub fn select(&self, idx: &Tensor) -> Self {
+        Self {
+            pairs: self.pairs.index_select(0, idx),
+            replicas: self.replicas.index_select(0, idx),
+        }
+    }
+}
+
+/// A batch of actions as the update reads them.
+#[derive(Debug)]
+pub struct ActionTensors {
+    /// `[B]` int64: `service · K + node_type`, or `S · K` for nothing.
+    pub choice: Tensor,
+    /// `[B]` int64: index into [`DELTAS`] (2 when nothing).
+    pub replicas: Tensor,
+    /// `[B]` float: the Beta draw in (0, 1) behind Δcpu (0.5 when nothing).
+    pub cpu: Tensor,
+}
+
+impl ActionTensors {
+    /// Rows `idx`.
+    pub fn select(&self, idx: &Tensor) -> Self {
+        Self {
+            choice: self.choice.index_select(0, idx),
+            replicas: self.replicas.index_select(0, idx),
+            cpu: self.cpu.index_select(0, idx),
+        }
+    }
+
+    /// The tensors of `actions` (for `node_types` types and `services` services).
+    pub fn from_actions(actions: &[HybridAction], services: i64, node_types: i64) -> Self {
+        let mut choice = vec![];
+        let mut replicas = vec![];
+        let mut cpu = vec![];
+        for a in actions {
+            match *a {
+                HybridAction::Nothing => {
+                    choice.push(services * node_types);
+                    replicas.push(2);
+                    cpu.push(0.5f32);
+                }
+                HybridAction::Change {
+                    service,
+                    node_type,
+                    delta_replicas,
+                    delta_cpu,
+                } => {
+                    choice.push(service * node_types + node_type);
+                    replicas.push(
+                        DELTAS
+                            .iter()
+                            .position(|d| *d == delta_replicas)
+                            .unwrap_or(2) as i64,
+                    );
+                    cpu.push(((delta_cpu + 1.0) / 2.0).clamp(1e-6, 1.0 - 1e-6) as f32);
+                }
+            }
+        }
+        Self {
+            choice: Tensor::from_slice(&choice),
+            replicas: Tensor::from_slice(&replicas),
+            cpu: Tensor::from_slice(&cpu),
+        }
     }
 }
 
@@ -90,20 +189,32 @@ fn mlp(p: nn::Path, i: i64, h: i64, o: i64) -> nn::Sequential {
         .add(nn::linear(&p / "2", h, o, Default::default()))
 }
 
-/// A drawn action with its log-probability, entropy and the state value.
+/// Drawn actions with their log-probabilities, entropies and the state values.
 #[derive(Debug)]
 pub struct Step {
-    /// The action.
-    pub action: HybridAction,
-    /// log π(action).
+    /// The actions, one per graph.
+    pub actions: Vec<HybridAction>,
+    /// The same as tensors.
+    pub tensors: ActionTensors,
+    /// log π(action) `[B]`.
     pub logprob: Tensor,
-    /// Entropy of the joint distribution's heads (pairs + the chosen pair's a3 and a4).
+    /// Entropy of the joint distribution's heads (pairs + the chosen pair's a3 and a4) `[B]`.
     pub entropy: Tensor,
-    /// V(state).
+    /// V(state) `[B]`.
     pub value: Tensor,
 }
 
 const NEG: f64 = -1e9;
+
+/// The distributions of one batch.
+struct Dists {
+    /// log-softmax over pairs and nothing `[B, S·K + 1]`.
+    joint: Tensor,
+    /// pair features `[B, S·K, 3D]`.
+    features: Tensor,
+    value: Tensor,
+    pairs: i64,
+}
 
 impl PolicyHeads {
     /// Heads for embeddings of width `d` and `node_types` node types.
@@ -118,132 +229,183 @@ impl PolicyHeads {
         }
     }
 
-    /// Node type embeddings `[K, D]`: the mean embedding of each type's machines (zeros for a
-    /// type with none). `types[k]` is machine k's type.
-    fn type_embeddings(&self, e: &Embeddings, types: &[i64]) -> Tensor {
-        let d = e.pooled.size()[0];
-        let idx = Tensor::from_slice(types);
-        let sum = Tensor::zeros([self.node_types, d], (Kind::Float, e.node.device()))
-            .index_add(0, &idx, &e.node);
-        let ones = Tensor::ones([types.len() as i64], (Kind::Float, e.node.device()));
-        let n = Tensor::zeros([self.node_types], (Kind::Float, e.node.device()))
-            .index_add(0, &idx, &ones)
-            .clamp_min(1.0);
-        sum / n.unsqueeze(1)
+    /// Node types `K`.
+    pub fn node_types(&self) -> i64 {
+        self.node_types
     }
 
-    /// Features of every pair `[S, K, 3D]`.
-    fn pair_features(&self, e: &Embeddings, types: &[i64]) -> Tensor {
-        let (s, k) = (e.service.size()[0], self.node_types);
+    /// Node type embeddings `[B, K, D]`: the mean embedding of each type's machines (zeros for
+    /// a type with none). `types` `[B, N]` is each machine's type.
+    fn type_embeddings(&self, e: &Embeddings, types: &Tensor) -> Tensor {
+        let onehot = types.one_hot(self.node_types).to_kind(Kind::Float);
+        let sum = onehot.transpose(1, 2).matmul(&e.node);
+        let n = onehot.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+        sum / n.unsqueeze(-1)
+    }
+
+    fn dists(&self, e: &Embeddings, types: &Tensor, global: &Tensor, m: &Masks) -> Dists {
+        let sz = e.service.size();
+        let (b, s, d) = (sz[0], sz[1], sz[2]);
+        let k = self.node_types;
         let t = self.type_embeddings(e, types);
-        let d = e.pooled.size()[0];
-        Tensor::cat(
+        let features = Tensor::cat(
             &[
-                e.service.unsqueeze(1).expand([s, k, d], false),
-                t.unsqueeze(0).expand([s, k, d], false),
-                e.pooled.view([1, 1, d]).expand([s, k, d], false),
+                e.service.unsqueeze(2).expand([b, s, k, d], false),
+                t.unsqueeze(1).expand([b, s, k, d], false),
+                e.pooled.view([b, 1, 1, d]).expand([b, s, k, d], false),
             ],
-            2,
+            3,
         )
-    }
-
-    /// The pair logits with "nothing" last `[S·K + 1]`, masked.
-    fn joint_logits(&self, e: &Embeddings, types: &[i64], m: &Masks) -> (Tensor, Tensor) {
-        let f = self.pair_features(e, types);
-        let logits = self.pair.forward(&f).squeeze_dim(-1);
-        let logits = logits.masked_fill(&m.pairs.logical_not(), NEG).view([-1]);
+        .view([b, s * k, 3 * d]);
+        let logits = self
+            .pair
+            .forward(&features)
+            .squeeze_dim(-1)
+            .masked_fill(&m.pairs.view([b, s * k]).logical_not(), NEG);
         let nothing = self.nothing.forward(&e.pooled);
-        (Tensor::cat(&[logits, nothing], 0), f)
-    }
-
-    fn value(&self, e: &Embeddings, global: &Tensor) -> Tensor {
-        self.critic
+        let joint = Tensor::cat(&[logits, nothing], 1).log_softmax(1, Kind::Float);
+        let value = self
+            .critic
             .forward(&Tensor::cat(
                 &[e.pooled.shallow_clone(), global.to_kind(Kind::Float)],
-                0,
+                1,
             ))
-            .squeeze()
+            .view([b]);
+        Dists {
+            joint,
+            features,
+            value,
+            pairs: s * k,
+        }
     }
 
-    /// The distributions of a3 (masked logits) and a4 (Beta α, β) for pair `(s, k)`.
-    fn conditionals(&self, f: &Tensor, m: &Masks, s: i64, k: i64) -> (Tensor, Tensor, Tensor) {
-        let x = f.get(s).get(k);
+    /// log-softmax of a3 `[B, 5]` and the Beta's α, β `[B]` for each row's chosen pair (pair 0
+    /// for nothing; the caller masks it out).
+    fn conditionals(&self, d: &Dists, m: &Masks, choice: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let b = choice.size()[0];
+        let pair = choice.clamp_max(d.pairs - 1);
+        let width = d.features.size()[2];
+        let x = d
+            .features
+            .gather(1, &pair.view([b, 1, 1]).expand([b, 1, width], false), false)
+            .squeeze_dim(1);
+        let service = pair.divide_scalar_mode(self.node_types, "floor");
+        let allowed = m
+            .replicas
+            .gather(1, &service.view([b, 1, 1]).expand([b, 1, 5], false), false)
+            .squeeze_dim(1);
         let r = self
             .replicas
             .forward(&x)
-            .masked_fill(&m.replicas.get(s).logical_not(), NEG);
-        let c = self.cpu.forward(&x).softplus() + 1.0;
-        (r.log_softmax(-1, Kind::Float), c.get(0), c.get(1))
+            .masked_fill(&allowed.logical_not(), NEG)
+            .log_softmax(-1, Kind::Float);
+        let c = (self.cpu.forward(&x) + 3.0).softplus() + 1.0;
+        (r, c.select(1, 0), c.select(1, 1))
     }
 
-    /// Draws an action.
-    pub fn act(&self, e: &Embeddings, types: &[i64], global: &Tensor, m: &Masks) -> Step {
-        let (joint, f) = self.joint_logits(e, types, m);
-        let lj = joint.log_softmax(0, Kind::Float);
-        let choice = lj.exp().multinomial(1, true).int64_value(&[0]);
-        let value = self.value(e, global);
-        let mut entropy = -(lj.exp() * &lj).sum(Kind::Float);
-        let n_pairs = joint.size()[0] - 1;
-        if choice == n_pairs {
-            return Step {
-                action: HybridAction::Nothing,
-                logprob: lj.get(choice),
-                entropy,
-                value,
-            };
+    fn joint_terms(
+        &self,
+        d: &Dists,
+        m: &Masks,
+        a: &ActionTensors,
+    ) -> (Tensor, Tensor, Tensor, Tensor) {
+        let (lr, al, be) = self.conditionals(d, m, &a.choice);
+        let change = a.choice.lt(d.pairs).to_kind(Kind::Float);
+        let lp = d
+            .joint
+            .gather(1, &a.choice.unsqueeze(1), false)
+            .squeeze_dim(1)
+            + &change
+                * (lr.gather(1, &a.replicas.unsqueeze(1), false).squeeze_dim(1)
+                    + beta_logprob(&a.cpu, &al, &be));
+        let ent = -(d.joint.exp() * &d.joint).sum_dim_intlist(1, false, Kind::Float)
+            + &change
+                * (-(lr.exp() * &lr).sum_dim_intlist(1, false, Kind::Float)
+                    + beta_entropy(&al, &be));
+        (lp, ent, lr, change)
+    }
+
+    /// Draws an action per graph (`deterministic`: the most likely pair and Δreplicas and the
+    /// Beta's mode).
+    pub fn act(
+        &self,
+        e: &Embeddings,
+        types: &Tensor,
+        global: &Tensor,
+        m: &Masks,
+        deterministic: bool,
+    ) -> Step {
+        let d = self.dists(e, types, global, m);
+        let choice = if deterministic {
+            d.joint.argmax(1, false)
+        } else {
+            d.joint.exp().multinomial(1, true).view([-1])
+        };
+        let (lr, al, be) = self.conditionals(&d, m, &choice);
+        let replicas = if deterministic {
+            lr.argmax(1, false)
+        } else {
+            lr.exp().multinomial(1, true).view([-1])
+        };
+        let cpu = if deterministic {
+            ((&al - 1.0) / (&al + &be - 2.0)).clamp(1e-6, 1.0 - 1e-6)
+        } else {
+            beta_sample(&al, &be)
         }
-        let (s, k) = (choice / self.node_types, choice % self.node_types);
-        let (lr, a, b) = self.conditionals(&f, m, s, k);
-        let r = lr.exp().multinomial(1, true).int64_value(&[0]);
-        let (x, lpx, ent_beta) = beta_sample(&a, &b);
-        entropy = entropy - (lr.exp() * &lr).sum(Kind::Float) + ent_beta;
-        let logprob = lj.get(choice) + lr.get(r) + lpx;
+        .detach();
+        let tensors = ActionTensors {
+            choice,
+            replicas,
+            cpu,
+        };
+        let (logprob, entropy, _, _) = self.joint_terms(&d, m, &tensors);
+        let c: Vec<i64> = Vec::try_from(&tensors.choice).unwrap_or_default();
+        let r: Vec<i64> = Vec::try_from(&tensors.replicas).unwrap_or_default();
+        let x: Vec<f32> = Vec::try_from(&tensors.cpu).unwrap_or_default();
+        let actions = c
+            .iter()
+            .zip(&r)
+            .zip(&x)
+            .map(|((&c, &r), &x)| {
+                if c >= d.pairs {
+                    HybridAction::Nothing
+                } else {
+                    HybridAction::Change {
+                        service: c / self.node_types,
+                        node_type: c % self.node_types,
+                        delta_replicas: DELTAS[r as usize],
+                        delta_cpu: 2.0 * f64::from(x) - 1.0,
+                    }
+                }
+            })
+            .collect();
         Step {
-            action: HybridAction::Change {
-                service: s,
-                node_type: k,
-                delta_replicas: DELTAS[r as usize],
-                delta_cpu: 2.0 * x.double_value(&[]) - 1.0,
-            },
+            actions,
+            tensors,
             logprob,
             entropy,
-            value,
+            value: d.value,
         }
     }
 
-    /// log π(action), the entropy and V under the current parameters (for the update).
+    /// log π(actions), the entropies and V under the current parameters (for the update), `[B]`
+    /// each.
     pub fn evaluate(
         &self,
         e: &Embeddings,
-        types: &[i64],
+        types: &Tensor,
         global: &Tensor,
         m: &Masks,
-        action: &HybridAction,
+        a: &ActionTensors,
     ) -> (Tensor, Tensor, Tensor) {
-        let (joint, f) = self.joint_logits(e, types, m);
-        let lj = joint.log_softmax(0, Kind::Float);
-        let value = self.value(e, global);
-        let mut entropy = -(lj.exp() * &lj).sum(Kind::Float);
-        let n_pairs = joint.size()[0] - 1;
-        let logprob = match *action {
-            HybridAction::Nothing => lj.get(n_pairs),
-            HybridAction::Change {
-                service,
-                node_type,
-                delta_replicas,
-                delta_cpu,
-            } => {
-                let (lr, a, b) = self.conditionals(&f, m, service, node_type);
-                let r = DELTAS
-                    .iter()
-                    .position(|d| *d == delta_replicas)
-                    .unwrap_or(2) as i64;
-                let x = Tensor::from(((delta_cpu + 1.0) / 2.0).clamp(1e-6, 1.0 - 1e-6) as f32);
-                entropy = entropy - (lr.exp() * &lr).sum(Kind::Float) + beta_entropy(&a, &b);
-                lj.get(service * self.node_types + node_type) + lr.get(r) + beta_logprob(&x, &a, &b)
-            }
-        };
-        (logprob, entropy, value)
+        let d = self.dists(e, types, global, m);
+        let (lp, ent, _, _) = self.joint_terms(&d, m, a);
+        (lp, ent, d.value)
+    }
+
+    /// V only `[B]`.
+    pub fn value(&self, e: &Embeddings, types: &Tensor, global: &Tensor, m: &Masks) -> Tensor {
+        self.dists(e, types, global, m).value
     }
 }
 
@@ -263,18 +425,13 @@ fn beta_entropy(a: &Tensor, b: &Tensor) -> Tensor {
         + 2f64.ln()
 }
 
-/// A Beta(a, b) draw x ∈ (0, 1) (as the ratio of two Gamma draws), its log-probability on
-/// [−1, 1] and the entropy.
-fn beta_sample(a: &Tensor, b: &Tensor) -> (Tensor, Tensor, Tensor) {
-    let (x, y) = tch::no_grad(|| {
-        (
-            a.detach().view([1]).internal_standard_gamma(),
-            b.detach().view([1]).internal_standard_gamma(),
-        )
-    });
-    let s = (&x / (&x + &y)).clamp(1e-6, 1.0 - 1e-6).squeeze();
-    let lp = beta_logprob(&s, a, b);
-    (s, lp, beta_entropy(a, b))
+/// Beta(a, b) draws x ∈ (0, 1) (as the ratio of two Gamma draws), `[B]`.
+fn beta_sample(a: &Tensor, b: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let x = a.detach().internal_standard_gamma();
+        let y = b.detach().internal_standard_gamma();
+        (&x / (&x + &y)).clamp(1e-6, 1.0 - 1e-6)
+    })
 }
 
 #[cfg(test)]

@@ -187,6 +187,73 @@ pub struct Trained {
     pub updates: Vec<Diagnostics>,
 }
 
+/// One minibatch as the PPO loss reads it, `[M]` each.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    /// log π_new(a).
+    pub new_logp: &'a Tensor,
+    /// Entropy under π_new.
+    pub entropy: &'a Tensor,
+    /// V_new.
+    pub new_value: &'a Tensor,
+    /// log π_old(a) (when taken).
+    pub old_logp: &'a Tensor,
+    /// V_old (when taken).
+    pub old_value: &'a Tensor,
+    /// GAE advantages.
+    pub advantages: &'a Tensor,
+    /// Returns.
+    pub returns: &'a Tensor,
+}
+
+/// CleanRL's PPO loss on one minibatch: `pg_loss − ent_coef·entropy + vf_coef·v_loss`, with the
+/// approximate KLs, clip fraction and losses recorded in `d` and `clipfracs`. Shared by the
+/// discrete PPO here and the hybrid-action PPO on the twin ([`crate::train`]).
+pub fn clipped_loss(
+    cfg: &PpoConfig,
+    b: &Batch<'_>,
+    d: &mut Diagnostics,
+    clipfracs: &mut Vec<f64>,
+) -> Tensor {
+    let logratio = b.new_logp - b.old_logp;
+    let ratio = logratio.exp();
+    tch::no_grad(|| {
+        d.old_approx_kl = (-&logratio).mean(Kind::Float).double_value(&[]);
+        d.approx_kl = ((&ratio - 1.0) - &logratio)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        clipfracs.push(
+            (&ratio - 1.0)
+                .abs()
+                .gt(cfg.clip_coef)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]),
+        );
+    });
+    let mut mb_adv = b.advantages.shallow_clone();
+    if cfg.norm_adv && mb_adv.size()[0] > 1 {
+        mb_adv = (&mb_adv - mb_adv.mean(Kind::Float)) / (mb_adv.std(true) + 1e-8);
+    }
+    let pg1 = -&mb_adv * &ratio;
+    let pg2 = -&mb_adv * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef);
+    let pg_loss = pg1.maximum(&pg2).mean(Kind::Float);
+    let v_loss = if cfg.clip_vloss {
+        let unclipped = (b.new_value - b.returns).square();
+        let clipped =
+            b.old_value + (b.new_value - b.old_value).clamp(-cfg.clip_coef, cfg.clip_coef);
+        let clipped = (clipped - b.returns).square();
+        unclipped.maximum(&clipped).mean(Kind::Float) * 0.5
+    } else {
+        (b.new_value - b.returns).square().mean(Kind::Float) * 0.5
+    };
+    let ent = b.entropy.mean(Kind::Float);
+    d.policy_loss = pg_loss.double_value(&[]);
+    d.value_loss = v_loss.double_value(&[]);
+    d.entropy = ent.double_value(&[]);
+    &pg_loss - &ent * cfg.ent_coef + &v_loss * cfg.vf_coef
+}
+
 /// Trains for `total_timesteps` on `envs` (their number is CleanRL's `num_envs`), seeded,
 /// writing diagnostics as CSV to `log` (header first).
 pub fn train<E: DiscreteEnv>(
@@ -235,48 +302,24 @@ pub fn train<E: DiscreteEnv>(
                 let (new_logp, entropy) =
                     logprob_entropy(&agent.logits(&obs), &r.actions.index_select(0, &mb));
                 let new_value = agent.value(&obs);
-                let logratio = &new_logp - r.logprobs.index_select(0, &mb);
-                let ratio = logratio.exp();
-                tch::no_grad(|| {
-                    d.old_approx_kl = (-&logratio).mean(Kind::Float).double_value(&[]);
-                    d.approx_kl = ((&ratio - 1.0) - &logratio)
-                        .mean(Kind::Float)
-                        .double_value(&[]);
-                    clipfracs.push(
-                        (&ratio - 1.0)
-                            .abs()
-                            .gt(cfg.clip_coef)
-                            .to_kind(Kind::Float)
-                            .mean(Kind::Float)
-                            .double_value(&[]),
-                    );
-                });
-                let mut mb_adv = r.advantages.index_select(0, &mb);
-                if cfg.norm_adv {
-                    mb_adv = (&mb_adv - mb_adv.mean(Kind::Float)) / (mb_adv.std(true) + 1e-8);
-                }
-                let pg1 = -&mb_adv * &ratio;
-                let pg2 = -&mb_adv * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef);
-                let pg_loss = pg1.maximum(&pg2).mean(Kind::Float);
-                let ret = r.returns.index_select(0, &mb);
-                let v_loss = if cfg.clip_vloss {
-                    let old = r.values.index_select(0, &mb);
-                    let unclipped = (&new_value - &ret).square();
-                    let clipped = &old + (&new_value - &old).clamp(-cfg.clip_coef, cfg.clip_coef);
-                    let clipped = (clipped - &ret).square();
-                    unclipped.maximum(&clipped).mean(Kind::Float) * 0.5
-                } else {
-                    (&new_value - &ret).square().mean(Kind::Float) * 0.5
-                };
-                let ent = entropy.mean(Kind::Float);
-                let loss = &pg_loss - &ent * cfg.ent_coef + &v_loss * cfg.vf_coef;
+                let loss = clipped_loss(
+                    cfg,
+                    &Batch {
+                        new_logp: &new_logp,
+                        entropy: &entropy,
+                        new_value: &new_value,
+                        old_logp: &r.logprobs.index_select(0, &mb),
+                        old_value: &r.values.index_select(0, &mb),
+                        advantages: &r.advantages.index_select(0, &mb),
+                        returns: &r.returns.index_select(0, &mb),
+                    },
+                    &mut d,
+                    &mut clipfracs,
+                );
                 opt.zero_grad();
                 loss.backward();
                 opt.clip_grad_norm(cfg.max_grad_norm);
                 opt.step();
-                d.policy_loss = pg_loss.double_value(&[]);
-                d.value_loss = v_loss.double_value(&[]);
-                d.entropy = ent.double_value(&[]);
             }
             if cfg.target_kl.is_some_and(|k| d.approx_kl > k) {
                 break 'epochs;

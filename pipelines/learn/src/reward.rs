@@ -13,9 +13,11 @@
 //!   `clamp(max lag / lag_scale_s, 0, 1)`.
 
 use graphscaler_schemas::ClusterObservation;
+use serde::{Deserialize, Serialize};
 
-/// Weights and scales (`[reward]` in the configuration).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Weights and scales (the weights are `[learn.reward]` in the configuration; the objectives
+/// come from `[slo]` and `u*` from `eval.target_utilization`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RewardConfig {
     /// Weight of SLO_vio.
     pub w_slo: f64,

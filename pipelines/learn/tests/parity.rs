@@ -67,9 +67,13 @@ fn close(a: &Tensor, b: &Tensor, what: &str) {
 
 fn graph(f: &Value) -> HeteroGraph {
     let g = &f["graph"];
+    let (x_service, x_node) = (floats(&g["x_service"]), floats(&g["x_node"]));
     HeteroGraph {
-        x_service: floats(&g["x_service"]),
-        x_node: floats(&g["x_node"]),
+        services: x_service.size()[0],
+        nodes: x_node.size()[0],
+        graphs: 1,
+        x_service,
+        x_node,
         edges: vec![
             (
                 Relation::CALLS,
@@ -87,7 +91,7 @@ fn graph(f: &Value) -> HeteroGraph {
                 floats(&g["hosts_attr"]),
             ),
         ],
-        global: Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+        global: Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)),
     }
 }
 

@@ -13,3 +13,4 @@ pub trait DiscreteEnv: Send {
     /// One step: observation, reward, terminated (a terminal state), truncated (time limit).
     fn step(&mut self, action: usize) -> (Vec<f32>, f32, bool, bool);
 }
+pub mod twin;

@@ -1,0 +1,300 @@
+//! The learned autoscaler: an encoder ([`EncoderKind`]) and the hybrid-action heads
+//! ([`PolicyHeads`]) over batches of snapshot windows, with what it needs to be saved, loaded and
+//! checked against the cluster it acts on.
+
+use std::path::Path;
+
+use graphscaler_schemas::Snapshot;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, VarStore};
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{self, CheckpointError, Manifest};
+use crate::decide::ActionRules;
+use crate::dysat::{Dysat, DysatConfig};
+use crate::encoder::{Embeddings, Encoder, GatEncoder, GatEncoderConfig, MlpFlat};
+use crate::gcn_encoder::{GcnEncoder, GcnEncoderConfig};
+use crate::graph::HeteroGraph;
+use crate::policy::{ActionTensors, Masks, PolicyHeads, SampleMask, Step};
+
+/// Which encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    /// Heterogeneous GAT (the main model).
+    Gat,
+    /// Heterogeneous GCN.
+    Gcn,
+    /// DySAT over a window of snapshots.
+    Dysat,
+    /// The flat MLP (no topology).
+    Mlp,
+}
+
+impl EncoderKind {
+    /// Parses `gat`, `gcn`, `dysat` or `mlp`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "gat" => Some(Self::Gat),
+            "gcn" => Some(Self::Gcn),
+            "dysat" => Some(Self::Dysat),
+            "mlp" => Some(Self::Mlp),
+            _ => None,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gat => "gat",
+            Self::Gcn => "gcn",
+            Self::Dysat => "dysat",
+            Self::Mlp => "mlp",
+        }
+    }
+}
+
+/// Everything that shapes a model, and what it was trained on (kept in the manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// The encoder.
+    pub encoder: EncoderKind,
+    /// Embedding width.
+    pub dim: i64,
+    /// Attention heads (GAT, DySAT).
+    pub heads: i64,
+    /// Graph layers.
+    pub layers: usize,
+    /// Snapshots read per decision (DySAT's `T`; 1 otherwise).
+    pub window: usize,
+    /// Hidden width of the heads.
+    pub hidden: i64,
+    /// Node type names, by CPU model id.
+    pub node_types: Vec<String>,
+    /// Services, in snapshot order.
+    pub services: Vec<String>,
+    /// The topology's name.
+    pub topology: String,
+    /// The action rules it was trained under.
+    pub rules: ActionRules,
+}
+
+impl AgentSpec {
+    /// The defaults of `encoder` for a cluster.
+    pub fn new(
+        encoder: EncoderKind,
+        topology: String,
+        services: Vec<String>,
+        node_types: Vec<String>,
+        rules: ActionRules,
+    ) -> Self {
+        let (layers, window) = match encoder {
+            EncoderKind::Dysat => (1, DysatConfig::default().window),
+            _ => (2, 1),
+        };
+        Self {
+            encoder,
+            dim: 128,
+            heads: 4,
+            layers,
+            window,
+            hidden: 128,
+            node_types,
+            services,
+            topology,
+            rules,
+        }
+    }
+}
+
+/// One decision's input: the window of graphs (oldest first) and the masks.
+#[derive(Debug)]
+pub struct Obs {
+    /// `window` single graphs.
+    pub window: Vec<HeteroGraph>,
+    /// The masks.
+    pub mask: SampleMask,
+}
+
+impl Obs {
+    /// The input of `window` (oldest first) under `mask`.
+    pub fn new(window: &[&Snapshot], mask: SampleMask) -> Self {
+        Self {
+            window: window
+                .iter()
+                .map(|s| HeteroGraph::from_snapshot(s, Device::Cpu))
+                .collect(),
+            mask,
+        }
+    }
+}
+
+/// The model.
+#[derive(Debug)]
+pub struct GraphAgent {
+    /// What shapes it.
+    pub spec: AgentSpec,
+    encoder: Box<dyn Encoder>,
+    heads: PolicyHeads,
+}
+
+/// Batched inputs.
+struct Inputs {
+    window: Vec<HeteroGraph>,
+    masks: Masks,
+}
+
+impl GraphAgent {
+    /// A freshly initialised model under `p`.
+    pub fn new(p: &nn::Path, spec: AgentSpec) -> Self {
+        let enc = p / "encoder";
+        let encoder: Box<dyn Encoder> = match spec.encoder {
+            EncoderKind::Gat => Box::new(GatEncoder::new(
+                &enc,
+                GatEncoderConfig {
+                    dim: spec.dim,
+                    heads: spec.heads,
+                    layers: spec.layers,
+                },
+            )),
+            EncoderKind::Gcn => Box::new(GcnEncoder::new(
+                &enc,
+                GcnEncoderConfig {
+                    dim: spec.dim,
+                    layers: spec.layers,
+                },
+            )),
+            EncoderKind::Dysat => Box::new(Dysat::new(
+                &enc,
+                DysatConfig {
+                    dim: spec.dim,
+                    heads: spec.heads,
+                    layers: spec.layers,
+                    window: spec.window,
+                },
+            )),
+            EncoderKind::Mlp => Box::new(MlpFlat::new(&enc, spec.dim)),
+        };
+        let heads = PolicyHeads::new(
+            &(p / "heads"),
+            spec.dim,
+            spec.node_types.len().max(1) as i64,
+            spec.hidden,
+        );
+        Self {
+            spec,
+            encoder,
+            heads,
+        }
+    }
+
+    fn inputs(&self, obs: &[&Obs]) -> Inputs {
+        let t = obs[0].window.len();
+        let window = (0..t)
+            .map(|i| {
+                let gs: Vec<&HeteroGraph> = obs.iter().map(|o| &o.window[i]).collect();
+                HeteroGraph::batch(&gs).expect("one cluster per batch")
+            })
+            .collect();
+        let masks: Vec<&SampleMask> = obs.iter().map(|o| &o.mask).collect();
+        Inputs {
+            window,
+            masks: Masks::stack(
+                &masks,
+                self.spec.services.len() as i64,
+                self.heads.node_types(),
+            ),
+        }
+    }
+
+    fn encode(&self, x: &Inputs) -> (Embeddings, Tensor, Tensor) {
+        let refs: Vec<&HeteroGraph> = x.window.iter().collect();
+        let e = self.encoder.encode_window(&refs);
+        let last = &x.window[x.window.len() - 1];
+        (
+            e,
+            last.node_types(self.heads.node_types()),
+            last.global.shallow_clone(),
+        )
+    }
+
+    /// Draws one action per input.
+    pub fn act(&self, obs: &[&Obs], deterministic: bool) -> Step {
+        let x = self.inputs(obs);
+        let (e, types, global) = self.encode(&x);
+        self.heads.act(&e, &types, &global, &x.masks, deterministic)
+    }
+
+    /// log π, entropy and V of `actions` `[B]`.
+    pub fn evaluate(&self, obs: &[&Obs], actions: &ActionTensors) -> (Tensor, Tensor, Tensor) {
+        let x = self.inputs(obs);
+        let (e, types, global) = self.encode(&x);
+        self.heads.evaluate(&e, &types, &global, &x.masks, actions)
+    }
+
+    /// V `[B]`.
+    pub fn value(&self, obs: &[&Obs]) -> Tensor {
+        let x = self.inputs(obs);
+        let (e, types, global) = self.encode(&x);
+        self.heads.value(&e, &types, &global, &x.masks)
+    }
+
+    /// Writes `path.safetensors` and `path.json`.
+    pub fn save(
+        &self,
+        path: &Path,
+        vs: &VarStore,
+        algo: &str,
+        produced_by: &str,
+        extra: serde_json::Value,
+    ) -> Result<Manifest, CheckpointError> {
+        let mut config = std::collections::BTreeMap::new();
+        config.insert(
+            "agent".to_string(),
+            serde_json::to_value(&self.spec).unwrap_or_default(),
+        );
+        config.insert("training".to_string(), extra);
+        checkpoint::save(
+            path,
+            vs,
+            Manifest {
+                format: checkpoint::FORMAT,
+                algo: algo.into(),
+                encoder: self.spec.encoder.name().into(),
+                schema_version: graphscaler_schemas::SCHEMA_VERSION,
+                topology: self.spec.topology.clone(),
+                config,
+                params: Default::default(),
+                produced_by: produced_by.into(),
+            },
+        )
+    }
+
+    /// Loads a checkpoint written by [`GraphAgent::save`], checking it against `topology` (`*`
+    /// for any).
+    pub fn load(
+        path: &Path,
+        topology: &str,
+    ) -> Result<(Self, VarStore, Manifest), CheckpointError> {
+        let m = checkpoint::manifest(path)?;
+        let spec: AgentSpec = m
+            .config
+            .get("agent")
+            .cloned()
+            .ok_or_else(|| CheckpointError::Manifest {
+                path: path.with_extension("json"),
+                message: "no `config.agent`: not a graph agent's checkpoint".into(),
+            })
+            .and_then(|v| {
+                serde_json::from_value(v).map_err(|e| CheckpointError::Manifest {
+                    path: path.with_extension("json"),
+                    message: format!("config.agent: {e}"),
+                })
+            })?;
+        let mut vs = VarStore::new(Device::Cpu);
+        let agent = GraphAgent::new(&vs.root(), spec);
+        let m = checkpoint::load(path, &mut vs, topology)?;
+        Ok((agent, vs, m))
+    }
+}

@@ -1,0 +1,119 @@
+//! The `[learn]` section of the configuration: the reward's weights, the action rules, training
+//! hyperparameters and where checkpoints live.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::ActionRules;
+use crate::ppo::PpoConfig;
+use crate::reward::RewardConfig;
+
+/// `[learn]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnConfig {
+    /// Where `graphscaler train` writes and `eval` looks for checkpoints by policy name.
+    pub checkpoint_dir: String,
+    /// `[learn.reward]`.
+    pub reward: RewardWeights,
+    /// `[learn.actions]`.
+    pub actions: ActionRules,
+    /// `[learn.train]`.
+    pub train: TrainSettings,
+}
+
+/// `[learn.reward]`: `r = −w_slo·SLO_vio − w_slack·Slack − w_overshoot·Overshoot −
+/// w_replica_lag·ReplicaLag` (the SLO objectives come from `[slo]`, `u*` from
+/// `eval.target_utilization`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardWeights {
+    /// Weight of SLO_vio.
+    pub w_slo: f64,
+    /// Weight of Slack.
+    pub w_slack: f64,
+    /// Weight of Overshoot.
+    pub w_overshoot: f64,
+    /// Weight of ReplicaLag.
+    pub w_replica_lag: f64,
+    /// Replica lag that counts as 1, s.
+    pub lag_scale_s: f64,
+}
+
+impl RewardWeights {
+    /// The reward with the SLO objectives and `u*`.
+    pub fn reward(&self, slo_latency_ms: f64, slo_error_rate: f64, u: f64) -> RewardConfig {
+        RewardConfig {
+            w_slo: self.w_slo,
+            w_slack: self.w_slack,
+            w_overshoot: self.w_overshoot,
+            w_replica_lag: self.w_replica_lag,
+            slo_latency_ms,
+            slo_error_rate,
+            target_utilization: u,
+            lag_scale_s: self.lag_scale_s,
+        }
+    }
+}
+
+/// `[learn.train]`: the environments and PPO's (CleanRL's names) and A2C's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSettings {
+    /// Twin environments stepping together.
+    pub num_envs: usize,
+    /// Length of a training episode (one twin run), s.
+    pub episode_s: f64,
+    /// Decisions per environment per rollout.
+    pub num_steps: usize,
+    /// Adam's learning rate (PPO).
+    pub learning_rate: f64,
+    /// Anneal the learning rate linearly to 0.
+    pub anneal_lr: bool,
+    /// Discount per observation tick.
+    pub gamma: f64,
+    /// GAE λ (PPO; A2C uses 1).
+    pub gae_lambda: f64,
+    /// Minibatches per epoch.
+    pub num_minibatches: usize,
+    /// Epochs per rollout.
+    pub update_epochs: usize,
+    /// Surrogate clipping.
+    pub clip_coef: f64,
+    /// Clip the value loss.
+    pub clip_vloss: bool,
+    /// Entropy bonus.
+    pub ent_coef: f64,
+    /// Value loss weight.
+    pub vf_coef: f64,
+    /// Gradient norm limit.
+    pub max_grad_norm: f64,
+    /// Stop an update's epochs past this approximate KL (0: never).
+    pub target_kl: f64,
+    /// A2C: decisions per environment per rollout.
+    pub a2c_num_steps: usize,
+    /// A2C: RMSprop learning rate.
+    pub a2c_learning_rate: f64,
+}
+
+impl TrainSettings {
+    /// PPO's settings.
+    pub fn ppo(&self, hidden: i64) -> PpoConfig {
+        PpoConfig {
+            learning_rate: self.learning_rate,
+            num_steps: self.num_steps,
+            anneal_lr: self.anneal_lr,
+            gamma: self.gamma,
+            gae_lambda: self.gae_lambda,
+            num_minibatches: self.num_minibatches,
+            update_epochs: self.update_epochs,
+            norm_adv: true,
+            clip_coef: self.clip_coef,
+            clip_vloss: self.clip_vloss,
+            ent_coef: self.ent_coef,
+            vf_coef: self.vf_coef,
+            max_grad_norm: self.max_grad_norm,
+            target_kl: (self.target_kl > 0.0).then_some(self.target_kl),
+            hidden,
+        }
+    }
+}

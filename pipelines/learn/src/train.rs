@@ -1,0 +1,378 @@
+//! Training the graph agents on the twin: vectorised [`TwinEnv`]s, rollouts of hybrid actions
+//! with a semi-Markov GAE (time, not decisions, is discounted: a decision that does not advance
+//! the twin has discount 1), and the updates of PPO ([`crate::ppo::clipped_loss`], CleanRL's) and
+//! A2C (Stable-Baselines3's: n-step returns, one RMSprop step per rollout).
+
+use std::io::Write;
+
+use tch::nn::{self, OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use crate::agent::{AgentSpec, GraphAgent, Obs};
+use crate::envs::twin::TwinEnv;
+use crate::policy::ActionTensors;
+use crate::ppo::{clipped_loss, Batch, Diagnostics, PpoConfig};
+
+/// Which update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    /// PPO.
+    Ppo,
+    /// A2C.
+    A2c,
+}
+
+impl Algo {
+    /// The name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algo::Ppo => "ppo",
+            Algo::A2c => "a2c",
+        }
+    }
+}
+
+/// Settings of graph training (`[learn.train]`; PPO's names as CleanRL's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// The algorithm.
+    pub algo: Algo,
+    /// PPO / A2C hyperparameters (`num_steps` per environment per rollout, …).
+    pub ppo: PpoConfig,
+    /// A2C's RMSprop learning rate.
+    pub a2c_learning_rate: f64,
+}
+
+/// One rollout over every environment, step-major.
+#[derive(Debug)]
+pub struct GraphRollout {
+    obs: Vec<Obs>,
+    actions: ActionTensors,
+    logprobs: Tensor,
+    values: Tensor,
+    advantages: Tensor,
+    returns: Tensor,
+    /// Rewards of the steps that advanced time.
+    pub tick_rewards: Vec<f64>,
+    /// Mean SLO_vio, Slack, Overshoot, ReplicaLag over those steps.
+    pub terms: [f64; 4],
+    /// Share of decisions that were "nothing".
+    pub nothing: f64,
+    /// Cluster actions the twin refused.
+    pub refused: usize,
+}
+
+/// Environments stepping together.
+#[derive(Debug)]
+pub struct GraphEnvs {
+    envs: Vec<TwinEnv>,
+    /// Decisions so far, over all environments.
+    pub global_step: usize,
+    /// Observation ticks so far.
+    pub ticks: usize,
+}
+
+fn err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl GraphEnvs {
+    /// The environments.
+    pub fn new(envs: Vec<TwinEnv>) -> Self {
+        Self {
+            envs,
+            global_step: 0,
+            ticks: 0,
+        }
+    }
+
+    /// The first environment.
+    pub fn first(&self) -> &TwinEnv {
+        &self.envs[0]
+    }
+
+    fn observe(&self) -> Vec<Obs> {
+        self.envs
+            .iter()
+            .map(|e| Obs::new(&e.window(), e.mask()))
+            .collect()
+    }
+
+    /// `num_steps` decisions of every environment under `agent`, then GAE(γ, λ) with discount 1
+    /// on decisions that did not advance time.
+    pub fn rollout(
+        &mut self,
+        agent: &GraphAgent,
+        num_steps: usize,
+        gamma: f64,
+        gae_lambda: f64,
+    ) -> std::io::Result<GraphRollout> {
+        let n = self.envs.len();
+        let mut obs = Vec::with_capacity(n * num_steps);
+        let (mut choice, mut reps, mut cpu) = (vec![], vec![], vec![]);
+        let (mut logp, mut val) = (Vec::<f32>::new(), Vec::<f32>::new());
+        let (mut rew, mut disc, mut nonterm) = (vec![], vec![], vec![]);
+        let mut tick_rewards = vec![];
+        let mut terms = [0.0; 4];
+        let (mut nothing, mut refused) = (0usize, 0usize);
+        let mut current = self.observe();
+        for _ in 0..num_steps {
+            let refs: Vec<&Obs> = current.iter().collect();
+            let step = tch::no_grad(|| agent.act(&refs, false));
+            choice.extend(Vec::<i64>::try_from(&step.tensors.choice).map_err(err)?);
+            reps.extend(Vec::<i64>::try_from(&step.tensors.replicas).map_err(err)?);
+            cpu.extend(Vec::<f32>::try_from(&step.tensors.cpu).map_err(err)?);
+            logp.extend(Vec::<f32>::try_from(&step.logprob).map_err(err)?);
+            val.extend(Vec::<f32>::try_from(&step.value).map_err(err)?);
+            for (env, a) in self.envs.iter_mut().zip(&step.actions) {
+                if matches!(a, crate::policy::HybridAction::Nothing) {
+                    nothing += 1;
+                }
+                let r = env.step(a).map_err(err)?;
+                refused += r.refused;
+                rew.push(r.reward);
+                disc.push(if r.advanced { gamma as f32 } else { 1.0 });
+                nonterm.push(if r.truncated { 0.0f32 } else { 1.0 });
+                if let Some(t) = r.terms {
+                    self.ticks += 1;
+                    tick_rewards.push(t.value);
+                    for (acc, x) in
+                        terms
+                            .iter_mut()
+                            .zip([t.slo_vio, t.slack, t.overshoot, t.replica_lag])
+                    {
+                        *acc += x;
+                    }
+                }
+            }
+            self.global_step += n;
+            obs.append(&mut current);
+            current = self.observe();
+        }
+        let refs: Vec<&Obs> = current.iter().collect();
+        let next_value: Vec<f32> =
+            Vec::try_from(&tch::no_grad(|| agent.value(&refs))).map_err(err)?;
+        let batch = n * num_steps;
+        let mut adv = vec![0f32; batch];
+        let mut last = vec![0f32; n];
+        for t in (0..num_steps).rev() {
+            for i in 0..n {
+                let k = t * n + i;
+                let next_v = if t == num_steps - 1 {
+                    next_value[i]
+                } else {
+                    val[k + n]
+                };
+                let delta = rew[k] + disc[k] * next_v * nonterm[k] - val[k];
+                last[i] = delta + disc[k] * gae_lambda as f32 * nonterm[k] * last[i];
+                adv[k] = last[i];
+            }
+        }
+        let values = Tensor::from_slice(&val);
+        let advantages = Tensor::from_slice(&adv);
+        let k = tick_rewards.len().max(1) as f64;
+        Ok(GraphRollout {
+            obs,
+            actions: ActionTensors {
+                choice: Tensor::from_slice(&choice),
+                replicas: Tensor::from_slice(&reps),
+                cpu: Tensor::from_slice(&cpu),
+            },
+            logprobs: Tensor::from_slice(&logp),
+            returns: &advantages + &values,
+            values,
+            advantages,
+            tick_rewards,
+            terms: terms.map(|x| x / k),
+            nothing: nothing as f64 / batch as f64,
+            refused,
+        })
+    }
+}
+
+/// One update's figures: the algorithm's diagnostics and the rollout's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Update {
+    /// PPO / A2C diagnostics (CleanRL's names).
+    pub diagnostics: Diagnostics,
+    /// Observation ticks so far.
+    pub ticks: usize,
+    /// Mean reward per tick in the rollout.
+    pub mean_reward: f64,
+    /// Mean SLO_vio, Slack, Overshoot, ReplicaLag per tick.
+    pub terms: [f64; 4],
+    /// Share of "nothing" decisions.
+    pub nothing: f64,
+    /// Refused cluster actions.
+    pub refused: usize,
+}
+
+impl Update {
+    /// The CSV header.
+    pub fn header() -> String {
+        format!("{},charts/ticks,charts/mean_reward,charts/slo_vio,charts/slack,charts/overshoot,charts/replica_lag,charts/nothing_frac,charts/refused", Diagnostics::HEADER)
+    }
+
+    /// One CSV row.
+    pub fn csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{},{}",
+            self.diagnostics.csv(),
+            self.ticks,
+            self.mean_reward,
+            self.terms[0],
+            self.terms[1],
+            self.terms[2],
+            self.terms[3],
+            self.nothing,
+            self.refused
+        )
+    }
+}
+
+/// What training produced.
+#[derive(Debug)]
+pub struct TrainedAgent {
+    /// The model.
+    pub agent: GraphAgent,
+    /// Its variables.
+    pub vs: VarStore,
+    /// Every update.
+    pub updates: Vec<Update>,
+}
+
+fn explained_variance(returns: &Tensor, values: &Tensor) -> f64 {
+    let var_y = returns.var(true).double_value(&[]);
+    if var_y == 0.0 {
+        f64::NAN
+    } else {
+        1.0 - (returns - values).var(true).double_value(&[]) / var_y
+    }
+}
+
+/// Trains a fresh `spec` agent for `total_steps` decisions on `envs`, seeded, writing
+/// diagnostics as CSV to `log` and calling `progress` after every update.
+pub fn train(
+    envs: Vec<TwinEnv>,
+    spec: AgentSpec,
+    cfg: &TrainConfig,
+    total_steps: usize,
+    seed: i64,
+    log: &mut dyn Write,
+    progress: &mut dyn FnMut(&Update),
+) -> std::io::Result<TrainedAgent> {
+    tch::manual_seed(seed);
+    let mut envs = GraphEnvs::new(envs);
+    let n = envs.envs.len();
+    let vs = VarStore::new(Device::Cpu);
+    let agent = GraphAgent::new(&vs.root(), spec);
+    let p = &cfg.ppo;
+    let mut opt = match cfg.algo {
+        Algo::Ppo => nn::Adam {
+            eps: 1e-5,
+            ..nn::Adam::default()
+        }
+        .build(&vs, p.learning_rate),
+        Algo::A2c => nn::RmsProp {
+            alpha: 0.99,
+            eps: 1e-5,
+            ..nn::RmsProp::default()
+        }
+        .build(&vs, cfg.a2c_learning_rate),
+    }
+    .map_err(err)?;
+    let base_lr = match cfg.algo {
+        Algo::Ppo => p.learning_rate,
+        Algo::A2c => cfg.a2c_learning_rate,
+    };
+    let batch = n * p.num_steps;
+    let iterations = (total_steps / batch).max(1);
+    let mut updates = vec![];
+    writeln!(log, "{}", Update::header())?;
+    for iteration in 1..=iterations {
+        let lr = if p.anneal_lr {
+            (1.0 - (iteration - 1) as f64 / iterations as f64) * base_lr
+        } else {
+            base_lr
+        };
+        opt.set_lr(lr);
+        let lambda = match cfg.algo {
+            Algo::Ppo => p.gae_lambda,
+            Algo::A2c => 1.0,
+        };
+        let r = envs.rollout(&agent, p.num_steps, p.gamma, lambda)?;
+        let mut d = Diagnostics {
+            global_step: envs.global_step,
+            learning_rate: lr,
+            ..Diagnostics::default()
+        };
+        let mut clipfracs = vec![];
+        match cfg.algo {
+            Algo::Ppo => {
+                let minibatch = (batch / p.num_minibatches.max(1)).max(1);
+                'epochs: for _ in 0..p.update_epochs {
+                    let perm = Tensor::randperm(batch as i64, (Kind::Int64, Device::Cpu));
+                    let order: Vec<i64> = Vec::try_from(&perm).map_err(err)?;
+                    for start in (0..batch).step_by(minibatch) {
+                        let idx = &order[start..(start + minibatch).min(batch)];
+                        let mb = Tensor::from_slice(idx);
+                        let obs: Vec<&Obs> = idx.iter().map(|&i| &r.obs[i as usize]).collect();
+                        let (new_logp, entropy, new_value) =
+                            agent.evaluate(&obs, &r.actions.select(&mb));
+                        let loss = clipped_loss(
+                            p,
+                            &Batch {
+                                new_logp: &new_logp,
+                                entropy: &entropy,
+                                new_value: &new_value,
+                                old_logp: &r.logprobs.index_select(0, &mb),
+                                old_value: &r.values.index_select(0, &mb),
+                                advantages: &r.advantages.index_select(0, &mb),
+                                returns: &r.returns.index_select(0, &mb),
+                            },
+                            &mut d,
+                            &mut clipfracs,
+                        );
+                        opt.zero_grad();
+                        loss.backward();
+                        opt.clip_grad_norm(p.max_grad_norm);
+                        opt.step();
+                    }
+                    if p.target_kl.is_some_and(|k| d.approx_kl > k) {
+                        break 'epochs;
+                    }
+                }
+            }
+            Algo::A2c => {
+                let obs: Vec<&Obs> = r.obs.iter().collect();
+                let (logp, entropy, value) = agent.evaluate(&obs, &r.actions);
+                let adv = &r.advantages;
+                let pg_loss = -(adv * &logp).mean(Kind::Float);
+                let v_loss = (&r.returns - &value).square().mean(Kind::Float);
+                let ent = entropy.mean(Kind::Float);
+                let loss = &pg_loss - &ent * p.ent_coef + &v_loss * p.vf_coef;
+                opt.zero_grad();
+                loss.backward();
+                opt.clip_grad_norm(p.max_grad_norm);
+                opt.step();
+                d.policy_loss = pg_loss.double_value(&[]);
+                d.value_loss = v_loss.double_value(&[]);
+                d.entropy = ent.double_value(&[]);
+            }
+        }
+        d.clipfrac = clipfracs.iter().sum::<f64>() / clipfracs.len().max(1) as f64;
+        d.explained_variance = explained_variance(&r.returns, &r.values);
+        let u = Update {
+            diagnostics: d,
+            ticks: envs.ticks,
+            mean_reward: r.tick_rewards.iter().sum::<f64>() / r.tick_rewards.len().max(1) as f64,
+            terms: r.terms,
+            nothing: r.nothing,
+            refused: r.refused,
+        };
+        writeln!(log, "{}", u.csv())?;
+        progress(&u);
+        updates.push(u);
+    }
+    Ok(TrainedAgent { agent, vs, updates })
+}

@@ -1,0 +1,251 @@
+//! The twin as an environment, the graph agent's checkpoints, the served policy, and a short
+//! training run of each algorithm on the twin.
+
+#![allow(clippy::unwrap_used)]
+
+use graphscaler_learn::agent::{AgentSpec, EncoderKind, GraphAgent, Obs};
+use graphscaler_learn::decide::ActionRules;
+use graphscaler_learn::envs::twin::{TwinEnv, TwinEnvConfig};
+use graphscaler_learn::policy::HybridAction;
+use graphscaler_learn::ppo::PpoConfig;
+use graphscaler_learn::reward::RewardConfig;
+use graphscaler_learn::serve::{LearnedPolicy, ServeError};
+use graphscaler_learn::train::{self, Algo, TrainConfig};
+use graphscaler_schemas::ActionKind;
+use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig};
+use tch::nn::VarStore;
+use tch::Device;
+
+fn env_config(window: usize) -> TwinEnvConfig {
+    let twin = TwinConfig::default();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let topology = Topology::from_file(
+        &root.join("data/topologies/online-boutique.json"),
+        &twin.fanout_parameters,
+    )
+    .unwrap();
+    TwinEnvConfig {
+        topology,
+        twin,
+        slo: SloConfig::default(),
+        scenarios: vec![Shape::Peak],
+        episode_s: 600.0,
+        reward: RewardConfig::default(),
+        rules: ActionRules::default(),
+        window,
+    }
+}
+
+fn spec(env: &TwinEnv, encoder: EncoderKind) -> AgentSpec {
+    let mut s = AgentSpec::new(
+        encoder,
+        "online-boutique".into(),
+        env.services().to_vec(),
+        env.node_types().to_vec(),
+        ActionRules::default(),
+    );
+    s.dim = 16;
+    s.heads = 2;
+    s.hidden = 16;
+    s
+}
+
+fn change(service: i64, delta: i64) -> HybridAction {
+    HybridAction::Change {
+        service,
+        node_type: 1,
+        delta_replicas: delta,
+        delta_cpu: 0.0,
+    }
+}
+
+#[test]
+fn decisions_ticks_masks_and_episodes() {
+    let mut env = TwinEnv::new(env_config(1), 3).unwrap();
+    let s = env.services().len();
+    assert_eq!(env.node_types().len(), 2);
+    let t0 = env.snapshot().time_s;
+    let spec0 = env.snapshot().replicas_spec.clone();
+    // Every service starts at the manifests' one replica: Δ −1 and −2 are masked.
+    let m = env.mask();
+    assert!(m.replicas[0..2].iter().all(|x| !x) && m.replicas[2..5].iter().all(|x| *x));
+    assert!(m.pairs.iter().all(|x| *x));
+    // A change does not advance time and masks that service for the rest of the tick.
+    let r = env.step(&change(0, 2)).unwrap();
+    assert!(!r.advanced && r.reward == 0.0 && r.terms.is_none());
+    assert_eq!(env.snapshot().time_s, t0);
+    let m = env.mask();
+    assert!(!m.pairs[0] && !m.pairs[1] && m.pairs[2]);
+    // The third decision of the tick (the default allows 3) advances it.
+    env.step(&change(1, 1)).unwrap();
+    let r = env.step(&change(2, 1)).unwrap();
+    assert!(r.advanced && r.terms.is_some() && r.reward <= 0.0);
+    assert!(env.snapshot().time_s > t0);
+    assert_eq!(env.snapshot().replicas_spec[0], spec0[0] + 2);
+    assert_eq!(env.snapshot().replicas_spec[1], spec0[1] + 1);
+    assert!(env.mask().pairs.iter().all(|x| *x), "a new tick unmasks");
+    // "Nothing" advances at once.
+    let t1 = env.snapshot().time_s;
+    assert!(env.step(&HybridAction::Nothing).unwrap().advanced);
+    assert!(env.snapshot().time_s > t1);
+    // The episode (600 s = 40 ticks) ends with a truncation and starts over.
+    let mut ticks = 2;
+    loop {
+        let r = env.step(&HybridAction::Nothing).unwrap();
+        ticks += 1;
+        if r.truncated {
+            break;
+        }
+        assert!(ticks < 100);
+    }
+    assert_eq!(env.episodes(), 1);
+    assert!(env.snapshot().time_s < t1);
+    assert!(env.snapshot().replicas_spec.iter().all(|&r| r == 1));
+    assert!(s > 5);
+}
+
+#[test]
+fn checkpoints_round_trip_and_refuse_what_does_not_fit() {
+    tch::manual_seed(4);
+    let env = TwinEnv::new(env_config(4), 5).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for enc in [
+        EncoderKind::Gat,
+        EncoderKind::Gcn,
+        EncoderKind::Dysat,
+        EncoderKind::Mlp,
+    ] {
+        let vs = VarStore::new(Device::Cpu);
+        let agent = GraphAgent::new(&vs.root(), spec(&env, enc));
+        let path = dir.path().join(enc.name());
+        agent
+            .save(
+                &path,
+                &vs,
+                "ppo",
+                "tests/twin_env.rs",
+                serde_json::json!({}),
+            )
+            .unwrap();
+        let (back, _vs2, m) = GraphAgent::load(&path, "online-boutique").unwrap();
+        assert_eq!(m.encoder, enc.name());
+        assert_eq!(back.spec, agent.spec);
+        let obs = Obs::new(&env.window(), env.mask());
+        let (a, b) = tch::no_grad(|| (agent.act(&[&obs], true), back.act(&[&obs], true)));
+        assert_eq!(a.actions, b.actions);
+        assert!(
+            a.value.equal(&b.value) && a.logprob.equal(&b.logprob),
+            "{enc:?}"
+        );
+    }
+    // Another topology; a missing file; weights of another shape under the same manifest.
+    let e = GraphAgent::load(&dir.path().join("gat"), "synthetic-1000")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("trained on topology `online-boutique`"), "{e}");
+    let e = GraphAgent::load(&dir.path().join("nope"), "*")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.json"), "{e}");
+    std::fs::copy(
+        dir.path().join("gcn.safetensors"),
+        dir.path().join("gat.safetensors"),
+    )
+    .unwrap();
+    let json = dir.path().join("gat.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let gcn = std::fs::read_to_string(dir.path().join("gcn.json")).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&gcn).unwrap();
+    m["config"] = serde_json::from_str::<serde_json::Value>(&text).unwrap()["config"].clone();
+    std::fs::write(&json, m.to_string()).unwrap();
+    let e = GraphAgent::load(&dir.path().join("gat"), "*")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not fit") && e.contains("parameter"), "{e}");
+}
+
+#[test]
+fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
+    tch::manual_seed(7);
+    let mut env = TwinEnv::new(env_config(1), 9).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let agent = GraphAgent::new(&vs.root(), spec(&env, EncoderKind::Gat));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gat");
+    agent
+        .save(&path, &vs, "ppo", "tests", serde_json::json!({}))
+        .unwrap();
+    let mut p = LearnedPolicy::load(&path, "online-boutique", false).unwrap();
+    let mut acted = 0;
+    for _ in 0..20 {
+        let snap = env.snapshot().clone();
+        let actions = p.decide_snapshot(&snap, None).unwrap();
+        let mut services: Vec<&str> = actions.iter().map(|a| a.service.as_str()).collect();
+        services.dedup();
+        assert!(services.len() <= 3, "{actions:?}");
+        for a in &actions {
+            if let ActionKind::ChangeReplicas { delta } = a.kind {
+                let i = snap.services.iter().position(|s| *s == a.service).unwrap();
+                assert!(i64::from(snap.replicas_spec[i]) + i64::from(delta) >= 1);
+            }
+        }
+        acted += actions.len();
+        env.step(&HybridAction::Nothing).unwrap();
+    }
+    assert!(acted > 0);
+    // A NaN feature, a missing service: no action, and the reason.
+    let mut bad = env.snapshot().clone();
+    bad.service_x[2][0] = f32::NAN;
+    let e = p.decide_snapshot(&bad, None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ServeError::NotFinite {
+                feature: "cpu_pct",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&bad.services[2]));
+    let mut missing = env.snapshot().clone();
+    let gone = missing.services.remove(4);
+    missing.service_x.remove(4);
+    let e = p.decide_snapshot(&missing, None).unwrap_err().to_string();
+    assert!(e.contains(&gone), "{e}");
+    assert_eq!(p.refused.0, 2);
+}
+
+#[test]
+fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
+    for (algo, enc) in [
+        (Algo::Ppo, EncoderKind::Gat),
+        (Algo::A2c, EncoderKind::Dysat),
+    ] {
+        let envs: Vec<TwinEnv> = (0..2)
+            .map(|i| TwinEnv::new(env_config(4), i).unwrap())
+            .collect();
+        let spec = spec(&envs[0], enc);
+        let cfg = TrainConfig {
+            algo,
+            ppo: PpoConfig {
+                num_steps: 16,
+                ..PpoConfig::default()
+            },
+            a2c_learning_rate: 7e-4,
+        };
+        let mut log = vec![];
+        let mut seen = 0;
+        let t = train::train(envs, spec, &cfg, 64, 1, &mut log, &mut |_| seen += 1).unwrap();
+        assert_eq!(seen, 2);
+        assert_eq!(t.updates.len(), 2);
+        let u = t.updates[1];
+        assert_eq!(u.diagnostics.global_step, 64);
+        assert!(u.ticks > 0 && u.mean_reward <= 0.0);
+        assert!(u.diagnostics.value_loss.is_finite() && u.diagnostics.entropy > 0.0);
+        let text = String::from_utf8(log).unwrap();
+        assert!(text.starts_with("global_step,charts/learning_rate,losses/value_loss"));
+        assert!(text.lines().next().unwrap().contains("charts/slo_vio"));
+        assert_eq!(text.lines().count(), 3);
+    }
+}
