@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, the twin: installs what it needs, builds graphscaler, runs
-# the whole streaming loop once in process (twin -> graph job -> tuned-HPA policy -> actuator ->
-# twin, `graphscaler run`), then the static manifests, the Kubernetes HPA and the tuned HPA side by
-# side on Online Boutique under the four load shapes, 5 replays of 4 hours each. Extra arguments
-# go to `graphscaler eval`.
+# The main job on the embedded default, the twin: installs what it needs (libtorch comes from the
+# torch wheel in .venv), builds graphscaler, runs the whole streaming loop once in process (twin ->
+# graph job -> tuned-HPA policy -> actuator -> twin, `graphscaler run`), then the static manifests,
+# the Kubernetes HPA, the tuned HPA and the shipped GAT-PPO checkpoint (checkpoints/gat-ppo) side
+# by side on Online Boutique under the four load shapes, 5 replays of 4 hours each. Extra
+# arguments go to `graphscaler eval`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+ensure_apt_packages
+ensure_torch
 cd "$GS_ROOT"
 cargo build --release --locked --bin graphscaler
 ./target/release/graphscaler run --scenario peak --duration 4h
 echo
 exec ./target/release/graphscaler eval \
-    --policies static,hpa,tuned-hpa --scenarios all --replays 5 --duration 4h --out results "$@"
+    --policies static,hpa,tuned-hpa,gat-ppo --scenarios all --replays 5 --duration 4h --out results "$@"

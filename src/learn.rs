@@ -22,7 +22,7 @@ pub struct TrainArgs {
     /// gat, gcn, dysat or mlp.
     #[arg(long, default_value = "gat")]
     encoder: String,
-    /// ppo or a2c.
+    /// ppo, a2c or sac.
     #[arg(long, default_value = "ppo")]
     algo: String,
     /// `mix` (the four shapes) or comma-separated scenarios.
@@ -58,16 +58,19 @@ pub fn topology_name(t: &Topology) -> String {
         .map_or_else(|| t.source.clone(), |s| s.to_string_lossy().into_owned())
 }
 
-fn algo(s: &str, encoder: EncoderKind) -> Result<Algo> {
+/// `ppo`, `a2c` or `sac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AlgoArg {
+    OnPolicy(Algo),
+    Sac,
+}
+
+fn algo(s: &str) -> Result<AlgoArg> {
     match s {
-        "ppo" => Ok(Algo::Ppo),
-        "a2c" => Ok(Algo::A2c),
-        "sac" => bail!(
-            "--algo sac on the twin's hybrid action is not built yet (discrete SAC learns \
-             CartPole in the learning tests); use ppo or a2c with --encoder {}",
-            encoder.name()
-        ),
-        _ => bail!("unknown algorithm `{s}`: ppo or a2c"),
+        "ppo" => Ok(AlgoArg::OnPolicy(Algo::Ppo)),
+        "a2c" => Ok(AlgoArg::OnPolicy(Algo::A2c)),
+        "sac" => Ok(AlgoArg::Sac),
+        _ => bail!("unknown algorithm `{s}`: ppo, a2c or sac"),
     }
 }
 
@@ -75,7 +78,7 @@ fn algo(s: &str, encoder: EncoderKind) -> Result<Algo> {
 pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let encoder = EncoderKind::parse(&a.encoder)
         .with_context(|| format!("unknown encoder `{}`: gat, gcn, dysat or mlp", a.encoder))?;
-    let algo = algo(&a.algo, encoder)?;
+    let algo_arg = algo(&a.algo)?;
     graphscaler_learn::tch::set_num_threads(a.torch_threads.max(1));
     let topology = cfg.topology(a.topology.as_deref())?;
     let scenarios = if a.scenario == "mix" {
@@ -118,16 +121,11 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let envs = (0..n_envs)
         .map(|i| TwinEnv::new(env_cfg.clone(), a.seed * 1000 + i as u64))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut ppo = t.ppo(spec.hidden);
-    if algo == Algo::A2c {
-        ppo.num_steps = t.a2c_num_steps;
-    }
-    let tc = TrainConfig {
-        algo,
-        ppo,
-        a2c_learning_rate: t.a2c_learning_rate,
+    let algo_name = match algo_arg {
+        AlgoArg::OnPolicy(x) => x.name(),
+        AlgoArg::Sac => "sac",
     };
-    let name = format!("{}-{}", encoder.name(), algo.name());
+    let name = format!("{}-{}", encoder.name(), algo_name);
     let out = a
         .out
         .clone()
@@ -148,41 +146,67 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let trained = train::train(
-        envs,
-        spec,
-        &tc,
-        a.steps,
-        a.seed as i64,
-        &mut log,
-        &mut |u| {
-            bar.set_position(u.diagnostics.global_step as u64);
-            bar.set_message(format!(
-                "reward/tick {:.3}  slo {:.3} slack {:.3} over {:.3}  kl {:.4}",
-                u.mean_reward, u.terms[0], u.terms[1], u.terms[2], u.diagnostics.approx_kl
-            ));
-        },
-    )?;
+    let mut on_update = |u: &train::Update| {
+        bar.set_position(u.diagnostics.global_step as u64);
+        bar.set_message(format!(
+            "reward/tick {:.3}  slo {:.3} slack {:.3} over {:.3}",
+            u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
+        ));
+    };
+    let (agent, vs, updates) = match algo_arg {
+        AlgoArg::OnPolicy(algo) => {
+            let mut ppo = t.ppo(spec.hidden);
+            if algo == Algo::A2c {
+                ppo.num_steps = t.a2c_num_steps;
+            }
+            let tc = TrainConfig {
+                algo,
+                ppo,
+                a2c_learning_rate: t.a2c_learning_rate,
+            };
+            let r = train::train(
+                envs,
+                spec,
+                &tc,
+                a.steps,
+                a.seed as i64,
+                &mut log,
+                &mut on_update,
+            )?;
+            (r.agent, r.vs, r.updates)
+        }
+        AlgoArg::Sac => {
+            let sc = t.sac(spec.hidden);
+            let r = graphscaler_learn::graph_sac::train(
+                envs,
+                spec,
+                &sc,
+                a.steps,
+                a.seed,
+                512,
+                &mut log,
+                &mut on_update,
+            )?;
+            (r.agent, r.vs, r.updates)
+        }
+    };
     log.flush()?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let steps = trained
-        .updates
-        .last()
-        .map_or(0, |u| u.diagnostics.global_step);
+    let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
     let command = format!(
         "graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}",
         encoder.name(),
-        algo.name(),
+        algo_name,
         a.scenario,
         a.steps,
         a.seed,
         a.envs.map_or(String::new(), |n| format!(" --envs {n}"))
     );
-    let m = trained.agent.save(
+    let m = agent.save(
         &out,
-        &trained.vs,
-        algo.name(),
+        &vs,
+        algo_name,
         &command,
         serde_json::json!({
             "steps": steps,
@@ -202,7 +226,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             .map(|s| s.iter().product::<i64>())
             .sum::<i64>()
     );
-    if let Some(u) = trained.updates.last() {
+    if let Some(u) = updates.last() {
         say!(
             "last rollout: reward/tick {:.3} (SLO_vio {:.3}, Slack {:.3}, Overshoot {:.3}, ReplicaLag {:.3}), nothing {:.0}%",
             u.mean_reward,
@@ -246,4 +270,53 @@ impl Learned for Checkpoints {
             .map_err(|e| EvalError::Policy(format!("policy `{name}`: {e}")))?;
         Ok(Box::new(p))
     }
+}
+
+/// The checkpoint a policy-stage name means: a learned baseline's name (under
+/// `learn.checkpoint_dir`) or `checkpoint:PATH`.
+pub fn learned_checkpoint(name: &str, cfg: &Config) -> Option<PathBuf> {
+    if let Some(p) = name.strip_prefix("checkpoint:") {
+        return Some(p.into());
+    }
+    graphscaler_eval::runner::LEARNED
+        .contains(&name)
+        .then(|| Path::new(&cfg.learn.checkpoint_dir).join(name))
+}
+
+/// A learned policy in the policy stage: decides on each snapshot; a snapshot it cannot trust
+/// (other services, a non-finite feature) gets no action and a warning naming the problem.
+#[derive(Debug)]
+struct StagePolicy {
+    name: String,
+    policy: LearnedPolicy,
+}
+
+impl graphscaler_stages::stage::SnapshotPolicy for StagePolicy {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn decide(&mut self, snap: &graphscaler_schemas::Snapshot) -> Vec<graphscaler_schemas::Action> {
+        match self.policy.decide_snapshot(snap, None) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(policy = %self.name, time_s = snap.time_s, "no decision: {e}");
+                vec![]
+            }
+        }
+    }
+}
+
+/// Loads the policy stage's learned policy (any topology; the services must match the model's).
+pub fn stage_policy(
+    name: &str,
+    path: &Path,
+) -> Result<Box<dyn graphscaler_stages::stage::SnapshotPolicy>> {
+    graphscaler_learn::tch::set_num_threads(1);
+    let policy =
+        LearnedPolicy::load(path, "*", true).with_context(|| format!("loading policy `{name}`"))?;
+    Ok(Box::new(StagePolicy {
+        name: name.to_string(),
+        policy,
+    }))
 }

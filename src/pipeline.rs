@@ -29,7 +29,8 @@ pub struct LoopArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// noop, hpa, tuned-hpa or hpa-<percent> (default: pipeline.policy).
+    /// noop, hpa, tuned-hpa, hpa-<percent>, gat-ppo, mlp-ppo, gcn-sac, dysat-a2c or
+    /// checkpoint:PATH (default: pipeline.policy).
     #[arg(long)]
     policy: Option<String>,
     /// Topology file (default: twin.topology).
@@ -43,13 +44,16 @@ pub struct LoopArgs {
 /// A policy for the policy stage by name.
 pub fn snapshot_policy(name: &str, cfg: &Config) -> Result<Box<dyn SnapshotPolicy>> {
     let h = &cfg.hpa;
+    if let Some(path) = crate::learn::learned_checkpoint(name, cfg) {
+        return crate::learn::stage_policy(name, &path);
+    }
     let target = match name {
         "noop" | "static" => return Ok(Box::new(Noop)),
         "hpa" => h.target_cpu_utilization,
         "tuned-hpa" => h.tuned_target_cpu_utilization,
         other => match other.strip_prefix("hpa-").map(str::parse::<u32>) {
             Some(Ok(t)) if t > 0 => t,
-            _ => bail!("unknown policy `{other}` (noop, hpa, tuned-hpa or hpa-<percent>)"),
+            _ => bail!("unknown policy `{other}` (noop, hpa, tuned-hpa, hpa-<percent>, gat-ppo, mlp-ppo, gcn-sac, dysat-a2c or checkpoint:PATH)"),
         },
     };
     Ok(Box::new(Hpa::new(target, h)))

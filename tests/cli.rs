@@ -379,3 +379,102 @@ fn run_drives_the_whole_loop_in_process_deterministically() {
         stderr(&o)
     );
 }
+
+#[test]
+fn train_then_evaluate_and_run_a_learned_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt/tiny");
+    let c = ckpt.to_str().unwrap();
+    let o = graphscaler(&[
+        "train",
+        "--encoder",
+        "mlp",
+        "--algo",
+        "ppo",
+        "--steps",
+        "256",
+        "--envs",
+        "2",
+        "--episode",
+        "10m",
+        "--seed",
+        "3",
+        "--out",
+        c,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("trained mlp-ppo for 256 decisions"), "{text}");
+    for ext in ["safetensors", "json", "csv"] {
+        assert!(ckpt.with_extension(ext).is_file(), "{ext}");
+    }
+    let manifest = std::fs::read_to_string(ckpt.with_extension("json")).unwrap();
+    assert!(
+        manifest.contains("graphscaler train --encoder mlp --algo ppo"),
+        "{manifest}"
+    );
+    // Evaluated beside the tuned HPA, under its own name.
+    let spec = format!("tiny={c}");
+    let out = dir.path().join("eval");
+    let o = graphscaler(&[
+        "eval",
+        "--policies",
+        &spec,
+        "--scenarios",
+        "peak",
+        "--replays",
+        "2",
+        "--duration",
+        "20m",
+        "--no-plots",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("tiny") && text.contains("tuned-hpa"),
+        "{text}"
+    );
+    // The whole loop with the learned policy in the policy stage.
+    let pol = format!("checkpoint:{c}");
+    let o = graphscaler(&[
+        "run",
+        "--duration",
+        "10m",
+        "--scenario",
+        "rush",
+        "--policy",
+        &pol,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("counts match end to end"),
+        "{}",
+        stdout(&o)
+    );
+    // A missing checkpoint, an unknown encoder, SAC on the twin: named, nothing run.
+    let o = graphscaler(&[
+        "eval",
+        "--policies",
+        "gat-ppo=/nonexistent/x",
+        "--scenarios",
+        "peak",
+        "--replays",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/x.json"), "{}", stderr(&o));
+    let o = graphscaler(&["train", "--encoder", "gin"]);
+    assert!(
+        stderr(&o).contains("unknown encoder `gin`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = graphscaler(&["train", "--algo", "ddpg", "--steps", "1"]);
+    assert!(
+        stderr(&o).contains("unknown algorithm `ddpg`"),
+        "{}",
+        stderr(&o)
+    );
+}

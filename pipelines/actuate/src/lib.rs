@@ -9,7 +9,9 @@
 //!    `stale_after_s`, or there is none, the action is refused — the actuator never scales on
 //!    missing data, in either direction.
 //! 3. **Known service**: an action on a workload the cluster does not have is refused.
-//! 4. **Cooldown**: a service changed less than `cooldown_s` ago is left alone.
+//! 4. **Cooldown**: a service changed less than `cooldown_s` ago is left alone. The parts of one
+//!    decision (a learned policy's replicas, CPU quota and node type for one service, all at the
+//!    same instant) are one change: only an earlier instant starts the cooldown.
 //! 5. **Bounds and step**: the target replica count is clamped to `[min, max]` (per service
 //!    overrides) and to at most `max_step` away from the current count; a CPU limit change is
 //!    clamped to `[min_cpu_limit_m, max_cpu_limit_m]`. A clamp is noted in the record.
@@ -178,7 +180,7 @@ impl Actuator {
             return refuse(format!("unknown workload `{}`", a.service));
         };
         if let Some(t) = self.last_change.get(&a.service) {
-            if now - t < self.rails.cooldown_s {
+            if now - t > 1e-9 && now - t < self.rails.cooldown_s {
                 return refuse(format!(
                     "cooldown: {} changed {:.0} s ago (cooldown {:.0} s)",
                     a.service,

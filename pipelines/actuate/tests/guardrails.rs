@@ -134,6 +134,19 @@ fn bounds_step_and_cooldown() {
         r.note.as_deref().unwrap().contains("clamped from 10 to 4"),
         "{r:?}"
     );
+    // Another part of the same decision (the same instant) is not held by the cooldown.
+    let r = a.handle(
+        &mut c,
+        &act(
+            "1b",
+            ActionKind::PreferNodeType {
+                node_type: Some("big".into()),
+            },
+            0.0,
+        ),
+        0.0,
+    );
+    assert_eq!(r.outcome, ActionOutcome::Applied, "{r:?}");
     // Within the cooldown nothing moves.
     a.saw_telemetry("web", 20.0);
     let r = a.handle(

@@ -15,6 +15,7 @@ use crate::dysat::{Dysat, DysatConfig};
 use crate::encoder::{Embeddings, Encoder, GatEncoder, GatEncoderConfig, MlpFlat};
 use crate::gcn_encoder::{GcnEncoder, GcnEncoderConfig};
 use crate::graph::HeteroGraph;
+use crate::graph_sac::SacActor;
 use crate::policy::{ActionTensors, Masks, PolicyHeads, SampleMask, Step};
 
 /// Which encoder.
@@ -54,6 +55,17 @@ impl EncoderKind {
     }
 }
 
+/// Which heads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// The hybrid-action heads with a Beta Δcpu and a critic (PPO, A2C).
+    #[default]
+    Ppo,
+    /// The discrete actor of SAC (Δcpu in bins; the critics are not part of the policy).
+    Sac,
+}
+
 /// Everything that shapes a model, and what it was trained on (kept in the manifest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +90,9 @@ pub struct AgentSpec {
     pub topology: String,
     /// The action rules it was trained under.
     pub rules: ActionRules,
+    /// The heads.
+    #[serde(default)]
+    pub head: HeadKind,
 }
 
 impl AgentSpec {
@@ -104,6 +119,7 @@ impl AgentSpec {
             services,
             topology,
             rules,
+            head: HeadKind::Ppo,
         }
     }
 }
@@ -136,7 +152,44 @@ pub struct GraphAgent {
     /// What shapes it.
     pub spec: AgentSpec,
     encoder: Box<dyn Encoder>,
-    heads: PolicyHeads,
+    heads: Heads,
+}
+
+#[derive(Debug)]
+enum Heads {
+    Ppo(PolicyHeads),
+    Sac(SacActor),
+}
+
+/// The encoder `spec` names, under `p`.
+pub fn build_encoder(p: &nn::Path, spec: &AgentSpec) -> Box<dyn Encoder> {
+    match spec.encoder {
+        EncoderKind::Gat => Box::new(GatEncoder::new(
+            p,
+            GatEncoderConfig {
+                dim: spec.dim,
+                heads: spec.heads,
+                layers: spec.layers,
+            },
+        )),
+        EncoderKind::Gcn => Box::new(GcnEncoder::new(
+            p,
+            GcnEncoderConfig {
+                dim: spec.dim,
+                layers: spec.layers,
+            },
+        )),
+        EncoderKind::Dysat => Box::new(Dysat::new(
+            p,
+            DysatConfig {
+                dim: spec.dim,
+                heads: spec.heads,
+                layers: spec.layers,
+                window: spec.window,
+            },
+        )),
+        EncoderKind::Mlp => Box::new(MlpFlat::new(p, spec.dim)),
+    }
 }
 
 /// Batched inputs.
@@ -148,44 +201,38 @@ struct Inputs {
 impl GraphAgent {
     /// A freshly initialised model under `p`.
     pub fn new(p: &nn::Path, spec: AgentSpec) -> Self {
-        let enc = p / "encoder";
-        let encoder: Box<dyn Encoder> = match spec.encoder {
-            EncoderKind::Gat => Box::new(GatEncoder::new(
-                &enc,
-                GatEncoderConfig {
-                    dim: spec.dim,
-                    heads: spec.heads,
-                    layers: spec.layers,
-                },
-            )),
-            EncoderKind::Gcn => Box::new(GcnEncoder::new(
-                &enc,
-                GcnEncoderConfig {
-                    dim: spec.dim,
-                    layers: spec.layers,
-                },
-            )),
-            EncoderKind::Dysat => Box::new(Dysat::new(
-                &enc,
-                DysatConfig {
-                    dim: spec.dim,
-                    heads: spec.heads,
-                    layers: spec.layers,
-                    window: spec.window,
-                },
-            )),
-            EncoderKind::Mlp => Box::new(MlpFlat::new(&enc, spec.dim)),
+        let encoder = build_encoder(&(p / "encoder"), &spec);
+        let k = spec.node_types.len().max(1) as i64;
+        let heads = match spec.head {
+            HeadKind::Ppo => Heads::Ppo(PolicyHeads::new(&(p / "heads"), spec.dim, k, spec.hidden)),
+            HeadKind::Sac => Heads::Sac(SacActor::new(&(p / "heads"), spec.dim, k, spec.hidden)),
         };
-        let heads = PolicyHeads::new(
-            &(p / "heads"),
-            spec.dim,
-            spec.node_types.len().max(1) as i64,
-            spec.hidden,
-        );
         Self {
             spec,
             encoder,
             heads,
+        }
+    }
+
+    fn node_types(&self) -> i64 {
+        self.spec.node_types.len().max(1) as i64
+    }
+
+    fn ppo(&self) -> &PolicyHeads {
+        match &self.heads {
+            Heads::Ppo(h) => h,
+            Heads::Sac(_) => panic!("the PPO/A2C update needs the PPO heads; this model has SAC's"),
+        }
+    }
+
+    /// SAC's log π over the joint actions `[B, S·K·15 + 1]` for a batched window.
+    pub(crate) fn sac_log_probs(&self, window: &[HeteroGraph], masks: &Masks) -> Tensor {
+        let refs: Vec<&HeteroGraph> = window.iter().collect();
+        let e = self.encoder.encode_window(&refs);
+        let last = &window[window.len() - 1];
+        match &self.heads {
+            Heads::Sac(h) => h.log_probs(&e, &last.node_types(self.node_types()), masks),
+            Heads::Ppo(_) => panic!("the SAC update needs the SAC heads; this model has PPO's"),
         }
     }
 
@@ -200,11 +247,7 @@ impl GraphAgent {
         let masks: Vec<&SampleMask> = obs.iter().map(|o| &o.mask).collect();
         Inputs {
             window,
-            masks: Masks::stack(
-                &masks,
-                self.spec.services.len() as i64,
-                self.heads.node_types(),
-            ),
+            masks: Masks::stack(&masks, self.spec.services.len() as i64, self.node_types()),
         }
     }
 
@@ -214,7 +257,7 @@ impl GraphAgent {
         let last = &x.window[x.window.len() - 1];
         (
             e,
-            last.node_types(self.heads.node_types()),
+            last.node_types(self.node_types()),
             last.global.shallow_clone(),
         )
     }
@@ -223,21 +266,24 @@ impl GraphAgent {
     pub fn act(&self, obs: &[&Obs], deterministic: bool) -> Step {
         let x = self.inputs(obs);
         let (e, types, global) = self.encode(&x);
-        self.heads.act(&e, &types, &global, &x.masks, deterministic)
+        match &self.heads {
+            Heads::Ppo(h) => h.act(&e, &types, &global, &x.masks, deterministic),
+            Heads::Sac(h) => h.act(&e, &types, &x.masks, deterministic),
+        }
     }
 
-    /// log π, entropy and V of `actions` `[B]`.
+    /// log π, entropy and V of `actions` `[B]` (the PPO heads').
     pub fn evaluate(&self, obs: &[&Obs], actions: &ActionTensors) -> (Tensor, Tensor, Tensor) {
         let x = self.inputs(obs);
         let (e, types, global) = self.encode(&x);
-        self.heads.evaluate(&e, &types, &global, &x.masks, actions)
+        self.ppo().evaluate(&e, &types, &global, &x.masks, actions)
     }
 
-    /// V `[B]`.
+    /// V `[B]` (the PPO heads' critic).
     pub fn value(&self, obs: &[&Obs]) -> Tensor {
         let x = self.inputs(obs);
         let (e, types, global) = self.encode(&x);
-        self.heads.value(&e, &types, &global, &x.masks)
+        self.ppo().value(&e, &types, &global, &x.masks)
     }
 
     /// Writes `path.safetensors` and `path.json`.

@@ -93,9 +93,44 @@ pub struct TrainSettings {
     pub a2c_num_steps: usize,
     /// A2C: RMSprop learning rate.
     pub a2c_learning_rate: f64,
+    /// SAC: replay buffer size (decisions).
+    pub sac_buffer_size: usize,
+    /// SAC: minibatch size.
+    pub sac_batch_size: usize,
+    /// SAC: decisions before learning starts.
+    pub sac_learning_starts: usize,
+    /// SAC: actor and critic learning rate.
+    pub sac_learning_rate: f64,
+    /// SAC: a gradient step every this many vector steps.
+    pub sac_update_frequency: usize,
+    /// SAC: a target update every this many vector steps.
+    pub sac_target_network_frequency: usize,
+    /// SAC: Polyak factor of the target update.
+    pub sac_tau: f64,
+    /// SAC: target entropy as a share of log |valid actions|.
+    pub sac_target_entropy_scale: f64,
 }
 
 impl TrainSettings {
+    /// SAC's settings.
+    pub fn sac(&self, hidden: i64) -> crate::sac::SacConfig {
+        crate::sac::SacConfig {
+            buffer_size: self.sac_buffer_size,
+            gamma: self.gamma,
+            tau: self.sac_tau,
+            batch_size: self.sac_batch_size,
+            learning_starts: self.sac_learning_starts,
+            policy_lr: self.sac_learning_rate,
+            q_lr: self.sac_learning_rate,
+            update_frequency: self.sac_update_frequency,
+            target_network_frequency: self.sac_target_network_frequency,
+            autotune: true,
+            alpha: 0.2,
+            target_entropy_scale: self.sac_target_entropy_scale,
+            hidden,
+        }
+    }
+
     /// PPO's settings.
     pub fn ppo(&self, hidden: i64) -> PpoConfig {
         PpoConfig {

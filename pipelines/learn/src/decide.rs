@@ -39,7 +39,7 @@ impl Default for ActionRules {
         Self {
             decisions_per_tick: 3,
             cooldown_s: 0.0,
-            cpu_deadband: 0.25,
+            cpu_deadband: 0.5,
             min_replicas: 1,
             max_replicas: 40,
         }
@@ -113,6 +113,7 @@ impl DecisionState {
             rules.min_replicas,
             rules.max_replicas,
         );
+        m.progress = self.decisions as f32 / rules.decisions_per_tick.max(1) as f32;
         for s in 0..self.services.len() {
             let blocked = self.changed_this_tick[s]
                 || (rules.cooldown_s > 0.0 && self.now - self.last_change[s] < rules.cooldown_s);

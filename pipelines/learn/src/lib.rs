@@ -25,6 +25,7 @@ pub mod dysat;
 pub mod encoder;
 pub mod envs;
 pub mod gcn_encoder;
+pub mod graph_sac;
 pub mod ppo;
 pub mod reward;
 pub mod rollout;

@@ -45,6 +45,9 @@ pub struct Masks {
     pub pairs: Tensor,
     /// `[B, S, 5]` bool: Δreplicas allowed per service (Δ = 0 always is).
     pub replicas: Tensor,
+    /// `[B, 1]`: the share of this tick's decisions already taken (the "nothing" head and the
+    /// critic read it: the same snapshot is a different state after two changes than before).
+    pub progress: Tensor,
 }
 
 /// The masks of one graph, as an environment builds them.
@@ -54,6 +57,8 @@ pub struct SampleMask {
     pub pairs: Vec<bool>,
     /// `S × 5`, row-major: the Δreplicas may be chosen.
     pub replicas: Vec<bool>,
+    /// The share of this tick's decisions already taken, in [0, 1).
+    pub progress: f32,
 }
 
 impl SampleMask {
@@ -62,6 +67,7 @@ impl SampleMask {
         Self {
             pairs: vec![true; services * node_types],
             replicas: vec![true; services * 5],
+            progress: 0.0,
         }
     }
 
@@ -87,6 +93,7 @@ impl Masks {
         Self {
             pairs: Tensor::ones([b, services, node_types], o),
             replicas: Tensor::ones([b, services, 5], o),
+            progress: Tensor::zeros([b, 1], (Kind::Float, tch::Device::Cpu)),
         }
     }
 
@@ -98,9 +105,11 @@ impl Masks {
             .iter()
             .flat_map(|m| m.replicas.iter().copied())
             .collect();
+        let progress: Vec<f32> = masks.iter().map(|m| m.progress).collect();
         Self {
             pairs: Tensor::from_slice(&pairs).view([b, services, node_types]),
             replicas: Tensor::from_slice(&reps).view([b, services, 5]),
+            progress: Tensor::from_slice(&progress).view([b, 1]),
         }
     }
 
@@ -109,6 +118,7 @@ impl Masks {
         Self {
             pairs: self.pairs.index_select(0, idx),
             replicas: self.replicas.index_select(0, idx),
+            progress: self.progress.index_select(0, idx),
         }
     }
 }
@@ -171,18 +181,44 @@ impl ActionTensors {
     }
 }
 
+/// Node type embeddings `[B, K, D]`: the mean embedding of each type's machines (zeros for a type
+/// with none). `types` `[B, N]` is each machine's type.
+fn type_embeddings(e: &Embeddings, types: &Tensor, k: i64) -> Tensor {
+    let onehot = types.one_hot(k).to_kind(Kind::Float);
+    let sum = onehot.transpose(1, 2).matmul(&e.node);
+    let n = onehot.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+    sum / n.unsqueeze(-1)
+}
+
+/// The features of every (service, node type) pair `[B, S·K, 3D]`: the service's embedding, the
+/// node type's and the pooled graph's.
+pub(crate) fn pair_features(e: &Embeddings, types: &Tensor, k: i64) -> Tensor {
+    let sz = e.service.size();
+    let (b, s, d) = (sz[0], sz[1], sz[2]);
+    let t = type_embeddings(e, types, k);
+    Tensor::cat(
+        &[
+            e.service.unsqueeze(2).expand([b, s, k, d], false),
+            t.unsqueeze(1).expand([b, s, k, d], false),
+            e.pooled.view([b, 1, 1, d]).expand([b, s, k, d], false),
+        ],
+        3,
+    )
+    .view([b, s * k, 3 * d])
+}
+
 /// The heads and the critic.
 #[derive(Debug)]
 pub struct PolicyHeads {
     node_types: i64,
     pair: nn::Sequential,
-    nothing: nn::Linear,
+    nothing: nn::Sequential,
     replicas: nn::Sequential,
     cpu: nn::Sequential,
     critic: nn::Sequential,
 }
 
-fn mlp(p: nn::Path, i: i64, h: i64, o: i64) -> nn::Sequential {
+pub(crate) fn mlp(p: nn::Path, i: i64, h: i64, o: i64) -> nn::Sequential {
     nn::seq()
         .add(nn::linear(&p / "0", i, h, Default::default()))
         .add_fn(|x| x.tanh())
@@ -204,7 +240,7 @@ pub struct Step {
     pub value: Tensor,
 }
 
-const NEG: f64 = -1e9;
+pub(crate) const NEG: f64 = -1e9;
 
 /// The distributions of one batch.
 struct Dists {
@@ -222,10 +258,10 @@ impl PolicyHeads {
         Self {
             node_types,
             pair: mlp(p / "pair", 3 * d, hidden, 1),
-            nothing: nn::linear(p / "nothing", d, 1, Default::default()),
+            nothing: mlp(p / "nothing", d + 1, hidden, 1),
             replicas: mlp(p / "replicas", 3 * d, hidden, 5),
             cpu: mlp(p / "cpu", 3 * d, hidden, 2),
-            critic: mlp(p / "critic", d + 2, hidden, 1),
+            critic: mlp(p / "critic", d + 3, hidden, 1),
         }
     }
 
@@ -234,40 +270,31 @@ impl PolicyHeads {
         self.node_types
     }
 
-    /// Node type embeddings `[B, K, D]`: the mean embedding of each type's machines (zeros for
-    /// a type with none). `types` `[B, N]` is each machine's type.
-    fn type_embeddings(&self, e: &Embeddings, types: &Tensor) -> Tensor {
-        let onehot = types.one_hot(self.node_types).to_kind(Kind::Float);
-        let sum = onehot.transpose(1, 2).matmul(&e.node);
-        let n = onehot.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-        sum / n.unsqueeze(-1)
-    }
-
     fn dists(&self, e: &Embeddings, types: &Tensor, global: &Tensor, m: &Masks) -> Dists {
         let sz = e.service.size();
-        let (b, s, d) = (sz[0], sz[1], sz[2]);
+        let (b, s) = (sz[0], sz[1]);
         let k = self.node_types;
-        let t = self.type_embeddings(e, types);
-        let features = Tensor::cat(
-            &[
-                e.service.unsqueeze(2).expand([b, s, k, d], false),
-                t.unsqueeze(1).expand([b, s, k, d], false),
-                e.pooled.view([b, 1, 1, d]).expand([b, s, k, d], false),
-            ],
-            3,
-        )
-        .view([b, s * k, 3 * d]);
+        let features = pair_features(e, types, k);
         let logits = self
             .pair
             .forward(&features)
             .squeeze_dim(-1)
             .masked_fill(&m.pairs.view([b, s * k]).logical_not(), NEG);
-        let nothing = self.nothing.forward(&e.pooled);
+        // A fixed prior of ln(S·K) on "nothing": at initialisation doing nothing is as likely as
+        // all changes together, so early exploration does not churn every service every tick.
+        let nothing = self.nothing.forward(&Tensor::cat(
+            &[e.pooled.shallow_clone(), m.progress.shallow_clone()],
+            1,
+        )) + ((s * k) as f64).ln();
         let joint = Tensor::cat(&[logits, nothing], 1).log_softmax(1, Kind::Float);
         let value = self
             .critic
             .forward(&Tensor::cat(
-                &[e.pooled.shallow_clone(), global.to_kind(Kind::Float)],
+                &[
+                    e.pooled.shallow_clone(),
+                    global.to_kind(Kind::Float),
+                    m.progress.shallow_clone(),
+                ],
                 1,
             ))
             .view([b]);

@@ -7,8 +7,12 @@
 //!   objective (or error-rate objective) and beyond.
 //! * **Slack** — the share of requested CPU of ready pods that goes unused:
 //!   `clamp(1 − Σ usage / Σ (request × ready), 0, 1)`.
-//! * **Overshoot** — replicas beyond need, as a share of all replicas:
-//!   `Σ max(0, spec − needed) / Σ spec`, with `needed = max(1, ⌈usage / (u* · request)⌉)`.
+//! * **Overshoot** — CPU provisioned beyond need, as a share of all provisioned CPU:
+//!   `Σ max(0, request × spec − usage / u*) / Σ (request × spec)`: the desired replicas at their
+//!   current request, against what the usage needs at the target utilisation `u*`. Counting CPU,
+//!   not replicas, closes the loophole of few replicas with inflated CPU quotas (vertical
+//!   over-provisioning); with unchanged requests it is the share of replicas beyond
+//!   `usage / (u* · request)`.
 //! * **ReplicaLag** — the worst stateful replica lag against a scale:
 //!   `clamp(max lag / lag_scale_s, 0, 1)`.
 
@@ -85,15 +89,14 @@ pub fn reward(obs: &ClusterObservation, c: &RewardConfig) -> Reward {
     for s in &obs.services {
         used += s.cpu_usage_cores;
         requested += s.cpu_request_cores * f64::from(s.replicas_ready);
-        let needed = if s.cpu_request_cores > 0.0 && c.target_utilization > 0.0 {
-            (s.cpu_usage_cores / (c.target_utilization * s.cpu_request_cores) - 1e-9)
-                .ceil()
-                .max(1.0)
+        let provisioned = s.cpu_request_cores * f64::from(s.replicas_spec);
+        let needed = if c.target_utilization > 0.0 {
+            s.cpu_usage_cores / c.target_utilization
         } else {
-            1.0
+            0.0
         };
-        over += (f64::from(s.replicas_spec) - needed).max(0.0);
-        spec += f64::from(s.replicas_spec);
+        over += (provisioned - needed).max(0.0);
+        spec += provisioned;
     }
     let slack = if requested > 0.0 {
         unit(1.0 - used / requested)
@@ -175,8 +178,8 @@ mod tests {
     #[test]
     fn terms_by_hand() {
         let c = RewardConfig::default();
-        // Within the SLO; 4 ready replicas of 0.1 core using 0.14: slack 0.65; needed
-        // ⌈0.14 / 0.07⌉ = 2, so 2 of 4 replicas are overshoot; lag 5 s of 10.
+        // Within the SLO; 4 ready replicas of 0.1 core using 0.14: slack 0.65; the usage needs
+        // 0.14 / 0.7 = 0.2 of the 0.4 cores provisioned, so half is overshoot; lag 5 s of 10.
         let r = reward(&obs(150.0, 0.0, vec![svc("a", 4, 4, 0.14)], 5.0), &c);
         assert_eq!(r.slo_vio, 0.0);
         assert!((r.slack - 0.65).abs() < 1e-12);
@@ -192,5 +195,11 @@ mod tests {
             assert!((0.0..=1.0).contains(&t), "{r:?}");
         }
         assert!(r.value >= -11.0);
+        // Doubling the request of the same replicas doubles what is provisioned: overshoot
+        // counts CPU, so inflating quotas is no way around it.
+        let mut big = svc("a", 4, 4, 0.14);
+        big.cpu_request_cores = 0.2;
+        let r = reward(&obs(150.0, 0.0, vec![big], 0.0), &c);
+        assert!((r.overshoot - 0.75).abs() < 1e-12, "{r:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! Training the graph agents on the twin: vectorised [`TwinEnv`]s, rollouts of hybrid actions
 //! with a semi-Markov GAE (time, not decisions, is discounted: a decision that does not advance
-//! the twin has discount 1), and the updates of PPO ([`crate::ppo::clipped_loss`], CleanRL's) and
+//! the twin has discount 1), rewards scaled by the running deviation of the return
+//! ([`RewardNorm`], Gymnasium's `NormalizeReward`), and the updates of PPO ([`crate::ppo::clipped_loss`], CleanRL's) and
 //! A2C (Stable-Baselines3's: n-step returns, one RMSprop step per rollout).
 
 use std::io::Write;
@@ -62,10 +63,51 @@ pub struct GraphRollout {
     pub refused: usize,
 }
 
+/// Gymnasium's `NormalizeReward`, as CleanRL's continuous-action PPO wraps its environments:
+/// each reward is divided by the running standard deviation of the discounted return (per
+/// environment, pooled statistics), so the critic sees returns of order one whatever the
+/// reward's scale. Here the return is discounted per tick, as the advantages are.
+#[derive(Debug, Clone)]
+pub struct RewardNorm {
+    returns: Vec<f64>,
+    count: f64,
+    mean: f64,
+    var: f64,
+}
+
+impl RewardNorm {
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            returns: vec![0.0; n],
+            count: 1e-4,
+            mean: 0.0,
+            var: 1.0,
+        }
+    }
+
+    /// The scaled reward of environment `i`.
+    pub(crate) fn scale(&mut self, i: usize, r: f64, discount: f64, done: bool) -> f64 {
+        self.returns[i] = self.returns[i] * discount + r;
+        // Welford's update with one sample (Gymnasium's RunningMeanStd).
+        let x = self.returns[i];
+        let total = self.count + 1.0;
+        let delta = x - self.mean;
+        self.mean += delta / total;
+        let m2 = self.var * self.count + delta * delta * self.count / total;
+        self.var = m2 / total;
+        self.count = total;
+        if done {
+            self.returns[i] = 0.0;
+        }
+        r / (self.var + 1e-8).sqrt()
+    }
+}
+
 /// Environments stepping together.
 #[derive(Debug)]
 pub struct GraphEnvs {
     envs: Vec<TwinEnv>,
+    norm: RewardNorm,
     /// Decisions so far, over all environments.
     pub global_step: usize,
     /// Observation ticks so far.
@@ -80,6 +122,7 @@ impl GraphEnvs {
     /// The environments.
     pub fn new(envs: Vec<TwinEnv>) -> Self {
         Self {
+            norm: RewardNorm::new(envs.len()),
             envs,
             global_step: 0,
             ticks: 0,
@@ -124,14 +167,15 @@ impl GraphEnvs {
             cpu.extend(Vec::<f32>::try_from(&step.tensors.cpu).map_err(err)?);
             logp.extend(Vec::<f32>::try_from(&step.logprob).map_err(err)?);
             val.extend(Vec::<f32>::try_from(&step.value).map_err(err)?);
-            for (env, a) in self.envs.iter_mut().zip(&step.actions) {
+            for (i, (env, a)) in self.envs.iter_mut().zip(&step.actions).enumerate() {
                 if matches!(a, crate::policy::HybridAction::Nothing) {
                     nothing += 1;
                 }
                 let r = env.step(a).map_err(err)?;
                 refused += r.refused;
-                rew.push(r.reward);
-                disc.push(if r.advanced { gamma as f32 } else { 1.0 });
+                let g = if r.advanced { gamma } else { 1.0 };
+                rew.push(self.norm.scale(i, f64::from(r.reward), g, r.truncated) as f32);
+                disc.push(g as f32);
                 nonterm.push(if r.truncated { 0.0f32 } else { 1.0 });
                 if let Some(t) = r.terms {
                     self.ticks += 1;

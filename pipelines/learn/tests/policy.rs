@@ -112,6 +112,7 @@ fn a_batch_is_its_rows() {
         SampleMask {
             pairs: vec![false; 8],
             replicas: vec![true; 20],
+            progress: 0.5,
         },
     ];
     let refs: Vec<&SampleMask> = masks.iter().collect();

@@ -249,3 +249,57 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
         assert_eq!(text.lines().count(), 3);
     }
 }
+
+#[test]
+fn sac_runs_on_the_twin_and_its_actor_serves() {
+    use graphscaler_learn::graph_sac;
+    use graphscaler_learn::sac::SacConfig;
+    let envs: Vec<TwinEnv> = (0..2)
+        .map(|i| TwinEnv::new(env_config(1), 20 + i).unwrap())
+        .collect();
+    let spec = spec(&envs[0], EncoderKind::Gcn);
+    let cfg = SacConfig {
+        buffer_size: 500,
+        batch_size: 16,
+        learning_starts: 32,
+        update_frequency: 1,
+        target_network_frequency: 1,
+        tau: 0.005,
+        target_entropy_scale: 0.3,
+        hidden: 16,
+        ..SacConfig::default()
+    };
+    let mut log = vec![];
+    let t = graph_sac::train(envs, spec, &cfg, 96, 2, 48, &mut log, &mut |_| {}).unwrap();
+    assert_eq!(t.updates.len(), 2);
+    let text = String::from_utf8(log).unwrap();
+    assert!(text
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with("losses/qf_loss,losses/actor_loss,losses/alpha,losses/alpha_loss"));
+    let last = text.lines().last().unwrap();
+    let qf: f64 = last.split(',').rev().nth(3).unwrap().parse().unwrap();
+    assert!(qf.is_finite() && qf > 0.0, "{last}");
+    // The actor saves, loads and decides like any policy; Δcpu comes from the bins.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gcn-sac");
+    t.agent
+        .save(&path, &t.vs, "sac", "tests", serde_json::json!({}))
+        .unwrap();
+    let mut p = LearnedPolicy::load(&path, "online-boutique", false).unwrap();
+    let env = TwinEnv::new(env_config(1), 30).unwrap();
+    for _ in 0..5 {
+        for a in p.decide_snapshot(env.snapshot(), None).unwrap() {
+            if let ActionKind::ChangeCpuQuota { delta } = a.kind {
+                assert!((delta.abs() - 0.5).abs() < 1e-9, "{delta}");
+            }
+        }
+    }
+    // The joint index round-trips.
+    let k = 2;
+    let n = 11 * k * 15 + 1;
+    for i in [0, 7, 44, n - 2, n - 1] {
+        assert_eq!(graph_sac::encode(&graph_sac::decode(i, n, k), n, k), i);
+    }
+}
