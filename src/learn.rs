@@ -8,7 +8,7 @@ use clap::Args;
 use graphscaler_eval::runner::Learned;
 use graphscaler_eval::{EvalError, Policy};
 use graphscaler_learn::agent::{AgentSpec, EncoderKind};
-use graphscaler_learn::envs::twin::{TwinEnv, TwinEnvConfig};
+use graphscaler_learn::envs::twin::{Handover, TwinEnv, TwinEnvConfig};
 use graphscaler_learn::serve::LearnedPolicy;
 use graphscaler_learn::train::{self, Algo, TrainConfig};
 use graphscaler_twin::Topology;
@@ -102,6 +102,12 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         ),
         rules: l.actions.clone(),
         window: 1,
+        handover: (t.handover_share > 0.0).then(|| Handover {
+            hpa: cfg.hpa.clone(),
+            target: cfg.hpa.tuned_target_cpu_utilization,
+            share: t.handover_share,
+            max_s: t.handover_max_s,
+        }),
     };
     let probe = TwinEnv::new(env_cfg.clone(), a.seed)?;
     let mut rules = l.actions.clone();

@@ -124,7 +124,7 @@ fn latency(name: &str, topo: &Topology, reps: usize) {
     let vs2 = VarStore::new(Device::Cpu);
     let enc = GatEncoder::new(&vs2.root(), GatEncoderConfig::default());
     let g = HeteroGraph::from_snapshot(&s, Device::Cpu);
-    let mut fwd = || {
+    let fwd = || {
         let t0 = Instant::now();
         std::hint::black_box(tch::no_grad(|| enc.encode(&g)));
         t0.elapsed().as_secs_f64() * 1e3
@@ -171,6 +171,7 @@ fn throughput() {
         reward: RewardConfig::default(),
         rules: ActionRules::default(),
         window: 1,
+        handover: None,
     };
     let envs: Vec<TwinEnv> = (0..8)
         .map(|i| TwinEnv::new(cfg.clone(), i).expect("env"))

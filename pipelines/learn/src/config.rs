@@ -63,6 +63,10 @@ pub struct TrainSettings {
     pub num_envs: usize,
     /// Length of a training episode (one twin run), s.
     pub episode_s: f64,
+    /// Share of episodes that start where the tuned HPA left the cluster.
+    pub handover_share: f64,
+    /// The HPA runs up to this long before such a handover, s.
+    pub handover_max_s: f64,
     /// Decisions per environment per rollout.
     pub num_steps: usize,
     /// Adam's learning rate (PPO).

@@ -384,7 +384,7 @@ pub fn train(
         global_step += n;
         decisions += n;
         let learning = global_step >= cfg.learning_starts && buffer.len() >= cfg.batch_size;
-        if learning && (global_step / n) % cfg.update_frequency.max(1) == 0 {
+        if learning && (global_step / n).is_multiple_of(cfg.update_frequency.max(1)) {
             let idx: Vec<usize> = (0..cfg.batch_size)
                 .map(|_| rng.random_range(0..buffer.len()))
                 .collect();
@@ -454,7 +454,7 @@ pub fn train(
                     .mean(Kind::Float)
                     .double_value(&[])
             });
-            if (global_step / n) % cfg.target_network_frequency.max(1) == 0 {
+            if (global_step / n).is_multiple_of(cfg.target_network_frequency.max(1)) {
                 soft_update(&mut t_vs, &q_vs, cfg.tau);
             }
         }

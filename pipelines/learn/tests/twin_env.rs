@@ -33,6 +33,7 @@ fn env_config(window: usize) -> TwinEnvConfig {
         reward: RewardConfig::default(),
         rules: ActionRules::default(),
         window,
+        handover: None,
     }
 }
 

@@ -1,7 +1,10 @@
 //! The twin as a training environment for the hybrid action.
 //!
 //! An episode is one run of the twin on a scenario drawn from the configured mix, with a fresh
-//! seed, from the manifests' replicas (as the evaluation starts). A step is one decision
+//! seed, from the manifests' replicas (as the evaluation starts). With a [`Handover`], a share of
+//! the episodes first runs the HPA for a random time and hands the cluster over in the state the
+//! HPA left it: the agent then also learns from states near a sensible operating point, not
+//! only from the scale-up out of one replica each. A step is one decision
 //! ([`crate::decide`]): a change to one service applies at once and, while the tick allows more
 //! decisions, the environment returns the same observation with reward 0; *nothing*, or the last
 //! allowed decision, advances the twin by one observation period and returns the reward of the
@@ -39,6 +42,21 @@ pub struct TwinEnvConfig {
     pub rules: ActionRules,
     /// Snapshots kept for a temporal encoder.
     pub window: usize,
+    /// Start some episodes from the HPA's state.
+    pub handover: Option<Handover>,
+}
+
+/// Episodes that start where the HPA left the cluster.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    /// The HPA's settings.
+    pub hpa: graphscaler_eval::HpaConfig,
+    /// Its CPU target, percent.
+    pub target: u32,
+    /// Share of the episodes that start this way.
+    pub share: f64,
+    /// The HPA runs for a time drawn uniformly in `[0, max_s]`.
+    pub max_s: f64,
 }
 
 /// What a step returns.
@@ -68,19 +86,36 @@ pub struct TwinEnv {
     episodes: usize,
 }
 
+/// A fresh twin, and its first observation (after the HPA's part, if any).
 fn new_twin(
     cfg: &TwinEnvConfig,
     rng: &mut ChaCha8Rng,
-) -> Result<Twin, graphscaler_twin::TwinError> {
+) -> Result<(Twin, ClusterObservation), graphscaler_twin::TwinError> {
     let shape = cfg.scenarios[rng.random_range(0..cfg.scenarios.len())].clone();
-    Twin::new(
+    let mut twin = Twin::new(
         cfg.topology.clone(),
         cfg.twin.clone(),
         cfg.slo.clone(),
         shape,
         cfg.episode_s,
         rng.random(),
-    )
+    )?;
+    let mut obs = twin.advance().0;
+    if let Some(h) = &cfg.handover {
+        if rng.random_bool(h.share.clamp(0.0, 1.0)) {
+            let until = rng
+                .random_range(0.0..=h.max_s.max(0.0))
+                .min(cfg.episode_s * 0.8);
+            let mut hpa = graphscaler_eval::Hpa::new(h.target, &h.hpa);
+            while twin.now() < until {
+                for a in hpa.decide(&obs) {
+                    let _ = twin.apply(&a);
+                }
+                obs = twin.advance().0;
+            }
+        }
+    }
+    Ok((twin, obs))
 }
 
 impl TwinEnv {
@@ -92,9 +127,8 @@ impl TwinEnv {
         cfg.rules.min_replicas = cfg.twin.limits.min_replicas;
         cfg.rules.max_replicas = cfg.twin.limits.max_replicas;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut twin = new_twin(&cfg, &mut rng)?;
+        let (twin, obs) = new_twin(&cfg, &mut rng)?;
         let node_types = twin.node_types();
-        let obs = twin.advance().0;
         let snap = Snapshot::from_observation(&obs);
         let mut state = DecisionState::new(snap.services.clone(), node_types);
         state.tick(&snap);
@@ -177,8 +211,7 @@ impl TwinEnv {
         let truncated = self.twin.done();
         if truncated {
             self.episodes += 1;
-            self.twin = new_twin(&self.cfg, &mut self.rng)?;
-            self.obs = self.twin.advance().0;
+            (self.twin, self.obs) = new_twin(&self.cfg, &mut self.rng)?;
             self.history.clear();
             self.state = DecisionState::new(self.state.services.clone(), self.twin.node_types());
         }
