@@ -117,6 +117,12 @@ impl Config {
         if !non_negative(self.eval.caf_memory_weight) || !non_negative(self.eval.warmup_s) {
             errs.push("eval.caf_memory_weight and eval.warmup_s must be >= 0".into());
         }
+        if !matches!(self.learn.act.as_str(), "mode" | "sample") {
+            errs.push(format!(
+                "learn.act must be \"mode\" or \"sample\", got \"{}\"",
+                self.learn.act
+            ));
+        }
         let p = &self.pipeline;
         if !positive(p.window_s) || p.stale_windows == 0 || p.workers == 0 {
             errs.push(

@@ -256,6 +256,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
 pub struct Checkpoints {
     dir: PathBuf,
     topology: String,
+    deterministic: bool,
 }
 
 impl Checkpoints {
@@ -264,6 +265,7 @@ impl Checkpoints {
         Self {
             dir: cfg.learn.checkpoint_dir.clone().into(),
             topology: topology_name(topology),
+            deterministic: cfg.learn.act != "sample",
         }
     }
 }
@@ -272,7 +274,7 @@ impl Learned for Checkpoints {
     fn build(&self, name: &str, path: Option<&str>) -> graphscaler_eval::Result<Box<dyn Policy>> {
         let path = path.map_or_else(|| self.dir.join(name), PathBuf::from);
         graphscaler_learn::tch::set_num_threads(1);
-        let p = LearnedPolicy::load(&path, &self.topology, true)
+        let p = LearnedPolicy::load(&path, &self.topology, self.deterministic)
             .map_err(|e| EvalError::Policy(format!("policy `{name}`: {e}")))?;
         Ok(Box::new(p))
     }
@@ -317,10 +319,11 @@ impl graphscaler_stages::stage::SnapshotPolicy for StagePolicy {
 pub fn stage_policy(
     name: &str,
     path: &Path,
+    cfg: &Config,
 ) -> Result<Box<dyn graphscaler_stages::stage::SnapshotPolicy>> {
     graphscaler_learn::tch::set_num_threads(1);
-    let policy =
-        LearnedPolicy::load(path, "*", true).with_context(|| format!("loading policy `{name}`"))?;
+    let policy = LearnedPolicy::load(path, "*", cfg.learn.act != "sample")
+        .with_context(|| format!("loading policy `{name}`"))?;
     Ok(Box::new(StagePolicy {
         name: name.to_string(),
         policy,

@@ -45,7 +45,7 @@ pub struct LoopArgs {
 pub fn snapshot_policy(name: &str, cfg: &Config) -> Result<Box<dyn SnapshotPolicy>> {
     let h = &cfg.hpa;
     if let Some(path) = crate::learn::learned_checkpoint(name, cfg) {
-        return crate::learn::stage_policy(name, &path);
+        return crate::learn::stage_policy(name, &path, cfg);
     }
     let target = match name {
         "noop" | "static" => return Ok(Box::new(Noop)),

@@ -13,6 +13,9 @@ use crate::reward::RewardConfig;
 pub struct LearnConfig {
     /// Where `graphscaler train` writes and `eval` looks for checkpoints by policy name.
     pub checkpoint_dir: String,
+    /// How a served policy picks its action: `mode` (the most likely) or `sample` (drawn, as
+    /// in training).
+    pub act: String,
     /// `[learn.reward]`.
     pub reward: RewardWeights,
     /// `[learn.actions]`.
