@@ -16,6 +16,9 @@ use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig};
 use tch::nn::VarStore;
 use tch::Device;
 
+/// libtorch's generator is process-wide: tests that train take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn env_config(window: usize) -> TwinEnvConfig {
     let twin = TwinConfig::default();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -107,6 +110,7 @@ fn decisions_ticks_masks_and_episodes() {
 
 #[test]
 fn checkpoints_round_trip_and_refuse_what_does_not_fit() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(4);
     let env = TwinEnv::new(env_config(4), 5).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -167,6 +171,7 @@ fn checkpoints_round_trip_and_refuse_what_does_not_fit() {
 
 #[test]
 fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(7);
     let mut env = TwinEnv::new(env_config(1), 9).unwrap();
     let vs = VarStore::new(Device::Cpu);
@@ -219,6 +224,7 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
 
 #[test]
 fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     for (algo, enc) in [
         (Algo::Ppo, EncoderKind::Gat),
         (Algo::A2c, EncoderKind::Dysat),
@@ -252,9 +258,36 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
 }
 
 #[test]
+fn the_same_seed_trains_the_same_weights() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let run = || {
+        let envs: Vec<TwinEnv> = (0..2)
+            .map(|i| TwinEnv::new(env_config(1), 40 + i).unwrap())
+            .collect();
+        let spec = spec(&envs[0], EncoderKind::Gat);
+        let cfg = TrainConfig {
+            algo: Algo::Ppo,
+            ppo: PpoConfig {
+                num_steps: 16,
+                ..PpoConfig::default()
+            },
+            a2c_learning_rate: 7e-4,
+        };
+        train::train(envs, spec, &cfg, 64, 9, &mut std::io::sink(), &mut |_| {}).unwrap()
+    };
+    let (a, b) = (run(), run());
+    let (va, vb) = (a.vs.variables(), b.vs.variables());
+    assert_eq!(va.len(), vb.len());
+    for (name, t) in &va {
+        assert!(t.equal(&vb[name]), "{name} differs");
+    }
+}
+
+#[test]
 fn sac_runs_on_the_twin_and_its_actor_serves() {
     use graphscaler_learn::graph_sac;
     use graphscaler_learn::sac::SacConfig;
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let envs: Vec<TwinEnv> = (0..2)
         .map(|i| TwinEnv::new(env_config(1), 20 + i).unwrap())
         .collect();
