@@ -478,3 +478,40 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         stderr(&o)
     );
 }
+
+#[test]
+fn the_shipped_checkpoints_load_and_act() {
+    // checkpoints/ holds the four learned baselines; eval finds them by name.
+    let dir = tempfile::tempdir().unwrap();
+    let o = graphscaler(&[
+        "eval",
+        "--policies",
+        "gat-ppo,mlp-ppo,gcn-sac,dysat-a2c",
+        "--scenarios",
+        "rush",
+        "--replays",
+        "1",
+        "--duration",
+        "15m",
+        "--no-plots",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for p in ["gat-ppo", "mlp-ppo", "gcn-sac", "dysat-a2c"] {
+        let row = text
+            .lines()
+            .find(|l| l.contains(p))
+            .unwrap_or_else(|| panic!("{p}: {text}"));
+        assert!(!row.contains("NaN"), "{row}");
+    }
+    for f in ["gat-ppo", "mlp-ppo", "gcn-sac", "dysat-a2c"] {
+        let m =
+            std::fs::read_to_string(repo().join("checkpoints").join(format!("{f}.json"))).unwrap();
+        assert!(
+            m.contains("\"produced_by\": \"graphscaler train --encoder"),
+            "{f}"
+        );
+    }
+}
