@@ -2,12 +2,16 @@
 #
 #   docker build -t graphscaler .
 #
-# The build compiles librdkafka (rdkafka's bundled copy) and the dataflow crates; expect several
-# minutes on a small machine.
+# The build compiles librdkafka (rdkafka's bundled copy) and the dataflow crates and links
+# libtorch from the torch==2.13.0 wheel (as scripts/setup.sh does); expect several minutes and a
+# few GB on a small machine.
 FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends cmake python3-venv && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir torch==2.13.0 \
+    && ln -sfn "$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" .venv/torch \
+    && mkdir -p /opt/libtorch && cp -rL .venv/torch/lib /opt/libtorch/lib
 RUN cargo build --release --locked --bin graphscaler
 
 FROM debian:bookworm-slim
@@ -15,6 +19,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home /graphscaler graphscaler
 WORKDIR /graphscaler
 COPY --from=build /src/target/release/graphscaler /usr/local/bin/graphscaler
+# libtorch's shared libraries (the binary's rpath points into the build stage's venv).
+COPY --from=build /opt/libtorch/lib /opt/libtorch/lib
+ENV LD_LIBRARY_PATH=/opt/libtorch/lib
+# The shipped learned policies (learn.checkpoint_dir = "checkpoints").
+COPY checkpoints ./checkpoints
 # The twin's topology and traces (twin.topology is relative to the working directory).
 COPY data ./data
 COPY config ./config
