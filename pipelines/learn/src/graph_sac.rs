@@ -28,7 +28,7 @@ use crate::graph::HeteroGraph;
 use crate::policy::{
     mlp, pair_features, ActionTensors, HybridAction, Masks, SampleMask, Step, DELTAS, NEG,
 };
-use crate::sac::SacConfig;
+use crate::sac::{soft_update, SacConfig};
 use crate::train::{RewardNorm, Update};
 
 /// Δcpu-quota values the discrete action chooses from (with the default dead band of 0.5, ±0.5
@@ -251,19 +251,6 @@ struct Transition {
     reward: f32,
     discount: f32,
     done: f32,
-}
-
-/// Polyak update of `target` towards `source`.
-fn soft_update(target: &mut VarStore, source: &VarStore, tau: f64) {
-    let src = source.variables();
-    tch::no_grad(|| {
-        for (name, mut t) in target.variables() {
-            if let Some(s) = src.get(&name) {
-                let v = s * tau + &t * (1.0 - tau);
-                t.copy_(&v);
-            }
-        }
-    });
 }
 
 /// What training produced: the actor (a [`GraphAgent`] with SAC heads).

@@ -181,7 +181,7 @@ impl Replay {
 }
 
 /// Polyak update of `target` towards `source` (a copy when `tau` is 1).
-fn soft_update(target: &mut nn::VarStore, source: &nn::VarStore, tau: f64) {
+pub(crate) fn soft_update(target: &mut nn::VarStore, source: &nn::VarStore, tau: f64) {
     let src = source.variables();
     tch::no_grad(|| {
         for (name, mut t) in target.variables() {
