@@ -192,10 +192,40 @@ pub fn build_encoder(p: &nn::Path, spec: &AgentSpec) -> Box<dyn Encoder> {
     }
 }
 
-/// Batched inputs.
-struct Inputs {
-    window: Vec<HeteroGraph>,
-    masks: Masks,
+/// Decisions' inputs as batched tensors: the window of graph batches (oldest first), the masks,
+/// the newest graphs' machine types `[B, N]` and global scalars `[B, 2]`.
+#[derive(Debug)]
+pub(crate) struct Inputs {
+    pub(crate) window: Vec<HeteroGraph>,
+    pub(crate) masks: Masks,
+    pub(crate) types: Tensor,
+    pub(crate) global: Tensor,
+}
+
+impl Inputs {
+    /// The batch of `obs` for `s` services and `k` node types.
+    pub(crate) fn new(obs: &[&Obs], s: i64, k: i64) -> Self {
+        let t = obs[0].window.len();
+        let window: Vec<HeteroGraph> = (0..t)
+            .map(|i| {
+                let gs: Vec<&HeteroGraph> = obs.iter().map(|o| &o.window[i]).collect();
+                HeteroGraph::batch(&gs).expect("one cluster per batch")
+            })
+            .collect();
+        let last = &window[t - 1];
+        let masks: Vec<&SampleMask> = obs.iter().map(|o| &o.mask).collect();
+        Self {
+            types: last.node_types(k),
+            global: last.global.shallow_clone(),
+            masks: Masks::stack(&masks, s, k),
+            window,
+        }
+    }
+
+    /// The window as references, for an encoder.
+    pub(crate) fn refs(&self) -> Vec<&HeteroGraph> {
+        self.window.iter().collect()
+    }
 }
 
 impl GraphAgent {
@@ -225,40 +255,25 @@ impl GraphAgent {
         }
     }
 
-    /// SAC's log π over the joint actions `[B, S·K·15 + 1]` for a batched window.
-    pub(crate) fn sac_log_probs(&self, window: &[HeteroGraph], masks: &Masks) -> Tensor {
-        let refs: Vec<&HeteroGraph> = window.iter().collect();
-        let e = self.encoder.encode_window(&refs);
-        let last = &window[window.len() - 1];
+    /// SAC's log π over the joint actions `[B, S·K·15 + 1]`.
+    pub(crate) fn sac_log_probs(&self, x: &Inputs) -> Tensor {
+        let e = self.encoder.encode_window(&x.refs());
         match &self.heads {
-            Heads::Sac(h) => h.log_probs(&e, &last.node_types(self.node_types()), masks),
+            Heads::Sac(h) => h.log_probs(&e, &x.types, &x.masks),
             Heads::Ppo(_) => panic!("the SAC update needs the SAC heads; this model has PPO's"),
         }
     }
 
-    fn inputs(&self, obs: &[&Obs]) -> Inputs {
-        let t = obs[0].window.len();
-        let window = (0..t)
-            .map(|i| {
-                let gs: Vec<&HeteroGraph> = obs.iter().map(|o| &o.window[i]).collect();
-                HeteroGraph::batch(&gs).expect("one cluster per batch")
-            })
-            .collect();
-        let masks: Vec<&SampleMask> = obs.iter().map(|o| &o.mask).collect();
-        Inputs {
-            window,
-            masks: Masks::stack(&masks, self.spec.services.len() as i64, self.node_types()),
-        }
+    /// The batch of `obs` for this model's cluster.
+    pub(crate) fn inputs(&self, obs: &[&Obs]) -> Inputs {
+        Inputs::new(obs, self.spec.services.len() as i64, self.node_types())
     }
 
     fn encode(&self, x: &Inputs) -> (Embeddings, Tensor, Tensor) {
-        let refs: Vec<&HeteroGraph> = x.window.iter().collect();
-        let e = self.encoder.encode_window(&refs);
-        let last = &x.window[x.window.len() - 1];
         (
-            e,
-            last.node_types(self.node_types()),
-            last.global.shallow_clone(),
+            self.encoder.encode_window(&x.refs()),
+            x.types.shallow_clone(),
+            x.global.shallow_clone(),
         )
     }
 

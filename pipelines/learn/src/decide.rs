@@ -18,6 +18,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{HybridAction, SampleMask};
 
+/// The last `w` entries of `history` (oldest first) for a temporal encoder, the oldest repeated
+/// while fewer are there (the start of an episode or a stream). `history` must not be empty.
+pub fn window_of<T>(history: &std::collections::VecDeque<T>, w: usize) -> Vec<&T> {
+    let w = w.max(1);
+    let have = history.len();
+    (0..w)
+        .map(|i| &history[(have + i).saturating_sub(w).min(have - 1)])
+        .collect()
+}
+
 /// The rules of the action space (`[learn.actions]` in the configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

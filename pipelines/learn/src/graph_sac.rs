@@ -21,12 +21,11 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, Module, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use crate::agent::{build_encoder, AgentSpec, GraphAgent, HeadKind, Obs};
+use crate::agent::{build_encoder, AgentSpec, GraphAgent, HeadKind, Inputs, Obs};
 use crate::encoder::{Embeddings, Encoder};
 use crate::envs::twin::TwinEnv;
-use crate::graph::HeteroGraph;
 use crate::policy::{
-    mlp, pair_features, ActionTensors, HybridAction, Masks, SampleMask, Step, DELTAS, NEG,
+    mlp, pair_features, pair_or_nothing, ActionTensors, HybridAction, Masks, Step, DELTAS, NEG,
 };
 use crate::sac::{soft_update, SacConfig};
 use crate::train::{RewardNorm, Update};
@@ -85,16 +84,7 @@ impl SacActor {
         let sz = f.size();
         let (b, sk) = (sz[0], sz[1]);
         let s = sk / k;
-        let pair = self
-            .pair
-            .forward(&f)
-            .squeeze_dim(-1)
-            .masked_fill(&m.pairs.view([b, sk]).logical_not(), NEG);
-        let nothing = self.nothing.forward(&Tensor::cat(
-            &[e.pooled.shallow_clone(), m.progress.shallow_clone()],
-            1,
-        )) + (sk as f64).ln();
-        let lp = Tensor::cat(&[pair, nothing], 1).log_softmax(1, Kind::Float);
+        let lp = pair_or_nothing(&self.pair, &self.nothing, &f, e, m);
         let allowed = m
             .replicas
             .unsqueeze(2)
@@ -200,9 +190,8 @@ impl QNet {
     }
 
     /// Q of every joint action `[B, S·K·15 + 1]`.
-    fn forward(&self, x: &Batch) -> Tensor {
-        let refs: Vec<&HeteroGraph> = x.window.iter().collect();
-        let e = self.encoder.encode_window(&refs);
+    fn forward(&self, x: &Inputs) -> Tensor {
+        let e = self.encoder.encode_window(&x.refs());
         let f = pair_features(&e, &x.types, self.k);
         let b = f.size()[0];
         let q = self.pair.forward(&f).reshape([b, -1]);
@@ -215,32 +204,6 @@ impl QNet {
             1,
         );
         Tensor::cat(&[q, self.nothing.forward(&g)], 1)
-    }
-}
-
-/// A batch of observations as tensors.
-struct Batch {
-    window: Vec<HeteroGraph>,
-    types: Tensor,
-    global: Tensor,
-    masks: Masks,
-}
-
-fn batch(obs: &[&Obs], s: i64, k: i64) -> Batch {
-    let t = obs[0].window.len();
-    let window: Vec<HeteroGraph> = (0..t)
-        .map(|i| {
-            let gs: Vec<&HeteroGraph> = obs.iter().map(|o| &o.window[i]).collect();
-            HeteroGraph::batch(&gs).expect("one cluster per batch")
-        })
-        .collect();
-    let last = &window[t - 1];
-    let masks: Vec<&SampleMask> = obs.iter().map(|o| &o.mask).collect();
-    Batch {
-        types: last.node_types(k),
-        global: last.global.shallow_clone(),
-        masks: Masks::stack(&masks, s, k),
-        window,
     }
 }
 
@@ -387,10 +350,10 @@ pub fn train(
             );
             let act =
                 Tensor::from_slice(&idx.iter().map(|&i| buffer[i].action).collect::<Vec<_>>());
-            let bo = batch(&obs, s, k);
-            let bn = batch(&nxt, s, k);
+            let bo = agent.inputs(&obs);
+            let bn = agent.inputs(&nxt);
             let target = tch::no_grad(|| {
-                let lp = agent.sac_log_probs(&bn.window, &bn.masks);
+                let lp = agent.sac_log_probs(&bn);
                 let q = q1_t.forward(&bn).minimum(&q2_t.forward(&bn));
                 let v = (lp.exp() * (q - &lp * alpha)).sum_dim_intlist(1, false, Kind::Float);
                 &rew + (1.0 - &done) * &disc * v
@@ -403,7 +366,7 @@ pub fn train(
             q_opt.zero_grad();
             qf_loss.backward();
             q_opt.step();
-            let lp = agent.sac_log_probs(&bo.window, &bo.masks);
+            let lp = agent.sac_log_probs(&bo);
             let p = lp.exp();
             let q = tch::no_grad(|| q1.forward(&bo).minimum(&q2.forward(&bo)));
             let actor_loss = (&p * (&lp * alpha - q))

@@ -207,6 +207,31 @@ pub(crate) fn pair_features(e: &Embeddings, types: &Tensor, k: i64) -> Tensor {
     .view([b, s * k, 3 * d])
 }
 
+/// log-softmax over every pair and "nothing" `[B, S·K + 1]`: `pair` scores the pair features
+/// `[B, S·K, 3D]` (masked pairs at about −1e9), `nothing` the pooled graph and the tick's
+/// progress. "Nothing" carries a fixed prior of ln(S·K): at initialisation doing nothing is as
+/// likely as all changes together, so early exploration does not churn every service every tick.
+/// The PPO heads and SAC's actor both choose their pair this way.
+pub(crate) fn pair_or_nothing(
+    pair: &nn::Sequential,
+    nothing: &nn::Sequential,
+    features: &Tensor,
+    e: &Embeddings,
+    m: &Masks,
+) -> Tensor {
+    let sz = features.size();
+    let (b, sk) = (sz[0], sz[1]);
+    let logits = pair
+        .forward(features)
+        .squeeze_dim(-1)
+        .masked_fill(&m.pairs.view([b, sk]).logical_not(), NEG);
+    let nothing = nothing.forward(&Tensor::cat(
+        &[e.pooled.shallow_clone(), m.progress.shallow_clone()],
+        1,
+    )) + (sk as f64).ln();
+    Tensor::cat(&[logits, nothing], 1).log_softmax(1, Kind::Float)
+}
+
 /// The heads and the critic.
 #[derive(Debug)]
 pub struct PolicyHeads {
@@ -275,18 +300,7 @@ impl PolicyHeads {
         let (b, s) = (sz[0], sz[1]);
         let k = self.node_types;
         let features = pair_features(e, types, k);
-        let logits = self
-            .pair
-            .forward(&features)
-            .squeeze_dim(-1)
-            .masked_fill(&m.pairs.view([b, s * k]).logical_not(), NEG);
-        // A fixed prior of ln(S·K) on "nothing": at initialisation doing nothing is as likely as
-        // all changes together, so early exploration does not churn every service every tick.
-        let nothing = self.nothing.forward(&Tensor::cat(
-            &[e.pooled.shallow_clone(), m.progress.shallow_clone()],
-            1,
-        )) + ((s * k) as f64).ln();
-        let joint = Tensor::cat(&[logits, nothing], 1).log_softmax(1, Kind::Float);
+        let joint = pair_or_nothing(&self.pair, &self.nothing, &features, e, m);
         let value = self
             .critic
             .forward(&Tensor::cat(

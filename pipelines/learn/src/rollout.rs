@@ -171,12 +171,17 @@ impl<E: DiscreteEnv> Envs<E> {
     }
 }
 
-/// `1 − Var(returns − values) / Var(returns)` (NaN when the returns do not vary).
+/// `1 − Var(returns − values) / Var(returns)` of a rollout (NaN when the returns do not vary).
 pub fn explained_variance(r: &Rollout) -> f64 {
-    let var_y = r.returns.var(true).double_value(&[]);
+    explained_variance_of(&r.returns, &r.values)
+}
+
+/// `1 − Var(returns − values) / Var(returns)` (NaN when the returns do not vary).
+pub fn explained_variance_of(returns: &Tensor, values: &Tensor) -> f64 {
+    let var_y = returns.var(true).double_value(&[]);
     if var_y == 0.0 {
         f64::NAN
     } else {
-        1.0 - (&r.returns - &r.values).var(true).double_value(&[]) / var_y
+        1.0 - (returns - values).var(true).double_value(&[]) / var_y
     }
 }

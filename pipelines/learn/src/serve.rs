@@ -14,7 +14,7 @@ use tch::nn::VarStore;
 
 use crate::agent::{GraphAgent, Obs};
 use crate::checkpoint::{CheckpointError, Manifest};
-use crate::decide::DecisionState;
+use crate::decide::{window_of, DecisionState};
 
 /// Why a snapshot got no decision.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -151,10 +151,7 @@ impl LearnedPolicy {
         while self.history.len() > w {
             self.history.pop_front();
         }
-        let have = self.history.len();
-        let window: Vec<&Snapshot> = (0..w)
-            .map(|i| &self.history[(have + i).saturating_sub(w).min(have - 1)])
-            .collect();
+        let window = window_of(&self.history, w);
         let rules = self.agent.spec.rules.clone();
         self.state.tick(snap);
         let mut out = vec![];

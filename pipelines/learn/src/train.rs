@@ -13,6 +13,7 @@ use crate::agent::{AgentSpec, GraphAgent, Obs};
 use crate::envs::twin::TwinEnv;
 use crate::policy::ActionTensors;
 use crate::ppo::{clipped_loss, Batch, Diagnostics, PpoConfig};
+use crate::rollout::explained_variance_of;
 
 /// Which update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,15 +286,6 @@ pub struct TrainedAgent {
     pub updates: Vec<Update>,
 }
 
-fn explained_variance(returns: &Tensor, values: &Tensor) -> f64 {
-    let var_y = returns.var(true).double_value(&[]);
-    if var_y == 0.0 {
-        f64::NAN
-    } else {
-        1.0 - (returns - values).var(true).double_value(&[]) / var_y
-    }
-}
-
 /// Trains a fresh `spec` agent for `total_steps` decisions on `envs`, seeded, writing
 /// diagnostics as CSV to `log` and calling `progress` after every update.
 pub fn train(
@@ -405,7 +397,7 @@ pub fn train(
             }
         }
         d.clipfrac = clipfracs.iter().sum::<f64>() / clipfracs.len().max(1) as f64;
-        d.explained_variance = explained_variance(&r.returns, &r.values);
+        d.explained_variance = explained_variance_of(&r.returns, &r.values);
         let u = Update {
             diagnostics: d,
             ticks: envs.ticks,

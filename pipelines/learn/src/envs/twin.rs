@@ -19,7 +19,7 @@ use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::decide::{ActionRules, DecisionState};
+use crate::decide::{window_of, ActionRules, DecisionState};
 use crate::policy::{HybridAction, SampleMask};
 use crate::reward::{reward, Reward, RewardConfig};
 
@@ -160,11 +160,7 @@ impl TwinEnv {
 
     /// The last `window` snapshots, oldest first, the oldest repeated at an episode's start.
     pub fn window(&self) -> Vec<&Snapshot> {
-        let w = self.cfg.window.max(1);
-        let have = self.history.len();
-        (0..w)
-            .map(|i| &self.history[(have + i).saturating_sub(w).min(have - 1)])
-            .collect()
+        window_of(&self.history, self.cfg.window)
     }
 
     /// The masks of the next decision.
