@@ -250,6 +250,12 @@ mod tests {
     fn layers_and_errors() {
         let c = Config::load(None).unwrap();
         assert_eq!(c.slo.latency_ms, 200.0);
+        // Online learning is off unless asked for; its defaults are OnlineConfig's.
+        assert!(!c.learn.online.enabled);
+        assert_eq!(
+            c.learn.online,
+            graphscaler_learn::online::OnlineConfig::default()
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(

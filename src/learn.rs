@@ -9,7 +9,9 @@ use graphscaler_eval::runner::Learned;
 use graphscaler_eval::{EvalError, Policy};
 use graphscaler_learn::agent::{AgentSpec, EncoderKind};
 use graphscaler_learn::envs::twin::{Handover, TwinEnv, TwinEnvConfig};
+use graphscaler_learn::online::OnlineLearner;
 use graphscaler_learn::serve::LearnedPolicy;
+use graphscaler_learn::tensorboard::{CsvTee, EventWriter};
 use graphscaler_learn::train::{self, Algo, TrainConfig};
 use graphscaler_twin::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,6 +51,14 @@ pub struct TrainArgs {
     /// Threads libtorch may use.
     #[arg(long, default_value_t = 1)]
     torch_threads: i32,
+    /// Start from this checkpoint's weights (the same encoder, sizes and cluster; PPO/A2C):
+    /// a second stage of training, e.g. under another reward.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Also write the diagnostics as TensorBoard event files under this directory
+    /// (`tensorboard --logdir DIR`).
+    #[arg(long)]
+    tensorboard: Option<PathBuf>,
 }
 
 /// The name a topology is known by in checkpoints: its file's stem, or `synthetic-N`.
@@ -140,10 +150,19 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log_path = out.with_extension("csv");
-    let mut log = std::io::BufWriter::new(
+    let csv = std::io::BufWriter::new(
         std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?,
     );
+    let mut log: Box<dyn Write> = match &a.tensorboard {
+        Some(dir) => {
+            let events = EventWriter::create(dir)
+                .with_context(|| format!("creating TensorBoard events in {}", dir.display()))?;
+            say!("TensorBoard events: {}", events.path().display());
+            Box::new(CsvTee::new(csv, events))
+        }
+        None => Box::new(csv),
+    };
     let bar = ProgressBar::new(a.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -169,6 +188,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 algo,
                 ppo,
                 a2c_learning_rate: t.a2c_learning_rate,
+                init: a.init.clone(),
             };
             let r = train::train(
                 envs,
@@ -182,6 +202,9 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             (r.agent, r.vs, r.updates)
         }
         AlgoArg::Sac => {
+            if a.init.is_some() {
+                bail!("--init starts PPO or A2C from a checkpoint; SAC trains from scratch");
+            }
             let sc = t.sac(spec.hidden);
             let r = graphscaler_learn::graph_sac::train(
                 envs,
@@ -201,13 +224,16 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
     let command = format!(
-        "graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}",
+        "graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}",
         encoder.name(),
         algo_name,
         a.scenario,
         a.steps,
         a.seed,
-        a.envs.map_or(String::new(), |n| format!(" --envs {n}"))
+        a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
+        a.init
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --init {}", p.display()))
     );
     let m = agent.save(
         &out,
@@ -221,6 +247,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             "scenarios": a.scenario,
             "episode_s": env_cfg.episode_s,
             "reward": cfg.learn.reward,
+            "init": a.init.as_ref().map(|p| p.display().to_string()),
             "wall_s": secs,
         }),
     )?;
@@ -293,10 +320,17 @@ pub fn learned_checkpoint(name: &str, cfg: &Config) -> Option<PathBuf> {
 
 /// A learned policy in the policy stage: decides on each snapshot; a snapshot it cannot trust
 /// (other services, a non-finite feature) gets no action and a warning naming the problem.
+/// With `learn.online.enabled` it also learns from the stream (guarded online learning).
 #[derive(Debug)]
 struct StagePolicy {
     name: String,
-    policy: LearnedPolicy,
+    policy: Served,
+}
+
+#[derive(Debug)]
+enum Served {
+    Fixed(Box<LearnedPolicy>),
+    Online(Box<OnlineLearner>),
 }
 
 impl graphscaler_stages::stage::SnapshotPolicy for StagePolicy {
@@ -305,13 +339,41 @@ impl graphscaler_stages::stage::SnapshotPolicy for StagePolicy {
     }
 
     fn decide(&mut self, snap: &graphscaler_schemas::Snapshot) -> Vec<graphscaler_schemas::Action> {
-        match self.policy.decide_snapshot(snap, None) {
+        let decided = match &mut self.policy {
+            Served::Fixed(p) => p.decide_snapshot(snap, None),
+            Served::Online(o) => {
+                let seen = o.reports.len();
+                let d = o.decide(snap);
+                for r in &o.reports[seen..] {
+                    tracing::info!(policy = %self.name, time_s = r.time_s, version = o.version(), "online update: {:?}", r.verdict);
+                }
+                d
+            }
+        };
+        match decided {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(policy = %self.name, time_s = snap.time_s, "no decision: {e}");
                 vec![]
             }
         }
+    }
+
+    fn summary(&self) -> Option<String> {
+        let Served::Online(o) = &self.policy else {
+            return None;
+        };
+        let s = o.stats;
+        Some(format!(
+            "online learning: {} transitions ({} decisions without a reward), {} updates, {} promoted, {} rolled back; version {} live; versions and updates.csv in {}",
+            s.transitions,
+            s.dropped,
+            s.updates,
+            s.promotions,
+            s.rollbacks,
+            o.version(),
+            o.dir().display()
+        ))
     }
 }
 
@@ -324,6 +386,19 @@ pub fn stage_policy(
     graphscaler_learn::tch::set_num_threads(1);
     let policy = LearnedPolicy::load(path, "*", cfg.learn.act != "sample")
         .with_context(|| format!("loading policy `{name}`"))?;
+    let l = &cfg.learn;
+    let policy = if l.online.enabled {
+        let reward = l.reward.reward(
+            cfg.slo.latency_ms,
+            cfg.slo.error_rate,
+            cfg.eval.target_utilization,
+        );
+        let online = OnlineLearner::new(policy, l.online.clone(), l.train.ppo(0), reward)
+            .with_context(|| format!("starting online learning for `{name}`"))?;
+        Served::Online(Box::new(online))
+    } else {
+        Served::Fixed(Box::new(policy))
+    };
     Ok(Box::new(StagePolicy {
         name: name.to_string(),
         policy,

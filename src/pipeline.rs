@@ -127,6 +127,9 @@ pub fn run_loop(cfg: &Config, a: LoopArgs) -> Result<()> {
         sum.policy.snapshots,
         sum.policy.actions
     );
+    if let Some(note) = &sum.policy.note {
+        say!("            {note}");
+    }
     say!(
         "  actuate   {} actions in: {} applied, {} refused",
         sum.actuate.actions,

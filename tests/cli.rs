@@ -401,12 +401,31 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         "3",
         "--out",
         c,
+        "--tensorboard",
+        dir.path().join("runs").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("trained mlp-ppo for 256 decisions"), "{text}");
     for ext in ["safetensors", "json", "csv"] {
         assert!(ckpt.with_extension(ext).is_file(), "{ext}");
+    }
+    // The diagnostics as TensorBoard scalars too, under CleanRL's names.
+    let events: Vec<_> = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(events.len(), 1);
+    let scalars = graphscaler_learn::tensorboard::read_scalars(&events[0]).unwrap();
+    for tag in [
+        "losses/approx_kl",
+        "losses/explained_variance",
+        "charts/mean_reward",
+    ] {
+        assert!(
+            scalars.iter().any(|(t, step, _)| t == tag && *step > 0),
+            "{tag}: {scalars:?}"
+        );
     }
     let manifest = std::fs::read_to_string(ckpt.with_extension("json")).unwrap();
     assert!(
@@ -453,6 +472,78 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         "{}",
         stdout(&o)
     );
+    // Again with online learning: the stage learns from the stream and keeps versions.
+    let online = dir.path().join("online");
+    let conf = dir.path().join("online.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[learn.online]\nenabled = true\ndir = \"{}\"\nupdate_every = 32\nminibatch = 16\nrollback_ticks = 0\nmin_gain = -1e9\nmax_kl = 10.0\n",
+            online.display()
+        ),
+    )
+    .unwrap();
+    let o = graphscaler(&[
+        "run",
+        "--config",
+        conf.to_str().unwrap(),
+        "--duration",
+        "30m",
+        "--scenario",
+        "rush",
+        "--policy",
+        &pol,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("counts match end to end") && text.contains("online learning:"),
+        "{text}"
+    );
+    assert!(online.join("v0000.safetensors").is_file());
+    assert!(online.join("v0001.safetensors").is_file(), "{text}");
+    let csv = std::fs::read_to_string(online.join("updates.csv")).unwrap();
+    assert!(
+        csv.lines().count() >= 2 && csv.contains(",promoted,"),
+        "{csv}"
+    );
+    // A second stage of training from the first one's weights.
+    let again = dir.path().join("ckpt/again");
+    let o = graphscaler(&[
+        "train",
+        "--encoder",
+        "mlp",
+        "--algo",
+        "ppo",
+        "--steps",
+        "256",
+        "--envs",
+        "2",
+        "--episode",
+        "10m",
+        "--seed",
+        "4",
+        "--init",
+        c,
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read_to_string(again.with_extension("json")).unwrap();
+    assert!(manifest.contains(&format!("--init {c}")), "{manifest}");
+    let o = graphscaler(&[
+        "train",
+        "--encoder",
+        "gat",
+        "--steps",
+        "256",
+        "--init",
+        c,
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not fit"), "{}", stderr(&o));
     // A missing checkpoint, an unknown encoder, SAC on the twin: named, nothing run.
     let o = graphscaler(&[
         "eval",

@@ -12,6 +12,8 @@
 //! | `calls_attr` | List<FixedSizeList<Float32, 3>> |
 //! | `runs_on_pods`, `hosts_pods` | List<Float32> |
 //! | `global` | FixedSizeList<Float32, 2> |
+//! | `cpu_request_cores` | List<Float32> (optional: absent in older files) |
+//! | `entry` | FixedSizeList<Float32, 2>, nullable (optional: absent in older files) |
 
 use std::sync::Arc;
 
@@ -24,6 +26,10 @@ fn list(item: DataType) -> DataType {
 fn fixed(n: i32) -> DataType {
     DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), n)
 }
+
+/// Columns added after the first stored files: a reader takes a file without them (the
+/// snapshot's field is then unknown: empty or `None`).
+pub const OPTIONAL_COLUMNS: [&str; 2] = ["cpu_request_cores", "entry"];
 
 /// The schema.
 pub fn snapshot_schema() -> Schema {
@@ -54,5 +60,11 @@ pub fn snapshot_schema() -> Schema {
     fields.push(Field::new("runs_on_pods", list(DataType::Float32), false));
     fields.push(Field::new("hosts_pods", list(DataType::Float32), false));
     fields.push(Field::new("global", fixed(2), false));
+    fields.push(Field::new(
+        "cpu_request_cores",
+        list(DataType::Float32),
+        false,
+    ));
+    fields.push(Field::new("entry", fixed(2), true));
     Schema::new(fields)
 }

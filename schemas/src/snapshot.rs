@@ -86,6 +86,11 @@ pub struct Snapshot {
     pub replicas_spec: Vec<u32>,
     /// Ready replicas per service.
     pub replicas_ready: Vec<u32>,
+    /// CPU request per pod per service, cores: not a feature, but what the reward's Slack and
+    /// Overshoot weigh by and what the capacity mask needs. Empty in snapshots written before
+    /// the field existed (unknown, not zero).
+    #[serde(default)]
+    pub cpu_request_cores: Vec<f32>,
     /// Node names, sorted; index = machine node id.
     pub nodes: Vec<String>,
     /// ν per node ([`NODE_FEATURES`]).
@@ -98,6 +103,11 @@ pub struct Snapshot {
     pub hosts: EdgeSet,
     /// [`GLOBAL_FEATURES`].
     pub global: [f32; 2],
+    /// The entry service's p95 latency (ms) and error rate in this window: what the SLO is
+    /// judged on, and the reward's SLO_vio. Not a feature. `None` where unknown (snapshots
+    /// written before the field existed).
+    #[serde(default)]
+    pub entry: Option<[f32; 2]>,
 }
 
 /// μ of one service. `stateful` carries the store's replica figures when it has any.
@@ -195,6 +205,10 @@ impl Snapshot {
             service_x,
             replicas_spec: services.iter().map(|s| s.replicas_spec).collect(),
             replicas_ready: services.iter().map(|s| s.replicas_ready).collect(),
+            cpu_request_cores: services
+                .iter()
+                .map(|s| s.cpu_request_cores as f32)
+                .collect(),
             nodes: nodes.iter().map(|n| n.name.clone()).collect(),
             node_x,
             calls: call_set,
@@ -204,6 +218,10 @@ impl Snapshot {
                 obs.global.cluster_cpu_utilization as f32,
                 obs.global.slo_violation_rate as f32,
             ],
+            entry: Some([
+                obs.global.entry_p95_ms as f32,
+                obs.global.entry_error_rate as f32,
+            ]),
         }
     }
 }
@@ -379,12 +397,14 @@ mod window_tests {
             service_x: vec![],
             replicas_spec: vec![],
             replicas_ready: vec![],
+            cpu_request_cores: vec![],
             nodes: vec![],
             node_x: vec![],
             calls: EdgeSet::default(),
             runs_on: EdgeSet::default(),
             hosts: EdgeSet::default(),
             global: [0.0; 2],
+            entry: None,
         }
     }
 

@@ -68,6 +68,8 @@ pub fn graph<'scope>(
             Some(Fact::Global(bits(&[
                 g.cluster_cpu_utilization as f32,
                 g.slo_violation_rate as f32,
+                g.entry_p95_ms as f32,
+                g.entry_error_rate as f32,
             ])))
         }
         _ => None,
@@ -89,7 +91,11 @@ pub fn graph<'scope>(
         let store = st.map(|r| rows::stateful_back("", &r));
         let mu = service_features(&obs, store.as_ref());
         let mut x = bits(&mu);
-        x.extend([obs.replicas_spec, obs.replicas_ready]);
+        x.extend([
+            obs.replicas_spec,
+            obs.replicas_ready,
+            (obs.cpu_request_cores as f32).to_bits(),
+        ]);
         Fact::Service(k, x)
     });
 

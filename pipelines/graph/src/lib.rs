@@ -185,6 +185,7 @@ impl Assembler {
         let mut service_x = Vec::with_capacity(n_s);
         let mut replicas_spec = Vec::with_capacity(n_s);
         let mut replicas_ready = Vec::with_capacity(n_s);
+        let mut cpu_request_cores = Vec::with_capacity(n_s);
         let mut s_idx: std::collections::HashMap<&str, u32> =
             std::collections::HashMap::with_capacity(n_s);
         for (i, (n, x)) in self.services.iter().enumerate() {
@@ -193,6 +194,7 @@ impl Assembler {
             service_x.push(std::array::from_fn(|k| f(x, k)));
             replicas_spec.push(x.get(7).copied().unwrap_or(0));
             replicas_ready.push(x.get(8).copied().unwrap_or(0));
+            cpu_request_cores.push(f(x, 9));
         }
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut node_x = Vec::with_capacity(self.nodes.len());
@@ -235,6 +237,7 @@ impl Assembler {
             .iter()
             .next()
             .map_or([0.0; 2], |(_, g)| [f(g, 0), f(g, 1)]);
+        let entry = self.global.iter().next().map(|(_, g)| [f(g, 2), f(g, 3)]);
         Snapshot {
             schema_version: graphscaler_schemas::SCHEMA_VERSION,
             time_s,
@@ -243,12 +246,14 @@ impl Assembler {
             service_x,
             replicas_spec,
             replicas_ready,
+            cpu_request_cores,
             nodes,
             node_x,
             calls: call_set,
             runs_on,
             hosts,
             global,
+            entry,
         }
     }
 }
@@ -481,12 +486,13 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
                 state.remove(&e);
             }
         }
-        snapshots.push(Snapshot::from_observation(&observation(
-            &state,
-            &ingest.names,
-            w,
-            cfg.window_s,
-        )));
+        let mut snap =
+            Snapshot::from_observation(&observation(&state, &ingest.names, w, cfg.window_s));
+        // Without a global event the entry's figures are unknown, not zero.
+        if !state.keys().any(|e| matches!(e, Entity::Global(_))) {
+            snap.entry = None;
+        }
+        snapshots.push(snap);
         window_secs.push(started.elapsed().as_secs_f64());
     }
     GraphRun {

@@ -10,7 +10,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float64Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field};
-use graphscaler_schemas::arrow::snapshot_schema;
+use graphscaler_schemas::arrow::{snapshot_schema, OPTIONAL_COLUMNS};
 use graphscaler_schemas::{EdgeSet, Snapshot};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -88,6 +88,9 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     let mut hosts_pods = f32_list();
     let mut global =
         FixedSizeListBuilder::new(Float32Builder::new(), 2).with_field(item(DataType::Float32));
+    let mut requests = f32_list();
+    let mut entry =
+        FixedSizeListBuilder::new(Float32Builder::new(), 2).with_field(item(DataType::Float32));
     for s in snapshots {
         for n in &s.services {
             services.values().append_value(n);
@@ -127,6 +130,18 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
         }
         global.values().append_slice(&s.global);
         global.append(true);
+        requests.values().append_slice(&s.cpu_request_cores);
+        requests.append(true);
+        match s.entry {
+            Some(e) => {
+                entry.values().append_slice(&e);
+                entry.append(true);
+            }
+            None => {
+                entry.values().append_slice(&[0.0; 2]);
+                entry.append(false);
+            }
+        }
     }
     let mut cols: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(
@@ -155,6 +170,8 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     cols.push(Arc::new(runs_on_pods.finish()));
     cols.push(Arc::new(hosts_pods.finish()));
     cols.push(Arc::new(global.finish()));
+    cols.push(Arc::new(requests.finish()));
+    cols.push(Arc::new(entry.finish()));
     let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| StoreError::Schema {
         path: p.clone(),
         message: e.to_string(),
@@ -210,6 +227,7 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
                     ),
                 })
             }
+            Err(_) if OPTIONAL_COLUMNS.contains(&f.name().as_str()) => {}
             Err(_) => {
                 return Err(StoreError::Schema {
                     path: p.clone(),
@@ -259,6 +277,16 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
         .collect();
         let global = col("global");
         let global = fixed_rows::<2>(global.as_ref());
+        let requests = b.column_by_name("cpu_request_cores").cloned();
+        let entry = b.column_by_name("entry").cloned();
+        let entry: Vec<Option<[f32; 2]>> = match &entry {
+            Some(e) => fixed_rows::<2>(e.as_ref())
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| e.is_valid(i).then_some(v))
+                .collect(),
+            None => vec![None; b.num_rows()],
+        };
         for (i, global) in global.into_iter().enumerate().take(b.num_rows()) {
             let l = |k: usize| lists[k].as_list::<i32>().value(i);
             let strings = |k: usize| -> Vec<String> {
@@ -302,6 +330,14 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
                     f32s(12).into_iter().map(|x| vec![x]).collect(),
                 ),
                 global,
+                cpu_request_cores: requests.as_ref().map_or_else(Vec::new, |r| {
+                    r.as_list::<i32>()
+                        .value(i)
+                        .as_primitive::<Float32Type>()
+                        .values()
+                        .to_vec()
+                }),
+                entry: entry[i],
             });
         }
     }

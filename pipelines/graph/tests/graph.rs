@@ -312,6 +312,53 @@ fn snapshots_round_trip_through_parquet_and_bad_files_are_named() {
     let f = dir.path().join("snapshots.parquet");
     store::write(&f, &snaps).unwrap();
     assert_eq!(store::read(&f).unwrap(), snaps);
+    assert!(
+        snaps.iter().any(|s| s.entry.is_some())
+            && snaps
+                .iter()
+                .all(|s| s.cpu_request_cores.len() == s.services.len())
+    );
+    // A file written before `cpu_request_cores` and `entry` existed reads, with them unknown.
+    let old = dir.path().join("old.parquet");
+    {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&f).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let mut w = None;
+        for b in reader {
+            let b = b.unwrap();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|&i| {
+                    !graphscaler_schemas::arrow::OPTIONAL_COLUMNS
+                        .contains(&b.schema().field(i).name().as_str())
+                })
+                .collect();
+            let b = b.project(&keep).unwrap();
+            w.get_or_insert_with(|| {
+                parquet::arrow::ArrowWriter::try_new(
+                    std::fs::File::create(&old).unwrap(),
+                    b.schema(),
+                    None,
+                )
+                .unwrap()
+            })
+            .write(&b)
+            .unwrap();
+        }
+        w.unwrap().close().unwrap();
+    }
+    let back = store::read(&old).unwrap();
+    assert_eq!(back.len(), snaps.len());
+    for (a, b) in back.iter().zip(&snaps) {
+        assert!(a.entry.is_none() && a.cpu_request_cores.is_empty());
+        let mut a = a.clone();
+        a.entry = b.entry;
+        a.cpu_request_cores = b.cpu_request_cores.clone();
+        assert_eq!(&a, b);
+    }
     // Not Parquet.
     let bad = dir.path().join("bad.parquet");
     std::fs::write(&bad, b"PAR1 but not really").unwrap();

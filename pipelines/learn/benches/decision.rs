@@ -193,6 +193,7 @@ fn throughput() {
             ..PpoConfig::default()
         },
         a2c_learning_rate: 7e-4,
+        init: None,
     };
     let steps = 8 * 64 * 3;
     let t0 = Instant::now();

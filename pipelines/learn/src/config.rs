@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decide::ActionRules;
+use crate::online::OnlineConfig;
 use crate::ppo::PpoConfig;
 use crate::reward::RewardConfig;
 
@@ -22,6 +23,8 @@ pub struct LearnConfig {
     pub actions: ActionRules,
     /// `[learn.train]`.
     pub train: TrainSettings,
+    /// `[learn.online]`: guarded online learning in the policy stage (off by default).
+    pub online: OnlineConfig,
 }
 
 /// `[learn.reward]`: `r = −w_slo·SLO_vio − w_slack·Slack − w_overshoot·Overshoot −
@@ -32,6 +35,11 @@ pub struct LearnConfig {
 pub struct RewardWeights {
     /// Weight of SLO_vio.
     pub w_slo: f64,
+    /// SLO_vio's step at the objective, σ ∈ [0, 1]: 0 grades only the excess over the
+    /// objective, 1 counts every violating tick in full (as the evaluation does). Absent in
+    /// manifests written before it existed, which trained with 0.
+    #[serde(default)]
+    pub slo_step: f64,
     /// Weight of Slack.
     pub w_slack: f64,
     /// Weight of Overshoot.
@@ -47,6 +55,7 @@ impl RewardWeights {
     pub fn reward(&self, slo_latency_ms: f64, slo_error_rate: f64, u: f64) -> RewardConfig {
         RewardConfig {
             w_slo: self.w_slo,
+            slo_step: self.slo_step,
             w_slack: self.w_slack,
             w_overshoot: self.w_overshoot,
             w_replica_lag: self.w_replica_lag,

@@ -238,6 +238,7 @@ mod tests {
             service_x: vec![[1.0; 7], [2.0; 7]],
             replicas_spec: vec![1, 2],
             replicas_ready: vec![1, 2],
+            cpu_request_cores: vec![0.1, 0.2],
             nodes: vec!["n".into()],
             node_x: vec![[3.0, 4.0, 0.0]],
             calls: EdgeSet {
@@ -256,6 +257,7 @@ mod tests {
                 attr: vec![vec![1.0], vec![2.0]],
             },
             global: [0.5, 0.1],
+            entry: Some([150.0, 0.0]),
         };
         let g = HeteroGraph::from_snapshot(&s, Device::Cpu);
         assert_eq!(g.x_service.size(), [2, 7]);

@@ -34,11 +34,44 @@ pub enum ServeError {
     },
 }
 
+/// One decision as online learning stores it: the input, the action as the update reads it,
+/// and what the acting model said about it.
+#[derive(Debug)]
+pub struct Decision {
+    /// The input.
+    pub obs: Obs,
+    /// `service · K + node_type`, or `S · K` for nothing.
+    pub choice: i64,
+    /// Index into the Δreplicas choices.
+    pub replicas: i64,
+    /// The Beta draw behind Δcpu.
+    pub cpu: f32,
+    /// log π(action) under the acting model.
+    pub logprob: f32,
+    /// V(state) under the acting model.
+    pub value: f32,
+}
+
+/// The capacity mask's inputs from a snapshot that carries them: CPU request per pod per
+/// service and the free CPU over nodes.
+pub fn snapshot_capacity(snap: &Snapshot) -> Option<(Vec<f64>, f64)> {
+    if snap.cpu_request_cores.len() != snap.services.len() {
+        return None;
+    }
+    let req = snap
+        .cpu_request_cores
+        .iter()
+        .map(|x| f64::from(*x))
+        .collect();
+    let free = snap.node_x.iter().map(|x| f64::from(x[0]).max(0.0)).sum();
+    Some((req, free))
+}
+
 /// A loaded agent deciding on a stream of snapshots.
 #[derive(Debug)]
 pub struct LearnedPolicy {
     agent: GraphAgent,
-    _vs: VarStore,
+    vs: VarStore,
     /// The checkpoint's manifest.
     pub manifest: Manifest,
     state: DecisionState,
@@ -120,7 +153,7 @@ impl LearnedPolicy {
         let state = DecisionState::new(agent.spec.services.clone(), agent.spec.node_types.clone());
         Self {
             agent,
-            _vs: vs,
+            vs,
             manifest,
             state,
             history: VecDeque::new(),
@@ -129,23 +162,46 @@ impl LearnedPolicy {
         }
     }
 
+    /// Takes the most likely action (`true`) or samples (`false`).
+    pub fn set_deterministic(&mut self, deterministic: bool) {
+        self.deterministic = deterministic;
+    }
+
     /// The model.
     pub fn agent(&self) -> &GraphAgent {
         &self.agent
     }
 
     /// Decides on `snap`. `capacity` (CPU request per pod per service, free CPU) enables the
-    /// capacity mask.
+    /// capacity mask; without it, the snapshot's own CPU requests and free node CPU do, when it
+    /// carries them.
     pub fn decide_snapshot(
         &mut self,
         snap: &Snapshot,
         capacity: Option<(&[f64], f64)>,
     ) -> Result<Vec<Action>, ServeError> {
+        self.decide_recorded(snap, capacity, false)
+            .map(|(actions, _)| actions)
+    }
+
+    /// [`LearnedPolicy::decide_snapshot`], returning each decision as online learning stores
+    /// it when `record` is set.
+    pub fn decide_recorded(
+        &mut self,
+        snap: &Snapshot,
+        capacity: Option<(&[f64], f64)>,
+        record: bool,
+    ) -> Result<(Vec<Action>, Vec<Decision>), ServeError> {
         if let Err(e) = check(snap, &self.agent.spec.services) {
             self.refused.0 += 1;
             self.refused.1 = Some(e.clone());
             return Err(e);
         }
+        let own = capacity
+            .is_none()
+            .then(|| snapshot_capacity(snap))
+            .flatten();
+        let capacity = capacity.or(own.as_ref().map(|(r, f)| (r.as_slice(), *f)));
         let w = self.agent.spec.window.max(1);
         self.history.push_back(snap.clone());
         while self.history.len() > w {
@@ -155,15 +211,37 @@ impl LearnedPolicy {
         let rules = self.agent.spec.rules.clone();
         self.state.tick(snap);
         let mut out = vec![];
+        let mut decisions = vec![];
         while self.state.may_decide(&rules) {
             let obs = Obs::new(&window, self.state.mask(&rules, snap, capacity));
             let step = tch::no_grad(|| self.agent.act(&[&obs], self.deterministic));
-            match self.state.apply(&rules, &step.actions[0]) {
+            let applied = self.state.apply(&rules, &step.actions[0]);
+            if record {
+                decisions.push(Decision {
+                    obs,
+                    choice: step.tensors.choice.int64_value(&[0]),
+                    replicas: step.tensors.replicas.int64_value(&[0]),
+                    cpu: step.tensors.cpu.double_value(&[0]) as f32,
+                    logprob: step.logprob.double_value(&[0]) as f32,
+                    value: step.value.double_value(&[0]) as f32,
+                });
+            }
+            match applied {
                 Some(actions) => out.extend(actions),
                 None => break,
             }
         }
-        Ok(out)
+        Ok((out, decisions))
+    }
+
+    /// The model's parameters.
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The model's parameters, to replace them (online learning's promotion and rollback).
+    pub fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.vs
     }
 
     /// Decides on an observation (the evaluation's path), with the capacity mask.

@@ -43,6 +43,9 @@ pub struct TrainConfig {
     pub ppo: PpoConfig,
     /// A2C's RMSprop learning rate.
     pub a2c_learning_rate: f64,
+    /// Start from this checkpoint's weights (same model and cluster) instead of a fresh
+    /// initialisation: a second stage of training, e.g. under another reward.
+    pub init: Option<std::path::PathBuf>,
 }
 
 /// One rollout over every environment, step-major.
@@ -300,8 +303,12 @@ pub fn train(
     tch::manual_seed(seed);
     let mut envs = GraphEnvs::new(envs);
     let n = envs.envs.len();
-    let vs = VarStore::new(Device::Cpu);
+    let mut vs = VarStore::new(Device::Cpu);
+    let topology = spec.topology.clone();
     let agent = GraphAgent::new(&vs.root(), spec);
+    if let Some(init) = &cfg.init {
+        crate::checkpoint::load(init, &mut vs, &topology).map_err(err)?;
+    }
     let p = &cfg.ppo;
     let mut opt = match cfg.algo {
         Algo::Ppo => nn::Adam {

@@ -240,6 +240,7 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
                 ..PpoConfig::default()
             },
             a2c_learning_rate: 7e-4,
+            init: None,
         };
         let mut log = vec![];
         let mut seen = 0;
@@ -272,6 +273,7 @@ fn the_same_seed_trains_the_same_weights() {
                 ..PpoConfig::default()
             },
             a2c_learning_rate: 7e-4,
+            init: None,
         };
         train::train(envs, spec, &cfg, 64, 9, &mut std::io::sink(), &mut |_| {}).unwrap()
     };

@@ -414,6 +414,10 @@ pub trait SnapshotPolicy: Send {
     fn name(&self) -> String;
     /// Decides on one snapshot.
     fn decide(&mut self, snap: &Snapshot) -> Vec<Action>;
+    /// What it has to say at the end (a learning policy's counters).
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Never acts.
@@ -447,6 +451,8 @@ pub struct PolicySummary {
     pub actions: u64,
     /// Messages skipped.
     pub undecodable: u64,
+    /// The policy's own summary ([`SnapshotPolicy::summary`]).
+    pub note: Option<String>,
 }
 
 /// The policy stage: snapshots in, actions out.
@@ -492,6 +498,7 @@ pub async fn policy(
         }
         commit(&sub, &msg, &metrics);
     }
+    sum.note = policy.summary();
     Ok(sum)
 }
 
