@@ -380,12 +380,9 @@ fn run_drives_the_whole_loop_in_process_deterministically() {
     );
 }
 
-#[test]
-fn train_then_evaluate_and_run_a_learned_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt/tiny");
-    let c = ckpt.to_str().unwrap();
-    let o = graphscaler(&[
+/// `graphscaler train` of a tiny MLP-PPO: 256 decisions on two 10-minute environments.
+fn train_tiny(seed: &str, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "train",
         "--encoder",
         "mlp",
@@ -398,12 +395,21 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         "--episode",
         "10m",
         "--seed",
-        "3",
+        seed,
         "--out",
-        c,
-        "--tensorboard",
-        dir.path().join("runs").to_str().unwrap(),
-    ]);
+        out,
+    ];
+    args.extend_from_slice(extra);
+    graphscaler(&args)
+}
+
+#[test]
+fn train_then_evaluate_and_run_a_learned_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt/tiny");
+    let c = ckpt.to_str().unwrap();
+    let runs = dir.path().join("runs");
+    let o = train_tiny("3", c, &["--tensorboard", runs.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("trained mlp-ppo for 256 decisions"), "{text}");
@@ -411,7 +417,7 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         assert!(ckpt.with_extension(ext).is_file(), "{ext}");
     }
     // The diagnostics as TensorBoard scalars too, under CleanRL's names.
-    let events: Vec<_> = std::fs::read_dir(dir.path().join("runs"))
+    let events: Vec<_> = std::fs::read_dir(&runs)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -509,25 +515,7 @@ fn train_then_evaluate_and_run_a_learned_policy() {
     );
     // A second stage of training from the first one's weights.
     let again = dir.path().join("ckpt/again");
-    let o = graphscaler(&[
-        "train",
-        "--encoder",
-        "mlp",
-        "--algo",
-        "ppo",
-        "--steps",
-        "256",
-        "--envs",
-        "2",
-        "--episode",
-        "10m",
-        "--seed",
-        "4",
-        "--init",
-        c,
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    let o = train_tiny("4", again.to_str().unwrap(), &["--init", c]);
     assert!(o.status.success(), "{}", stderr(&o));
     let manifest = std::fs::read_to_string(again.with_extension("json")).unwrap();
     assert!(manifest.contains(&format!("--init {c}")), "{manifest}");

@@ -81,6 +81,11 @@ fn config(dir: &Path) -> OnlineConfig {
     }
 }
 
+/// Online learning from `live` with the default PPO settings and reward.
+fn learner(live: LearnedPolicy, cfg: OnlineConfig) -> OnlineLearner {
+    OnlineLearner::new(live, cfg, PpoConfig::default(), RewardConfig::default()).unwrap()
+}
+
 /// The pipeline's loop, in process: snapshot → decisions → the twin, for `ticks` ticks.
 fn stream(learner: &mut OnlineLearner, t: &mut Twin, ticks: usize) {
     for _ in 0..ticks {
@@ -149,8 +154,7 @@ fn learns_on_the_stream_promotes_and_keeps_versions() {
     let before = value_of(live.agent());
     let mut cfg = config(dir.path());
     cfg.keep = 3;
-    let mut learner =
-        OnlineLearner::new(live, cfg, PpoConfig::default(), RewardConfig::default()).unwrap();
+    let mut learner = learner(live, cfg);
     let mut t = twin(5);
     stream(&mut learner, &mut t, 200);
     let s = learner.stats;
@@ -208,8 +212,7 @@ fn the_trust_region_and_the_promotion_check_refuse() {
         cfg.learning_rate = 1e-2;
         cfg.max_kl = max_kl;
         cfg.min_gain = min_gain;
-        let mut learner =
-            OnlineLearner::new(live, cfg, PpoConfig::default(), RewardConfig::default()).unwrap();
+        let mut learner = learner(live, cfg);
         stream(&mut learner, &mut twin(6), 80);
         let s = learner.stats;
         assert!(s.updates >= 1 && s.promotions == 0, "{why}: {s:?}");
@@ -238,8 +241,7 @@ fn a_promotion_that_lowers_the_reward_is_rolled_back() {
     cfg.rollback_ticks = 10;
     // Any reward after the promotion counts as worse.
     cfg.rollback_margin = -1e9;
-    let mut learner =
-        OnlineLearner::new(live, cfg, PpoConfig::default(), RewardConfig::default()).unwrap();
+    let mut learner = learner(live, cfg);
     // Nothing to roll back to yet.
     let e = learner.rollback("by hand").unwrap_err().to_string();
     assert!(e.contains("no earlier version"), "{e}");
@@ -277,13 +279,7 @@ fn no_transition_without_a_reward_and_no_action_on_bad_data() {
     tch::manual_seed(14);
     let dir = tempfile::tempdir().unwrap();
     let live = start(dir.path(), HeadKind::Ppo);
-    let mut learner = OnlineLearner::new(
-        live,
-        config(dir.path()),
-        PpoConfig::default(),
-        RewardConfig::default(),
-    )
-    .unwrap();
+    let mut learner = learner(live, config(dir.path()));
     let mut t = twin(8);
     stream(&mut learner, &mut t, 3);
     let s = learner.stats;
