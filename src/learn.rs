@@ -223,8 +223,15 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
+    // Settings given through the environment shape the run as much as the arguments do.
+    let mut env: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("GRAPHSCALER_"))
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    env.sort();
     let command = format!(
-        "graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}",
+        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}",
+        env.concat(),
         encoder.name(),
         algo_name,
         a.scenario,

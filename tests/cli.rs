@@ -380,8 +380,9 @@ fn run_drives_the_whole_loop_in_process_deterministically() {
     );
 }
 
-/// `graphscaler train` of a tiny MLP-PPO: 256 decisions on two 10-minute environments.
-fn train_tiny(seed: &str, out: &str, extra: &[&str]) -> Output {
+/// `graphscaler train` of a tiny MLP-PPO: 256 decisions on two 10-minute environments, with
+/// `env` set.
+fn train_tiny(seed: &str, out: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut args = vec![
         "train",
         "--encoder",
@@ -400,7 +401,13 @@ fn train_tiny(seed: &str, out: &str, extra: &[&str]) -> Output {
         out,
     ];
     args.extend_from_slice(extra);
-    graphscaler(&args)
+    Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+        .args(&args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
 }
 
 #[test]
@@ -409,7 +416,7 @@ fn train_then_evaluate_and_run_a_learned_policy() {
     let ckpt = dir.path().join("ckpt/tiny");
     let c = ckpt.to_str().unwrap();
     let runs = dir.path().join("runs");
-    let o = train_tiny("3", c, &["--tensorboard", runs.to_str().unwrap()]);
+    let o = train_tiny("3", c, &["--tensorboard", runs.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("trained mlp-ppo for 256 decisions"), "{text}");
@@ -515,10 +522,21 @@ fn train_then_evaluate_and_run_a_learned_policy() {
     );
     // A second stage of training from the first one's weights.
     let again = dir.path().join("ckpt/again");
-    let o = train_tiny("4", again.to_str().unwrap(), &["--init", c]);
+    let o = train_tiny(
+        "4",
+        again.to_str().unwrap(),
+        &["--init", c],
+        &[("GRAPHSCALER_LEARN__REWARD__W_SLO", "7")],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let manifest = std::fs::read_to_string(again.with_extension("json")).unwrap();
-    assert!(manifest.contains(&format!("--init {c}")), "{manifest}");
+    // The manifest's command has the start and the settings given through the environment.
+    assert!(
+        manifest.contains(&format!("--init {c}"))
+            && manifest.contains("GRAPHSCALER_LEARN__REWARD__W_SLO=7 graphscaler train")
+            && manifest.contains("\"w_slo\": 7.0"),
+        "{manifest}"
+    );
     let o = graphscaler(&[
         "train",
         "--encoder",
