@@ -674,6 +674,8 @@ impl OnlineLearner {
         }
         self.version = version;
         self.versions.push_back(version);
+        // This tick's decisions came from the model that was live before: not the new one's.
+        self.pending.clear();
         while self.versions.len() > self.cfg.keep.max(2) {
             // v0000 stays: the model the stage started with.
             let Some(v) = self.versions.remove(1) else {
