@@ -223,6 +223,13 @@ fn version_path(dir: &Path, v: u32) -> PathBuf {
     dir.join(format!("v{v:04}"))
 }
 
+/// Deletes version `v`'s files (best effort: a version already gone is no error).
+fn remove_version(dir: &Path, v: u32) {
+    for ext in ["safetensors", "json"] {
+        let _ = std::fs::remove_file(version_path(dir, v).with_extension(ext));
+    }
+}
+
 const CSV_HEADER: &str = "time_s,version,train,holdout,epochs,losses/approx_kl,losses/clipfrac,losses/policy_loss,losses/value_loss,losses/entropy,holdout/approx_kl,holdout/gain,holdout/value_loss_live,holdout/value_loss_shadow,verdict,reason";
 
 impl OnlineLearner {
@@ -392,11 +399,8 @@ impl OnlineLearner {
             self.live.var_store_mut(),
             &topology,
         )?;
-        let dropped = self.versions.remove(pos);
-        if let Some(v) = dropped {
-            for ext in ["safetensors", "json"] {
-                let _ = std::fs::remove_file(version_path(&self.dir, v).with_extension(ext));
-            }
+        if let Some(v) = self.versions.remove(pos) {
+            remove_version(&self.dir, v);
         }
         self.version = to;
         self.judging = None;
@@ -681,9 +685,7 @@ impl OnlineLearner {
             let Some(v) = self.versions.remove(1) else {
                 break;
             };
-            for ext in ["safetensors", "json"] {
-                let _ = std::fs::remove_file(version_path(&self.dir, v).with_extension(ext));
-            }
+            remove_version(&self.dir, v);
         }
         self.stats.promotions += 1;
         Ok(version)
