@@ -76,7 +76,8 @@ impl Config {
                 .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
-        let cfg: Config = fig.extract().map_err(|e| {
+        // Lossy: an environment variable's `1e-4` (or `"0.5"`) is the number it spells.
+        let cfg: Config = fig.extract_lossy().map_err(|e| {
             let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration:\n  - {}", all.join("\n  - "))
         })?;
@@ -116,6 +117,13 @@ impl Config {
         }
         if !non_negative(self.eval.caf_memory_weight) || !non_negative(self.eval.warmup_s) {
             errs.push("eval.caf_memory_weight and eval.warmup_s must be >= 0".into());
+        }
+        let r = &self.learn.reward;
+        if !(0.0..=1.0).contains(&r.slo_step) || !(0.0..0.99).contains(&r.slo_margin) {
+            errs.push(format!(
+                "learn.reward needs slo_step in [0, 1] and slo_margin in [0, 0.99), got {} and {}",
+                r.slo_step, r.slo_margin
+            ));
         }
         if !matches!(self.learn.act.as_str(), "mode" | "sample") {
             errs.push(format!(
@@ -265,6 +273,9 @@ mod tests {
         .unwrap();
         let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("hpa targets"), "{e}");
+        std::fs::write(&f, "[learn.reward]\nslo_margin = 1.5\n").unwrap();
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("slo_margin"), "{e}");
         std::fs::write(&f, "[slo]\nlatency_msec = 250.0\n").unwrap();
         let e = format!("{:#}", Config::load(Some(&f)).unwrap_err());
         assert!(e.contains("latency_msec"), "{e}");

@@ -8,6 +8,7 @@ use clap::Args;
 use graphscaler_eval::runner::Learned;
 use graphscaler_eval::{EvalError, Policy};
 use graphscaler_learn::agent::{AgentSpec, EncoderKind};
+use graphscaler_learn::checkpoint;
 use graphscaler_learn::envs::twin::{Handover, TwinEnv, TwinEnvConfig};
 use graphscaler_learn::online::OnlineLearner;
 use graphscaler_learn::serve::LearnedPolicy;
@@ -42,7 +43,7 @@ pub struct TrainArgs {
     /// Episode length (default: learn.train.episode_s).
     #[arg(long, value_parser = parse_duration)]
     episode: Option<f64>,
-    /// Checkpoint to write, without extension (default: <learn.checkpoint_dir>/<encoder>-<algo>).
+    /// Checkpoint to write, without extension: NAME.safetensors, NAME.json, NAME.csv (default: <learn.checkpoint_dir>/<encoder>-<algo>).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Topology file (default: twin.topology).
@@ -149,7 +150,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let log_path = out.with_extension("csv");
+    let log_path = checkpoint::file(&out, "csv");
     let csv = std::io::BufWriter::new(
         std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?,
@@ -279,7 +280,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     }
     say!(
         "wrote {} (+ .json manifest) and {}",
-        out.with_extension("safetensors").display(),
+        checkpoint::file(&out, "safetensors").display(),
         log_path.display()
     );
     Ok(())

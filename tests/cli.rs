@@ -217,10 +217,23 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
         .args(["config"])
         .current_dir(repo())
         .env("GRAPHSCALER_SLO__LATENCY_MS", "321.5")
+        .env("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE", "2.5e-4")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("latency_ms = 321.5"), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("latency_ms = 321.5"), "{out}");
+    // Exponent notation, as TOML writes it, is a number too.
+    assert!(out.contains("learning_rate = 0.00025"), "{out}");
+    // A value of the wrong type names the variable's key.
+    let o = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+        .args(["config"])
+        .current_dir(repo())
+        .env("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE", "fast")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("LEARNING_RATE"), "{}", stderr(&o));
 }
 
 #[test]

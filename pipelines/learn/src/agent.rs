@@ -344,12 +344,12 @@ impl GraphAgent {
             .get("agent")
             .cloned()
             .ok_or_else(|| CheckpointError::Manifest {
-                path: path.with_extension("json"),
+                path: checkpoint::file(path, "json"),
                 message: "no `config.agent`: not a graph agent's checkpoint".into(),
             })
             .and_then(|v| {
                 serde_json::from_value(v).map_err(|e| CheckpointError::Manifest {
-                    path: path.with_extension("json"),
+                    path: checkpoint::file(path, "json"),
                     message: format!("config.agent: {e}"),
                 })
             })?;

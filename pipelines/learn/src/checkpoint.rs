@@ -67,10 +67,23 @@ pub enum CheckpointError {
 }
 
 fn files(path: &Path) -> (PathBuf, PathBuf) {
-    (
-        path.with_extension("safetensors"),
-        path.with_extension("json"),
-    )
+    (file(path, "safetensors"), file(path, "json"))
+}
+
+/// The checkpoint `path`'s file with extension `ext`: `path.ext`, where `path` names the
+/// checkpoint without an extension — a dot in the name stays (`runs/lr3e-4.v2` →
+/// `runs/lr3e-4.v2.json`) — or with one of its own files' extensions (`.safetensors`, `.json`,
+/// `.csv`), which is replaced.
+pub fn file(path: &Path, ext: &str) -> PathBuf {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors" | "json" | "csv") => path.with_extension(ext),
+        _ => {
+            let mut s = path.as_os_str().to_os_string();
+            s.push(".");
+            s.push(ext);
+            PathBuf::from(s)
+        }
+    }
 }
 
 /// The shapes of `vs`'s parameters, by name.

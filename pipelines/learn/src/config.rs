@@ -40,6 +40,12 @@ pub struct RewardWeights {
     /// manifests written before it existed, which trained with 0.
     #[serde(default)]
     pub slo_step: f64,
+    /// Headroom the reward keeps under the SLO objectives, in [0, 1): SLO_vio counts p95 past
+    /// `(1 − slo_margin) · latency_ms` (and the error rate past `(1 − slo_margin) ·
+    /// error_rate`). 0 (the default, and in manifests written before it existed): the
+    /// objectives themselves. The evaluation always counts against `[slo]` itself.
+    #[serde(default)]
+    pub slo_margin: f64,
     /// Weight of Slack.
     pub w_slack: f64,
     /// Weight of Overshoot.
@@ -51,16 +57,17 @@ pub struct RewardWeights {
 }
 
 impl RewardWeights {
-    /// The reward with the SLO objectives and `u*`.
+    /// The reward with the SLO objectives (tightened by `slo_margin`) and `u*`.
     pub fn reward(&self, slo_latency_ms: f64, slo_error_rate: f64, u: f64) -> RewardConfig {
+        let keep = 1.0 - self.slo_margin.clamp(0.0, 0.99);
         RewardConfig {
             w_slo: self.w_slo,
             slo_step: self.slo_step,
             w_slack: self.w_slack,
             w_overshoot: self.w_overshoot,
             w_replica_lag: self.w_replica_lag,
-            slo_latency_ms,
-            slo_error_rate,
+            slo_latency_ms: slo_latency_ms * keep,
+            slo_error_rate: slo_error_rate * keep,
             target_utilization: u,
             lag_scale_s: self.lag_scale_s,
         }

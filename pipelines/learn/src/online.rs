@@ -226,7 +226,7 @@ fn version_path(dir: &Path, v: u32) -> PathBuf {
 /// Deletes version `v`'s files (best effort: a version already gone is no error).
 fn remove_version(dir: &Path, v: u32) {
     for ext in ["safetensors", "json"] {
-        let _ = std::fs::remove_file(version_path(dir, v).with_extension(ext));
+        let _ = std::fs::remove_file(checkpoint::file(&version_path(dir, v), ext));
     }
 }
 

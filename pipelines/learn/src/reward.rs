@@ -328,4 +328,30 @@ mod tests {
         let r = reward(&obs(150.0, 0.0, vec![big], 0.0), &c);
         assert!((r.overshoot - 0.75).abs() < 1e-12, "{r:?}");
     }
+
+    #[test]
+    fn the_margin_tightens_the_objectives_the_reward_counts() {
+        let w = crate::config::RewardWeights {
+            w_slo: 5.0,
+            slo_step: 1.0,
+            slo_margin: 0.25,
+            w_slack: 1.0,
+            w_overshoot: 3.0,
+            w_replica_lag: 2.0,
+            lag_scale_s: 10.0,
+        };
+        let c = w.reward(200.0, 0.01, 0.7);
+        assert_eq!((c.slo_latency_ms, c.slo_error_rate), (150.0, 0.0075));
+        // 160 ms is within the SLO but past the reward's 150 ms; so is an error rate of 0.8 %.
+        assert_eq!(reward(&obs(160.0, 0.0, vec![], 0.0), &c).slo_vio, 1.0);
+        assert_eq!(reward(&obs(100.0, 0.008, vec![], 0.0), &c).slo_vio, 1.0);
+        assert_eq!(reward(&obs(150.0, 0.0, vec![], 0.0), &c).slo_vio, 0.0);
+        // Without a margin the objectives are [slo]'s.
+        let plain = crate::config::RewardWeights {
+            slo_margin: 0.0,
+            ..w
+        }
+        .reward(200.0, 0.01, 0.7);
+        assert_eq!(reward(&obs(160.0, 0.0, vec![], 0.0), &plain).slo_vio, 0.0);
+    }
 }

@@ -107,3 +107,40 @@ fn saves_and_loads_back_and_refuses_what_does_not_fit() {
         .to_string();
     assert!(e.contains("agent.safetensors: no such file"), "{e}");
 }
+
+#[test]
+fn a_dot_in_the_name_is_part_of_the_name() {
+    use std::path::Path;
+    assert_eq!(
+        checkpoint::file(Path::new("runs/m0.2"), "json"),
+        Path::new("runs/m0.2.json")
+    );
+    assert_eq!(
+        checkpoint::file(Path::new("runs/gat-ppo.safetensors"), "csv"),
+        Path::new("runs/gat-ppo.csv")
+    );
+    // Two checkpoints whose names differ after a dot do not overwrite each other.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["m0.2", "m0.35"] {
+        let vs = VarStore::new(Device::Cpu);
+        let _agent = Agent::new(&vs.root(), 4, 2, 8);
+        checkpoint::save(&dir.path().join(name), &vs, manifest("*")).unwrap();
+    }
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "m0.2.json",
+            "m0.2.safetensors",
+            "m0.35.json",
+            "m0.35.safetensors"
+        ]
+    );
+    let mut vs = VarStore::new(Device::Cpu);
+    let _agent = Agent::new(&vs.root(), 4, 2, 8);
+    checkpoint::load(&dir.path().join("m0.35"), &mut vs, "*").unwrap();
+}
