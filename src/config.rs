@@ -4,11 +4,90 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use graphscaler_eval::{EvalConfig, HpaConfig};
 use graphscaler_twin::{SloConfig, TwinConfig, DEFAULT_TOML};
 use serde::{Deserialize, Serialize};
+
+/// The `GRAPHSCALER_<SECTION>__<KEY>` variables as a configuration layer (`__` separates the
+/// levels; `GRAPHSCALER_CONFIG` and the like, without `__`, are not settings). Each value is read
+/// as a TOML value — `1e-4`, `0.3`, `true`, `[1, 2]`, `"x"` — and as a string when it is not one:
+/// figment's own `Env` reads `1e-4` as a string and `0.3` as an `f32`.
+struct EnvLayer {
+    vars: Vec<(String, String)>,
+}
+
+impl EnvLayer {
+    const PREFIX: &'static str = "GRAPHSCALER_";
+
+    fn from_process() -> Self {
+        Self::new(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(Self::PREFIX) && k.contains("__"))
+            .collect();
+        Self { vars }
+    }
+
+    fn value(raw: &str) -> Value {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .filter(|t| t.len() == 1)
+            .and_then(|mut t| t.remove("v"))
+            .and_then(|v| Value::serialize(v).ok())
+            .unwrap_or_else(|| Value::from(raw.to_string()))
+    }
+}
+
+impl Provider for EnvLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("`GRAPHSCALER_` environment variable(s)").interpolater(
+            |_: &Profile, keys: &[&str]| {
+                format!(
+                    "{}{}",
+                    EnvLayer::PREFIX,
+                    keys.join("__").to_ascii_uppercase()
+                )
+            },
+        )
+    }
+
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (k, raw) in &self.vars {
+            let path: Vec<String> = k[Self::PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let Some((leaf, sections)) = path.split_last() else {
+                continue;
+            };
+            let mut dict = &mut root;
+            for s in sections {
+                let entry = dict
+                    .entry(s.clone())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if !matches!(entry, Value::Dict(..)) {
+                    *entry = Value::from(Dict::new());
+                }
+                let Value::Dict(_, d) = entry else {
+                    unreachable!("made a dictionary above")
+                };
+                dict = d;
+            }
+            dict.insert(leaf.clone(), Self::value(raw));
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,14 +149,8 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        // Only SECTION__KEY variables: GRAPHSCALER_CONFIG and the like are not settings.
-        fig = fig.merge(
-            Env::prefixed("GRAPHSCALER_")
-                .filter(|k| k.as_str().contains("__"))
-                .split("__"),
-        );
-        // Lossy: an environment variable's `1e-4` (or `"0.5"`) is the number it spells.
-        let cfg: Config = fig.extract_lossy().map_err(|e| {
+        fig = fig.merge(EnvLayer::from_process());
+        let cfg: Config = fig.extract().map_err(|e| {
             let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration:\n  - {}", all.join("\n  - "))
         })?;
@@ -252,6 +325,45 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(90.0));
         assert!(parse_duration("4x").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn environment_values_are_toml_values() {
+        let layer = EnvLayer::new([
+            (
+                "GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE".to_string(),
+                "1e-4".to_string(),
+            ),
+            ("GRAPHSCALER_SLO__LATENCY_MS".to_string(), "0.3".to_string()),
+            ("GRAPHSCALER_LEARN__ACT".to_string(), "sample".to_string()),
+            ("GRAPHSCALER_CONFIG".to_string(), "ignored.toml".to_string()),
+            ("OTHER__X".to_string(), "1".to_string()),
+        ]);
+        let fig = Figment::from(Toml::string(DEFAULT_TOML)).merge(layer);
+        let c: Config = fig.extract().unwrap();
+        assert_eq!(c.learn.train.learning_rate, 1e-4);
+        // Exactly 0.3, not 0.3 as an f32.
+        assert_eq!(c.slo.latency_ms, 0.3);
+        assert_eq!(c.learn.act, "sample");
+        assert_eq!(
+            EnvLayer::value("[1, 2]"),
+            Value::serialize(vec![1i64, 2]).unwrap()
+        );
+        assert_eq!(
+            EnvLayer::value("a = 1\nb"),
+            Value::from("a = 1\nb".to_string())
+        );
+        // A wrong type names the variable.
+        let bad = EnvLayer::new([(
+            "GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE".to_string(),
+            "fast".to_string(),
+        )]);
+        let e = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(bad)
+            .extract::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE"), "{e}");
     }
 
     #[test]

@@ -224,7 +224,7 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
     let out = stdout(&o);
     assert!(out.contains("latency_ms = 321.5"), "{out}");
     // Exponent notation, as TOML writes it, is a number too.
-    assert!(out.contains("learning_rate = 0.00025"), "{out}");
+    assert!(out.contains("learning_rate = 0.00025\n"), "{out}");
     // A value of the wrong type names the variable's key.
     let o = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
         .args(["config"])
@@ -233,7 +233,11 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("LEARNING_RATE"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
