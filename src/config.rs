@@ -19,14 +19,20 @@ struct EnvLayer {
     vars: Vec<(String, String)>,
 }
 
+/// The process's `GRAPHSCALER_*` variables (those that are valid Unicode), `GRAPHSCALER_CONFIG`
+/// included: what the configuration and `train`'s manifest read from the environment.
+pub fn graphscaler_vars() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(EnvLayer::PREFIX))
+        .collect()
+}
+
 impl EnvLayer {
     const PREFIX: &'static str = "GRAPHSCALER_";
 
     fn from_process() -> Self {
-        Self::new(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self::new(graphscaler_vars())
     }
 
     fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {

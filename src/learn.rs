@@ -17,7 +17,7 @@ use graphscaler_learn::train::{self, Algo, TrainConfig};
 use graphscaler_twin::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{parse_duration, Config};
+use crate::config::{graphscaler_vars, parse_duration, Config};
 
 /// `graphscaler train`.
 #[derive(Debug, Args)]
@@ -225,8 +225,8 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
     // Settings given through the environment shape the run as much as the arguments do.
-    let mut env: Vec<String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("GRAPHSCALER_"))
+    let mut env: Vec<String> = graphscaler_vars()
+        .into_iter()
         .map(|(k, v)| format!("{k}={v} "))
         .collect();
     env.sort();

@@ -11,10 +11,16 @@ fn repo() -> PathBuf {
 }
 
 fn graphscaler(args: &[&str]) -> Output {
+    graphscaler_with(args, &[])
+}
+
+/// `graphscaler args` with the environment variables `env` set.
+fn graphscaler_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_graphscaler"))
         .args(args)
         .current_dir(repo())
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("the binary runs")
 }
@@ -213,25 +219,23 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
     );
 
     // Environment variables override the file and the defaults.
-    let o = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
-        .args(["config"])
-        .current_dir(repo())
-        .env("GRAPHSCALER_SLO__LATENCY_MS", "321.5")
-        .env("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE", "2.5e-4")
-        .output()
-        .unwrap();
+    let o = graphscaler_with(
+        &["config"],
+        &[
+            ("GRAPHSCALER_SLO__LATENCY_MS", "321.5"),
+            ("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE", "2.5e-4"),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("latency_ms = 321.5"), "{out}");
     // Exponent notation, as TOML writes it, is a number too.
     assert!(out.contains("learning_rate = 0.00025\n"), "{out}");
     // A value of the wrong type names the variable's key.
-    let o = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
-        .args(["config"])
-        .current_dir(repo())
-        .env("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE", "fast")
-        .output()
-        .unwrap();
+    let o = graphscaler_with(
+        &["config"],
+        &[("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE", "fast")],
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("GRAPHSCALER_LEARN__TRAIN__LEARNING_RATE"),
@@ -418,13 +422,7 @@ fn train_tiny(seed: &str, out: &str, extra: &[&str], env: &[(&str, &str)]) -> Ou
         out,
     ];
     args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_graphscaler"))
-        .args(&args)
-        .current_dir(repo())
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs")
+    graphscaler_with(&args, env)
 }
 
 #[test]
