@@ -232,11 +232,17 @@ impl Config {
                 p.graph_cluster.len()
             ));
         }
-        let g = &p.guardrails;
-        if g.min_replicas > g.max_replicas || g.max_step == 0 {
-            errs.push(
-                "pipeline.guardrails needs min_replicas <= max_replicas and max_step >= 1".into(),
-            );
+        errs.extend(
+            p.guardrails
+                .problems()
+                .into_iter()
+                .map(|e| format!("pipeline.{e}")),
+        );
+        if !non_negative(p.grace_s) {
+            errs.push(format!(
+                "pipeline.grace_s must be a finite number >= 0, got {}",
+                p.grace_s
+            ));
         }
         if errs.is_empty() {
             Ok(())

@@ -258,6 +258,7 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
                     clock: Clock::Wall,
                     parquet: (!p.snapshots_parquet.is_empty())
                         .then(|| p.snapshots_parquet.clone().into()),
+                    max_clock_skew_s: p.guardrails.max_clock_skew_s,
                 };
                 format!(
                     "{:?}",
@@ -273,14 +274,19 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
                 )
             }
             Stage::Actuate => {
-                let sub =
-                    Subscriber::kafka(&bus, &group, &[ActionsTopic::NAME, ServicesTopic::NAME])?;
+                // A new actuator group starts at the end of the topics: it never replays old
+                // actions (they would be refused by their time-to-live anyway).
+                let sub = Subscriber::kafka_from_end(
+                    &bus,
+                    &group,
+                    &[ActionsTopic::NAME, ServicesTopic::NAME],
+                )?;
                 let url = (!p.collect.kubernetes_url.is_empty())
                     .then_some(p.collect.kubernetes_url.as_str());
                 let client = graphscaler_stages::kube_io::client(url).await?;
                 let cluster =
                     graphscaler_stages::kube_io::KubeCluster::new(client, &p.collect.namespace);
-                let act = graphscaler_actuate::Actuator::new(p.guardrails.clone());
+                let act = graphscaler_actuate::Actuator::open(p.guardrails.clone())?;
                 format!(
                     "{:?}",
                     stage::actuate(

@@ -54,6 +54,29 @@ pub enum ActionKind {
     },
 }
 
+impl ActionKind {
+    /// The part of a service it changes — `replicas`, `cpu` or `node_type` — each with its own
+    /// last writer in the actuator, and its own decision id.
+    pub fn part(&self) -> &'static str {
+        match self {
+            ActionKind::SetReplicas { .. } | ActionKind::ChangeReplicas { .. } => "replicas",
+            ActionKind::SetCpuLimit { .. } | ActionKind::ChangeCpuQuota { .. } => "cpu",
+            ActionKind::PreferNodeType { .. } => "node_type",
+        }
+    }
+
+    /// Whether it states the desired value (safe to apply twice), not a change of the current
+    /// one.
+    pub fn is_absolute(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::SetReplicas { .. }
+                | ActionKind::SetCpuLimit { .. }
+                | ActionKind::PreferNodeType { .. }
+        )
+    }
+}
+
 /// What became of an action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

@@ -14,6 +14,9 @@
 //! | `global` | FixedSizeList<Float32, 2> |
 //! | `cpu_request_cores` | List<Float32> (optional: absent in older files) |
 //! | `entry` | FixedSizeList<Float32, 2>, nullable (optional: absent in older files) |
+//! | `cpu_limit_cores` | List<Float32> (optional) |
+//! | `service_missing` | List<Boolean> (optional; empty: every service known) |
+//! | `global_missing` | Boolean (optional) |
 
 use std::sync::Arc;
 
@@ -29,7 +32,13 @@ fn fixed(n: i32) -> DataType {
 
 /// Columns added after the first stored files: a reader takes a file without them (the
 /// snapshot's field is then unknown: empty or `None`).
-pub const OPTIONAL_COLUMNS: [&str; 2] = ["cpu_request_cores", "entry"];
+pub const OPTIONAL_COLUMNS: [&str; 5] = [
+    "cpu_request_cores",
+    "entry",
+    "cpu_limit_cores",
+    "service_missing",
+    "global_missing",
+];
 
 /// The schema.
 pub fn snapshot_schema() -> Schema {
@@ -66,5 +75,16 @@ pub fn snapshot_schema() -> Schema {
         false,
     ));
     fields.push(Field::new("entry", fixed(2), true));
+    fields.push(Field::new(
+        "cpu_limit_cores",
+        list(DataType::Float32),
+        false,
+    ));
+    fields.push(Field::new(
+        "service_missing",
+        list(DataType::Boolean),
+        false,
+    ));
+    fields.push(Field::new("global_missing", DataType::Boolean, false));
     Schema::new(fields)
 }

@@ -47,6 +47,24 @@ impl<T: Keyed> Envelope<T> {
     }
 }
 
+impl Envelope<Action> {
+    /// A decision about one part of a service, stamped with the snapshot it was decided on
+    /// (`observed_at_s` is the snapshot's time, `window_s` its window): its id
+    /// `<source>/action/<service>/<part>/<snapshot_ms>` is unique per part, so that the
+    /// replica, CPU and node-type parts of one decision are three actions to the actuator.
+    pub fn decision(source: &str, snapshot_time_s: f64, window_s: f64, action: Action) -> Self {
+        let mut e = Self::new(source, snapshot_time_s, window_s, action);
+        e.event_id = format!(
+            "{source}/{}/{}/{}/{}",
+            Action::KIND,
+            e.payload.service,
+            e.payload.kind.part(),
+            (snapshot_time_s * 1000.0).round() as i64
+        );
+        e
+    }
+}
+
 /// A payload with a partition key (the entity it is about).
 pub trait Keyed {
     /// What kind of entity (`service`, `call`, …): with the key, it names the entity.

@@ -28,7 +28,7 @@ pub use events::{AuditRecord, Envelope, Keyed, PodChange, TelemetryEvent, Topic}
 pub use obs::{
     CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,
 };
-pub use snapshot::{EdgeSet, Snapshot, TemporalWindow};
+pub use snapshot::{EdgeSet, Snapshot, SnapshotError, TemporalWindow};
 
 /// Version of the observation and action types. Bumped whenever a field changes meaning, is
 /// added or is removed; checkpoints and stored snapshots record it.

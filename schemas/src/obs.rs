@@ -40,6 +40,18 @@ impl ClusterObservation {
     }
 }
 
+/// The metrics of a [`ServiceObs`] that a scrape can find missing, in the order of
+/// [`ServiceObs::missing_mask`]'s bits.
+pub const SERVICE_METRICS: [&str; 7] = [
+    "cpu_usage_cores",
+    "mem_working_set_bytes",
+    "rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "error_rate",
+];
+
 /// One workload (a Deployment and the Kubernetes Service in front of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceObs {
@@ -75,9 +87,45 @@ pub struct ServiceObs {
     pub error_rate: f64,
     /// Whether the workload keeps state (topology flag).
     pub stateful: bool,
+    /// The metrics the scrape found no sample for (an absent series, an empty result, a NaN
+    /// sample), by field name (`cpu_usage_cores`, `rps`, …). Their fields hold 0, which means
+    /// nothing: a service with a missing metric is *unknown* in the snapshot and every policy
+    /// holds it (as upstream's HPA does on missing metrics). Empty: everything was observed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 impl ServiceObs {
+    /// Whether every metric was observed (no [`ServiceObs::missing`] entry).
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// [`ServiceObs::missing`] as bits over [`SERVICE_METRICS`]; a name outside that list sets
+    /// bit 63, so that it still reads as missing.
+    pub fn missing_mask(&self) -> u64 {
+        self.missing.iter().fold(0, |m, name| {
+            m | SERVICE_METRICS
+                .iter()
+                .position(|x| x == name)
+                .map_or(1 << 63, |i| 1 << i)
+        })
+    }
+
+    /// The names of a [`ServiceObs::missing_mask`].
+    pub fn missing_from_mask(mask: u64) -> Vec<String> {
+        let mut out: Vec<String> = SERVICE_METRICS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, n)| (*n).to_string())
+            .collect();
+        if mask & (1 << 63) != 0 {
+            out.push("other".into());
+        }
+        out
+    }
+
     /// CPU used ÷ CPU requested over ready pods ("RUE", resource utilisation efficiency).
     pub fn rue(&self) -> f64 {
         let req = self.cpu_request_cores * self.replicas_ready.max(1) as f64;

@@ -108,6 +108,249 @@ pub struct Snapshot {
     /// written before the field existed).
     #[serde(default)]
     pub entry: Option<[f32; 2]>,
+    /// CPU limit per pod per service, cores: what an absolute CPU action starts from. Empty in
+    /// snapshots written before the field existed (unknown, not zero).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_limit_cores: Vec<f32>,
+    /// Per service, whether its features are unknown (a metric the scrape found missing): its
+    /// μ row holds zeros that mean nothing, and every policy holds the service. Empty: every
+    /// service is known (and snapshots written before the field existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_missing: Vec<bool>,
+    /// Whether the global scalars are unknown (nothing refreshed them): `global` then holds
+    /// zeros that mean nothing, and `entry` is `None`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global_missing: bool,
+}
+
+/// Why a snapshot is not fit for a policy: its parts disagree, an index is out of range or a
+/// value is not finite. Such a snapshot is a poison message: it goes to the dead-letter topic
+/// with this reason, and no policy sees it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SnapshotError {
+    /// A per-service or per-node list has the wrong length.
+    #[error("`{field}` has {got} entries for {expected} {of}")]
+    Length {
+        /// The list.
+        field: &'static str,
+        /// Its length.
+        got: usize,
+        /// The length it must have.
+        expected: usize,
+        /// What it is per (`services`, `nodes`, `edges`).
+        of: &'static str,
+    },
+    /// An edge names a node that is not there.
+    #[error("edge {edge} of `{relation}` has {end} index {index}, but there are {count}")]
+    Index {
+        /// The relation.
+        relation: &'static str,
+        /// The edge's position.
+        edge: usize,
+        /// `source` or `destination`.
+        end: &'static str,
+        /// The index.
+        index: u32,
+        /// How many nodes of that kind there are.
+        count: usize,
+    },
+    /// An edge attribute row of the wrong width.
+    #[error("edge {edge} of `{relation}` has {got} attributes, not {expected}")]
+    Width {
+        /// The relation.
+        relation: &'static str,
+        /// The edge's position.
+        edge: usize,
+        /// Its width.
+        got: usize,
+        /// The width the relation has.
+        expected: usize,
+    },
+    /// A value is NaN or infinite (or a time or window is not positive).
+    #[error("`{field}` of {what} is {value}")]
+    NotFinite {
+        /// The field.
+        field: &'static str,
+        /// Which service, node, edge or the snapshot itself.
+        what: String,
+        /// The value.
+        value: f64,
+    },
+    /// A service or node name appears twice.
+    #[error("{kind} `{name}` appears twice")]
+    Duplicate {
+        /// `service` or `node`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+impl Snapshot {
+    /// Whether service `i`'s features are known (see [`Snapshot::service_missing`]).
+    pub fn service_known(&self, i: usize) -> bool {
+        !self.service_missing.get(i).copied().unwrap_or(false)
+    }
+
+    /// Checks that the parts agree before any policy reads them: every per-service list as long
+    /// as `services` (the optional ones empty or as long), `node_x` as long as `nodes`, every
+    /// edge's indices in range and its attributes of the relation's width, names unique, and
+    /// every number finite.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        let n_s = self.services.len();
+        let n_n = self.nodes.len();
+        let len = |field, got: usize, expected, of, optional: bool| {
+            if got == expected || (optional && got == 0) {
+                Ok(())
+            } else {
+                Err(SnapshotError::Length {
+                    field,
+                    got,
+                    expected,
+                    of,
+                })
+            }
+        };
+        len("service_x", self.service_x.len(), n_s, "services", false)?;
+        len(
+            "replicas_spec",
+            self.replicas_spec.len(),
+            n_s,
+            "services",
+            false,
+        )?;
+        len(
+            "replicas_ready",
+            self.replicas_ready.len(),
+            n_s,
+            "services",
+            false,
+        )?;
+        len(
+            "cpu_request_cores",
+            self.cpu_request_cores.len(),
+            n_s,
+            "services",
+            true,
+        )?;
+        len(
+            "cpu_limit_cores",
+            self.cpu_limit_cores.len(),
+            n_s,
+            "services",
+            true,
+        )?;
+        len(
+            "service_missing",
+            self.service_missing.len(),
+            n_s,
+            "services",
+            true,
+        )?;
+        len("node_x", self.node_x.len(), n_n, "nodes", false)?;
+        for (kind, names) in [("service", &self.services), ("node", &self.nodes)] {
+            let mut seen = std::collections::HashSet::with_capacity(names.len());
+            for n in names {
+                if !seen.insert(n) {
+                    return Err(SnapshotError::Duplicate {
+                        kind,
+                        name: n.clone(),
+                    });
+                }
+            }
+        }
+        let finite = |field: &'static str, what: &dyn Fn() -> String, v: f64| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(SnapshotError::NotFinite {
+                    field,
+                    what: what(),
+                    value: v,
+                })
+            }
+        };
+        let me = || "the snapshot".to_string();
+        finite("time_s", &me, self.time_s)?;
+        finite("window_s", &me, self.window_s)?;
+        if self.window_s <= 0.0 {
+            return Err(SnapshotError::NotFinite {
+                field: "window_s",
+                what: me(),
+                value: self.window_s,
+            });
+        }
+        for (i, x) in self.service_x.iter().enumerate() {
+            for (f, v) in SERVICE_FEATURES.iter().zip(x) {
+                finite(
+                    f,
+                    &|| format!("service `{}`", self.services[i]),
+                    f64::from(*v),
+                )?;
+            }
+        }
+        for (field, xs) in [
+            ("cpu_request_cores", &self.cpu_request_cores),
+            ("cpu_limit_cores", &self.cpu_limit_cores),
+        ] {
+            for (i, v) in xs.iter().enumerate() {
+                finite(
+                    field,
+                    &|| format!("service `{}`", self.services[i]),
+                    f64::from(*v),
+                )?;
+            }
+        }
+        for (i, x) in self.node_x.iter().enumerate() {
+            for (f, v) in NODE_FEATURES.iter().zip(x) {
+                finite(f, &|| format!("node `{}`", self.nodes[i]), f64::from(*v))?;
+            }
+        }
+        for (f, v) in GLOBAL_FEATURES.iter().zip(&self.global) {
+            finite(f, &me, f64::from(*v))?;
+        }
+        if let Some(e) = self.entry {
+            finite("entry.p95_ms", &me, f64::from(e[0]))?;
+            finite("entry.error_rate", &me, f64::from(e[1]))?;
+        }
+        for (relation, set, n_src, n_dst, width) in [
+            ("calls", &self.calls, n_s, n_s, CALL_FEATURES.len()),
+            ("runs_on", &self.runs_on, n_s, n_n, 1),
+            ("hosts", &self.hosts, n_n, n_s, 1),
+        ] {
+            len(relation, set.dst.len(), set.src.len(), "edges", false)?;
+            len(relation, set.attr.len(), set.src.len(), "edges", false)?;
+            for (edge, ((&s, &d), a)) in set.src.iter().zip(&set.dst).zip(&set.attr).enumerate() {
+                for (end, index, count) in [("source", s, n_src), ("destination", d, n_dst)] {
+                    if index as usize >= count {
+                        return Err(SnapshotError::Index {
+                            relation,
+                            edge,
+                            end,
+                            index,
+                            count,
+                        });
+                    }
+                }
+                if a.len() != width {
+                    return Err(SnapshotError::Width {
+                        relation,
+                        edge,
+                        got: a.len(),
+                        expected: width,
+                    });
+                }
+                for v in a {
+                    finite(
+                        "attr",
+                        &|| format!("edge {edge} of `{relation}`"),
+                        f64::from(*v),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// μ of one service. `stateful` carries the store's replica figures when it has any.
@@ -222,6 +465,13 @@ impl Snapshot {
                 obs.global.entry_p95_ms as f32,
                 obs.global.entry_error_rate as f32,
             ]),
+            cpu_limit_cores: services.iter().map(|s| s.cpu_limit_cores as f32).collect(),
+            service_missing: if services.iter().all(|s| s.is_complete()) {
+                vec![]
+            } else {
+                services.iter().map(|s| !s.is_complete()).collect()
+            },
+            global_missing: false,
         }
     }
 }
@@ -249,6 +499,7 @@ mod tests {
             p99_ms: 40.0,
             error_rate: 0.0,
             stateful,
+            missing: vec![],
         }
     }
 
@@ -256,8 +507,7 @@ mod tests {
         PodObs::placed(name, service, node, 0.1)
     }
 
-    #[test]
-    fn features_and_edges_by_hand() {
+    pub(super) fn small() -> ClusterObservation {
         let node = |name: &str, id: u32| NodeObs {
             name: name.into(),
             node_type: "t".into(),
@@ -269,7 +519,7 @@ mod tests {
             requested_mem_bytes: 2.0 * 1073741824.0,
             cpu_usage_cores: 0.5,
         };
-        let obs = ClusterObservation {
+        ClusterObservation {
             time_s: 30.0,
             window_s: 15.0,
             // Out of order on purpose: snapshots sort by name.
@@ -302,7 +552,12 @@ mod tests {
                 entry_error_rate: 0.0,
                 entry_rps: 10.0,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn features_and_edges_by_hand() {
+        let obs = small();
         let s = Snapshot::from_observation(&obs);
         assert_eq!(s.services, vec!["db", "web"]);
         assert_eq!(s.nodes, vec!["n1", "n2"]);
@@ -385,6 +640,84 @@ impl TemporalWindow {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod validate_tests {
+    use super::tests::small;
+    use super::*;
+
+    #[test]
+    fn validation_names_what_disagrees() {
+        let good = Snapshot::from_observation(&small());
+        assert_eq!(good.validate(), Ok(()));
+        let bad = |f: &dyn Fn(&mut Snapshot)| {
+            let mut s = good.clone();
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        // 2 services, 1 feature row (the poison message that wedged the policy stage).
+        assert_eq!(
+            bad(&|s| {
+                s.service_x.pop();
+            }),
+            "`service_x` has 1 entries for 2 services"
+        );
+        assert_eq!(
+            bad(&|s| s.replicas_spec.clear()),
+            "`replicas_spec` has 0 entries for 2 services"
+        );
+        assert_eq!(
+            bad(&|s| s.calls.dst[0] = 7),
+            "edge 0 of `calls` has destination index 7, but there are 2"
+        );
+        assert_eq!(
+            bad(&|s| s.calls.attr[0].truncate(1)),
+            "edge 0 of `calls` has 1 attributes, not 3"
+        );
+        assert_eq!(
+            bad(&|s| s.runs_on.src[1] = 9),
+            "edge 1 of `runs_on` has source index 9, but there are 2"
+        );
+        assert_eq!(
+            bad(&|s| s.service_x[1][2] = f32::NAN),
+            "`p95_ms` of service `web` is NaN"
+        );
+        assert_eq!(
+            bad(&|s| s.global[0] = f32::INFINITY),
+            "`cluster_cpu_utilization` of the snapshot is inf"
+        );
+        assert_eq!(
+            bad(&|s| s.services[1] = "db".into()),
+            "service `db` appears twice"
+        );
+        assert_eq!(
+            bad(&|s| s.service_missing = vec![true]),
+            "`service_missing` has 1 entries for 2 services"
+        );
+        // The optional lists may be empty (older snapshots).
+        let mut old = good.clone();
+        old.cpu_request_cores.clear();
+        old.cpu_limit_cores.clear();
+        assert_eq!(old.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_service_with_a_missing_metric_is_unknown() {
+        let mut obs = small();
+        obs.services[0].missing = vec!["cpu_usage_cores".into()];
+        let s = Snapshot::from_observation(&obs);
+        // Sorted by name: db, web; web lacks its CPU.
+        assert_eq!(s.service_missing, [false, true]);
+        assert!(s.service_known(0) && !s.service_known(1));
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        // Complete observations keep the field out of the JSON.
+        let full = serde_json::to_string(&Snapshot::from_observation(&small())).unwrap();
+        assert!(!full.contains("service_missing"));
+    }
+}
+
+#[cfg(test)]
 mod window_tests {
     use super::*;
 
@@ -405,6 +738,9 @@ mod window_tests {
             hosts: EdgeSet::default(),
             global: [0.0; 2],
             entry: None,
+            cpu_limit_cores: vec![],
+            service_missing: vec![],
+            global_missing: false,
         }
     }
 

@@ -4,24 +4,34 @@
 //! Guardrails, in order:
 //!
 //! 1. **Idempotence**: an action id seen before gets the first decision back; nothing is applied
-//!    twice.
-//! 2. **Hold on stale or missing telemetry**: if the service's latest telemetry is older than
-//!    `stale_after_s`, or there is none, the action is refused — the actuator never scales on
-//!    missing data, in either direction.
-//! 3. **Known service**: an action on a workload the cluster does not have is refused.
-//! 4. **Cooldown**: a service changed less than `cooldown_s` ago is left alone. The parts of one
+//!    twice. The decisions remembered are bounded ([`DECIDED_CAP`]); past that, the next rule
+//!    still refuses a redelivered action.
+//! 2. **Last writer wins, per part**: each service's replicas, CPU and node type are three
+//!    parts; an action older than the newest one already decided for its part is refused as
+//!    superseded, so redelivery and reordering cannot undo a newer decision. With a
+//!    `state_file`, what was decided survives a restart.
+//! 3. **Time-to-live**: an action stamped (by its snapshot window) more than `action_ttl_s`
+//!    before now is refused: a day-old decision is not applied.
+//! 4. **Hold on stale or missing telemetry**: if the service's latest plausible telemetry is
+//!    older than `stale_after_s`, there is none, or it lacks a metric (an absent series or a
+//!    NaN sample), the action is refused — the actuator never scales on missing data, in either
+//!    direction. Telemetry stamped more than `max_clock_skew_s` ahead of now is not plausible:
+//!    it is ignored and counted, so one future-dated event cannot switch the guard off.
+//! 5. **Known service**: an action on a workload the cluster does not have is refused.
+//! 6. **Cooldown**: a service changed less than `cooldown_s` ago is left alone. The parts of one
 //!    decision (a learned policy's replicas, CPU quota and node type for one service, all at the
 //!    same instant) are one change: only an earlier instant starts the cooldown.
-//! 5. **Bounds and step**: the target replica count is clamped to `[min, max]` (per service
+//! 7. **Bounds and step**: the target replica count is clamped to `[min, max]` (per service
 //!    overrides) and to at most `max_step` away from the current count; a CPU limit change is
 //!    clamped to `[min_cpu_limit_m, max_cpu_limit_m]`. A clamp is noted in the record.
-//! 6. **Capacity**: a scale-up whose added CPU requests exceed the cluster's free allocatable CPU
+//! 8. **Capacity**: a scale-up whose added CPU requests exceed the cluster's free allocatable CPU
 //!    (less `reserve_cpu_cores`) is refused.
-//! 7. **Dry run**: with `dry_run`, nothing is applied; the record says what would have been.
+//! 9. **Dry run**: with `dry_run`, nothing is applied; the record says what would have been.
 //!
 //! The cluster is behind the [`Cluster`] trait: the twin in process, or the Kubernetes API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 
 use graphscaler_schemas::{Action, ActionKind, ActionOutcome, AuditRecord, Envelope};
 use serde::{Deserialize, Serialize};
@@ -51,6 +61,78 @@ pub struct Guardrails {
     pub reserve_cpu_cores: f64,
     /// Record decisions without applying them.
     pub dry_run: bool,
+    /// An action stamped more than this many seconds before now is refused.
+    #[serde(default = "default_action_ttl_s")]
+    pub action_ttl_s: f64,
+    /// Telemetry stamped more than this many seconds after now is implausible and ignored.
+    #[serde(default = "default_max_clock_skew_s")]
+    pub max_clock_skew_s: f64,
+    /// Where the actuator keeps what it decided (last writer per part, recent decisions), so a
+    /// restart refuses what it already decided; empty: in memory only.
+    #[serde(default)]
+    pub state_file: String,
+}
+
+fn default_action_ttl_s() -> f64 {
+    120.0
+}
+
+fn default_max_clock_skew_s() -> f64 {
+    60.0
+}
+
+impl Guardrails {
+    /// Every problem with these settings, each naming the key (empty: valid). Bounds that are
+    /// inverted, durations that are NaN, infinite or negative, and a zero step are refused.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = vec![];
+        if self.min_replicas == 0 {
+            errs.push(
+                "guardrails.min_replicas must be at least 1 (0 would scale a service away)".into(),
+            );
+        }
+        if self.min_replicas > self.max_replicas {
+            errs.push(format!(
+                "guardrails.min_replicas {} is above max_replicas {}",
+                self.min_replicas, self.max_replicas
+            ));
+        }
+        if self.max_step == 0 {
+            errs.push("guardrails.max_step must be at least 1".into());
+        }
+        if self.min_cpu_limit_m == 0 || self.min_cpu_limit_m > self.max_cpu_limit_m {
+            errs.push(format!(
+                "guardrails needs 1 <= min_cpu_limit_m <= max_cpu_limit_m, got {} and {}",
+                self.min_cpu_limit_m, self.max_cpu_limit_m
+            ));
+        }
+        let mut services: Vec<_> = self.per_service.iter().collect();
+        services.sort();
+        for (name, (lo, hi)) in services {
+            if *lo == 0 || lo > hi {
+                errs.push(format!(
+                    "guardrails.per_service.{name} needs 1 <= min <= max, got [{lo}, {hi}]"
+                ));
+            }
+        }
+        for (key, v) in [
+            ("cooldown_s", self.cooldown_s),
+            ("stale_after_s", self.stale_after_s),
+            ("reserve_cpu_cores", self.reserve_cpu_cores),
+            ("action_ttl_s", self.action_ttl_s),
+            ("max_clock_skew_s", self.max_clock_skew_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                errs.push(format!(
+                    "guardrails.{key} must be a finite number >= 0, got {v}"
+                ));
+            }
+        }
+        if self.stale_after_s == 0.0 || self.action_ttl_s == 0.0 {
+            errs.push("guardrails.stale_after_s and action_ttl_s must be positive".into());
+        }
+        errs
+    }
 }
 
 impl Default for Guardrails {
@@ -66,6 +148,9 @@ impl Default for Guardrails {
             max_cpu_limit_m: 4000,
             reserve_cpu_cores: 0.5,
             dry_run: false,
+            action_ttl_s: default_action_ttl_s(),
+            max_clock_skew_s: default_max_clock_skew_s(),
+            state_file: String::new(),
         }
     }
 }
@@ -91,32 +176,169 @@ pub trait Cluster {
     fn apply(&mut self, action: &Action) -> Result<(), String>;
 }
 
+/// How many decisions the actuator remembers by action id.
+pub const DECIDED_CAP: usize = 4096;
+
+/// The part of a service an action changes: each part has its own last writer.
+pub fn part(kind: &ActionKind) -> &'static str {
+    kind.part()
+}
+
+/// What the actuator keeps across restarts (its `state_file`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActuatorState {
+    /// Per `service/part`: the stamp (seconds) and id of the newest action decided.
+    pub last_writer: HashMap<String, (f64, String)>,
+    /// Per service: when it was last changed (the cooldown).
+    pub last_change: HashMap<String, f64>,
+    /// The most recent decisions, oldest first, at most [`DECIDED_CAP`].
+    pub decided: VecDeque<AuditRecord>,
+}
+
+/// Counters of what the guardrails did beyond each decision's record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActuatorStats {
+    /// Telemetry ignored for being stamped too far ahead of now.
+    pub implausible_telemetry: u64,
+    /// Failures to write the state file (each logged).
+    pub state_write_failures: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: f64,
+    complete: bool,
+}
+
 /// The actuator.
 #[derive(Debug)]
 pub struct Actuator {
     rails: Guardrails,
-    decided: HashMap<String, AuditRecord>,
-    last_change: HashMap<String, f64>,
-    telemetry_at: HashMap<String, f64>,
+    state: ActuatorState,
+    index: HashMap<String, usize>,
+    base: usize,
+    telemetry_at: HashMap<String, Seen>,
+    missing: HashMap<String, Vec<String>>,
+    /// What the guardrails counted.
+    pub stats: ActuatorStats,
+}
+
+/// Why an actuator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    /// The settings are invalid.
+    #[error("invalid guardrails:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    /// The state file exists and cannot be read.
+    #[error("actuator state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Actuator {
-    /// An actuator with these guardrails.
+    /// An actuator with these guardrails, in memory (the state file, if set, is not read: see
+    /// [`Actuator::open`]).
     pub fn new(rails: Guardrails) -> Self {
         Self {
             rails,
-            decided: HashMap::new(),
-            last_change: HashMap::new(),
+            state: ActuatorState::default(),
+            index: HashMap::new(),
+            base: 0,
             telemetry_at: HashMap::new(),
+            missing: HashMap::new(),
+            stats: ActuatorStats::default(),
         }
     }
 
-    /// Records that telemetry about `service` was observed at `t` (seconds).
-    pub fn saw_telemetry(&mut self, service: &str, t: f64) {
-        let e = self.telemetry_at.entry(service.to_string()).or_insert(t);
-        if t > *e {
-            *e = t;
+    /// An actuator with validated guardrails, resuming from `state_file` when it is set and
+    /// exists.
+    pub fn open(rails: Guardrails) -> Result<Self, ActuateError> {
+        let problems = rails.problems();
+        if !problems.is_empty() {
+            return Err(ActuateError::Config(problems));
         }
+        let mut a = Self::new(rails);
+        if !a.rails.state_file.is_empty() {
+            let path = PathBuf::from(&a.rails.state_file);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let st: ActuatorState =
+                        serde_json::from_slice(&bytes).map_err(|e| ActuateError::State {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    a.state = st;
+                    a.reindex();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ActuateError::State {
+                        path,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(a)
+    }
+
+    fn reindex(&mut self) {
+        self.base = 0;
+        self.index = self
+            .state
+            .decided
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.action_id.clone(), i))
+            .collect();
+    }
+
+    /// The clock skew it tolerates, seconds.
+    pub fn max_clock_skew_s(&self) -> f64 {
+        self.rails.max_clock_skew_s
+    }
+
+    /// What the actuator keeps across restarts.
+    pub fn state(&self) -> &ActuatorState {
+        &self.state
+    }
+
+    /// Records that telemetry about `service` was observed at `t` (seconds), complete.
+    pub fn saw_telemetry(&mut self, service: &str, t: f64) {
+        self.saw_service(service, t, &[], f64::INFINITY);
+    }
+
+    /// Records telemetry about `service` observed at `t` with these `missing` metrics, at time
+    /// `now`. Telemetry stamped more than `max_clock_skew_s` after `now` (or not finite) is not
+    /// plausible: it is ignored and counted, and returns `false`.
+    pub fn saw_service(&mut self, service: &str, t: f64, missing: &[String], now: f64) -> bool {
+        if !t.is_finite() || t > now + self.rails.max_clock_skew_s {
+            self.stats.implausible_telemetry += 1;
+            return false;
+        }
+        let e = self
+            .telemetry_at
+            .entry(service.to_string())
+            .or_insert(Seen {
+                at: t,
+                complete: missing.is_empty(),
+            });
+        if t >= e.at {
+            *e = Seen {
+                at: t,
+                complete: missing.is_empty(),
+            };
+            if missing.is_empty() {
+                self.missing.remove(service);
+            } else {
+                self.missing.insert(service.to_string(), missing.to_vec());
+            }
+        }
+        true
     }
 
     fn bounds(&self, service: &str) -> (u32, u32) {
@@ -127,6 +349,61 @@ impl Actuator {
             .unwrap_or((self.rails.min_replicas, self.rails.max_replicas))
     }
 
+    fn remembered(&self, id: &str) -> Option<&AuditRecord> {
+        let i = *self.index.get(id)?;
+        self.state.decided.get(i.checked_sub(self.base)?)
+    }
+
+    fn remember(&mut self, record: &AuditRecord, stamp: f64, plausible: bool) {
+        let key = format!("{}/{}", record.action.service, part(&record.action.kind));
+        // A stamp from the future never becomes the last writer: it would supersede every
+        // real decision after it.
+        let newer = plausible
+            && self
+                .state
+                .last_writer
+                .get(&key)
+                .is_none_or(|(t, _)| stamp >= *t);
+        if newer {
+            self.state
+                .last_writer
+                .insert(key, (stamp, record.action_id.clone()));
+        }
+        self.index.insert(
+            record.action_id.clone(),
+            self.base + self.state.decided.len(),
+        );
+        self.state.decided.push_back(record.clone());
+        while self.state.decided.len() > DECIDED_CAP {
+            if let Some(old) = self.state.decided.pop_front() {
+                if self.index.get(&old.action_id) == Some(&self.base) {
+                    self.index.remove(&old.action_id);
+                }
+                self.base += 1;
+            }
+        }
+        self.persist();
+    }
+
+    fn persist(&mut self) {
+        if self.rails.state_file.is_empty() {
+            return;
+        }
+        let path = PathBuf::from(&self.rails.state_file);
+        let write = || -> std::io::Result<()> {
+            let tmp = path.with_extension("tmp");
+            let bytes = serde_json::to_vec(&self.state).map_err(std::io::Error::other)?;
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            if self.stats.state_write_failures == 0 {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the actuator's state file; a restart may forget recent decisions");
+            }
+            self.stats.state_write_failures += 1;
+        }
+    }
+
     /// Decides on one action at time `now` (seconds), applying it unless a guardrail stops it.
     pub fn handle(
         &mut self,
@@ -134,7 +411,7 @@ impl Actuator {
         action: &Envelope<Action>,
         now: f64,
     ) -> AuditRecord {
-        if let Some(r) = self.decided.get(&action.event_id) {
+        if let Some(r) = self.remembered(&action.event_id) {
             return r.clone();
         }
         let record = self.decide(cluster, action, now);
@@ -146,7 +423,9 @@ impl Actuator {
                 tracing::info!(action = %action.event_id, service = %action.payload.service, %reason, "action refused")
             }
         }
-        self.decided.insert(action.event_id.clone(), record.clone());
+        let stamp = action.observed_at_s;
+        let plausible = stamp.is_finite() && stamp <= now + self.rails.max_clock_skew_s;
+        self.remember(&record, stamp, plausible);
         record
     }
 
@@ -164,14 +443,47 @@ impl Actuator {
             dry_run: false,
             note: None,
         };
+        let stamp = env.observed_at_s;
+        let key = format!("{}/{}", a.service, part(&a.kind));
+        if let Some((t, id)) = self.state.last_writer.get(&key) {
+            if stamp < *t || (stamp == *t && *id == env.event_id) {
+                return refuse(format!(
+                    "superseded: {} was decided at {t:.0} s ({id}); this action is from {stamp:.0} s",
+                    key
+                ));
+            }
+        }
+        if stamp > now + self.rails.max_clock_skew_s {
+            return refuse(format!(
+                "implausible: the action is stamped {:.0} s ahead of now (clock skew limit {:.0} s)",
+                stamp - now,
+                self.rails.max_clock_skew_s
+            ));
+        }
+        if !stamp.is_finite() || now - stamp > self.rails.action_ttl_s {
+            return refuse(format!(
+                "expired: the action is {:.0} s old (time-to-live {:.0} s)",
+                now - stamp,
+                self.rails.action_ttl_s
+            ));
+        }
         match self.telemetry_at.get(&a.service) {
             None => return refuse(format!("hold: no telemetry for {}", a.service)),
-            Some(t) if now - t > self.rails.stale_after_s => {
+            Some(t) if now - t.at > self.rails.stale_after_s => {
                 return refuse(format!(
                     "hold: telemetry for {} is {:.0} s old (limit {:.0} s)",
                     a.service,
-                    now - t,
+                    now - t.at,
                     self.rails.stale_after_s
+                ))
+            }
+            Some(t) if !t.complete => {
+                return refuse(format!(
+                    "hold: telemetry for {} is missing {}",
+                    a.service,
+                    self.missing
+                        .get(&a.service)
+                        .map_or_else(String::new, |m| m.join(", "))
                 ))
             }
             _ => {}
@@ -179,7 +491,7 @@ impl Actuator {
         let Some(w) = cluster.workload(&a.service) else {
             return refuse(format!("unknown workload `{}`", a.service));
         };
-        if let Some(t) = self.last_change.get(&a.service) {
+        if let Some(t) = self.state.last_change.get(&a.service) {
             if now - t > 1e-9 && now - t < self.rails.cooldown_s {
                 return refuse(format!(
                     "cooldown: {} changed {:.0} s ago (cooldown {:.0} s)",
@@ -202,9 +514,12 @@ impl Actuator {
                 let (lo, hi) = self.bounds(&a.service);
                 let cur = i64::from(w.replicas);
                 let step = i64::from(self.rails.max_step);
+                // max-then-min, not clamp: settings that slipped past validation never panic.
                 let target = wanted
-                    .clamp(i64::from(lo), i64::from(hi))
-                    .clamp(cur - step, cur + step);
+                    .max(i64::from(lo))
+                    .min(i64::from(hi))
+                    .max(cur - step)
+                    .min(cur + step);
                 if target != wanted {
                     note = Some(format!("clamped from {wanted} to {target} replicas (bounds [{lo}, {hi}], max step {step})"));
                 }
@@ -235,7 +550,9 @@ impl Actuator {
                 }
             }
             ActionKind::SetCpuLimit { millicores } => {
-                let m = (*millicores).clamp(self.rails.min_cpu_limit_m, self.rails.max_cpu_limit_m);
+                let m = (*millicores)
+                    .max(self.rails.min_cpu_limit_m)
+                    .min(self.rails.max_cpu_limit_m);
                 if m != *millicores {
                     note = Some(format!("clamped from {millicores} m to {m} m"));
                 }
@@ -247,7 +564,9 @@ impl Actuator {
                 }
                 let d = delta.clamp(-1.0, 1.0);
                 let m = (f64::from(w.cpu_limit_m) * 2f64.powf(d)).round() as u32;
-                let m = m.clamp(self.rails.min_cpu_limit_m, self.rails.max_cpu_limit_m);
+                let m = m
+                    .max(self.rails.min_cpu_limit_m)
+                    .min(self.rails.max_cpu_limit_m);
                 note = Some(format!("{} m -> {m} m", w.cpu_limit_m));
                 ActionKind::SetCpuLimit { millicores: m }
             }
@@ -265,7 +584,7 @@ impl Actuator {
         }
         match cluster.apply(&effective) {
             Ok(()) => {
-                self.last_change.insert(a.service.clone(), now);
+                self.state.last_change.insert(a.service.clone(), now);
                 AuditRecord {
                     action_id: env.event_id.clone(),
                     action: effective,

@@ -163,16 +163,41 @@ pub struct Received {
     pub payload: Vec<u8>,
 }
 
+/// Where a consumer group without committed offsets starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// At the oldest message kept (nothing published before is missed).
+    Earliest,
+    /// At the end (only what is published from now on).
+    Latest,
+}
+
 impl Consumer {
     /// A consumer in `group` subscribed to `topics`, starting from the earliest offset when the
     /// group has none, committing manually.
     pub fn new(cfg: &BusConfig, group: &str, topics: &[&str]) -> Result<Self, BusError> {
+        Self::with_reset(cfg, group, topics, Reset::Earliest)
+    }
+
+    /// [`Consumer::new`], starting at `reset` when the group has no committed offsets.
+    pub fn with_reset(
+        cfg: &BusConfig,
+        group: &str,
+        topics: &[&str],
+        reset: Reset,
+    ) -> Result<Self, BusError> {
         let inner: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &cfg.bootstrap)
             .set("client.id", &cfg.client_id)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
+            .set(
+                "auto.offset.reset",
+                match reset {
+                    Reset::Earliest => "earliest",
+                    Reset::Latest => "latest",
+                },
+            )
             // Brokers may hold an empty fetch this long (librdkafka's default is 500 ms, which
             // would add up to half a second per stage to the sample-to-action latency).
             .set("fetch.wait.max.ms", "10")

@@ -471,7 +471,15 @@ impl Hpa {
     /// ready pods), not per-pod samples. Each ready pod is given the service's mean usage, and
     /// each missing one counts as not yet ready, so the upstream calculation sees the same
     /// utilisation ratio it would see from the pods when their usage is even.
+    ///
+    /// A service whose features are unknown (a metric missing, [`Snapshot::service_missing`])
+    /// is held, as upstream's controller holds a target whose metrics it cannot get; a snapshot
+    /// whose parts disagree ([`Snapshot::validate`]) gets no action at all.
     pub fn decide_snapshot(&mut self, snap: &Snapshot) -> Vec<Action> {
+        if let Err(e) = snap.validate() {
+            tracing::warn!(error = %e, "the HPA got a snapshot whose parts disagree; no action");
+            return vec![];
+        }
         let long_ago = snap.time_s - 1e6;
         let pods: Vec<Vec<PodObs>> = snap
             .services
@@ -499,13 +507,18 @@ impl Hpa {
             })
             .collect();
         let refs: Vec<Vec<&PodObs>> = pods.iter().map(|v| v.iter().collect()).collect();
-        let targets = snap.services.iter().enumerate().map(|(i, name)| {
-            (
-                name.as_str(),
-                snap.replicas_spec.get(i).copied().unwrap_or(0),
-                refs[i].as_slice(),
-            )
-        });
+        let targets = snap
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| snap.service_known(*i))
+            .map(|(i, name)| {
+                (
+                    name.as_str(),
+                    snap.replicas_spec.get(i).copied().unwrap_or(0),
+                    refs[i].as_slice(),
+                )
+            });
         self.reconcile_all(snap.time_s, targets)
     }
 

@@ -68,6 +68,7 @@ fn synthetic_events(windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
         p99_ms: 300.0,
         error_rate: 0.0,
         stateful: false,
+        missing: vec![],
     };
     let edges: Vec<(usize, usize)> = (0..ne)
         .map(|_| (rng.random_range(0..ns), rng.random_range(0..ns)))

@@ -22,7 +22,8 @@ use crate::rows;
 /// One fact of the maintained graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Fact {
-    /// μ of a service (7 `f32` bit patterns), then its spec and ready replicas.
+    /// μ of a service (7 `f32` bit patterns), then its spec and ready replicas, CPU request,
+    /// whether a metric is missing (1) and CPU limit.
     Service(Id, Vec<u32>),
     /// ν of a node.
     Node(Id, Vec<u32>),
@@ -95,6 +96,8 @@ pub fn graph<'scope>(
             obs.replicas_spec,
             obs.replicas_ready,
             (obs.cpu_request_cores as f32).to_bits(),
+            u32::from(!obs.is_complete()),
+            (obs.cpu_limit_cores as f32).to_bits(),
         ]);
         Fact::Service(k, x)
     });

@@ -82,6 +82,8 @@ pub struct IngestStats {
     pub late: u64,
     /// Entities retracted for lack of refresh.
     pub expired: u64,
+    /// Empty windows not cut because they followed a long gap (see the driver's close).
+    pub skipped_windows: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,11 @@ impl Ingest {
             names: Names::default(),
             stats: IngestStats::default(),
         }
+    }
+
+    /// Windows after which an unrefreshed metrics entity is retracted.
+    pub fn stale_windows(&self) -> u64 {
+        self.stale_windows
     }
 
     /// The window an observation time falls in.

@@ -186,6 +186,8 @@ impl Assembler {
         let mut replicas_spec = Vec::with_capacity(n_s);
         let mut replicas_ready = Vec::with_capacity(n_s);
         let mut cpu_request_cores = Vec::with_capacity(n_s);
+        let mut cpu_limit_cores = Vec::with_capacity(n_s);
+        let mut service_missing = Vec::with_capacity(n_s);
         let mut s_idx: std::collections::HashMap<&str, u32> =
             std::collections::HashMap::with_capacity(n_s);
         for (i, (n, x)) in self.services.iter().enumerate() {
@@ -195,6 +197,8 @@ impl Assembler {
             replicas_spec.push(x.get(7).copied().unwrap_or(0));
             replicas_ready.push(x.get(8).copied().unwrap_or(0));
             cpu_request_cores.push(f(x, 9));
+            service_missing.push(x.get(10).copied().unwrap_or(0) != 0);
+            cpu_limit_cores.push(f(x, 11));
         }
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut node_x = Vec::with_capacity(self.nodes.len());
@@ -254,6 +258,13 @@ impl Assembler {
             hosts,
             global,
             entry,
+            cpu_limit_cores,
+            service_missing: if service_missing.iter().any(|m| *m) {
+                service_missing
+            } else {
+                vec![]
+            },
+            global_missing: self.global.len() == 0,
         }
     }
 }
@@ -272,11 +283,12 @@ pub enum Command {
 type Commands = Box<dyn Iterator<Item = Command> + Send>;
 
 /// Runs the dataflow over `commands` with `cfg.workers` timely workers (worker 0 ingests, all
-/// share the dataflow's work), calling `emit` with each snapshot and the seconds its window took.
+/// share the dataflow's work), calling `emit` with each snapshot and the seconds its window took,
+/// and with `None` when a close command is done.
 fn drive(
     cfg: &GraphConfig,
     commands: Commands,
-    emit: impl FnMut(Snapshot, f64) + Send + 'static,
+    emit: impl FnMut(Option<(Snapshot, f64)>) + Send + 'static,
 ) -> Result<IngestStats, GraphError> {
     let cfg = cfg.clone();
     let commands = Arc::new(Mutex::new(Some(commands)));
@@ -330,8 +342,22 @@ fn drive(
                     }
                 }
                 Command::Close(upto) => {
-                    let Some(mut w) = open else { continue };
+                    let Some(mut w) = open else {
+                        if let Ok(mut emit) = emit.lock() {
+                            (*emit)(None);
+                        }
+                        continue;
+                    };
+                    // A gap of empty windows (a clock jump, a consumer catching up from old
+                    // offsets) is bounded: after `stale_windows + 1` of them every metrics
+                    // entity has expired and the windows after differ only in their time, so
+                    // the job cuts those and then jumps to `upto`, counting what it skipped.
+                    let full = w.saturating_add(ingest.stale_windows() + 1);
                     while w <= upto {
+                        if w == full && upto > full {
+                            ingest.stats.skipped_windows += upto - full;
+                            w = upto;
+                        }
                         for (x, d) in ingest.close(w) {
                             input.update(x, d);
                         }
@@ -348,10 +374,13 @@ fn drive(
                         assembler.apply(ready, &ingest.names);
                         let snap = assembler.snapshot((w + 1) as f64 * cfg.window_s, cfg.window_s);
                         if let Ok(mut emit) = emit.lock() {
-                            (*emit)(snap, started.elapsed().as_secs_f64());
+                            (*emit)(Some((snap, started.elapsed().as_secs_f64())));
                         }
                         started = std::time::Instant::now();
                         w += 1;
+                    }
+                    if let Ok(mut emit) = emit.lock() {
+                        (*emit)(None);
                     }
                     open = Some(w);
                 }
@@ -387,8 +416,8 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
     }
     let out = Arc::new(Mutex::new((vec![], vec![])));
     let sink = out.clone();
-    let stats = drive(cfg, Box::new(commands.into_iter()), move |snap, secs| {
-        if let Ok(mut o) = sink.lock() {
+    let stats = drive(cfg, Box::new(commands.into_iter()), move |cut| {
+        if let (Some((snap, secs)), Ok(mut o)) = (cut, sink.lock()) {
             o.0.push(snap);
             o.1.push(secs);
         }
@@ -407,7 +436,7 @@ pub fn run(events: Vec<TelemetryEvent>, cfg: &GraphConfig) -> Result<GraphRun, G
 #[derive(Debug)]
 pub struct LiveGraph {
     commands: Option<std::sync::mpsc::Sender<Command>>,
-    snapshots: std::sync::mpsc::Receiver<Snapshot>,
+    snapshots: std::sync::mpsc::Receiver<Option<Snapshot>>,
     handle: Option<std::thread::JoinHandle<Result<IngestStats, GraphError>>>,
 }
 
@@ -415,13 +444,13 @@ impl LiveGraph {
     /// Starts the dataflow.
     pub fn spawn(cfg: &GraphConfig) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<Command>();
-        let (stx, srx) = std::sync::mpsc::channel::<Snapshot>();
+        let (stx, srx) = std::sync::mpsc::channel::<Option<Snapshot>>();
         let cfg = cfg.clone();
         let stx = Mutex::new(stx);
         let handle = std::thread::spawn(move || {
-            drive(&cfg, Box::new(rx.into_iter()), move |snap, _| {
+            drive(&cfg, Box::new(rx.into_iter()), move |cut| {
                 if let Ok(tx) = stx.lock() {
-                    let _ = tx.send(snap);
+                    let _ = tx.send(cut.map(|(snap, _)| snap));
                 }
             })
         });
@@ -449,8 +478,20 @@ impl LiveGraph {
         self.send(Command::Close(w))
     }
 
-    /// The next snapshot, waiting at most `wait`.
+    /// The next snapshot, waiting at most `wait`; snapshots of a close that is done are all
+    /// taken first (the end-of-close markers are skipped).
     pub fn next_snapshot(&self, wait: std::time::Duration) -> Option<Snapshot> {
+        loop {
+            match self.snapshots.recv_timeout(wait).ok()? {
+                Some(s) => return Some(s),
+                None => continue,
+            }
+        }
+    }
+
+    /// What the last [`LiveGraph::close`] cut, one at a time: `Some(Some(snapshot))`, then
+    /// `Some(None)` when that close is done; `None` if nothing came within `wait`.
+    pub fn next_cut(&self, wait: std::time::Duration) -> Option<Option<Snapshot>> {
         self.snapshots.recv_timeout(wait).ok()
     }
 
@@ -491,6 +532,7 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
         // Without a global event the entry's figures are unknown, not zero.
         if !state.keys().any(|e| matches!(e, Entity::Global(_))) {
             snap.entry = None;
+            snap.global_missing = true;
         }
         snapshots.push(snap);
         window_secs.push(started.elapsed().as_secs_f64());

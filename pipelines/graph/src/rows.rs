@@ -38,6 +38,7 @@ pub fn service(s: &ServiceObs) -> Row {
         f(s.p99_ms),
         f(s.error_rate),
         u64::from(s.stateful),
+        s.missing_mask(),
     ]
 }
 
@@ -60,6 +61,7 @@ pub fn service_back(name: &str, r: &[u64]) -> ServiceObs {
         p99_ms: g(r, 12),
         error_rate: g(r, 13),
         stateful: r.get(14).copied().unwrap_or(0) != 0,
+        missing: ServiceObs::missing_from_mask(r.get(15).copied().unwrap_or(0)),
     }
 }
 

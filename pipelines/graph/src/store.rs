@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder, UInt32Builder,
+    BooleanBuilder, FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder, UInt32Builder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, UInt32Type};
@@ -91,7 +91,17 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     let mut requests = f32_list();
     let mut entry =
         FixedSizeListBuilder::new(Float32Builder::new(), 2).with_field(item(DataType::Float32));
+    let mut limits = f32_list();
+    let mut missing = ListBuilder::new(BooleanBuilder::new()).with_field(item(DataType::Boolean));
+    let mut global_missing = BooleanBuilder::new();
     for s in snapshots {
+        limits.values().append_slice(&s.cpu_limit_cores);
+        limits.append(true);
+        for m in &s.service_missing {
+            missing.values().append_value(*m);
+        }
+        missing.append(true);
+        global_missing.append_value(s.global_missing);
         for n in &s.services {
             services.values().append_value(n);
         }
@@ -172,6 +182,9 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     cols.push(Arc::new(global.finish()));
     cols.push(Arc::new(requests.finish()));
     cols.push(Arc::new(entry.finish()));
+    cols.push(Arc::new(limits.finish()));
+    cols.push(Arc::new(missing.finish()));
+    cols.push(Arc::new(global_missing.finish()));
     let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| StoreError::Schema {
         path: p.clone(),
         message: e.to_string(),
@@ -278,6 +291,9 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
         let global = col("global");
         let global = fixed_rows::<2>(global.as_ref());
         let requests = b.column_by_name("cpu_request_cores").cloned();
+        let limits = b.column_by_name("cpu_limit_cores").cloned();
+        let missing = b.column_by_name("service_missing").cloned();
+        let global_missing = b.column_by_name("global_missing").cloned();
         let entry = b.column_by_name("entry").cloned();
         let entry: Vec<Option<[f32; 2]>> = match &entry {
             Some(e) => fixed_rows::<2>(e.as_ref())
@@ -338,6 +354,24 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
                         .to_vec()
                 }),
                 entry: entry[i],
+                cpu_limit_cores: limits.as_ref().map_or_else(Vec::new, |r| {
+                    r.as_list::<i32>()
+                        .value(i)
+                        .as_primitive::<Float32Type>()
+                        .values()
+                        .to_vec()
+                }),
+                service_missing: missing.as_ref().map_or_else(Vec::new, |r| {
+                    r.as_list::<i32>()
+                        .value(i)
+                        .as_boolean()
+                        .iter()
+                        .map(|x| x.unwrap_or(true))
+                        .collect()
+                }),
+                global_missing: global_missing
+                    .as_ref()
+                    .is_some_and(|g| g.as_boolean().value(i)),
             });
         }
     }

@@ -34,6 +34,7 @@ fn service(name: &str, rng: &mut impl Rng) -> ServiceObs {
         p99_ms: 400.0,
         error_rate: rng.random::<f64>() * 0.1,
         stateful: name.ends_with('0'),
+        missing: vec![],
     }
 }
 
@@ -354,9 +355,13 @@ fn snapshots_round_trip_through_parquet_and_bad_files_are_named() {
     assert_eq!(back.len(), snaps.len());
     for (a, b) in back.iter().zip(&snaps) {
         assert!(a.entry.is_none() && a.cpu_request_cores.is_empty());
+        assert!(a.cpu_limit_cores.is_empty() && a.service_missing.is_empty() && !a.global_missing);
         let mut a = a.clone();
         a.entry = b.entry;
         a.cpu_request_cores = b.cpu_request_cores.clone();
+        a.cpu_limit_cores = b.cpu_limit_cores.clone();
+        a.service_missing = b.service_missing.clone();
+        a.global_missing = b.global_missing;
         assert_eq!(&a, b);
     }
     // Not Parquet.
@@ -472,4 +477,50 @@ fn two_processes_equal_one() {
     assert_eq!(main.stats, one.stats);
     assert_eq!(main.snapshots, one.snapshots);
     assert!(!main.snapshots.is_empty());
+}
+
+/// A window far ahead (a year of 30 s windows, as one event stamped a year ahead once made the
+/// job loop over ~3 M windows and grow without bound) is cut in a bounded number of steps: the
+/// windows until every metrics entity has expired, then the far one; the rest are counted as
+/// skipped. The snapshot after the gap is what the full loop would give: the graph less what
+/// expired.
+#[test]
+fn a_long_gap_is_cut_in_bounded_steps() {
+    use graphscaler_graph::LiveGraph;
+    let cfg = GraphConfig::default();
+    let events = stream(5, 6, 3, cfg.window_s);
+    let live = LiveGraph::spawn(&cfg);
+    let mut open = None;
+    for e in events {
+        let w = (e.observed_at_s() / cfg.window_s).floor() as u64;
+        if open.is_some_and(|o| w > o) {
+            live.close(w - 1).unwrap();
+        }
+        open = Some(w);
+        live.push(e).unwrap();
+    }
+    let last = open.unwrap();
+    let far = last + 365 * 24 * 120;
+    let t0 = std::time::Instant::now();
+    live.close(far).unwrap();
+    let mut cut = vec![];
+    while let Some(s) = live.next_snapshot(std::time::Duration::from_secs(5)) {
+        cut.push(s);
+    }
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20));
+    let expected_windows = (last + 1) as usize + cfg.stale_windows as usize + 2;
+    assert_eq!(
+        cut.len(),
+        expected_windows,
+        "windows before the gap, the expiry ones, the far one"
+    );
+    let after = cut.last().unwrap();
+    assert_eq!(after.time_s, (far + 1) as f64 * cfg.window_s);
+    assert!(after.services.is_empty(), "services expired over the gap");
+    assert!(after.global_missing && after.entry.is_none());
+    let stats = live.finish().unwrap();
+    assert_eq!(
+        stats.skipped_windows,
+        far - (last + 1) - (cfg.stale_windows + 1)
+    );
 }

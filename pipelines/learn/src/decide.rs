@@ -125,7 +125,9 @@ impl DecisionState {
         );
         m.progress = self.decisions as f32 / rules.decisions_per_tick.max(1) as f32;
         for s in 0..self.services.len() {
+            // A service whose features are unknown (a metric missing) is held.
             let blocked = self.changed_this_tick[s]
+                || !snap.service_known(s)
                 || (rules.cooldown_s > 0.0 && self.now - self.last_change[s] < rules.cooldown_s);
             for (t, &p) in present.iter().enumerate() {
                 m.pairs[s * k + t] = !blocked && p;

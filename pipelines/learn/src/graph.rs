@@ -258,6 +258,9 @@ mod tests {
             },
             global: [0.5, 0.1],
             entry: Some([150.0, 0.0]),
+            cpu_limit_cores: vec![],
+            service_missing: vec![],
+            global_missing: false,
         };
         let g = HeteroGraph::from_snapshot(&s, Device::Cpu);
         assert_eq!(g.x_service.size(), [2, 7]);

@@ -265,6 +265,7 @@ mod tests {
             p99_ms: 3.0,
             error_rate: 0.0,
             stateful: false,
+            missing: vec![],
         }
     }
 

@@ -19,6 +19,9 @@ use crate::decide::{window_of, DecisionState};
 /// Why a snapshot got no decision.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ServeError {
+    /// The snapshot's parts disagree (lengths, edge indices, widths, non-finite values).
+    #[error("the snapshot is not consistent: {0}")]
+    Invalid(graphscaler_schemas::SnapshotError),
     /// The services differ from the model's.
     #[error("the snapshot's services differ from the model's: {0}")]
     Services(String),
@@ -82,6 +85,7 @@ pub struct LearnedPolicy {
 }
 
 fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
+    snap.validate().map_err(ServeError::Invalid)?;
     if snap.services != services {
         let missing: Vec<&String> = services
             .iter()

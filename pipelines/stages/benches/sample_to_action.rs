@@ -120,6 +120,7 @@ async fn start(
         grace: Duration::ZERO,
         clock: Clock::Event,
         parquet: None,
+        max_clock_skew_s: 60.0,
     };
     tokio::spawn(stage::graph(
         subscriber("graph", &TELEMETRY_TOPICS),

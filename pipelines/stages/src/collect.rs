@@ -132,6 +132,30 @@ pub struct Collected {
     pub failures: Vec<(String, String)>,
     /// Items left out (NaN samples, unreadable objects), with why.
     pub rejected: Vec<String>,
+    /// What had no data although its sources answered (`service/metric`, `global`): absent
+    /// series, empty results and NaN samples. Missing, not zero: the events say so.
+    pub missing: Vec<String>,
+}
+
+/// The `service/metric` entries of the events' missing metrics, plus `global` when the sources
+/// answered (`sources_ok`) and no global scalars could be published.
+pub fn missing_of(events: &[TelemetryEvent], sources_ok: bool) -> Vec<String> {
+    let mut out: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            TelemetryEvent::Service(s) => Some(&s.payload),
+            _ => None,
+        })
+        .flat_map(|s| s.missing.iter().map(move |m| format!("{}/{m}", s.name)))
+        .collect();
+    if sources_ok
+        && !events
+            .iter()
+            .any(|e| matches!(e, TelemetryEvent::Global(_)))
+    {
+        out.push("global".into());
+    }
+    out
 }
 
 type ByLabel = HashMap<String, (f64, f64)>; // label value -> (value, sample time)
@@ -325,6 +349,7 @@ impl Collector {
             }
         };
         let prom = prom_ok.then_some(prom);
+        let sources_ok = prom.is_some() && kube.is_some();
         out.events = assemble(
             &self.cfg,
             &mut self.last_pods,
@@ -333,6 +358,7 @@ impl Collector {
             prom.as_ref(),
             edges.as_deref(),
         );
+        out.missing = missing_of(&out.events, sources_ok);
         out
     }
 }
@@ -428,11 +454,42 @@ pub fn assemble(
                 let lag_mean = by_label(q("redis_lag_mean"), "service");
                 let hits = by_label(q("redis_hits"), "service");
                 let misses = by_label(q("redis_misses"), "service");
-                let v = |m: &ByLabel, k: &str| m.get(k).map_or(0.0, |x| x.0);
+                // An absent series (or a NaN sample, which the parser rejects) is missing, never
+                // 0: `get` says which, and the service event names what it lacks.
+                let get = |m: &ByLabel, k: &str| m.get(k).map(|x| x.0);
+                let v = |m: &ByLabel, k: &str| get(m, k).unwrap_or(0.0);
                 for d in &k.deployments {
                     let mine: Vec<&PodObs> = pods.iter().filter(|p| p.service == d.name).collect();
                     let r = v(&rps, &d.name);
                     let stateful = replicas.contains_key(&d.name);
+                    let mut missing = vec![];
+                    // CPU and memory: missing when no ready pod has a sample (a pod that just
+                    // started has none yet; the others' sum stands for the service).
+                    let ready: Vec<&&PodObs> = mine.iter().filter(|p| p.ready).collect();
+                    for (name, m) in [
+                        ("cpu_usage_cores", &pod_cpu),
+                        ("mem_working_set_bytes", &pod_mem),
+                    ] {
+                        if !ready.is_empty() && !ready.iter().any(|p| m.contains_key(&p.name)) {
+                            missing.push(name.to_string());
+                        }
+                    }
+                    // The request rate: missing when Istio's rates are absent altogether (an
+                    // empty result). A service absent from a non-empty result has no HTTP or
+                    // gRPC traffic (a TCP store such as redis has no request series at all).
+                    if rps.is_empty() {
+                        missing.push("rps".into());
+                    }
+                    // Latency: undefined without requests; missing when there are requests and
+                    // no sample. (No error series means no errors: Istio has no 5xx counter
+                    // until a 5xx happens.)
+                    if r > 0.0 {
+                        for (name, m) in [("p50_ms", &p50), ("p95_ms", &p95), ("p99_ms", &p99)] {
+                            if !m.contains_key(&d.name) {
+                                missing.push(name.to_string());
+                            }
+                        }
+                    }
                     let s = ServiceObs {
                         name: d.name.clone(),
                         replicas_spec: d.replicas_spec,
@@ -454,6 +511,7 @@ pub fn assemble(
                             0.0
                         },
                         stateful,
+                        missing,
                     };
                     ev.push(TelemetryEvent::Service(Envelope::new(
                         "prometheus",
@@ -480,6 +538,24 @@ pub fn assemble(
                 }
                 let entry = &cfg.entry_service;
                 let er = v(&rps, entry);
+                // The global scalars need every node's CPU, the SLO signal and the entry's
+                // request rate (and its p95 when it has requests); without them nothing is
+                // published, and the snapshot's global scalars read as unknown.
+                let mut global_missing: Vec<&str> = vec![];
+                if k.nodes.iter().any(|n| !node_cpu.contains_key(&n.name)) || k.nodes.is_empty() {
+                    global_missing.push("node_cpu");
+                }
+                if q("slo_violation").is_empty() {
+                    global_missing.push("slo_violation");
+                }
+                if rps.is_empty() {
+                    global_missing.push("entry rps");
+                } else if er > 0.0 && !p95.contains_key(entry) {
+                    global_missing.push("entry p95");
+                }
+                if !global_missing.is_empty() {
+                    return ev;
+                }
                 let g = GlobalObs {
                     cluster_cpu_utilization: if alloc_total > 0.0 {
                         used_total / alloc_total

@@ -101,6 +101,7 @@ pub async fn run(
             grace: std::time::Duration::ZERO,
             clock: Clock::Event,
             parquet,
+            max_clock_skew_s: rails.max_clock_skew_s,
         },
         metrics[1].clone(),
         stop_graph,

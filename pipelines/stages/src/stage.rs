@@ -63,15 +63,66 @@ async fn next_message(
     }
 }
 
-/// Counts and logs a message that is not what its topic carries, and moves on.
-fn skip(count: &mut u64, metrics: &Metrics, expected: &str, e: &dyn std::fmt::Display) {
+/// A message a stage could not use, as it goes to `<topic>.dlq`: where it came from, why it was
+/// refused, and the original payload (as text; bytes that are not UTF-8 are replaced).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The topic it was read from.
+    pub topic: String,
+    /// Its partition (0 in process).
+    pub partition: i32,
+    /// Its offset (the sequence number in process).
+    pub offset: i64,
+    /// The stage that refused it.
+    pub stage: String,
+    /// Why, in words that name what was wrong.
+    pub reason: String,
+    /// The payload as it was read.
+    pub payload: String,
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Sends a message a stage cannot use to `<topic>.dlq` with the reason, counts it
+/// (`graphscaler_dead_letters_total{topic, reason}`) and logs it; the caller then commits it, so
+/// the partition moves on and nothing is lost. `kind` is a short label for the metric.
+async fn dead_letter(
+    count: &mut u64,
+    publisher: &Publisher,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+    stage: &str,
+    msg: &Message,
+    kind: &str,
+    reason: String,
+) {
     *count += 1;
     metrics.add(
-        "graphscaler_events_rejected_total",
-        &[("reason", "undecodable")],
+        "graphscaler_dead_letters_total",
+        &[("topic", &msg.topic), ("reason", kind)],
         1.0,
     );
-    tracing::warn!(error = %e, "skipping a message that is not {expected}");
+    tracing::warn!(topic = %msg.topic, partition = msg.position.0, offset = msg.position.1, %reason, "message refused; sent to the dead-letter topic");
+    let letter = DeadLetter {
+        topic: msg.topic.clone(),
+        partition: msg.position.0,
+        offset: msg.position.1,
+        stage: stage.into(),
+        reason,
+        payload: String::from_utf8_lossy(&msg.payload).into_owned(),
+    };
+    let Ok(bytes) = serde_json::to_vec(&letter) else {
+        return;
+    };
+    let topic = dead_letter_topic(&msg.topic);
+    let key = format!("{}/{}", msg.position.0, msg.position.1);
+    publish_retrying("dead letter", metrics, stop, || {
+        publisher.publish_raw(&topic, &key, bytes.clone())
+    })
+    .await;
 }
 
 /// Commits a handled message; a failed commit is logged (the message may come again after a
@@ -143,6 +194,8 @@ pub struct ScrapeSummary {
     pub published: u64,
     /// Source failures.
     pub failures: u64,
+    /// Metrics found missing (absent series, empty results, NaN samples), summed over passes.
+    pub missing: u64,
 }
 
 /// The scrape stage: a collector pass every `interval`, its events published (kept and retried
@@ -157,6 +210,7 @@ pub async fn scrape(
     let mut sum = ScrapeSummary::default();
     let mut pending: VecDeque<TelemetryEvent> = VecDeque::new();
     let mut failing: std::collections::HashSet<String> = Default::default();
+    let mut missing_streak = false;
     let mut stop_wait = stop.clone();
     loop {
         if stopped(&stop) {
@@ -182,6 +236,23 @@ pub async fn scrape(
             tracing::info!(source = %s, "scrape source recovered");
         }
         failing = now_failing;
+        // Data that is missing although its sources answered (an empty result, an absent
+        // series, a NaN sample): counted every pass, logged once per streak.
+        if !c.missing.is_empty() {
+            metrics.add(
+                "graphscaler_scrape_missing_total",
+                &[],
+                c.missing.len() as f64,
+            );
+            sum.missing += c.missing.len() as u64;
+            if !missing_streak {
+                tracing::warn!(count = c.missing.len(), first = %c.missing[0], "metrics missing: the services lacking them are held, not scaled on zeros");
+            }
+            missing_streak = true;
+        } else if missing_streak {
+            tracing::info!("no metric missing any more");
+            missing_streak = false;
+        }
         if !c.rejected.is_empty() {
             metrics.add(
                 "graphscaler_events_rejected_total",
@@ -227,6 +298,9 @@ pub struct GraphStage {
     pub clock: Clock,
     /// Also append the snapshots to this Parquet file at the end.
     pub parquet: Option<std::path::PathBuf>,
+    /// Telemetry stamped more than this many seconds ahead of now (the wall clock, or with
+    /// [`Clock::Event`] the newest plausible event) is refused, counted and dead-lettered.
+    pub max_clock_skew_s: f64,
 }
 
 /// What the graph stage did.
@@ -234,7 +308,8 @@ pub struct GraphStage {
 pub struct GraphSummary {
     /// Telemetry events consumed.
     pub events: u64,
-    /// Messages that were not telemetry events (counted, skipped).
+    /// Messages that were not telemetry events, or stamped implausibly far ahead (counted,
+    /// dead-lettered).
     pub undecodable: u64,
     /// Snapshots published.
     pub snapshots: u64,
@@ -242,14 +317,12 @@ pub struct GraphSummary {
     pub ingest: Option<graphscaler_graph::ingest::IngestStats>,
 }
 
-/// Collects the snapshots of every window up to `upto` from the dataflow.
-fn take_snapshots(g: &LiveGraph, n: u64) -> Vec<Snapshot> {
+/// Collects the snapshots of the windows the last close cut (fewer than the windows when a
+/// long gap was skipped, see [`graphscaler_graph::GraphConfig::max_gap_windows`]).
+fn take_snapshots(g: &LiveGraph) -> Vec<Snapshot> {
     let mut out = vec![];
-    for _ in 0..n {
-        match g.next_snapshot(Duration::from_secs(30)) {
-            Some(s) => out.push(s),
-            None => break,
-        }
+    while let Some(Some(s)) = g.next_cut(Duration::from_secs(30)) {
+        out.push(s);
     }
     out
 }
@@ -279,7 +352,7 @@ async fn emit(
     let snaps = {
         let g = lock(g);
         g.close(upto)?;
-        take_snapshots(&g, upto - w + 1)
+        take_snapshots(&g)
     };
     for s in snaps {
         let env = Envelope::new("graph", s.time_s, s.window_s, s);
@@ -323,6 +396,7 @@ pub async fn graph(
     let mut sum = GraphSummary::default();
     let mut stored = vec![];
     let mut bus_errors = 0u32;
+    let mut newest = f64::NEG_INFINITY;
     loop {
         let msg = next_message(&mut sub, &mut bus_errors, &metrics).await;
         let Some(msg) = msg else {
@@ -351,7 +425,30 @@ pub async fn graph(
             continue;
         };
         metrics.add("graphscaler_events_in_total", &[("topic", &msg.topic)], 1.0);
-        match msg.telemetry() {
+        let event = msg.telemetry().map_err(|e| e.to_string()).and_then(|e| {
+            let t = e.observed_at_s();
+            let now = match cfg.clock {
+                Clock::Wall => unix_now(),
+                Clock::Event if newest.is_finite() => newest,
+                Clock::Event => t,
+            };
+            if !t.is_finite() || t > now + cfg.max_clock_skew_s {
+                metrics.add(
+                    "graphscaler_events_rejected_total",
+                    &[("reason", "implausible_time")],
+                    1.0,
+                );
+                Err(format!(
+                    "event {} is stamped {t} s, more than {} s ahead of now ({now:.3} s)",
+                    e.event_id(),
+                    cfg.max_clock_skew_s
+                ))
+            } else {
+                newest = newest.max(t);
+                Ok(e)
+            }
+        });
+        match event {
             Ok(e) => {
                 let t = e.observed_at_s();
                 if cfg.clock == Clock::Wall {
@@ -379,7 +476,19 @@ pub async fn graph(
                 lock(&g).push(e)?;
                 sum.events += 1;
             }
-            Err(e) => skip(&mut sum.undecodable, &metrics, "a telemetry event", &e),
+            Err(e) => {
+                dead_letter(
+                    &mut sum.undecodable,
+                    &publisher,
+                    &metrics,
+                    &stop,
+                    "graph",
+                    &msg,
+                    "refused_telemetry",
+                    e.to_string(),
+                )
+                .await
+            }
         }
         commit(&sub, &msg, &metrics);
     }
@@ -442,6 +551,49 @@ impl SnapshotPolicy for Hpa {
     }
 }
 
+/// The desired state an action asks for, from the snapshot it was decided on: a change of
+/// replicas becomes the replica count, a change of CPU quota the CPU limit, so that the action
+/// means the same however often, and however late, it is delivered.
+pub fn absolute(a: Action, snap: &Snapshot) -> Result<Action, String> {
+    use graphscaler_schemas::ActionKind as K;
+    if a.kind.is_absolute() {
+        return Ok(a);
+    }
+    let i = snap
+        .services
+        .iter()
+        .position(|s| *s == a.service)
+        .ok_or_else(|| format!("`{}` is not in the snapshot", a.service))?;
+    let kind = match a.kind {
+        K::ChangeReplicas { delta } => {
+            let spec = snap.replicas_spec.get(i).copied().unwrap_or(0);
+            K::SetReplicas {
+                replicas: (i64::from(spec) + i64::from(delta)).clamp(0, i64::from(u32::MAX)) as u32,
+            }
+        }
+        K::ChangeCpuQuota { delta } => {
+            if !delta.is_finite() {
+                return Err(format!(
+                    "cpu quota delta {delta} for `{}` is not a number",
+                    a.service
+                ));
+            }
+            let limit = snap
+                .cpu_limit_cores
+                .get(i)
+                .copied()
+                .filter(|l| l.is_finite() && *l > 0.0)
+                .ok_or_else(|| format!("the snapshot has no CPU limit for `{}`", a.service))?;
+            let m = (f64::from(limit) * 1000.0 * 2f64.powf(delta.clamp(-1.0, 1.0))).round();
+            K::SetCpuLimit {
+                millicores: m.clamp(1.0, f64::from(u32::MAX)) as u32,
+            }
+        }
+        k => k,
+    };
+    Ok(Action::new(a.service, kind))
+}
+
 /// What the policy stage did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicySummary {
@@ -449,8 +601,11 @@ pub struct PolicySummary {
     pub snapshots: u64,
     /// Actions published.
     pub actions: u64,
-    /// Messages skipped.
+    /// Messages that were not snapshots, or snapshots whose parts disagree (dead-lettered).
     pub undecodable: u64,
+    /// Relative actions that could not be made absolute (the snapshot lacked what they
+    /// change), dropped and counted.
+    pub dropped: u64,
     /// The policy's own summary ([`SnapshotPolicy::summary`]).
     pub note: Option<String>,
 }
@@ -474,12 +629,33 @@ pub async fn policy(
             continue;
         };
         metrics.add("graphscaler_events_in_total", &[("topic", &msg.topic)], 1.0);
-        match msg.decode::<SnapshotsTopic>() {
+        let decoded = msg
+            .decode::<SnapshotsTopic>()
+            .map_err(|e| ("undecodable", e.to_string()))
+            .and_then(|env| match env.payload.validate() {
+                Ok(()) => Ok(env),
+                Err(e) => Err((
+                    "invalid_snapshot",
+                    format!("snapshot at {} s: {e}", env.observed_at_s),
+                )),
+            });
+        match decoded {
             Ok(env) => {
                 sum.snapshots += 1;
                 let snap = env.payload;
                 for a in policy.decide(&snap) {
-                    let e = Envelope::new(&source, snap.time_s, snap.window_s, a);
+                    let a = match absolute(a, &snap) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            if sum.dropped == 0 {
+                                tracing::warn!(%why, "an action could not be made absolute; dropped");
+                            }
+                            sum.dropped += 1;
+                            metrics.add("graphscaler_actions_dropped_total", &[], 1.0);
+                            continue;
+                        }
+                    };
+                    let e = Envelope::decision(&source, snap.time_s, snap.window_s, a);
                     if publish_retrying("action", &metrics, &stop, || {
                         publisher.publish::<ActionsTopic>(&e)
                     })
@@ -494,7 +670,19 @@ pub async fn policy(
                     }
                 }
             }
-            Err(e) => skip(&mut sum.undecodable, &metrics, "a snapshot", &e),
+            Err((kind, e)) => {
+                dead_letter(
+                    &mut sum.undecodable,
+                    &publisher,
+                    &metrics,
+                    &stop,
+                    "policy",
+                    &msg,
+                    kind,
+                    e.to_string(),
+                )
+                .await
+            }
         }
         commit(&sub, &msg, &metrics);
     }
@@ -511,8 +699,10 @@ pub struct ActuateSummary {
     pub applied: u64,
     /// Refused.
     pub refused: u64,
-    /// Messages skipped.
+    /// Messages that were not actions or service events (dead-lettered).
     pub undecodable: u64,
+    /// Service telemetry stamped implausibly far ahead, ignored by the staleness guard.
+    pub implausible: u64,
 }
 
 /// The actuator stage: actions (and service telemetry, for the hold guardrail) in, audit
@@ -537,23 +727,60 @@ pub async fn actuate(
             continue;
         };
         metrics.add("graphscaler_events_in_total", &[("topic", &msg.topic)], 1.0);
+        let now_for = |t: f64, latest: f64| match clock {
+            Clock::Wall => unix_now(),
+            Clock::Event if latest.is_finite() => latest,
+            Clock::Event => t,
+        };
         if msg.topic == ServicesTopic::NAME {
             match msg.decode::<ServicesTopic>() {
                 Ok(e) => {
-                    latest_event = latest_event.max(e.observed_at_s);
-                    actuator.saw_telemetry(&e.payload.name, e.observed_at_s);
+                    let now = now_for(e.observed_at_s, latest_event);
+                    if actuator.saw_service(
+                        &e.payload.name,
+                        e.observed_at_s,
+                        &e.payload.missing,
+                        now,
+                    ) {
+                        latest_event = latest_event.max(e.observed_at_s);
+                    } else {
+                        if sum.implausible == 0 {
+                            tracing::warn!(event = %e.event_id, at = e.observed_at_s, now, "service telemetry stamped implausibly far ahead; ignored by the staleness guard");
+                        }
+                        sum.implausible += 1;
+                        metrics.add(
+                            "graphscaler_events_rejected_total",
+                            &[("reason", "implausible_time")],
+                            1.0,
+                        );
+                    }
                 }
-                Err(e) => skip(&mut sum.undecodable, &metrics, "a service event", &e),
+                Err(e) => {
+                    dead_letter(
+                        &mut sum.undecodable,
+                        &publisher,
+                        &metrics,
+                        &stop,
+                        "actuate",
+                        &msg,
+                        "undecodable",
+                        e.to_string(),
+                    )
+                    .await
+                }
             }
         } else {
             match msg.decode::<ActionsTopic>() {
                 Ok(env) => {
                     sum.actions += 1;
-                    latest_event = latest_event.max(env.observed_at_s);
-                    let now = match clock {
-                        Clock::Wall => unix_now(),
-                        Clock::Event => latest_event,
-                    };
+                    // The event clock follows the action's stamp too (as it always has), when
+                    // the stamp is plausible; the actuator refuses one that is not.
+                    let plausible = env.observed_at_s
+                        <= now_for(env.observed_at_s, latest_event) + actuator.max_clock_skew_s();
+                    if plausible {
+                        latest_event = latest_event.max(env.observed_at_s);
+                    }
+                    let now = now_for(env.observed_at_s, latest_event);
                     let record = actuator.handle(cluster.as_mut(), &env, now);
                     let outcome = if !record.outcome.is_applied() {
                         sum.refused += 1;
@@ -579,7 +806,19 @@ pub async fn actuate(
                         );
                     }
                 }
-                Err(e) => skip(&mut sum.undecodable, &metrics, "an action", &e),
+                Err(e) => {
+                    dead_letter(
+                        &mut sum.undecodable,
+                        &publisher,
+                        &metrics,
+                        &stop,
+                        "actuate",
+                        &msg,
+                        "undecodable",
+                        e.to_string(),
+                    )
+                    .await
+                }
             }
         }
         commit(&sub, &msg, &metrics);

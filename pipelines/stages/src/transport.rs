@@ -193,6 +193,17 @@ impl Subscriber {
         Ok(Subscriber::Kafka(Consumer::new(cfg, group, topics)?))
     }
 
+    /// A Kafka consumer in `group` reading `topics` from their end when the group has no
+    /// committed offsets (the actuator: a new group never replays old actions).
+    pub fn kafka_from_end(cfg: &BusConfig, group: &str, topics: &[&str]) -> Result<Self, BusError> {
+        Ok(Subscriber::Kafka(Consumer::with_reset(
+            cfg,
+            group,
+            topics,
+            graphscaler_bus::Reset::Latest,
+        )?))
+    }
+
     /// The next message, or `None` if none arrives within `wait` (or the bus closed).
     pub async fn next(&mut self, wait: Duration) -> Result<Option<Message>, BusError> {
         match self {

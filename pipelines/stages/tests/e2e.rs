@@ -349,6 +349,7 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
             grace: Duration::from_secs(1),
             clock: Clock::Wall,
             parquet: Some(d.join("snapshots.parquet")),
+            max_clock_skew_s: 60.0,
         },
         m_graph.clone(),
         stop_graph,

@@ -1005,6 +1005,7 @@ impl Twin {
                 p99_ms: p[2] * 1000.0,
                 error_rate: err.clamp(0.0, 1.0),
                 stateful: sv.stateful,
+                missing: vec![],
             });
             truths.push(ServiceTruth {
                 replicas_spec: sv.spec_replicas,
