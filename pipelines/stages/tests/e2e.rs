@@ -12,14 +12,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use graphscaler_actuate::{Actuator, Guardrails};
 use graphscaler_bus::{BusConfig, TELEMETRY_TOPICS};
-use graphscaler_eval::hpa::{Hpa, HpaConfig};
+use graphscaler_eval::hpa::Hpa;
 use graphscaler_graph::GraphConfig;
 use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic, SnapshotsTopic};
 use graphscaler_schemas::{ActionKind, Topic};
@@ -32,151 +29,8 @@ use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
 use graphscaler_twin_api::{serve, LiveTwin};
 use tokio::sync::watch;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(PathBuf::from)
-        .chain(home)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, what: &str) {
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{what} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tansu(dir: &Path, port: u16) -> Proc {
-    let bin =
-        which("tansu").expect("the `tansu` broker is needed for this test: run scripts/setup.sh");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "sqlite://broker.db",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(dir.join("tansu.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    wait_port(port, "tansu");
-    Proc(child)
-}
-
-fn create_topic(port: u16, topic: &str, partitions: u32) {
-    let out = Command::new(which("tansu").unwrap())
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--partitions",
-            &partitions.to_string(),
-            topic,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "creating {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn hpa_config() -> HpaConfig {
-    #[derive(serde::Deserialize)]
-    struct F {
-        hpa: HpaConfig,
-    }
-    let mut h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
-        .unwrap()
-        .hpa;
-    // One twin tick per second: the controller syncs every 2 s, with the upstream algorithm.
-    h.sync_period_s = 2.0;
-    h
-}
-
-/// Reads every message of `topic` from the start with a fresh consumer group.
-async fn read_all(
-    bus: &BusConfig,
-    topic: &str,
-    want: usize,
-) -> Vec<graphscaler_stages::transport::Message> {
-    let mut sub = Subscriber::kafka(
-        bus,
-        &format!("check-{topic}-{}", std::process::id()),
-        &[topic],
-    )
-    .unwrap();
-    let mut out = vec![];
-    let t0 = Instant::now();
-    while out.len() < want && t0.elapsed() < Duration::from_secs(60) {
-        if let Some(m) = sub.next(Duration::from_millis(500)).await.unwrap() {
-            out.push(m);
-        }
-    }
-    // Nothing beyond what was expected.
-    while let Some(m) = sub.next(Duration::from_secs(2)).await.unwrap() {
-        out.push(m);
-    }
-    out
-}
-
-async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut ok: impl FnMut() -> bool,
-) -> Result<(), String> {
-    let t0 = Instant::now();
-    while !ok() {
-        if t0.elapsed() > limit {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
@@ -208,28 +62,10 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     ));
 
     // Prometheus scraping it every second.
-    let prom_port = free_port();
-    std::fs::write(
-        d.join("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: twin\n    static_configs:\n      - targets: ['{}']\n", twin_url.trim_start_matches("http://")),
-    )
-    .unwrap();
-    let prometheus = which("prometheus")
-        .expect("the `prometheus` binary is needed for this test: run scripts/setup.sh");
-    let _prom = Proc(
-        Command::new(prometheus)
-            .arg(format!(
-                "--config.file={}",
-                d.join("prometheus.yml").display()
-            ))
-            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let (_prom, prom_url) = prometheus(
+        d,
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: twin\n    static_configs:\n      - targets: ['{}']\n", twin_url.trim_start_matches("http://")),
     );
-    wait_port(prom_port, "prometheus");
 
     // The broker, durable, and the topics.
     let kafka_port = free_port();
@@ -247,7 +83,7 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
 
     let collect = CollectConfig {
         namespace: "boutique".into(),
-        prometheus_url: format!("http://127.0.0.1:{prom_port}"),
+        prometheus_url: prom_url.clone(),
         kiali_url: twin_url.clone(),
         kubernetes_url: twin_url.clone(),
         interval_s: 1.0,
@@ -265,7 +101,7 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     let m_graph = Metrics::new("graph");
 
     // Prometheus has the Istio series before the loop starts.
-    let prom_q = format!("http://127.0.0.1:{prom_port}/api/v1/query");
+    let prom_q = format!("{prom_url}/api/v1/query");
     let t0 = Instant::now();
     loop {
         let r = reqwest::Client::new()
