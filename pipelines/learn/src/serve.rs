@@ -85,7 +85,6 @@ pub struct LearnedPolicy {
 }
 
 fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
-    snap.validate().map_err(ServeError::Invalid)?;
     if snap.services != services {
         let missing: Vec<&String> = services
             .iter()
@@ -108,7 +107,10 @@ fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
             if !v.is_finite() {
                 return Err(ServeError::NotFinite {
                     feature: f,
-                    what: format!("service `{}`", snap.services[i]),
+                    what: format!(
+                        "service `{}`",
+                        snap.services.get(i).map_or("?", String::as_str)
+                    ),
                     value: *v,
                 });
             }
@@ -119,7 +121,7 @@ fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
             if !v.is_finite() {
                 return Err(ServeError::NotFinite {
                     feature: f,
-                    what: format!("node `{}`", snap.nodes[i]),
+                    what: format!("node `{}`", snap.nodes.get(i).map_or("?", String::as_str)),
                     value: *v,
                 });
             }
@@ -137,7 +139,8 @@ fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
             });
         }
     }
-    Ok(())
+    // Lengths, edge indices and widths: what would panic the tensors.
+    snap.validate().map_err(ServeError::Invalid)
 }
 
 impl LearnedPolicy {
