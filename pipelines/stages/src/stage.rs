@@ -89,6 +89,7 @@ pub fn dead_letter_topic(topic: &str) -> String {
 /// Sends a message a stage cannot use to `<topic>.dlq` with the reason, counts it
 /// (`graphscaler_dead_letters_total{topic, reason}`) and logs it; the caller then commits it, so
 /// the partition moves on and nothing is lost. `kind` is a short label for the metric.
+#[allow(clippy::too_many_arguments)]
 async fn dead_letter(
     count: &mut u64,
     publisher: &Publisher,

@@ -271,7 +271,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_stages_move_on() {
                 30.0,
                 30.0,
                 Snapshot::from_observation(
-                    &LiveTwin::new(twin(), "boutique", "twin", 0.0).observation(),
+                    LiveTwin::new(twin(), "boutique", "twin", 0.0).observation(),
                 ),
             ))
             .unwrap(),
