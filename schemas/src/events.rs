@@ -31,14 +31,8 @@ pub struct Envelope<T> {
 impl<T: Keyed> Envelope<T> {
     /// Wraps `payload`, deriving the event id from the source, kind, key and time.
     pub fn new(source: &str, observed_at_s: f64, window_s: f64, payload: T) -> Self {
-        let event_id = format!(
-            "{source}/{}/{}/{}",
-            T::KIND,
-            payload.key(),
-            (observed_at_s * 1000.0).round() as i64
-        );
         Self {
-            event_id,
+            event_id: event_id(source, T::KIND, &payload.key(), observed_at_s),
             source: source.into(),
             observed_at_s,
             window_s,
@@ -53,16 +47,23 @@ impl Envelope<Action> {
     /// `<source>/action/<service>/<part>/<snapshot_ms>` is unique per part, so that the
     /// replica, CPU and node-type parts of one decision are three actions to the actuator.
     pub fn decision(source: &str, snapshot_time_s: f64, window_s: f64, action: Action) -> Self {
-        let mut e = Self::new(source, snapshot_time_s, window_s, action);
-        e.event_id = format!(
-            "{source}/{}/{}/{}/{}",
-            Action::KIND,
-            e.payload.service,
-            e.payload.kind.part(),
-            (snapshot_time_s * 1000.0).round() as i64
-        );
-        e
+        let key = format!("{}/{}", action.service, action.kind.part());
+        Self {
+            event_id: event_id(source, Action::KIND, &key, snapshot_time_s),
+            source: source.into(),
+            observed_at_s: snapshot_time_s,
+            window_s,
+            payload: action,
+        }
     }
+}
+
+/// `<source>/<kind>/<key>/<observed_at_ms>`.
+fn event_id(source: &str, kind: &str, key: &str, observed_at_s: f64) -> String {
+    format!(
+        "{source}/{kind}/{key}/{}",
+        (observed_at_s * 1000.0).round() as i64
+    )
 }
 
 /// A payload with a partition key (the entity it is about).

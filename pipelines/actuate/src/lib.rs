@@ -179,9 +179,10 @@ pub trait Cluster {
 /// How many decisions the actuator remembers by action id.
 pub const DECIDED_CAP: usize = 4096;
 
-/// The part of a service an action changes: each part has its own last writer.
-pub fn part(kind: &ActionKind) -> &'static str {
-    kind.part()
+/// The last-writer key of an action: its service and the part it changes
+/// ([`ActionKind::part`]), `service/part`.
+fn writer_key(a: &Action) -> String {
+    format!("{}/{}", a.service, a.kind.part())
 }
 
 /// What the actuator keeps across restarts (its `state_file`).
@@ -204,10 +205,11 @@ pub struct ActuatorStats {
     pub state_write_failures: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Seen {
     at: f64,
-    complete: bool,
+    /// The metrics the telemetry lacked; empty: complete.
+    missing: Vec<String>,
 }
 
 /// The actuator.
@@ -218,7 +220,6 @@ pub struct Actuator {
     index: HashMap<String, usize>,
     base: usize,
     telemetry_at: HashMap<String, Seen>,
-    missing: HashMap<String, Vec<String>>,
     /// What the guardrails counted.
     pub stats: ActuatorStats,
 }
@@ -249,7 +250,6 @@ impl Actuator {
             index: HashMap::new(),
             base: 0,
             telemetry_at: HashMap::new(),
-            missing: HashMap::new(),
             stats: ActuatorStats::default(),
         }
     }
@@ -297,9 +297,9 @@ impl Actuator {
             .collect();
     }
 
-    /// The clock skew it tolerates, seconds.
-    pub fn max_clock_skew_s(&self) -> f64 {
-        self.rails.max_clock_skew_s
+    /// Whether a stamp `t` is plausible at `now`: finite and at most `max_clock_skew_s` ahead.
+    pub fn plausible(&self, t: f64, now: f64) -> bool {
+        t.is_finite() && t <= now + self.rails.max_clock_skew_s
     }
 
     /// What the actuator keeps across restarts.
@@ -316,27 +316,19 @@ impl Actuator {
     /// `now`. Telemetry stamped more than `max_clock_skew_s` after `now` (or not finite) is not
     /// plausible: it is ignored and counted, and returns `false`.
     pub fn saw_service(&mut self, service: &str, t: f64, missing: &[String], now: f64) -> bool {
-        if !t.is_finite() || t > now + self.rails.max_clock_skew_s {
+        if !self.plausible(t, now) {
             self.stats.implausible_telemetry += 1;
             return false;
         }
-        let e = self
-            .telemetry_at
-            .entry(service.to_string())
-            .or_insert(Seen {
-                at: t,
-                complete: missing.is_empty(),
-            });
-        if t >= e.at {
-            *e = Seen {
-                at: t,
-                complete: missing.is_empty(),
-            };
-            if missing.is_empty() {
-                self.missing.remove(service);
-            } else {
-                self.missing.insert(service.to_string(), missing.to_vec());
-            }
+        let newest = self.telemetry_at.get(service).is_none_or(|e| t >= e.at);
+        if newest {
+            self.telemetry_at.insert(
+                service.to_string(),
+                Seen {
+                    at: t,
+                    missing: missing.to_vec(),
+                },
+            );
         }
         true
     }
@@ -355,7 +347,7 @@ impl Actuator {
     }
 
     fn remember(&mut self, record: &AuditRecord, stamp: f64, plausible: bool) {
-        let key = format!("{}/{}", record.action.service, part(&record.action.kind));
+        let key = writer_key(&record.action);
         // A stamp from the future never becomes the last writer: it would supersede every
         // real decision after it.
         let newer = plausible
@@ -424,7 +416,7 @@ impl Actuator {
             }
         }
         let stamp = action.observed_at_s;
-        let plausible = stamp.is_finite() && stamp <= now + self.rails.max_clock_skew_s;
+        let plausible = self.plausible(stamp, now);
         self.remember(&record, stamp, plausible);
         record
     }
@@ -444,7 +436,7 @@ impl Actuator {
             note: None,
         };
         let stamp = env.observed_at_s;
-        let key = format!("{}/{}", a.service, part(&a.kind));
+        let key = writer_key(a);
         if let Some((t, id)) = self.state.last_writer.get(&key) {
             if stamp < *t || (stamp == *t && *id == env.event_id) {
                 return refuse(format!(
@@ -453,7 +445,7 @@ impl Actuator {
                 ));
             }
         }
-        if stamp > now + self.rails.max_clock_skew_s {
+        if !self.plausible(stamp, now) {
             return refuse(format!(
                 "implausible: the action is stamped {:.0} s ahead of now (clock skew limit {:.0} s)",
                 stamp - now,
@@ -477,13 +469,11 @@ impl Actuator {
                     self.rails.stale_after_s
                 ))
             }
-            Some(t) if !t.complete => {
+            Some(t) if !t.missing.is_empty() => {
                 return refuse(format!(
                     "hold: telemetry for {} is missing {}",
                     a.service,
-                    self.missing
-                        .get(&a.service)
-                        .map_or_else(String::new, |m| m.join(", "))
+                    t.missing.join(", ")
                 ))
             }
             _ => {}

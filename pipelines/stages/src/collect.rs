@@ -454,10 +454,9 @@ pub fn assemble(
                 let lag_mean = by_label(q("redis_lag_mean"), "service");
                 let hits = by_label(q("redis_hits"), "service");
                 let misses = by_label(q("redis_misses"), "service");
-                // An absent series (or a NaN sample, which the parser rejects) is missing, never
-                // 0: `get` says which, and the service event names what it lacks.
-                let get = |m: &ByLabel, k: &str| m.get(k).map(|x| x.0);
-                let v = |m: &ByLabel, k: &str| get(m, k).unwrap_or(0.0);
+                // An absent series (or a NaN sample, which the parser rejects) reads 0 here only
+                // beside an entry in the event's `missing`, which says the 0 means nothing.
+                let v = |m: &ByLabel, k: &str| m.get(k).map_or(0.0, |x| x.0);
                 for d in &k.deployments {
                     let mine: Vec<&PodObs> = pods.iter().filter(|p| p.service == d.name).collect();
                     let r = v(&rps, &d.name);

@@ -23,6 +23,18 @@ pub enum Clock {
     Event,
 }
 
+impl Clock {
+    /// Now, seconds: the wall clock, or the newest plausible event time `newest` (the time `t`
+    /// of the event at hand when there is none yet).
+    pub fn now(self, newest: f64, t: f64) -> f64 {
+        match self {
+            Clock::Wall => unix_now(),
+            Clock::Event if newest.is_finite() => newest,
+            Clock::Event => t,
+        }
+    }
+}
+
 /// Unix time now, seconds.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -86,44 +98,50 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
-/// Sends a message a stage cannot use to `<topic>.dlq` with the reason, counts it
-/// (`graphscaler_dead_letters_total{topic, reason}`) and logs it; the caller then commits it, so
-/// the partition moves on and nothing is lost. `kind` is a short label for the metric.
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    count: &mut u64,
-    publisher: &Publisher,
-    metrics: &Metrics,
-    stop: &watch::Receiver<bool>,
-    stage: &str,
-    msg: &Message,
-    kind: &str,
-    reason: String,
-) {
-    *count += 1;
-    metrics.add(
-        "graphscaler_dead_letters_total",
-        &[("topic", &msg.topic), ("reason", kind)],
-        1.0,
-    );
-    tracing::warn!(topic = %msg.topic, partition = msg.position.0, offset = msg.position.1, %reason, "message refused; sent to the dead-letter topic");
-    let letter = DeadLetter {
-        topic: msg.topic.clone(),
-        partition: msg.position.0,
-        offset: msg.position.1,
-        stage: stage.into(),
-        reason,
-        payload: String::from_utf8_lossy(&msg.payload).into_owned(),
-    };
-    let Ok(bytes) = serde_json::to_vec(&letter) else {
-        return;
-    };
-    let topic = dead_letter_topic(&msg.topic);
-    let key = format!("{}/{}", msg.position.0, msg.position.1);
-    publish_retrying("dead letter", metrics, stop, || {
-        publisher.publish_raw(&topic, &key, bytes.clone())
-    })
-    .await;
+/// Where a stage sends the messages it cannot use: `<topic>.dlq`, with the reason.
+struct DeadLetters {
+    stage: &'static str,
+    publisher: Publisher,
+    metrics: Metrics,
+    stop: watch::Receiver<bool>,
+}
+
+impl DeadLetters {
+    /// Sends `msg` to `<topic>.dlq` with the reason, counts it in `count` and in
+    /// `graphscaler_dead_letters_total{topic, reason}` (`kind` is the short label) and logs it.
+    /// Returns whether the letter was published: only then may the caller commit `msg`, so the
+    /// partition moves on and nothing is lost (a stage stopping while the broker is away leaves
+    /// it uncommitted, to come again).
+    async fn send(&self, count: &mut u64, msg: &Message, kind: &str, reason: String) -> bool {
+        *count += 1;
+        self.metrics.add(
+            "graphscaler_dead_letters_total",
+            &[("topic", &msg.topic), ("reason", kind)],
+            1.0,
+        );
+        tracing::warn!(stage = self.stage, topic = %msg.topic, partition = msg.position.0, offset = msg.position.1, %reason, "message refused; sent to the dead-letter topic");
+        let letter = DeadLetter {
+            topic: msg.topic.clone(),
+            partition: msg.position.0,
+            offset: msg.position.1,
+            stage: self.stage.into(),
+            reason,
+            payload: String::from_utf8_lossy(&msg.payload).into_owned(),
+        };
+        let bytes = match serde_json::to_vec(&letter) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "a dead letter could not be encoded; the message stays uncommitted");
+                return false;
+            }
+        };
+        let topic = dead_letter_topic(&msg.topic);
+        let key = format!("{}/{}", msg.position.0, msg.position.1);
+        publish_retrying("dead letter", &self.metrics, &self.stop, || {
+            self.publisher.publish_raw(&topic, &key, bytes.clone())
+        })
+        .await
+    }
 }
 
 /// Commits a handled message; a failed commit is logged (the message may come again after a
@@ -318,8 +336,8 @@ pub struct GraphSummary {
     pub ingest: Option<graphscaler_graph::ingest::IngestStats>,
 }
 
-/// Collects the snapshots of the windows the last close cut (fewer than the windows when a
-/// long gap was skipped, see [`graphscaler_graph::GraphConfig::max_gap_windows`]).
+/// Collects the snapshots of the windows the last close cut (fewer than the windows when the
+/// job skipped a long gap of empty windows, see `IngestStats::skipped_windows`).
 fn take_snapshots(g: &LiveGraph) -> Vec<Snapshot> {
     let mut out = vec![];
     while let Some(Some(s)) = g.next_cut(Duration::from_secs(30)) {
@@ -395,6 +413,12 @@ pub async fn graph(
     let window_of = |t: f64| (t / w_s).floor().max(0.0) as u64;
     let mut open: Option<u64> = None;
     let mut sum = GraphSummary::default();
+    let letters = DeadLetters {
+        stage: "graph",
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    };
     let mut stored = vec![];
     let mut bus_errors = 0u32;
     let mut newest = f64::NEG_INFINITY;
@@ -428,11 +452,7 @@ pub async fn graph(
         metrics.add("graphscaler_events_in_total", &[("topic", &msg.topic)], 1.0);
         let event = msg.telemetry().map_err(|e| e.to_string()).and_then(|e| {
             let t = e.observed_at_s();
-            let now = match cfg.clock {
-                Clock::Wall => unix_now(),
-                Clock::Event if newest.is_finite() => newest,
-                Clock::Event => t,
-            };
+            let now = cfg.clock.now(newest, t);
             if !t.is_finite() || t > now + cfg.max_clock_skew_s {
                 metrics.add(
                     "graphscaler_events_rejected_total",
@@ -478,17 +498,12 @@ pub async fn graph(
                 sum.events += 1;
             }
             Err(e) => {
-                dead_letter(
-                    &mut sum.undecodable,
-                    &publisher,
-                    &metrics,
-                    &stop,
-                    "graph",
-                    &msg,
-                    "refused_telemetry",
-                    e.to_string(),
-                )
-                .await
+                if !letters
+                    .send(&mut sum.undecodable, &msg, "refused_telemetry", e)
+                    .await
+                {
+                    continue;
+                }
             }
         }
         commit(&sub, &msg, &metrics);
@@ -620,6 +635,12 @@ pub async fn policy(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<PolicySummary> {
     let mut sum = PolicySummary::default();
+    let letters = DeadLetters {
+        stage: "policy",
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    };
     let source = format!("policy/{}", policy.name());
     let mut bus_errors = 0u32;
     loop {
@@ -672,17 +693,9 @@ pub async fn policy(
                 }
             }
             Err((kind, e)) => {
-                dead_letter(
-                    &mut sum.undecodable,
-                    &publisher,
-                    &metrics,
-                    &stop,
-                    "policy",
-                    &msg,
-                    kind,
-                    e.to_string(),
-                )
-                .await
+                if !letters.send(&mut sum.undecodable, &msg, kind, e).await {
+                    continue;
+                }
             }
         }
         commit(&sub, &msg, &metrics);
@@ -718,6 +731,12 @@ pub async fn actuate(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ActuateSummary> {
     let mut sum = ActuateSummary::default();
+    let letters = DeadLetters {
+        stage: "actuate",
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    };
     let mut latest_event = f64::NEG_INFINITY;
     let mut bus_errors = 0u32;
     loop {
@@ -728,15 +747,10 @@ pub async fn actuate(
             continue;
         };
         metrics.add("graphscaler_events_in_total", &[("topic", &msg.topic)], 1.0);
-        let now_for = |t: f64, latest: f64| match clock {
-            Clock::Wall => unix_now(),
-            Clock::Event if latest.is_finite() => latest,
-            Clock::Event => t,
-        };
-        if msg.topic == ServicesTopic::NAME {
+        let undecodable = if msg.topic == ServicesTopic::NAME {
             match msg.decode::<ServicesTopic>() {
                 Ok(e) => {
-                    let now = now_for(e.observed_at_s, latest_event);
+                    let now = clock.now(latest_event, e.observed_at_s);
                     if actuator.saw_service(
                         &e.payload.name,
                         e.observed_at_s,
@@ -755,20 +769,9 @@ pub async fn actuate(
                             1.0,
                         );
                     }
+                    None
                 }
-                Err(e) => {
-                    dead_letter(
-                        &mut sum.undecodable,
-                        &publisher,
-                        &metrics,
-                        &stop,
-                        "actuate",
-                        &msg,
-                        "undecodable",
-                        e.to_string(),
-                    )
-                    .await
-                }
+                Err(e) => Some(e),
             }
         } else {
             match msg.decode::<ActionsTopic>() {
@@ -776,12 +779,11 @@ pub async fn actuate(
                     sum.actions += 1;
                     // The event clock follows the action's stamp too (as it always has), when
                     // the stamp is plausible; the actuator refuses one that is not.
-                    let plausible = env.observed_at_s
-                        <= now_for(env.observed_at_s, latest_event) + actuator.max_clock_skew_s();
-                    if plausible {
-                        latest_event = latest_event.max(env.observed_at_s);
+                    let t = env.observed_at_s;
+                    if actuator.plausible(t, clock.now(latest_event, t)) {
+                        latest_event = latest_event.max(t);
                     }
-                    let now = now_for(env.observed_at_s, latest_event);
+                    let now = clock.now(latest_event, t);
                     let record = actuator.handle(cluster.as_mut(), &env, now);
                     let outcome = if !record.outcome.is_applied() {
                         sum.refused += 1;
@@ -806,20 +808,17 @@ pub async fn actuate(
                             1.0,
                         );
                     }
+                    None
                 }
-                Err(e) => {
-                    dead_letter(
-                        &mut sum.undecodable,
-                        &publisher,
-                        &metrics,
-                        &stop,
-                        "actuate",
-                        &msg,
-                        "undecodable",
-                        e.to_string(),
-                    )
-                    .await
-                }
+                Err(e) => Some(e),
+            }
+        };
+        if let Some(e) = undecodable {
+            if !letters
+                .send(&mut sum.undecodable, &msg, "undecodable", e.to_string())
+                .await
+            {
+                continue;
             }
         }
         commit(&sub, &msg, &metrics);

@@ -25,8 +25,6 @@ use graphscaler_stages::kube_io::{self, KubeCluster};
 use graphscaler_stages::stage::{self, unix_now, Clock, GraphStage, SnapshotPolicy};
 use graphscaler_stages::transport::{Publisher, Subscriber};
 use graphscaler_stages::Metrics;
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
-use graphscaler_twin_api::{serve, LiveTwin};
 use tokio::sync::watch;
 
 mod common;
@@ -38,28 +36,7 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     let d = dir.path();
 
     // The twin, one 1 s tick per wall second, behind its interfaces.
-    let tcfg = TwinConfig {
-        observe_every_s: 1.0,
-        ..TwinConfig::default()
-    };
-    let topo = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &tcfg.fanout_parameters,
-    )
-    .unwrap();
-    let twin = Twin::new(topo, tcfg, SloConfig::default(), Shape::Peak, 3600.0, 7).unwrap();
-    let state = LiveTwin::new(twin, "boutique", "twin", unix_now()).shared();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let twin_url = format!("http://{}", listener.local_addr().unwrap());
-    let (twin_stop, twin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        state.clone(),
-        Duration::from_secs(1),
-        async {
-            let _ = twin_stop_rx.await;
-        },
-    ));
+    let (state, twin_url, twin_stop) = serve_twin(peak_twin(7)).await;
 
     // Prometheus scraping it every second.
     let (_prom, prom_url) = prometheus(

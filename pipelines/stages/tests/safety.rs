@@ -23,24 +23,20 @@ use graphscaler_stages::kube_io::{self, KubeCluster};
 use graphscaler_stages::stage::{self, dead_letter_topic, unix_now, Clock, DeadLetter, GraphStage};
 use graphscaler_stages::transport::{MemoryBus, Publisher, Subscriber};
 use graphscaler_stages::Metrics;
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
-use graphscaler_twin_api::{serve, LiveTwin};
+use graphscaler_twin_api::LiveTwin;
 use tokio::sync::watch;
 
 mod common;
 use common::*;
 
-fn twin() -> Twin {
-    let tcfg = TwinConfig {
-        observe_every_s: 1.0,
-        ..TwinConfig::default()
-    };
-    let topo = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &tcfg.fanout_parameters,
-    )
-    .unwrap();
-    Twin::new(topo, tcfg, SloConfig::default(), Shape::Peak, 3600.0, 3).unwrap()
+/// The replicas of every service of the served twin.
+fn replicas(state: &graphscaler_twin_api::Shared) -> Vec<(String, u32)> {
+    let st = state.lock().unwrap();
+    st.observation()
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.replicas_spec))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -48,30 +44,12 @@ async fn an_empty_prometheus_makes_no_stage_act() {
     let dir = tempfile::tempdir().unwrap();
     // The twin's Kubernetes API (deployments at their manifests' replicas), and a Prometheus
     // that scrapes nothing: every query answers `success` with `result: []`.
-    let state = LiveTwin::new(twin(), "boutique", "twin", unix_now()).shared();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let twin_url = format!("http://{}", listener.local_addr().unwrap());
-    let (twin_stop, twin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(
-        listener,
-        state.clone(),
-        Duration::from_secs(1),
-        async {
-            let _ = twin_stop_rx.await;
-        },
-    ));
+    let (state, twin_url, twin_stop) = serve_twin(peak_twin(3)).await;
     let (_prom, prom_url) = prometheus(
         dir.path(),
         "global:\n  scrape_interval: 1s\nscrape_configs: []\n",
     );
-    let before: Vec<(String, u32)> = {
-        let st = state.lock().unwrap();
-        st.observation()
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.replicas_spec))
-            .collect()
-    };
+    let before = replicas(&state);
 
     let collect = CollectConfig {
         namespace: "boutique".into(),
@@ -195,14 +173,7 @@ async fn an_empty_prometheus_makes_no_stage_act() {
     assert!(policy.snapshots >= 3, "{policy:?}");
     assert_eq!(policy.actions, 0, "no action on missing data: {policy:?}");
     assert_eq!(actuate.applied, 0, "{actuate:?}");
-    let after: Vec<(String, u32)> = {
-        let st = state.lock().unwrap();
-        st.observation()
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.replicas_spec))
-            .collect()
-    };
+    let after = replicas(&state);
     assert_eq!(after, before, "every service kept its replicas");
 }
 
@@ -271,7 +242,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_stages_move_on() {
                 30.0,
                 30.0,
                 Snapshot::from_observation(
-                    LiveTwin::new(twin(), "boutique", "twin", 0.0).observation(),
+                    LiveTwin::new(peak_twin(3), "boutique", "twin", 0.0).observation(),
                 ),
             ))
             .unwrap(),

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use graphscaler_bus::BusConfig;
 use graphscaler_eval::hpa::HpaConfig;
+use graphscaler_stages::stage::unix_now;
 use graphscaler_stages::transport::Subscriber;
+use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin_api::{serve, LiveTwin, Shared};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -184,4 +187,36 @@ pub fn hpa_config() -> HpaConfig {
     // One twin tick per second: the controller syncs every 2 s, with the upstream algorithm.
     h.sync_period_s = 2.0;
     h
+}
+
+/// Online Boutique on Peak for an hour, one 1 s tick per observation.
+pub fn peak_twin(seed: u64) -> Twin {
+    let tcfg = TwinConfig {
+        observe_every_s: 1.0,
+        ..TwinConfig::default()
+    };
+    let topo = Topology::from_file(
+        &root().join("data/topologies/online-boutique.json"),
+        &tcfg.fanout_parameters,
+    )
+    .unwrap();
+    Twin::new(topo, tcfg, SloConfig::default(), Shape::Peak, 3600.0, seed).unwrap()
+}
+
+/// `twin` behind its HTTP interfaces on a free loopback port, one tick per wall second: its
+/// state, its base URL, and the sender that stops the server.
+pub async fn serve_twin(twin: Twin) -> (Shared, String, tokio::sync::oneshot::Sender<()>) {
+    let state = LiveTwin::new(twin, "boutique", "twin", unix_now()).shared();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        state.clone(),
+        Duration::from_secs(1),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    (state, url, stop)
 }
