@@ -201,7 +201,8 @@ pub struct ActuatorState {
 pub struct ActuatorStats {
     /// Telemetry ignored for being stamped too far ahead of now.
     pub implausible_telemetry: u64,
-    /// Failures to write the state file (each logged).
+    /// Failures to write the state file (logged once per streak; exported by the actuate
+    /// stage as `graphscaler_actuator_state_write_failures_total`).
     pub state_write_failures: u64,
 }
 
@@ -220,6 +221,8 @@ pub struct Actuator {
     index: HashMap<String, usize>,
     base: usize,
     telemetry_at: HashMap<String, Seen>,
+    /// Whether the last write of the state file failed (a streak is logged once).
+    failing_writes: bool,
     /// What the guardrails counted.
     pub stats: ActuatorStats,
 }
@@ -250,6 +253,7 @@ impl Actuator {
             index: HashMap::new(),
             base: 0,
             telemetry_at: HashMap::new(),
+            failing_writes: false,
             stats: ActuatorStats::default(),
         }
     }
@@ -388,11 +392,20 @@ impl Actuator {
             std::fs::write(&tmp, bytes)?;
             std::fs::rename(&tmp, &path)
         };
-        if let Err(e) = write() {
-            if self.stats.state_write_failures == 0 {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the actuator's state file; a restart may forget recent decisions");
+        match write() {
+            Ok(()) => {
+                if self.failing_writes {
+                    tracing::info!(path = %path.display(), "the actuator's state file is written again");
+                }
+                self.failing_writes = false;
             }
-            self.stats.state_write_failures += 1;
+            Err(e) => {
+                if !self.failing_writes {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the actuator's state file; a restart may forget recent decisions");
+                }
+                self.failing_writes = true;
+                self.stats.state_write_failures += 1;
+            }
         }
     }
 

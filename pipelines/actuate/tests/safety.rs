@@ -313,3 +313,21 @@ fn a_corrupt_state_file_is_an_error_naming_it() {
     let e = Actuator::open(rails(&path)).unwrap_err().to_string();
     assert!(e.contains("state.json"), "{e}");
 }
+
+#[test]
+fn a_state_file_that_cannot_be_written_is_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster();
+    let mut a = Actuator::open(rails(&dir.path().join("no-such-dir/state.json"))).unwrap();
+    feed(
+        &mut a,
+        &mut c,
+        &[
+            decision("web", ActionKind::SetReplicas { replicas: 3 }, 100.0),
+            decision("db", ActionKind::SetReplicas { replicas: 3 }, 100.0),
+        ],
+        100.0,
+    );
+    assert_eq!(c.applied.len(), 2, "decisions go on");
+    assert_eq!(a.stats.state_write_failures, 2);
+}

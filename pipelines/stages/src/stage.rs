@@ -785,6 +785,11 @@ pub async fn actuate(
                     }
                     let now = clock.now(latest_event, t);
                     let record = actuator.handle(cluster.as_mut(), &env, now);
+                    metrics.set(
+                        "graphscaler_actuator_state_write_failures_total",
+                        &[],
+                        actuator.stats.state_write_failures as f64,
+                    );
                     let outcome = if !record.outcome.is_applied() {
                         sum.refused += 1;
                         "refused"
