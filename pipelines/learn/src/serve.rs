@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use graphscaler_schemas::{Action, ClusterObservation, Snapshot};
+use graphscaler_schemas::{Action, ClusterObservation, Snapshot, SnapshotError};
 use tch::nn::VarStore;
 
 use crate::agent::{GraphAgent, Obs};
@@ -19,13 +19,13 @@ use crate::decide::{window_of, DecisionState};
 /// Why a snapshot got no decision.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ServeError {
-    /// The snapshot's parts disagree (lengths, edge indices, widths, non-finite values).
+    /// The snapshot's parts disagree (lengths, edge indices, widths, duplicate names).
     #[error("the snapshot is not consistent: {0}")]
     Invalid(graphscaler_schemas::SnapshotError),
     /// The services differ from the model's.
     #[error("the snapshot's services differ from the model's: {0}")]
     Services(String),
-    /// A feature is NaN or infinite.
+    /// A feature (or another number of the snapshot) is NaN or infinite.
     #[error("feature `{feature}` of {what} is {value}: no decision on missing data")]
     NotFinite {
         /// Which feature.
@@ -99,48 +99,15 @@ fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
             "missing {missing:?}, unknown {extra:?}"
         )));
     }
-    for (i, x) in snap.service_x.iter().enumerate() {
-        for (f, v) in graphscaler_schemas::snapshot::SERVICE_FEATURES
-            .iter()
-            .zip(x)
-        {
-            if !v.is_finite() {
-                return Err(ServeError::NotFinite {
-                    feature: f,
-                    what: format!(
-                        "service `{}`",
-                        snap.services.get(i).map_or("?", String::as_str)
-                    ),
-                    value: *v,
-                });
-            }
-        }
-    }
-    for (i, x) in snap.node_x.iter().enumerate() {
-        for (f, v) in graphscaler_schemas::snapshot::NODE_FEATURES.iter().zip(x) {
-            if !v.is_finite() {
-                return Err(ServeError::NotFinite {
-                    feature: f,
-                    what: format!("node `{}`", snap.nodes.get(i).map_or("?", String::as_str)),
-                    value: *v,
-                });
-            }
-        }
-    }
-    for (f, v) in graphscaler_schemas::snapshot::GLOBAL_FEATURES
-        .iter()
-        .zip(&snap.global)
-    {
-        if !v.is_finite() {
-            return Err(ServeError::NotFinite {
-                feature: f,
-                what: "the cluster".into(),
-                value: *v,
-            });
-        }
-    }
-    // Lengths, edge indices and widths: what would panic the tensors.
-    snap.validate().map_err(ServeError::Invalid)
+    // Lengths, edge indices and widths (what would panic the tensors), then finite values.
+    snap.validate().map_err(|e| match e {
+        SnapshotError::NotFinite { field, what, value } => ServeError::NotFinite {
+            feature: field,
+            what,
+            value: value as f32,
+        },
+        e => ServeError::Invalid(e),
+    })
 }
 
 impl LearnedPolicy {
