@@ -20,7 +20,7 @@ ensure_torch
 cd "$GS_ROOT"
 enc="${1:?usage: scripts/curriculum.sh ENCODER [FIRST_STAGE]}"
 first="${2:-1}"
-cargo build --release --locked --bin graphscaler
+cargo build --release --locked --bins
 gs=./target/release/graphscaler
 stage() {
     local n="$1"

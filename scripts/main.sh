@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, the twin: installs what it needs (libtorch comes from the
-# torch wheel in .venv), builds graphscaler, runs the whole streaming loop once in process (twin ->
+# torch wheel in .venv), builds graphscaler and graphscaler-learn, runs the whole streaming loop once in process (twin ->
 # graph job -> tuned-HPA policy -> actuator -> twin, `graphscaler run`), then the static manifests,
 # the Kubernetes HPA, the tuned HPA and the shipped GAT-PPO checkpoint (checkpoints/gat-ppo) side
 # by side on Online Boutique under the four load shapes, 5 replays of 4 hours each. Extra
@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_apt_packages
 ensure_torch
 cd "$GS_ROOT"
-cargo build --release --locked --bin graphscaler
+cargo build --release --locked --bins
 ./target/release/graphscaler run --scenario peak --duration 4h
 echo
 exec ./target/release/graphscaler eval \

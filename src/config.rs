@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use graphscaler_eval::{EvalConfig, HpaConfig};
+use graphscaler_eval::EvalConfig;
+use graphscaler_graph::GraphConfig;
+use graphscaler_policy::HpaConfig;
 use graphscaler_twin::{SloConfig, TwinConfig, DEFAULT_TOML};
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +110,7 @@ pub struct Config {
     /// The evaluation harness.
     pub eval: EvalConfig,
     /// Learning: reward, action rules, training.
-    pub learn: graphscaler_learn::config::LearnConfig,
+    pub learn: graphscaler_learn_config::config::LearnConfig,
     /// The streaming pipeline.
     pub pipeline: PipelineConfig,
 }
@@ -140,7 +142,7 @@ pub struct PipelineConfig {
     /// Parquet file for the graph stage's snapshots; empty: none.
     pub snapshots_parquet: String,
     /// Where the scrape stage reads the cluster.
-    pub collect: graphscaler_stages::collect::CollectConfig,
+    pub collect: graphscaler_scrape::collect::CollectConfig,
     /// The actuator's guardrails.
     pub guardrails: graphscaler_actuate::Guardrails,
 }
@@ -164,83 +166,27 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Every crate's own check of its settings, all problems at once.
     fn validate(&self) -> Result<()> {
         let mut errs = vec![];
         if let Err(graphscaler_twin::TwinError::Config(e)) = self.twin.validate() {
             errs.extend(e);
         }
-        if !positive(self.slo.latency_ms) {
-            errs.push(format!(
-                "slo.latency_ms must be positive, got {}",
-                self.slo.latency_ms
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.slo.error_rate) {
-            errs.push(format!(
-                "slo.error_rate must lie in [0, 1], got {}",
-                self.slo.error_rate
-            ));
-        }
-        let h = &self.hpa;
-        if h.target_cpu_utilization == 0 || h.tuned_target_cpu_utilization == 0 {
-            errs.push("hpa targets must be positive percentages".into());
-        }
-        if h.min_replicas == 0 || h.max_replicas < h.min_replicas {
-            errs.push("hpa needs 1 <= min_replicas <= max_replicas".into());
-        }
-        if !positive(h.sync_period_s) || !non_negative(h.tolerance) {
-            errs.push("hpa.sync_period_s must be positive and hpa.tolerance non-negative".into());
-        }
-        if !(self.eval.target_utilization > 0.0 && self.eval.target_utilization <= 1.0) {
-            errs.push("eval.target_utilization must lie in (0, 1]".into());
-        }
-        if !non_negative(self.eval.caf_memory_weight) || !non_negative(self.eval.warmup_s) {
-            errs.push("eval.caf_memory_weight and eval.warmup_s must be >= 0".into());
-        }
-        let r = &self.learn.reward;
-        if !(0.0..=1.0).contains(&r.slo_step) || !(0.0..0.99).contains(&r.slo_margin) {
-            errs.push(format!(
-                "learn.reward needs slo_step in [0, 1] and slo_margin in [0, 0.99), got {} and {}",
-                r.slo_step, r.slo_margin
-            ));
-        }
-        if !matches!(self.learn.act.as_str(), "mode" | "sample") {
-            errs.push(format!(
-                "learn.act must be \"mode\" or \"sample\", got \"{}\"",
-                self.learn.act
-            ));
-        }
+        errs.extend(self.slo.problems());
+        errs.extend(self.hpa.problems());
+        errs.extend(self.eval.problems());
+        errs.extend(self.learn.problems());
         let p = &self.pipeline;
-        if !positive(p.window_s) || p.stale_windows == 0 || p.workers == 0 {
-            errs.push(
-                "pipeline.window_s, pipeline.stale_windows and pipeline.workers must be positive"
-                    .into(),
-            );
-        }
-        if !positive(p.collect.interval_s)
-            || !positive(p.collect.timeout_s)
-            || p.collect.rate_window_s == 0
-        {
-            errs.push(
-                "pipeline.collect.interval_s, timeout_s and rate_window_s must be positive".into(),
-            );
-        }
-        if !p.graph_cluster.is_empty() && p.graph_process >= p.graph_cluster.len() {
+        let pipeline = p
+            .graph()
+            .problems()
+            .into_iter()
+            .chain(p.collect.problems())
+            .chain(p.guardrails.problems());
+        errs.extend(pipeline.map(|e| format!("pipeline.{e}")));
+        if !graphscaler_schemas::defaults::is_duration_or_zero(p.grace_s) {
             errs.push(format!(
-                "pipeline.graph_process {} is not an index of pipeline.graph_cluster ({} addresses)",
-                p.graph_process,
-                p.graph_cluster.len()
-            ));
-        }
-        errs.extend(
-            p.guardrails
-                .problems()
-                .into_iter()
-                .map(|e| format!("pipeline.{e}")),
-        );
-        if !non_negative(p.grace_s) {
-            errs.push(format!(
-                "pipeline.grace_s must be a finite number >= 0, got {}",
+                "pipeline.grace_s must be a finite number of seconds from 0 to a year, got {}",
                 p.grace_s
             ));
         }
@@ -262,12 +208,17 @@ impl Config {
     }
 }
 
-fn positive(x: f64) -> bool {
-    x.is_finite() && x > 0.0
-}
-
-fn non_negative(x: f64) -> bool {
-    x.is_finite() && x >= 0.0
+impl PipelineConfig {
+    /// The graph job's settings.
+    pub fn graph(&self) -> GraphConfig {
+        GraphConfig {
+            window_s: self.window_s,
+            stale_windows: self.stale_windows,
+            workers: self.workers,
+            cluster: (!self.graph_cluster.is_empty())
+                .then(|| (self.graph_process, self.graph_cluster.clone())),
+        }
+    }
 }
 
 impl Config {
@@ -291,14 +242,17 @@ impl Config {
     }
 }
 
-/// Parses `4h`, `30m`, `90s`, `1h30m` or plain seconds.
+/// Parses `4h`, `30m`, `90s`, `1h30m` or plain seconds: positive, at most a year.
 pub fn parse_duration(s: &str) -> Result<f64, String> {
+    use graphscaler_schemas::defaults::is_duration;
     let s = s.trim();
     if let Ok(v) = s.parse::<f64>() {
-        return if positive(v) {
+        return if is_duration(v) {
             Ok(v)
         } else {
-            Err(format!("duration `{s}` must be positive"))
+            Err(format!(
+                "duration `{s}` must be positive and at most a year (31622400 s)"
+            ))
         };
     }
     let mut total = 0.0;
@@ -320,8 +274,11 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
         total += v * unit;
         num.clear();
     }
-    if !num.is_empty() || !positive(total) {
+    if !(num.is_empty() && total.is_finite() && total > 0.0) {
         return Err(format!("duration `{s}`: expected e.g. 4h, 30m, 90s"));
+    }
+    if !is_duration(total) {
+        return Err(format!("duration `{s}` is longer than a year"));
     }
     Ok(total)
 }
@@ -386,7 +343,7 @@ mod tests {
         assert!(!c.learn.online.enabled);
         assert_eq!(
             c.learn.online,
-            graphscaler_learn::online::OnlineConfig::default()
+            graphscaler_learn_config::config::OnlineConfig::default()
         );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");

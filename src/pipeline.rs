@@ -5,17 +5,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use graphscaler_bus::{BusConfig, TELEMETRY_TOPICS};
-use graphscaler_eval::hpa::Hpa;
-use graphscaler_graph::GraphConfig;
+use graphscaler_bus::stage::Clock;
+use graphscaler_bus::transport::{Publisher, Subscriber};
+use graphscaler_bus::{BusConfig, Metrics, TELEMETRY_TOPICS};
+use graphscaler_graph::stage::GraphStage;
+use graphscaler_policy::{PolicySpec, SnapshotPolicy};
 use graphscaler_schemas::events::{ActionsTopic, ServicesTopic, SnapshotsTopic};
 use graphscaler_schemas::Topic;
-use graphscaler_stages::collect::Collector;
-use graphscaler_stages::stage::{self, Clock, GraphStage, Noop};
-use graphscaler_stages::transport::{Publisher, Subscriber};
-use graphscaler_stages::{Metrics, SnapshotPolicy};
+use graphscaler_scrape::collect::Collector;
 
 use crate::config::{parse_duration, Config};
+use crate::Learning;
 
 /// `graphscaler run`.
 #[derive(Debug, Args)]
@@ -32,7 +32,7 @@ pub struct LoopArgs {
     /// noop, hpa, tuned-hpa, hpa-<percent>, gat-ppo, mlp-ppo, gcn-sac, dysat-a2c or
     /// checkpoint:PATH (default: pipeline.policy).
     #[arg(long)]
-    policy: Option<String>,
+    pub policy: Option<String>,
     /// Topology file (default: twin.topology).
     #[arg(long)]
     topology: Option<PathBuf>,
@@ -41,39 +41,22 @@ pub struct LoopArgs {
     snapshots: Option<PathBuf>,
 }
 
-/// A policy for the policy stage by name.
-pub fn snapshot_policy(name: &str, cfg: &Config) -> Result<Box<dyn SnapshotPolicy>> {
-    let h = &cfg.hpa;
-    if let Some(path) = crate::learn::learned_checkpoint(name, cfg) {
-        return crate::learn::stage_policy(name, &path, cfg);
-    }
-    let target = match name {
-        "noop" | "static" => return Ok(Box::new(Noop)),
-        "hpa" => h.target_cpu_utilization,
-        "tuned-hpa" => h.tuned_target_cpu_utilization,
-        other => match other.strip_prefix("hpa-").map(str::parse::<u32>) {
-            Some(Ok(t)) if t > 0 => t,
-            _ => bail!("unknown policy `{other}` (noop, hpa, tuned-hpa, hpa-<percent>, gat-ppo, mlp-ppo, gcn-sac, dysat-a2c or checkpoint:PATH)"),
-        },
-    };
-    Ok(Box::new(Hpa::new(target, h)))
-}
-
-fn graph_config(cfg: &Config) -> GraphConfig {
-    let p = &cfg.pipeline;
-    GraphConfig {
-        window_s: p.window_s,
-        stale_windows: p.stale_windows,
-        workers: p.workers,
-        cluster: (!p.graph_cluster.is_empty()).then(|| (p.graph_process, p.graph_cluster.clone())),
-    }
+/// A policy for the policy stage by name (the grammar of [`PolicySpec::parse`]).
+pub fn snapshot_policy(
+    name: &str,
+    cfg: &Config,
+    learning: Option<&dyn Learning>,
+) -> Result<Box<dyn SnapshotPolicy>> {
+    let spec = PolicySpec::parse(name)?;
+    let learned = learning.map(|l| l.policies(cfg, None));
+    Ok(spec.build_stage(&cfg.hpa, learned.as_deref())?)
 }
 
 /// `graphscaler run`.
-pub fn run_loop(cfg: &Config, a: LoopArgs) -> Result<()> {
+pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> Result<()> {
     let twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
     let name = a.policy.unwrap_or_else(|| cfg.pipeline.policy.clone());
-    let policy = snapshot_policy(&name, cfg)?;
+    let policy = snapshot_policy(&name, cfg, learning)?;
     let metrics = [
         Metrics::new("scrape"),
         Metrics::new("graph"),
@@ -84,9 +67,9 @@ pub fn run_loop(cfg: &Config, a: LoopArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let started = std::time::Instant::now();
-    let sum = rt.block_on(graphscaler_stages::run::run(
+    let sum = rt.block_on(graphscaler_pipeline::run::run(
         twin,
-        graph_config(cfg),
+        cfg.pipeline.graph(),
         policy,
         cfg.pipeline.guardrails.clone(),
         &metrics,
@@ -136,15 +119,15 @@ pub fn run_loop(cfg: &Config, a: LoopArgs) -> Result<()> {
         sum.actuate.applied,
         sum.actuate.refused
     );
-    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut refusals: std::collections::BTreeMap<graphscaler_schemas::Refusal, usize> =
+        Default::default();
     for r in &sum.audit {
-        if let graphscaler_schemas::ActionOutcome::Refused { reason } = &r.outcome {
-            let head = reason.split(':').next().unwrap_or(reason).to_string();
-            *reasons.entry(head).or_default() += 1;
+        if let graphscaler_schemas::ActionOutcome::Refused { refusal, .. } = &r.outcome {
+            *refusals.entry(*refusal).or_default() += 1;
         }
     }
-    for (r, n) in reasons {
-        say!("            refused ({r}): {n}");
+    for (r, n) in refusals {
+        say!("            refused ({}): {n}", r.name());
     }
     if sum.events != sum.graph.events
         || sum.graph.snapshots != sum.policy.snapshots
@@ -185,7 +168,7 @@ impl Stage {
 }
 
 /// Runs one stage on Kafka until Ctrl-C (or SIGTERM).
-pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
+pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Result<()> {
     let p = &cfg.pipeline;
     if p.kafka_bootstrap.is_empty() {
         bail!(
@@ -215,20 +198,16 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
                 .with_context(|| format!("pipeline.metrics_listen {}", p.metrics_listen))?;
             let m = vec![metrics.clone()];
             let mut s = stop.clone();
-            tokio::spawn(graphscaler_stages::metrics::serve(
-                listener,
-                m,
-                async move {
-                    let _ = s.changed().await;
-                },
-            ));
+            tokio::spawn(graphscaler_bus::metrics::serve(listener, m, async move {
+                let _ = s.changed().await;
+            }));
         }
         let publisher = Publisher::kafka(&bus)?;
         let out = match which {
             Stage::Scrape => {
                 let c = Collector::new(p.collect.clone(), (cfg.slo.latency_ms, cfg.slo.error_rate))
                     .await?;
-                let s = stage::scrape(
+                let s = graphscaler_scrape::stage::scrape(
                     c,
                     publisher,
                     Duration::from_secs_f64(p.collect.interval_s),
@@ -241,7 +220,7 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
             Stage::Graph if p.graph_process != 0 => {
                 // A helper process of the graph job's timely cluster: it shares the dataflow's
                 // work; process 0 reads the topics and publishes the snapshots.
-                let g = graphscaler_graph::LiveGraph::spawn(&graph_config(cfg));
+                let g = graphscaler_graph::LiveGraph::spawn(&cfg.pipeline.graph());
                 let mut s = stop.clone();
                 let _ = s.changed().await;
                 format!(
@@ -253,7 +232,7 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
             Stage::Graph => {
                 let sub = Subscriber::kafka(&bus, &group, &TELEMETRY_TOPICS)?;
                 let g = GraphStage {
-                    graph: graph_config(cfg),
+                    graph: cfg.pipeline.graph(),
                     grace: Duration::from_secs_f64(p.grace_s),
                     clock: Clock::Wall,
                     parquet: (!p.snapshots_parquet.is_empty())
@@ -262,15 +241,15 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
                 };
                 format!(
                     "{:?}",
-                    stage::graph(sub, publisher, g, metrics, stop).await?
+                    graphscaler_graph::stage::graph(sub, publisher, g, metrics, stop).await?
                 )
             }
             Stage::Policy => {
                 let sub = Subscriber::kafka(&bus, &group, &[SnapshotsTopic::NAME])?;
-                let pol = snapshot_policy(&p.policy, cfg)?;
+                let pol = snapshot_policy(&p.policy, cfg, learning)?;
                 format!(
                     "{:?}",
-                    stage::policy(sub, publisher, pol, metrics, stop).await?
+                    graphscaler_policy::stage::policy(sub, publisher, pol, metrics, stop).await?
                 )
             }
             Stage::Actuate => {
@@ -283,13 +262,13 @@ pub fn stage(cfg: &Config, which: Stage) -> Result<()> {
                 )?;
                 let url = (!p.collect.kubernetes_url.is_empty())
                     .then_some(p.collect.kubernetes_url.as_str());
-                let client = graphscaler_stages::kube_io::client(url).await?;
+                let client = graphscaler_scrape::k8s::client(url).await?;
                 let cluster =
-                    graphscaler_stages::kube_io::KubeCluster::new(client, &p.collect.namespace);
+                    graphscaler_actuate::k8s::KubeCluster::new(client, &p.collect.namespace);
                 let act = graphscaler_actuate::Actuator::open(p.guardrails.clone())?;
                 format!(
                     "{:?}",
-                    stage::actuate(
+                    graphscaler_actuate::stage::actuate(
                         sub,
                         publisher,
                         act,
@@ -335,13 +314,14 @@ pub fn replay_into(
     path: &std::path::Path,
     policy: Option<&str>,
     publish: bool,
+    learning: Option<&dyn Learning>,
 ) -> Result<()> {
     if policy.is_none() && !publish {
         return Ok(());
     }
     let snaps = graphscaler_graph::store::read(path)?;
     if let Some(name) = policy {
-        let mut p = snapshot_policy(name, cfg)?;
+        let mut p = snapshot_policy(name, cfg, learning)?;
         let mut by_service: std::collections::BTreeMap<String, usize> = Default::default();
         let mut n = 0;
         for s in &snaps {

@@ -626,3 +626,71 @@ fn the_shipped_checkpoints_load_and_act() {
         assert!(cmd.contains("graphscaler train --encoder"), "{f}: {cmd}");
     }
 }
+
+/// The libraries the dynamic loader opens for `bin args` (glibc's `LD_DEBUG=libs`).
+#[cfg(target_os = "linux")]
+fn libraries_loaded(bin: &str, args: &[&str]) -> (Output, String) {
+    let o = Command::new(bin)
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .env("LD_DEBUG", "libs")
+        .output()
+        .expect("the binary runs");
+    let loaded = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("calling init:"))
+        .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (o, loaded)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn only_a_learned_policy_or_training_loads_libtorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let gs = env!("CARGO_BIN_EXE_graphscaler");
+    // The HPA on the twin and a configuration error: `graphscaler` alone, no libtorch.
+    let (o, loaded) = libraries_loaded(
+        gs,
+        &[
+            "twin",
+            "run",
+            "--policy",
+            "hpa",
+            "--duration",
+            "10m",
+            "--no-plots",
+            "--out",
+            out,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!loaded.contains("libtorch_cpu"), "loaded: {loaded}");
+    let (o, loaded) = libraries_loaded(gs, &["eval", "--policies", "hpa,magic"]);
+    assert!(!o.status.success());
+    assert!(!loaded.contains("libtorch_cpu"), "loaded: {loaded}");
+    // A learned policy: `graphscaler` re-executes graphscaler-learn, which loads it.
+    let (o, loaded) = libraries_loaded(
+        gs,
+        &[
+            "eval",
+            "--policies",
+            "gat-ppo",
+            "--scenarios",
+            "peak",
+            "--replays",
+            "1",
+            "--duration",
+            "5m",
+            "--no-plots",
+            "--out",
+            out,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(loaded.contains("libtorch_cpu"), "loaded: {loaded}");
+    assert!(stdout(&o).contains("gat-ppo"), "{}", stdout(&o));
+}

@@ -87,10 +87,82 @@ pub enum ActionOutcome {
     Refused {
         /// Why, in words a user can act on.
         reason: String,
+        /// Which rule refused it (absent in records written before refusals had kinds).
+        #[serde(default)]
+        refusal: Refusal,
     },
 }
 
+/// Which rule refused an action: the actuator's guardrails, in their order, or the cluster.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// A newer decision for the same part of the same service was already made.
+    Superseded,
+    /// Stamped implausibly far ahead of now.
+    Implausible,
+    /// Older than the actions' time-to-live.
+    Expired,
+    /// The service's telemetry is stale, absent or lacks a metric.
+    Hold,
+    /// The cluster has no such workload.
+    UnknownWorkload,
+    /// The service changed within the cooldown.
+    Cooldown,
+    /// The action would change nothing (after the bounds and the step limit).
+    NoChange,
+    /// Not enough free CPU for the added replicas.
+    Capacity,
+    /// The action itself is malformed (a CPU quota change that is not a number).
+    Invalid,
+    /// The cluster (the twin or the Kubernetes API) refused to apply it.
+    Cluster,
+    /// Recorded without a kind.
+    #[default]
+    Unknown,
+}
+
+impl Refusal {
+    /// The words tables and logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Superseded => "superseded",
+            Refusal::Implausible => "implausible",
+            Refusal::Expired => "expired",
+            Refusal::Hold => "hold",
+            Refusal::UnknownWorkload => "unknown workload",
+            Refusal::Cooldown => "cooldown",
+            Refusal::NoChange => "no change",
+            Refusal::Capacity => "capacity",
+            Refusal::Invalid => "invalid",
+            Refusal::Cluster => "the cluster refused",
+            Refusal::Unknown => "unknown",
+        }
+    }
+}
+
 impl ActionOutcome {
+    /// A refusal by `refusal`, with its reason in words.
+    pub fn refused(refusal: Refusal, reason: impl Into<String>) -> Self {
+        ActionOutcome::Refused {
+            reason: reason.into(),
+            refusal,
+        }
+    }
+
     /// Whether the action was applied.
     pub fn is_applied(&self) -> bool {
         matches!(self, ActionOutcome::Applied)

@@ -19,11 +19,12 @@
 pub mod action;
 #[cfg(feature = "arrow")]
 pub mod arrow;
+pub mod defaults;
 pub mod events;
 pub mod obs;
 pub mod snapshot;
 
-pub use action::{Action, ActionKind, ActionOutcome};
+pub use action::{Action, ActionKind, ActionOutcome, Refusal};
 pub use events::{AuditRecord, Envelope, Keyed, PodChange, TelemetryEvent, Topic};
 pub use obs::{
     CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,

@@ -41,6 +41,60 @@ pub const CALL_FEATURES: [&str; 3] = ["rps", "p95_ms", "error_rate"];
 /// Global scalars.
 pub const GLOBAL_FEATURES: [&str; 2] = ["cluster_cpu_utilization", "slo_violation_rate"];
 
+/// Positions in a row of [`SERVICE_FEATURES`], by name (a test holds them to the list).
+pub mod service_feature {
+    /// `cpu_pct`.
+    pub const CPU_PCT: usize = 0;
+    /// `mem_pct`.
+    pub const MEM_PCT: usize = 1;
+    /// `p95_ms`.
+    pub const P95_MS: usize = 2;
+    /// `stateful`.
+    pub const STATEFUL: usize = 3;
+    /// `rue`.
+    pub const RUE: usize = 4;
+    /// `replica_lag_s`.
+    pub const REPLICA_LAG_S: usize = 5;
+    /// `hit_ratio`.
+    pub const HIT_RATIO: usize = 6;
+    /// The row's width.
+    pub const COUNT: usize = super::SERVICE_FEATURES.len();
+}
+
+/// Positions in a row of [`NODE_FEATURES`], by name.
+pub mod node_feature {
+    /// `free_cpu_cores`.
+    pub const FREE_CPU_CORES: usize = 0;
+    /// `free_mem_gib`.
+    pub const FREE_MEM_GIB: usize = 1;
+    /// `cpu_model_id`.
+    pub const CPU_MODEL_ID: usize = 2;
+    /// The row's width.
+    pub const COUNT: usize = super::NODE_FEATURES.len();
+}
+
+/// Positions in a row of [`CALL_FEATURES`], by name.
+pub mod call_feature {
+    /// `rps`.
+    pub const RPS: usize = 0;
+    /// `p95_ms`.
+    pub const P95_MS: usize = 1;
+    /// `error_rate`.
+    pub const ERROR_RATE: usize = 2;
+    /// The row's width.
+    pub const COUNT: usize = super::CALL_FEATURES.len();
+}
+
+/// Positions in [`GLOBAL_FEATURES`], by name.
+pub mod global_feature {
+    /// `cluster_cpu_utilization`.
+    pub const CLUSTER_CPU_UTILIZATION: usize = 0;
+    /// `slo_violation_rate`.
+    pub const SLO_VIOLATION_RATE: usize = 1;
+    /// The row's width.
+    pub const COUNT: usize = super::GLOBAL_FEATURES.len();
+}
+
 /// The edges of one relation, in COO form (PyG's `edge_index` and `edge_attr`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EdgeSet {
@@ -636,6 +690,51 @@ impl TemporalWindow {
     /// Whether it holds `T`.
     pub fn is_full(&self) -> bool {
         self.snapshots.len() == self.capacity
+    }
+}
+
+#[cfg(test)]
+mod feature_position_tests {
+    use super::*;
+
+    #[test]
+    fn named_positions_are_the_lists_positions() {
+        let at = |list: &[&str], name: &str| list.iter().position(|f| *f == name);
+        use service_feature as s;
+        for (name, i) in [
+            ("cpu_pct", s::CPU_PCT),
+            ("mem_pct", s::MEM_PCT),
+            ("p95_ms", s::P95_MS),
+            ("stateful", s::STATEFUL),
+            ("rue", s::RUE),
+            ("replica_lag_s", s::REPLICA_LAG_S),
+            ("hit_ratio", s::HIT_RATIO),
+        ] {
+            assert_eq!(at(&SERVICE_FEATURES, name), Some(i), "{name}");
+        }
+        use node_feature as n;
+        for (name, i) in [
+            ("free_cpu_cores", n::FREE_CPU_CORES),
+            ("free_mem_gib", n::FREE_MEM_GIB),
+            ("cpu_model_id", n::CPU_MODEL_ID),
+        ] {
+            assert_eq!(at(&NODE_FEATURES, name), Some(i), "{name}");
+        }
+        use call_feature as c;
+        for (name, i) in [
+            ("rps", c::RPS),
+            ("p95_ms", c::P95_MS),
+            ("error_rate", c::ERROR_RATE),
+        ] {
+            assert_eq!(at(&CALL_FEATURES, name), Some(i), "{name}");
+        }
+        use global_feature as g;
+        for (name, i) in [
+            ("cluster_cpu_utilization", g::CLUSTER_CPU_UTILIZATION),
+            ("slo_violation_rate", g::SLO_VIOLATION_RATE),
+        ] {
+            assert_eq!(at(&GLOBAL_FEATURES, name), Some(i), "{name}");
+        }
     }
 }
 

@@ -28,12 +28,16 @@
 //!    (less `reserve_cpu_cores`) is refused.
 //! 9. **Dry run**: with `dry_run`, nothing is applied; the record says what would have been.
 //!
-//! The cluster is behind the [`Cluster`] trait: the twin in process, or the Kubernetes API.
+//! The cluster is behind the [`Cluster`] trait: the twin in process, or the Kubernetes API
+//! ([`k8s::KubeCluster`]). [`stage::actuate`] is the stage loop around an [`Actuator`].
+
+pub mod k8s;
+pub mod stage;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
-use graphscaler_schemas::{Action, ActionKind, ActionOutcome, AuditRecord, Envelope};
+use graphscaler_schemas::{Action, ActionKind, ActionOutcome, AuditRecord, Envelope, Refusal};
 use serde::{Deserialize, Serialize};
 
 /// Guardrail settings.
@@ -74,11 +78,11 @@ pub struct Guardrails {
 }
 
 fn default_action_ttl_s() -> f64 {
-    120.0
+    graphscaler_schemas::defaults::section("pipeline.guardrails.action_ttl_s")
 }
 
 fn default_max_clock_skew_s() -> f64 {
-    60.0
+    graphscaler_schemas::defaults::section("pipeline.guardrails.max_clock_skew_s")
 }
 
 impl Guardrails {
@@ -136,22 +140,9 @@ impl Guardrails {
 }
 
 impl Default for Guardrails {
+    /// `[pipeline.guardrails]` of `config/default.toml`.
     fn default() -> Self {
-        Self {
-            min_replicas: 1,
-            max_replicas: 40,
-            per_service: HashMap::new(),
-            max_step: 4,
-            cooldown_s: 30.0,
-            stale_after_s: 90.0,
-            min_cpu_limit_m: 50,
-            max_cpu_limit_m: 4000,
-            reserve_cpu_cores: 0.5,
-            dry_run: false,
-            action_ttl_s: default_action_ttl_s(),
-            max_clock_skew_s: default_max_clock_skew_s(),
-            state_file: String::new(),
-        }
+        graphscaler_schemas::defaults::section("pipeline.guardrails")
     }
 }
 
@@ -424,8 +415,8 @@ impl Actuator {
             ActionOutcome::Applied => {
                 tracing::info!(action = %action.event_id, service = %action.payload.service, dry_run = record.dry_run, note = ?record.note, "action applied")
             }
-            ActionOutcome::Refused { reason } => {
-                tracing::info!(action = %action.event_id, service = %action.payload.service, %reason, "action refused")
+            ActionOutcome::Refused { reason, refusal } => {
+                tracing::info!(action = %action.event_id, service = %action.payload.service, refusal = refusal.name(), %reason, "action refused")
             }
         }
         let stamp = action.observed_at_s;
@@ -441,10 +432,10 @@ impl Actuator {
         now: f64,
     ) -> AuditRecord {
         let a = &env.payload;
-        let refuse = |reason: String| AuditRecord {
+        let refuse = |refusal: Refusal, reason: String| AuditRecord {
             action_id: env.event_id.clone(),
             action: a.clone(),
-            outcome: ActionOutcome::Refused { reason },
+            outcome: ActionOutcome::refused(refusal, reason),
             dry_run: false,
             note: None,
         };
@@ -452,56 +443,76 @@ impl Actuator {
         let key = writer_key(a);
         if let Some((t, id)) = self.state.last_writer.get(&key) {
             if stamp < *t || (stamp == *t && *id == env.event_id) {
-                return refuse(format!(
+                return refuse(Refusal::Superseded, format!(
                     "superseded: {} was decided at {t:.0} s ({id}); this action is from {stamp:.0} s",
                     key
                 ));
             }
         }
         if !self.plausible(stamp, now) {
-            return refuse(format!(
+            return refuse(Refusal::Implausible, format!(
                 "implausible: the action is stamped {:.0} s ahead of now (clock skew limit {:.0} s)",
                 stamp - now,
                 self.rails.max_clock_skew_s
             ));
         }
         if !stamp.is_finite() || now - stamp > self.rails.action_ttl_s {
-            return refuse(format!(
-                "expired: the action is {:.0} s old (time-to-live {:.0} s)",
-                now - stamp,
-                self.rails.action_ttl_s
-            ));
+            return refuse(
+                Refusal::Expired,
+                format!(
+                    "expired: the action is {:.0} s old (time-to-live {:.0} s)",
+                    now - stamp,
+                    self.rails.action_ttl_s
+                ),
+            );
         }
         match self.telemetry_at.get(&a.service) {
-            None => return refuse(format!("hold: no telemetry for {}", a.service)),
+            None => {
+                return refuse(
+                    Refusal::Hold,
+                    format!("hold: no telemetry for {}", a.service),
+                )
+            }
             Some(t) if now - t.at > self.rails.stale_after_s => {
-                return refuse(format!(
-                    "hold: telemetry for {} is {:.0} s old (limit {:.0} s)",
-                    a.service,
-                    now - t.at,
-                    self.rails.stale_after_s
-                ))
+                return refuse(
+                    Refusal::Hold,
+                    format!(
+                        "hold: telemetry for {} is {:.0} s old (limit {:.0} s)",
+                        a.service,
+                        now - t.at,
+                        self.rails.stale_after_s
+                    ),
+                )
             }
             Some(t) if !t.missing.is_empty() => {
-                return refuse(format!(
-                    "hold: telemetry for {} is missing {}",
-                    a.service,
-                    t.missing.join(", ")
-                ))
+                return refuse(
+                    Refusal::Hold,
+                    format!(
+                        "hold: telemetry for {} is missing {}",
+                        a.service,
+                        t.missing.join(", ")
+                    ),
+                )
             }
             _ => {}
         }
         let Some(w) = cluster.workload(&a.service) else {
-            return refuse(format!("unknown workload `{}`", a.service));
+            return refuse(
+                Refusal::UnknownWorkload,
+                format!("unknown workload `{}`", a.service),
+            );
         };
         if let Some(t) = self.state.last_change.get(&a.service) {
             if now - t > 1e-9 && now - t < self.rails.cooldown_s {
-                return refuse(format!(
-                    "cooldown: {} changed {:.0} s ago (cooldown {:.0} s)",
-                    a.service,
-                    now - t,
-                    self.rails.cooldown_s
-                ));
+                return refuse(
+                    Refusal::Cooldown,
+                    format!(
+                        "cooldown: {} changed {:.0} s ago (cooldown {:.0} s)",
+                        a.service,
+                        now - t,
+                        self.rails.cooldown_s
+                    ),
+                );
             }
         }
         let mut note = None;
@@ -530,9 +541,10 @@ impl Actuator {
                     return AuditRecord {
                         action_id: env.event_id.clone(),
                         action: a.clone(),
-                        outcome: ActionOutcome::Refused {
-                            reason: format!("no change: {} already has {cur} replicas", a.service),
-                        },
+                        outcome: ActionOutcome::refused(
+                            Refusal::NoChange,
+                            format!("no change: {} already has {cur} replicas", a.service),
+                        ),
                         dry_run: false,
                         note,
                     };
@@ -540,7 +552,7 @@ impl Actuator {
                 let added_cpu = (target - cur).max(0) as f64 * w.cpu_request_cores;
                 let free = cluster.free_cpu_cores() - self.rails.reserve_cpu_cores;
                 if added_cpu > free + 1e-9 {
-                    return refuse(format!(
+                    return refuse(Refusal::Capacity, format!(
                         "capacity: {} more replicas of {} need {:.2} cores, {:.2} are free beyond the reserve",
                         target - cur,
                         a.service,
@@ -563,7 +575,10 @@ impl Actuator {
             }
             ActionKind::ChangeCpuQuota { delta } => {
                 if !delta.is_finite() {
-                    return refuse(format!("cpu quota delta {delta} is not a number"));
+                    return refuse(
+                        Refusal::Invalid,
+                        format!("cpu quota delta {delta} is not a number"),
+                    );
                 }
                 let d = delta.clamp(-1.0, 1.0);
                 let m = (f64::from(w.cpu_limit_m) * 2f64.powf(d)).round() as u32;
@@ -596,7 +611,7 @@ impl Actuator {
                     note,
                 }
             }
-            Err(reason) => refuse(format!("the cluster refused: {reason}")),
+            Err(reason) => refuse(Refusal::Cluster, format!("the cluster refused: {reason}")),
         }
     }
 }

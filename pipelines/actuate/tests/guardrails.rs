@@ -60,7 +60,7 @@ fn act(id: &str, kind: ActionKind, t: f64) -> Envelope<Action> {
 
 fn reason(o: &ActionOutcome) -> &str {
     match o {
-        ActionOutcome::Refused { reason } => reason,
+        ActionOutcome::Refused { reason, .. } => reason,
         ActionOutcome::Applied => "",
     }
 }
@@ -268,7 +268,7 @@ impl Cluster for TwinCluster {
     fn apply(&mut self, a: &Action) -> Result<(), String> {
         match self.0.apply(a) {
             ActionOutcome::Applied => Ok(()),
-            ActionOutcome::Refused { reason } => Err(reason),
+            ActionOutcome::Refused { reason, .. } => Err(reason),
         }
     }
 }

@@ -67,7 +67,7 @@ fn decision(service: &str, kind: ActionKind, t: f64) -> Envelope<Action> {
 
 fn reason(o: &ActionOutcome) -> &str {
     match o {
-        ActionOutcome::Refused { reason } => reason,
+        ActionOutcome::Refused { reason, .. } => reason,
         ActionOutcome::Applied => "applied",
     }
 }

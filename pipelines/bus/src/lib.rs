@@ -6,6 +6,16 @@
 //!   handled a message, so a restart resumes where handling stopped: nothing is lost.
 //! * [`decode`] turns a message back into a [`TelemetryEvent`], with an error naming the topic,
 //!   partition and offset for a payload that does not parse.
+//! * [`transport`] is what the stage loops use: the same [`transport::Publisher`] and
+//!   [`transport::Subscriber`] over Kafka or the in-process [`transport::MemoryBus`].
+//! * [`stage`] holds what every stage loop shares (its clock, retries, commits, dead letters) and
+//!   [`metrics`] the stages' typed Prometheus metrics, served on `/metrics`.
+
+pub mod metrics;
+pub mod stage;
+pub mod transport;
+
+pub use metrics::Metrics;
 
 use std::time::Duration;
 

@@ -11,8 +11,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use graphscaler_eval::runner::{run_policy, EvalConfig, Policy, Setup, Static};
-use graphscaler_eval::{Hpa, HpaConfig};
+use graphscaler_eval::runner::{run_policy, EvalConfig, Setup};
+use graphscaler_policy::{Hpa, HpaConfig, Policy, Static};
 use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig, DEFAULT_TOML};
 
 const ROUNDS: usize = 7;

@@ -8,12 +8,9 @@ pub enum EvalError {
     /// The twin refused its input.
     #[error(transparent)]
     Twin(#[from] graphscaler_twin::TwinError),
-    /// An unknown policy name.
-    #[error("unknown policy `{0}`; expected static, hpa, tuned-hpa, hpa-<percent>, gat-ppo, mlp-ppo, gcn-sac, dysat-a2c or NAME=CHECKPOINT")]
-    UnknownPolicy(String),
-    /// A policy could not be built (a learned policy's checkpoint, for example).
-    #[error("{0}")]
-    Policy(String),
+    /// A policy that could not be named or built (a learned policy's checkpoint, for example).
+    #[error(transparent)]
+    Policy(#[from] graphscaler_policy::PolicyError),
     /// Writing a result file failed.
     #[error("cannot write {path}: {message}")]
     Write {

@@ -1,9 +1,9 @@
-//! The evaluation harness: the Kubernetes HPA baseline ([`hpa`]), the per-run metrics
-//! ([`metrics`]), statistics across replays ([`stats`]), campaigns on the twin ([`runner`]) and
-//! their reports: terminal tables, CSV, Parquet and PNG plots ([`report`], [`plot`]).
+//! The evaluation harness: campaigns of policies on the twin ([`runner`]), the per-run metrics
+//! ([`metrics`]), statistics across replays ([`stats`]) and their reports: terminal tables, CSV,
+//! Parquet and PNG plots ([`report`], [`plot`]). The policies themselves are
+//! `graphscaler_policy`'s.
 
 pub mod error;
-pub mod hpa;
 pub mod metrics;
 pub mod plot;
 pub mod report;
@@ -12,6 +12,5 @@ pub mod stats;
 pub mod sweep;
 
 pub use error::{EvalError, Result};
-pub use hpa::{Hpa, HpaConfig, HpaController};
 pub use metrics::{MetricSettings, RunMetrics};
-pub use runner::{Campaign, EvalConfig, Policy, PolicySpec, RunResult, Setup};
+pub use runner::{Campaign, EvalConfig, RunResult, Setup};

@@ -3,12 +3,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use graphscaler_schemas::{Action, ClusterObservation};
+use graphscaler_policy::{HpaConfig, Learned, Policy, PolicySpec};
 use graphscaler_twin::{Shape, SloConfig, TickTruth, Topology, Twin, TwinConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
-use crate::hpa::{Hpa, HpaConfig};
 use crate::metrics::{compute, MetricSettings, RunMetrics};
 
 /// Settings of the evaluation harness (`[eval]` in `config/default.toml`).
@@ -26,116 +25,20 @@ pub struct EvalConfig {
     pub warmup_s: f64,
 }
 
-/// A scaling policy: reads observations, emits actions.
-pub trait Policy: Send {
-    /// Decides at an observation tick.
-    fn decide(&mut self, obs: &ClusterObservation) -> Vec<Action>;
-}
-
-/// Never acts: the manifests' replicas and resources stay as they are.
-#[derive(Debug, Clone, Default)]
-pub struct Static;
-
-impl Policy for Static {
-    fn decide(&mut self, _obs: &ClusterObservation) -> Vec<Action> {
-        vec![]
-    }
-}
-
-impl Policy for Hpa {
-    fn decide(&mut self, obs: &ClusterObservation) -> Vec<Action> {
-        Hpa::decide(self, obs)
-    }
-}
-
-/// A policy by name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub enum PolicySpec {
-    /// [`Static`].
-    Static,
-    /// The HPA at `hpa.target_cpu_utilization`.
-    Hpa,
-    /// The HPA at `hpa.tuned_target_cpu_utilization`.
-    TunedHpa,
-    /// The HPA at the given target, percent (`hpa-60`).
-    HpaAt(u32),
-    /// A learned policy: `gat-ppo`, `mlp-ppo`, `gcn-sac`, `dysat-a2c` (from the checkpoint
-    /// directory) or `NAME=PATH` (a checkpoint, without its extension), built by the campaign's
-    /// [`Learned`] factory.
-    Learned {
-        /// The name in tables.
-        name: String,
-        /// The checkpoint, if given (else the factory's default for the name).
-        path: Option<String>,
-    },
-}
-
-/// The names of the learned baselines.
-pub const LEARNED: [&str; 4] = ["gat-ppo", "mlp-ppo", "gcn-sac", "dysat-a2c"];
-
-/// Builds learned policies (the learning crate links libtorch; this crate does not).
-pub trait Learned: Sync {
-    /// The policy `name` from `path` (or its default checkpoint).
-    fn build(&self, name: &str, path: Option<&str>) -> Result<Box<dyn Policy>>;
-}
-
-impl PolicySpec {
-    /// Parses `static`, `hpa`, `tuned-hpa` or `hpa-<percent>`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "static" => Ok(PolicySpec::Static),
-            "hpa" => Ok(PolicySpec::Hpa),
-            "tuned-hpa" => Ok(PolicySpec::TunedHpa),
-            _ if LEARNED.contains(&s) => Ok(PolicySpec::Learned {
-                name: s.to_owned(),
-                path: None,
-            }),
-            _ if s.contains('=') => {
-                let (name, path) = s.split_once('=').unwrap_or_default();
-                if name.is_empty() || path.is_empty() {
-                    return Err(EvalError::UnknownPolicy(s.to_owned()));
-                }
-                Ok(PolicySpec::Learned {
-                    name: name.to_owned(),
-                    path: Some(path.to_owned()),
-                })
-            }
-            _ => s
-                .strip_prefix("hpa-")
-                .and_then(|t| t.parse().ok())
-                .filter(|t| (1..=1000).contains(t))
-                .map(PolicySpec::HpaAt)
-                .ok_or_else(|| EvalError::UnknownPolicy(s.to_owned())),
+impl EvalConfig {
+    /// What is wrong with `[eval]`, one message per problem (empty: nothing).
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = vec![];
+        if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
+            errs.push("eval.target_utilization must lie in (0, 1]".into());
         }
-    }
-
-    /// The name used in tables and files.
-    pub fn name(&self) -> String {
-        match self {
-            PolicySpec::Static => "static".into(),
-            PolicySpec::Hpa => "hpa".into(),
-            PolicySpec::TunedHpa => "tuned-hpa".into(),
-            PolicySpec::HpaAt(t) => format!("hpa-{t}"),
-            PolicySpec::Learned { name, .. } => name.clone(),
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !non_negative(self.caf_memory_weight)
+            || !graphscaler_schemas::defaults::is_duration_or_zero(self.warmup_s)
+        {
+            errs.push("eval.caf_memory_weight and eval.warmup_s must be >= 0".into());
         }
-    }
-
-    /// Builds the policy; a learned one needs `learned`.
-    pub fn build(&self, hpa: &HpaConfig, learned: Option<&dyn Learned>) -> Result<Box<dyn Policy>> {
-        Ok(match self {
-            PolicySpec::Static => Box::new(Static),
-            PolicySpec::Hpa => Box::new(Hpa::new(hpa.target_cpu_utilization, hpa)),
-            PolicySpec::TunedHpa => Box::new(Hpa::new(hpa.tuned_target_cpu_utilization, hpa)),
-            PolicySpec::HpaAt(t) => Box::new(Hpa::new(*t, hpa)),
-            PolicySpec::Learned { name, path } => match learned {
-                Some(l) => l.build(name, path.as_deref())?,
-                None => {
-                    return Err(EvalError::Policy(format!(
-                        "policy `{name}` is learned and this build has no learned policies"
-                    )))
-                }
-            },
-        })
+        errs
     }
 }
 
@@ -336,6 +239,7 @@ impl Campaign {
                     let warmup = setup.eval.warmup_s;
                     let out = policy
                         .build(&setup.hpa, learned)
+                        .map_err(EvalError::from)
                         .and_then(|mut p| {
                             run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup)
                         })
@@ -381,32 +285,5 @@ impl Campaign {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_names_parse() {
-        assert_eq!(
-            PolicySpec::parse("tuned-hpa").unwrap(),
-            PolicySpec::TunedHpa
-        );
-        assert_eq!(PolicySpec::parse("hpa-60").unwrap(), PolicySpec::HpaAt(60));
-        assert_eq!(
-            PolicySpec::parse("gat-ppo").unwrap(),
-            PolicySpec::Learned {
-                name: "gat-ppo".into(),
-                path: None
-            }
-        );
-        assert_eq!(
-            PolicySpec::parse("mine=ckpt/a").unwrap().name(),
-            "mine".to_string()
-        );
-        let e = PolicySpec::parse("gat-sac").unwrap_err().to_string();
-        assert!(e.contains("gat-sac"), "{e}");
     }
 }

@@ -22,8 +22,10 @@ use crate::rows;
 /// One fact of the maintained graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Fact {
-    /// μ of a service (7 `f32` bit patterns), then its spec and ready replicas, CPU request,
-    /// whether a metric is missing (1) and CPU limit.
+    /// μ of a service (`f32` bit patterns, one per
+    /// [`graphscaler_schemas::snapshot::SERVICE_FEATURES`]), then its spec and ready replicas,
+    /// CPU request, whether a metric is missing (1) and CPU limit, at the positions
+    /// [`service_fact`] names.
     Service(Id, Vec<u32>),
     /// ν of a node.
     Node(Id, Vec<u32>),
@@ -33,6 +35,22 @@ pub enum Fact {
     RunsOn(Id, Id, u32),
     /// The global scalars.
     Global(Vec<u32>),
+}
+
+/// Positions in a [`Fact::Service`] row after its features.
+pub mod service_fact {
+    use graphscaler_schemas::snapshot::SERVICE_FEATURES;
+
+    /// `replicas_spec`.
+    pub const REPLICAS_SPEC: usize = SERVICE_FEATURES.len();
+    /// `replicas_ready`.
+    pub const REPLICAS_READY: usize = REPLICAS_SPEC + 1;
+    /// `cpu_request_cores` (`f32` bits).
+    pub const CPU_REQUEST_CORES: usize = REPLICAS_SPEC + 2;
+    /// 1 when a metric is missing.
+    pub const MISSING: usize = REPLICAS_SPEC + 3;
+    /// `cpu_limit_cores` (`f32` bits).
+    pub const CPU_LIMIT_CORES: usize = REPLICAS_SPEC + 4;
 }
 
 fn bits(x: &[f32]) -> Vec<u32> {
@@ -92,6 +110,7 @@ pub fn graph<'scope>(
         let store = st.map(|r| rows::stateful_back("", &r));
         let mu = service_features(&obs, store.as_ref());
         let mut x = bits(&mu);
+        // In the order of the positions in [`service_fact`].
         x.extend([
             obs.replicas_spec,
             obs.replicas_ready,

@@ -15,6 +15,7 @@
 pub mod dataflow;
 pub mod ingest;
 pub mod rows;
+pub mod stage;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -44,17 +45,43 @@ pub struct GraphConfig {
 }
 
 impl Default for GraphConfig {
+    /// `pipeline.window_s`, `stale_windows` and `workers` of `config/default.toml`; one process.
     fn default() -> Self {
+        use graphscaler_schemas::defaults::section;
         Self {
-            window_s: 30.0,
-            stale_windows: 2,
-            workers: 1,
+            window_s: section("pipeline.window_s"),
+            stale_windows: section("pipeline.stale_windows"),
+            workers: section("pipeline.workers"),
             cluster: None,
         }
     }
 }
 
 impl GraphConfig {
+    /// What is wrong with these settings, one message per problem, each naming its field as
+    /// `[pipeline]` does (empty: nothing).
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = vec![];
+        if !graphscaler_schemas::defaults::is_duration(self.window_s)
+            || self.stale_windows == 0
+            || self.workers == 0
+        {
+            errs.push(format!(
+                "window_s, stale_windows and workers must be positive (window_s at most a year), got {}, {} and {}",
+                self.window_s, self.stale_windows, self.workers
+            ));
+        }
+        if let Some((process, addresses)) = &self.cluster {
+            if *process >= addresses.len() {
+                errs.push(format!(
+                    "graph_process {process} is not an index of graph_cluster ({} addresses)",
+                    addresses.len()
+                ));
+            }
+        }
+        errs
+    }
+
     fn timely(&self) -> timely::Config {
         let threads = self.workers.max(1);
         match &self.cluster {
@@ -194,11 +221,12 @@ impl Assembler {
             s_idx.insert(n, i as u32);
             services.push(n.clone());
             service_x.push(std::array::from_fn(|k| f(x, k)));
-            replicas_spec.push(x.get(7).copied().unwrap_or(0));
-            replicas_ready.push(x.get(8).copied().unwrap_or(0));
-            cpu_request_cores.push(f(x, 9));
-            service_missing.push(x.get(10).copied().unwrap_or(0) != 0);
-            cpu_limit_cores.push(f(x, 11));
+            use dataflow::service_fact as at;
+            replicas_spec.push(x.get(at::REPLICAS_SPEC).copied().unwrap_or(0));
+            replicas_ready.push(x.get(at::REPLICAS_READY).copied().unwrap_or(0));
+            cpu_request_cores.push(f(x, at::CPU_REQUEST_CORES));
+            service_missing.push(x.get(at::MISSING).copied().unwrap_or(0) != 0);
+            cpu_limit_cores.push(f(x, at::CPU_LIMIT_CORES));
         }
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut node_x = Vec::with_capacity(self.nodes.len());

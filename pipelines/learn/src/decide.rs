@@ -14,7 +14,6 @@
 //!   the service prefers → [`ActionKind::PreferNodeType`].
 
 use graphscaler_schemas::{Action, ActionKind, Snapshot};
-use serde::{Deserialize, Serialize};
 
 use crate::policy::{HybridAction, SampleMask};
 
@@ -28,33 +27,7 @@ pub fn window_of<T>(history: &std::collections::VecDeque<T>, w: usize) -> Vec<&T
         .collect()
 }
 
-/// The rules of the action space (`[learn.actions]` in the configuration).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRules {
-    /// Decisions a policy may take per observation tick.
-    pub decisions_per_tick: usize,
-    /// Seconds after a change during which a service is masked (0: the rest of the tick only).
-    pub cooldown_s: f64,
-    /// |Δcpu| below this leaves the CPU limit alone.
-    pub cpu_deadband: f64,
-    /// Fewest replicas.
-    pub min_replicas: u32,
-    /// Most replicas.
-    pub max_replicas: u32,
-}
-
-impl Default for ActionRules {
-    fn default() -> Self {
-        Self {
-            decisions_per_tick: 3,
-            cooldown_s: 0.0,
-            cpu_deadband: 0.5,
-            min_replicas: 1,
-            max_replicas: 40,
-        }
-    }
-}
+pub use crate::config::ActionRules;
 
 /// What a decision loop keeps between decisions: when each service last changed and what it has
 /// done to replicas and preferences this tick.

@@ -18,7 +18,16 @@
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+use graphscaler_schemas::snapshot::{
+    call_feature as cf, global_feature, node_feature as nf, service_feature as sf,
+};
+
 use crate::graph::{HeteroGraph, Relation, NODE, SERVICE};
+
+/// Widths of the feature rows (schemas' feature lists).
+const SERVICE_W: i64 = sf::COUNT as i64;
+const NODE_W: i64 = nf::COUNT as i64;
+const GLOBAL_W: i64 = global_feature::COUNT as i64;
 use crate::hetero::HeteroGat;
 
 /// What an encoder gives, per graph of the batch.
@@ -49,8 +58,8 @@ pub trait Encoder: std::fmt::Debug + Send {
     }
 }
 
-fn col(x: &Tensor, i: i64) -> Tensor {
-    x.narrow(1, i, 1)
+fn col(x: &Tensor, i: usize) -> Tensor {
+    x.narrow(1, i as i64, 1)
 }
 
 /// The scaled copy of `g` the encoders read.
@@ -59,24 +68,38 @@ pub fn scale(g: &HeteroGraph) -> HeteroGraph {
     let s = &g.x_service;
     let x_service = Tensor::cat(
         &[
-            col(s, 0) / 100.0,
-            col(s, 1) / 100.0,
-            ln(col(s, 2)),
-            col(s, 3),
-            col(s, 4).clamp(0.0, 4.0),
-            col(s, 5).clamp(0.0, 60.0) / 10.0,
-            col(s, 6),
+            col(s, sf::CPU_PCT) / 100.0,
+            col(s, sf::MEM_PCT) / 100.0,
+            ln(col(s, sf::P95_MS)),
+            col(s, sf::STATEFUL),
+            col(s, sf::RUE).clamp(0.0, 4.0),
+            col(s, sf::REPLICA_LAG_S).clamp(0.0, 60.0) / 10.0,
+            col(s, sf::HIT_RATIO),
         ],
         1,
     );
     let n = &g.x_node;
-    let x_node = Tensor::cat(&[col(n, 0) / 8.0, col(n, 1) / 32.0, col(n, 2)], 1);
+    let x_node = Tensor::cat(
+        &[
+            col(n, nf::FREE_CPU_CORES) / 8.0,
+            col(n, nf::FREE_MEM_GIB) / 32.0,
+            col(n, nf::CPU_MODEL_ID),
+        ],
+        1,
+    );
     let edges = g
         .edges
         .iter()
         .map(|(r, i, a)| {
             let a = if *r == Relation::CALLS {
-                Tensor::cat(&[ln(col(a, 0)), ln(col(a, 1)), col(a, 2)], 1)
+                Tensor::cat(
+                    &[
+                        ln(col(a, cf::RPS)),
+                        ln(col(a, cf::P95_MS)),
+                        col(a, cf::ERROR_RATE),
+                    ],
+                    1,
+                )
             } else {
                 a / 10.0
             };
@@ -132,8 +155,8 @@ impl GatEncoder {
         let d = cfg.dim;
         Self {
             dim: d,
-            in_service: nn::linear(p / "in_service", 7, d, Default::default()),
-            in_node: nn::linear(p / "in_node", 3, d, Default::default()),
+            in_service: nn::linear(p / "in_service", SERVICE_W, d, Default::default()),
+            in_node: nn::linear(p / "in_node", NODE_W, d, Default::default()),
             layers: (0..cfg.layers)
                 .map(|l| HeteroGat::new(&(p / format!("layer{l}")), d, d, d / cfg.heads, cfg.heads))
                 .collect(),
@@ -223,7 +246,7 @@ pub struct MlpFlat {
 impl MlpFlat {
     /// An encoder of width `dim` under `p`.
     pub fn new(p: &nn::Path, dim: i64) -> Self {
-        let ctx = 7 + 3 + 2;
+        let ctx = SERVICE_W + NODE_W + GLOBAL_W;
         let mlp = |q: nn::Path, i: i64| {
             nn::seq()
                 .add(nn::linear(&q / "0", i, dim, Default::default()))
@@ -233,8 +256,8 @@ impl MlpFlat {
         };
         Self {
             dim,
-            service: mlp(p / "service", 7 + ctx),
-            node: mlp(p / "node", 3 + ctx),
+            service: mlp(p / "service", SERVICE_W + ctx),
+            node: mlp(p / "node", NODE_W + ctx),
             pool: nn::linear(p / "pool", 2 * dim, dim, Default::default()),
         }
     }
@@ -248,8 +271,8 @@ impl Encoder for MlpFlat {
     fn encode(&self, g: &HeteroGraph) -> Embeddings {
         let g = scale(g);
         let (b, s, n) = (g.graphs, g.services, g.nodes);
-        let xs = g.x_service.view([b, s, 7]);
-        let xn = g.x_node.view([b, n, 3]);
+        let xs = g.x_service.view([b, s, SERVICE_W]);
+        let xn = g.x_node.view([b, n, NODE_W]);
         let ctx = Tensor::cat(
             &[
                 mean_rows(&xs),

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use graphscaler_schemas::snapshot::{node_feature, service_feature};
 use tch::nn::{self, Init, Module};
 use tch::{Kind, Tensor};
 
@@ -101,8 +102,18 @@ impl GcnEncoder {
             .collect();
         Self {
             dim: d,
-            in_service: nn::linear(p / "in_service", 7, d, Default::default()),
-            in_node: nn::linear(p / "in_node", 3, d, Default::default()),
+            in_service: nn::linear(
+                p / "in_service",
+                service_feature::COUNT as i64,
+                d,
+                Default::default(),
+            ),
+            in_node: nn::linear(
+                p / "in_node",
+                node_feature::COUNT as i64,
+                d,
+                Default::default(),
+            ),
             layers,
             pool: nn::linear(p / "pool", 2 * d, d, Default::default()),
         }

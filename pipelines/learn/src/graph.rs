@@ -1,7 +1,7 @@
 //! A snapshot as tensors: node features per type, and per relation an edge index (`[2, E]`,
 //! int64, source row then destination row) and edge attributes (`[E, F]`).
 
-use graphscaler_schemas::snapshot::EdgeSet;
+use graphscaler_schemas::snapshot::{global_feature, node_feature, service_feature, EdgeSet};
 use graphscaler_schemas::Snapshot;
 use tch::{Device, Kind, Tensor};
 
@@ -133,17 +133,19 @@ impl HeteroGraph {
         };
         Self {
             x_service: Tensor::from_slice(&xs)
-                .view([s.services.len() as i64, 7])
+                .view([s.services.len() as i64, service_feature::COUNT as i64])
                 .to_device(device),
             x_node: Tensor::from_slice(&xn)
-                .view([s.nodes.len() as i64, 3])
+                .view([s.nodes.len() as i64, node_feature::COUNT as i64])
                 .to_device(device),
             edges: vec![
                 rel(Relation::CALLS, &s.calls),
                 rel(Relation::RUNS_ON, &s.runs_on),
                 rel(Relation::HOSTS, &s.hosts),
             ],
-            global: Tensor::from_slice(&s.global).view([1, 2]).to_device(device),
+            global: Tensor::from_slice(&s.global)
+                .view([1, global_feature::COUNT as i64])
+                .to_device(device),
             graphs: 1,
             services: s.services.len() as i64,
             nodes: s.nodes.len() as i64,
@@ -202,7 +204,7 @@ impl HeteroGraph {
     /// `0..types`.
     pub fn node_types(&self, types: i64) -> Tensor {
         self.x_node
-            .narrow(1, 2, 1)
+            .narrow(1, node_feature::CPU_MODEL_ID as i64, 1)
             .round()
             .clamp(0.0, (types - 1).max(0) as f64)
             .to_kind(Kind::Int64)

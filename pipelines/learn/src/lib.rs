@@ -1,4 +1,6 @@
-//! Learning in tch. This crate is the only one that links libtorch.
+//! Learning in tch. This crate is the only one that links libtorch. Its settings ([`config`]) and
+//! the reward ([`reward`]) are `graphscaler-learn-config`'s, which builds without libtorch (the
+//! command line reads `[learn]` through it).
 //!
 //! * [`graph`] — a [`Snapshot`](graphscaler_schemas::Snapshot) as tensors per node type and
 //!   relation;
@@ -19,16 +21,16 @@ pub use tch;
 pub mod a2c;
 pub mod agent;
 pub mod checkpoint;
-pub mod config;
+pub use graphscaler_learn_config::{config, reward};
 pub mod decide;
 pub mod dysat;
 pub mod encoder;
 pub mod envs;
+pub mod factory;
 pub mod gcn_encoder;
 pub mod graph_sac;
 pub mod online;
 pub mod ppo;
-pub mod reward;
 pub mod rollout;
 pub mod sac;
 pub mod serve;

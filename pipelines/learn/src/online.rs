@@ -36,7 +36,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use graphscaler_schemas::{Action, Snapshot};
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -48,54 +47,7 @@ use crate::reward::{reward_of_snapshot, RewardConfig};
 use crate::serve::{Decision, LearnedPolicy, ServeError};
 use crate::train::RewardNorm;
 
-/// `[learn.online]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnlineConfig {
-    /// Learn while serving (off by default).
-    pub enabled: bool,
-    /// Where versions and `updates.csv` go.
-    pub dir: String,
-    /// Transitions (decisions with their reward) per update.
-    pub update_every: usize,
-    /// Most recent share of them held out for the promotion check.
-    pub holdout_share: f64,
-    /// PPO epochs over the rest.
-    pub epochs: usize,
-    /// Minibatch size.
-    pub minibatch: usize,
-    /// Adam's learning rate for the shadow.
-    pub learning_rate: f64,
-    /// Trust region: the most approximate KL(live ‖ shadow) an update may reach.
-    pub max_kl: f64,
-    /// Least clipped surrogate gain on the held-out transitions for a promotion.
-    pub min_gain: f64,
-    /// Versions kept on disk (the starting `v0000` is always kept).
-    pub keep: usize,
-    /// Ticks after a promotion before it is judged (0: never roll back automatically).
-    pub rollback_ticks: usize,
-    /// Roll back when the mean reward per tick fell by more than this.
-    pub rollback_margin: f64,
-}
-
-impl Default for OnlineConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            dir: "checkpoints/online".into(),
-            update_every: 512,
-            holdout_share: 0.25,
-            epochs: 4,
-            minibatch: 64,
-            learning_rate: 1e-4,
-            max_kl: 0.02,
-            min_gain: 0.0,
-            keep: 10,
-            rollback_ticks: 120,
-            rollback_margin: 0.25,
-        }
-    }
-}
+pub use crate::config::OnlineConfig;
 
 /// Why online learning could not start or save.
 #[derive(Debug, thiserror::Error)]

@@ -234,7 +234,7 @@ impl LearnedPolicy {
     }
 }
 
-impl graphscaler_eval::Policy for LearnedPolicy {
+impl graphscaler_policy::Policy for LearnedPolicy {
     fn decide(&mut self, obs: &ClusterObservation) -> Vec<Action> {
         self.decide_observation(obs).unwrap_or_default()
     }

@@ -10,6 +10,7 @@ use tch::nn::{self, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::{AgentSpec, GraphAgent, Obs};
+use crate::config::TrainSettings;
 use crate::envs::twin::TwinEnv;
 use crate::policy::ActionTensors;
 use crate::ppo::{clipped_loss, Batch, Diagnostics, PpoConfig};
@@ -30,6 +31,54 @@ impl Algo {
         match self {
             Algo::Ppo => "ppo",
             Algo::A2c => "a2c",
+        }
+    }
+}
+
+/// The algorithms' settings from `[learn.train]`.
+pub trait FromSettings {
+    /// SAC's settings, with `hidden` units.
+    fn sac(&self, hidden: i64) -> crate::sac::SacConfig;
+    /// PPO's (and A2C's) settings, with `hidden` units.
+    fn ppo(&self, hidden: i64) -> PpoConfig;
+}
+
+impl FromSettings for TrainSettings {
+    fn sac(&self, hidden: i64) -> crate::sac::SacConfig {
+        crate::sac::SacConfig {
+            buffer_size: self.sac_buffer_size,
+            gamma: self.gamma,
+            tau: self.sac_tau,
+            batch_size: self.sac_batch_size,
+            learning_starts: self.sac_learning_starts,
+            policy_lr: self.sac_learning_rate,
+            q_lr: self.sac_learning_rate,
+            update_frequency: self.sac_update_frequency,
+            target_network_frequency: self.sac_target_network_frequency,
+            autotune: true,
+            alpha: 0.2,
+            target_entropy_scale: self.sac_target_entropy_scale,
+            hidden,
+        }
+    }
+
+    fn ppo(&self, hidden: i64) -> PpoConfig {
+        PpoConfig {
+            learning_rate: self.learning_rate,
+            num_steps: self.num_steps,
+            anneal_lr: self.anneal_lr,
+            gamma: self.gamma,
+            gae_lambda: self.gae_lambda,
+            num_minibatches: self.num_minibatches,
+            update_epochs: self.update_epochs,
+            norm_adv: true,
+            clip_coef: self.clip_coef,
+            clip_vloss: self.clip_vloss,
+            ent_coef: self.ent_coef,
+            vf_coef: self.vf_coef,
+            max_grad_norm: self.max_grad_norm,
+            target_kl: (self.target_kl > 0.0).then_some(self.target_kl),
+            hidden,
         }
     }
 }

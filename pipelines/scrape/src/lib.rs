@@ -1,4 +1,10 @@
-//! Scrapers: one pure parse function per target, tested on real response files.
+//! The scrape stage: the cluster's interfaces read into typed telemetry events.
+//!
+//! * [`stage::scrape`] is the one scrape loop: a [`collect::Collector`] pass every interval
+//!   (Kubernetes through [`k8s`], PromQL, Kiali), its events published on the bus.
+//! * [`target`] is one HTTP target (client, timeout, token, CA) and one scrape of it.
+//!
+//! Each target has one pure parse function, tested on real response files:
 //!
 //! * [`parse::kiali`] — the Kiali graph API → call edges (rps, error rate, p95);
 //! * [`parse::prometheus`] — the Prometheus HTTP API (`/api/v1/query`, `query_range`) → samples,
@@ -10,9 +16,12 @@
 //! (line and column for bad JSON, a JSON path for a bad field); nothing it cannot read becomes a
 //! value.
 
+pub mod collect;
 pub mod error;
 pub mod istio;
+pub mod k8s;
 pub mod parse;
+pub mod stage;
 pub mod target;
 
 pub use error::ParseError;

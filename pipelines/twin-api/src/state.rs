@@ -142,7 +142,8 @@ impl LiveTwin {
     pub fn apply_all(&mut self, service: &str, kinds: Vec<ActionKind>) -> Result<(), String> {
         let mut trial = self.twin.clone();
         for k in &kinds {
-            if let ActionOutcome::Refused { reason } = trial.apply(&Action::new(service, k.clone()))
+            if let ActionOutcome::Refused { reason, .. } =
+                trial.apply(&Action::new(service, k.clone()))
             {
                 self.refused += 1;
                 return Err(reason);

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TwinError};
 use crate::topology::{Topology, UserTask};
 
-/// The embedded default configuration file (all sections).
-pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+pub use graphscaler_schemas::defaults::DEFAULT_TOML;
 
 /// Service-level objectives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,25 +158,35 @@ pub struct TwinConfig {
     pub load: LoadConfig,
 }
 
-#[derive(Deserialize)]
-struct DefaultFile {
-    twin: TwinConfig,
-    slo: SloConfig,
-}
-
-fn defaults() -> DefaultFile {
-    toml::from_str(DEFAULT_TOML).expect("config/default.toml is valid (checked by a test)")
-}
-
 impl Default for TwinConfig {
     fn default() -> Self {
-        defaults().twin
+        graphscaler_schemas::defaults::section("twin")
     }
 }
 
 impl Default for SloConfig {
     fn default() -> Self {
-        defaults().slo
+        graphscaler_schemas::defaults::section("slo")
+    }
+}
+
+impl SloConfig {
+    /// What is wrong with `[slo]`, one message per problem (empty: nothing).
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = vec![];
+        if !(self.latency_ms.is_finite() && self.latency_ms > 0.0) {
+            errs.push(format!(
+                "slo.latency_ms must be positive, got {}",
+                self.latency_ms
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            errs.push(format!(
+                "slo.error_rate must lie in [0, 1], got {}",
+                self.error_rate
+            ));
+        }
+        errs
     }
 }
 
@@ -259,6 +268,10 @@ impl TwinConfig {
         if self.load.tasks.is_empty() {
             errs.push("twin.load.tasks is empty".into());
         }
+        if !self.load.tasks.is_empty() {
+            // `tasks_for`'s check too, so `graphscaler config` refuses what `twin run` would.
+            errs.extend(weight_problems(&self.load.tasks));
+        }
         if errs.is_empty() {
             Ok(())
         } else {
@@ -309,11 +322,8 @@ impl TwinConfig {
             .user_tasks
             .clone()
             .unwrap_or_else(|| self.load.tasks.clone());
-        let mut errs = Vec::new();
+        let mut errs = weight_problems(&tasks);
         for (name, t) in &tasks {
-            if !(t.weight.is_finite() && t.weight >= 0.0) {
-                errs.push(format!("twin.load.tasks.{name}.weight must be >= 0"));
-            }
             for r in &t.requests {
                 if !topology.routes.iter().any(|x| &x.name == r) {
                     errs.push(format!(
@@ -323,15 +333,25 @@ impl TwinConfig {
                 }
             }
         }
-        if tasks.values().map(|t| t.weight).sum::<f64>() <= 0.0 {
-            errs.push("twin.load.tasks: weights sum to zero".into());
-        }
         if errs.is_empty() {
             Ok(tasks)
         } else {
             Err(TwinError::Config(errs))
         }
     }
+}
+
+/// Task weights that are negative or not numbers, and a mix whose weights sum to zero.
+fn weight_problems(tasks: &BTreeMap<String, UserTask>) -> Vec<String> {
+    let mut errs: Vec<String> = tasks
+        .iter()
+        .filter(|(_, t)| !(t.weight.is_finite() && t.weight >= 0.0))
+        .map(|(name, _)| format!("twin.load.tasks.{name}.weight must be >= 0"))
+        .collect();
+    if tasks.values().map(|t| t.weight).sum::<f64>() <= 0.0 {
+        errs.push("twin.load.tasks: weights sum to zero".into());
+    }
+    errs
 }
 
 #[cfg(test)]

@@ -1152,7 +1152,7 @@ impl Twin {
     pub fn apply(&mut self, action: &Action) -> ActionOutcome {
         match self.try_apply(action) {
             Ok(()) => ActionOutcome::Applied,
-            Err(reason) => ActionOutcome::Refused { reason },
+            Err(reason) => ActionOutcome::refused(graphscaler_schemas::Refusal::Cluster, reason),
         }
     }
 

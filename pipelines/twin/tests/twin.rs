@@ -304,7 +304,7 @@ fn invalid_actions_are_refused_and_change_nothing() {
     let mut twin = ob_twin(Shape::OffPeak, 600.0, 1);
     let (before, _) = twin.advance();
     let refused = |o: ActionOutcome, words: &str| match o {
-        ActionOutcome::Refused { reason } => assert!(reason.contains(words), "{reason}"),
+        ActionOutcome::Refused { reason, .. } => assert!(reason.contains(words), "{reason}"),
         ActionOutcome::Applied => panic!("applied, expected a refusal mentioning {words}"),
     };
     refused(

@@ -50,7 +50,7 @@ pub struct TwinEnvConfig {
 #[derive(Debug, Clone)]
 pub struct Handover {
     /// The HPA's settings.
-    pub hpa: graphscaler_eval::HpaConfig,
+    pub hpa: graphscaler_policy::HpaConfig,
     /// Its CPU target, percent.
     pub target: u32,
     /// Share of the episodes that start this way.
@@ -106,7 +106,7 @@ fn new_twin(
             let until = rng
                 .random_range(0.0..=h.max_s.max(0.0))
                 .min(cfg.episode_s * 0.8);
-            let mut hpa = graphscaler_eval::Hpa::new(h.target, &h.hpa);
+            let mut hpa = graphscaler_policy::Hpa::new(h.target, &h.hpa);
             while twin.now() < until {
                 for a in hpa.decide(&obs) {
                     let _ = twin.apply(&a);

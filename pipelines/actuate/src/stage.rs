@@ -1,0 +1,126 @@
+//! The actuate stage: actions (and service telemetry, for the hold guardrail) in, through the
+//! [`Actuator`]'s guardrails to a [`Cluster`], and one audit record per action out.
+
+use graphscaler_bus::stage::{publish_retrying, Clock, DeadLetters, Inbox};
+use graphscaler_bus::transport::{Publisher, Subscriber};
+use graphscaler_bus::Metrics;
+use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic};
+use graphscaler_schemas::{Envelope, Topic};
+use tokio::sync::watch;
+
+use crate::{Actuator, Cluster};
+
+/// What the actuator stage did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActuateSummary {
+    /// Actions consumed.
+    pub actions: u64,
+    /// Applied (or would have been, in dry run).
+    pub applied: u64,
+    /// Refused.
+    pub refused: u64,
+    /// Messages that were not actions or service events (dead-lettered).
+    pub undecodable: u64,
+    /// Service telemetry stamped implausibly far ahead, ignored by the staleness guard.
+    pub implausible: u64,
+}
+
+/// The actuator stage: actions (and service telemetry, for the hold guardrail) in, audit
+/// records out. `sub` must be subscribed to the actions and the services topics.
+pub async fn actuate(
+    sub: Subscriber,
+    publisher: Publisher,
+    mut actuator: Actuator,
+    mut cluster: Box<dyn Cluster + Send>,
+    clock: Clock,
+    metrics: Metrics,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<ActuateSummary> {
+    let mut sum = ActuateSummary::default();
+    let letters = DeadLetters::new("actuate", publisher.clone(), metrics.clone(), stop.clone());
+    let mut latest_event = f64::NEG_INFINITY;
+    let mut inbox = Inbox::new(sub, metrics.clone(), stop.clone());
+    while let Some(msg) = inbox.next().await {
+        let undecodable = if msg.topic == ServicesTopic::NAME {
+            match msg.decode::<ServicesTopic>() {
+                Ok(e) => {
+                    let now = clock.now(latest_event, e.observed_at_s);
+                    if actuator.saw_service(
+                        &e.payload.name,
+                        e.observed_at_s,
+                        &e.payload.missing,
+                        now,
+                    ) {
+                        latest_event = latest_event.max(e.observed_at_s);
+                    } else {
+                        if sum.implausible == 0 {
+                            tracing::warn!(event = %e.event_id, at = e.observed_at_s, now, "service telemetry stamped implausibly far ahead; ignored by the staleness guard");
+                        }
+                        sum.implausible += 1;
+                        metrics.add(
+                            "graphscaler_events_rejected_total",
+                            &[("reason", "implausible_time")],
+                            1.0,
+                        );
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        } else {
+            match msg.decode::<ActionsTopic>() {
+                Ok(env) => {
+                    sum.actions += 1;
+                    // The event clock follows the action's stamp too (as it always has), when
+                    // the stamp is plausible; the actuator refuses one that is not.
+                    let t = env.observed_at_s;
+                    if actuator.plausible(t, clock.now(latest_event, t)) {
+                        latest_event = latest_event.max(t);
+                    }
+                    let now = clock.now(latest_event, t);
+                    let record = actuator.handle(cluster.as_mut(), &env, now);
+                    metrics.set(
+                        "graphscaler_actuator_state_write_failures_total",
+                        &[],
+                        actuator.stats.state_write_failures as f64,
+                    );
+                    let outcome = if !record.outcome.is_applied() {
+                        sum.refused += 1;
+                        "refused"
+                    } else if record.dry_run {
+                        sum.applied += 1;
+                        "dry_run"
+                    } else {
+                        sum.applied += 1;
+                        "applied"
+                    };
+                    metrics.add("graphscaler_actions_total", &[("outcome", outcome)], 1.0);
+                    let audit = Envelope::new("actuator", env.observed_at_s, env.window_s, record);
+                    if publish_retrying("audit", &metrics, &stop, || {
+                        publisher.publish::<AuditTopic>(&audit)
+                    })
+                    .await
+                    {
+                        metrics.add(
+                            "graphscaler_events_out_total",
+                            &[("topic", AuditTopic::NAME)],
+                            1.0,
+                        );
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        };
+        if let Some(e) = undecodable {
+            if !letters
+                .send(&mut sum.undecodable, &msg, "undecodable", e.to_string())
+                .await
+            {
+                continue;
+            }
+        }
+        inbox.commit(&msg);
+    }
+    Ok(sum)
+}

@@ -1,0 +1,138 @@
+//! Learned policies from checkpoints, as `graphscaler_policy`'s [`Learned`] factory: for `eval`'s
+//! campaigns (on observations, for one topology) and for the policy stage (on snapshots, any
+//! topology whose services match the model's; with guarded online learning when configured).
+
+use std::path::PathBuf;
+
+use graphscaler_policy::{Learned, Policy, PolicyError, SnapshotPolicy};
+use graphscaler_schemas::{Action, Snapshot};
+
+use crate::online::{OnlineConfig, OnlineLearner};
+use crate::ppo::PpoConfig;
+use crate::reward::RewardConfig;
+use crate::serve::LearnedPolicy;
+
+/// Online learning for the policy stage's learned policy (`learn.online.enabled`).
+#[derive(Debug, Clone)]
+pub struct OnlineSetup {
+    /// `[learn.online]`.
+    pub config: OnlineConfig,
+    /// The PPO update it runs.
+    pub ppo: PpoConfig,
+    /// The reward it learns from.
+    pub reward: RewardConfig,
+}
+
+/// Learned policies from checkpoints.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    /// Where a baseline's checkpoint is looked up by its name (`learn.checkpoint_dir`).
+    pub dir: PathBuf,
+    /// The topology the policies must have been trained on (`*`: any whose services match).
+    pub topology: String,
+    /// Act by the mode of the policy (true) or sample it (`learn.act = "sample"`).
+    pub deterministic: bool,
+    /// Online learning in the policy stage; `None`: the policy stays as loaded.
+    pub online: Option<OnlineSetup>,
+}
+
+impl Checkpoints {
+    fn load(&self, name: &str, path: Option<&str>) -> Result<LearnedPolicy, PolicyError> {
+        let path = path.map_or_else(|| self.dir.join(name), PathBuf::from);
+        tch::set_num_threads(1);
+        LearnedPolicy::load(&path, &self.topology, self.deterministic).map_err(|e| {
+            PolicyError::Load {
+                name: name.into(),
+                message: e.to_string(),
+            }
+        })
+    }
+}
+
+impl Learned for Checkpoints {
+    fn build(&self, name: &str, path: Option<&str>) -> Result<Box<dyn Policy>, PolicyError> {
+        Ok(Box::new(self.load(name, path)?))
+    }
+
+    fn build_stage(
+        &self,
+        name: &str,
+        path: Option<&str>,
+    ) -> Result<Box<dyn SnapshotPolicy>, PolicyError> {
+        let policy = self.load(name, path)?;
+        let policy = match &self.online {
+            Some(o) => {
+                let online = OnlineLearner::new(policy, o.config.clone(), o.ppo.clone(), o.reward)
+                    .map_err(|e| PolicyError::Load {
+                        name: name.into(),
+                        message: format!("starting online learning: {e}"),
+                    })?;
+                Served::Online(Box::new(online))
+            }
+            None => Served::Fixed(Box::new(policy)),
+        };
+        Ok(Box::new(StagePolicy {
+            name: name.to_string(),
+            policy,
+        }))
+    }
+}
+
+/// A learned policy in the policy stage: decides on each snapshot; a snapshot it cannot trust
+/// (other services, a non-finite feature) gets no action and a warning naming the problem.
+/// With online learning it also learns from the stream.
+#[derive(Debug)]
+struct StagePolicy {
+    name: String,
+    policy: Served,
+}
+
+#[derive(Debug)]
+enum Served {
+    Fixed(Box<LearnedPolicy>),
+    Online(Box<OnlineLearner>),
+}
+
+impl SnapshotPolicy for StagePolicy {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn decide(&mut self, snap: &Snapshot) -> Vec<Action> {
+        let decided = match &mut self.policy {
+            Served::Fixed(p) => p.decide_snapshot(snap, None),
+            Served::Online(o) => {
+                let seen = o.reports.len();
+                let d = o.decide(snap);
+                for r in &o.reports[seen..] {
+                    tracing::info!(policy = %self.name, time_s = r.time_s, version = o.version(), "online update: {:?}", r.verdict);
+                }
+                d
+            }
+        };
+        match decided {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(policy = %self.name, time_s = snap.time_s, "no decision: {e}");
+                vec![]
+            }
+        }
+    }
+
+    fn summary(&self) -> Option<String> {
+        let Served::Online(o) = &self.policy else {
+            return None;
+        };
+        let s = o.stats;
+        Some(format!(
+            "online learning: {} transitions ({} decisions without a reward), {} updates, {} promoted, {} rolled back; version {} live; versions and updates.csv in {}",
+            s.transitions,
+            s.dropped,
+            s.updates,
+            s.promotions,
+            s.rollbacks,
+            o.version(),
+            o.dir().display()
+        ))
+    }
+}

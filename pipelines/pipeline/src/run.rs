@@ -1,0 +1,188 @@
+//! `graphscaler run`: the whole loop in one process — the twin as the cluster, the in-process
+//! bus between the stages, the same stage code that runs on Kafka.
+//!
+//! The twin stands in for the scrape stage (its observations become the events the scrapers
+//! would publish, one featurization) and for the cluster the actuator changes. The loop runs in
+//! lock step and faster than real time: after each observation tick the twin waits until every
+//! message it caused — telemetry, the snapshot of a finished window, actions, audit records — has
+//! been handled, so a run is deterministic for a seed.
+
+use std::sync::{Arc, Mutex};
+
+use graphscaler_actuate::{Actuator, Cluster, Guardrails, Workload};
+use graphscaler_graph::GraphConfig;
+use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic, SnapshotsTopic};
+use graphscaler_schemas::{Action, ActionOutcome, AuditRecord, TelemetryEvent, Topic};
+use graphscaler_twin::Twin;
+use tokio::sync::watch;
+
+use graphscaler_actuate::stage::{self as actuate, ActuateSummary};
+use graphscaler_bus::stage::Clock;
+use graphscaler_bus::transport::{MemoryBus, Publisher};
+use graphscaler_bus::Metrics;
+use graphscaler_graph::stage::{self as graph_stage, GraphStage, GraphSummary};
+use graphscaler_policy::stage::{self as policy_stage, PolicySummary};
+use graphscaler_policy::SnapshotPolicy;
+
+/// The twin as the actuator's cluster.
+#[derive(Debug, Clone)]
+pub struct TwinCluster(pub Arc<Mutex<Twin>>);
+
+impl TwinCluster {
+    fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Cluster for TwinCluster {
+    fn workload(&self, service: &str) -> Option<Workload> {
+        self.twin().spec_of(service).map(|(r, req, lim)| Workload {
+            replicas: r,
+            cpu_request_cores: req,
+            cpu_limit_m: (lim * 1000.0).round() as u32,
+        })
+    }
+    fn free_cpu_cores(&self) -> f64 {
+        self.twin().free_cpu_cores()
+    }
+    fn apply(&mut self, a: &Action) -> Result<(), String> {
+        match self.twin().apply(a) {
+            ActionOutcome::Applied => Ok(()),
+            ActionOutcome::Refused { reason, .. } => Err(reason),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    /// Observation ticks.
+    pub ticks: u64,
+    /// Ticks whose entry p95 or error rate broke the SLO.
+    pub slo_violated_ticks: u64,
+    /// Telemetry events published.
+    pub events: u64,
+    /// Snapshot, action and audit counts, and the stages' own summaries.
+    pub graph: GraphSummary,
+    /// The policy stage.
+    pub policy: PolicySummary,
+    /// The actuator stage.
+    pub actuate: ActuateSummary,
+    /// Audit records received at the end of the loop.
+    pub audit: Vec<AuditRecord>,
+    /// Allocated CPU core-seconds over the run.
+    pub cpu_core_seconds: f64,
+}
+
+/// Runs the loop until the twin's episode ends.
+pub async fn run(
+    twin: Twin,
+    graph: GraphConfig,
+    policy: Box<dyn SnapshotPolicy>,
+    rails: Guardrails,
+    metrics: &[Metrics; 4],
+    parquet: Option<std::path::PathBuf>,
+) -> anyhow::Result<RunSummary> {
+    let bus = MemoryBus::default();
+    let publisher = Publisher::Memory(bus.clone());
+    let twin = Arc::new(Mutex::new(twin));
+    // One stop signal per stage, given in pipeline order once the one before has drained.
+    let (stop_graph_tx, stop_graph) = watch::channel(false);
+    let (stop_policy_tx, stop_policy) = watch::channel(false);
+    let (stop_act_tx, stop_act) = watch::channel(false);
+    let (stop_audit_tx, stop) = watch::channel(false);
+
+    let graph_sub = bus.subscribe(&graphscaler_bus::TELEMETRY_TOPICS);
+    let policy_sub = bus.subscribe(&[SnapshotsTopic::NAME]);
+    let act_sub = bus.subscribe(&[ActionsTopic::NAME, ServicesTopic::NAME]);
+    let mut audit_sub = bus.subscribe(&[AuditTopic::NAME]);
+
+    let g = tokio::spawn(graph_stage::graph(
+        graph_sub,
+        publisher.clone(),
+        GraphStage {
+            graph,
+            grace: std::time::Duration::ZERO,
+            clock: Clock::Event,
+            parquet,
+            max_clock_skew_s: rails.max_clock_skew_s,
+        },
+        metrics[1].clone(),
+        stop_graph,
+    ));
+    let p = tokio::spawn(policy_stage::policy(
+        policy_sub,
+        publisher.clone(),
+        policy,
+        metrics[2].clone(),
+        stop_policy,
+    ));
+    let a = tokio::spawn(actuate::actuate(
+        act_sub,
+        publisher.clone(),
+        Actuator::new(rails),
+        Box::new(TwinCluster(twin.clone())),
+        Clock::Event,
+        metrics[3].clone(),
+        stop_act,
+    ));
+    let audit = tokio::spawn(async move {
+        let mut out = vec![];
+        loop {
+            match audit_sub.next(std::time::Duration::from_millis(200)).await {
+                Ok(Some(m)) => {
+                    if let Ok(e) = m.decode::<AuditTopic>() {
+                        out.push(e.payload);
+                    }
+                    let _ = audit_sub.commit(&m);
+                }
+                Ok(None) if *stop.borrow() => break,
+                _ => {}
+            }
+        }
+        out
+    });
+
+    let mut sum = RunSummary::default();
+    let mut prev = None;
+    loop {
+        let (obs, truth) = {
+            let mut t = twin.lock().unwrap_or_else(|p| p.into_inner());
+            if t.done() {
+                break;
+            }
+            t.advance()
+        };
+        sum.ticks += 1;
+        sum.slo_violated_ticks += u64::from(truth.slo_violated);
+        sum.cpu_core_seconds += truth
+            .services
+            .iter()
+            .map(|s| s.allocated_cpu_cores)
+            .sum::<f64>()
+            * obs.window_s;
+        for e in TelemetryEvent::changes_since(prev.as_ref(), &obs, "twin") {
+            publisher.publish_telemetry(&e).await?;
+            metrics[0].add(
+                "graphscaler_events_out_total",
+                &[("topic", e.topic_and_key().0)],
+                1.0,
+            );
+            sum.events += 1;
+        }
+        prev = Some(obs);
+        bus.wait_idle().await;
+    }
+    let _ = stop_graph_tx.send(true);
+    sum.graph = g.await??;
+    bus.wait_idle().await;
+    let _ = stop_policy_tx.send(true);
+    sum.policy = p.await??;
+    bus.wait_idle().await;
+    let _ = stop_act_tx.send(true);
+    sum.actuate = a.await??;
+    bus.wait_idle().await;
+    let _ = stop_audit_tx.send(true);
+    sum.audit = audit.await?;
+    Ok(sum)
+}

@@ -1,0 +1,222 @@
+//! What the stage tests share: the real services they start on loopback (tansu, Prometheus),
+//! ports, and reading a topic back.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graphscaler_bus::stage::unix_now;
+use graphscaler_bus::transport::Subscriber;
+use graphscaler_bus::BusConfig;
+use graphscaler_policy::HpaConfig;
+use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin_api::{serve, LiveTwin, Shared};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn which(bin: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(PathBuf::from)
+        .chain(home)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16, what: &str) {
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn tansu(dir: &Path, port: u16) -> Proc {
+    let bin =
+        which("tansu").expect("the `tansu` broker is needed for this test: run scripts/setup.sh");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://broker.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(dir.join("tansu.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    wait_port(port, "tansu");
+    Proc(child)
+}
+
+pub fn create_topic(port: u16, topic: &str, partitions: u32) {
+    let out = Command::new(which("tansu").unwrap())
+        .args([
+            "topic",
+            "create",
+            "--broker",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--partitions",
+            &partitions.to_string(),
+            topic,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "creating {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real Prometheus on a free loopback port with `config` as its configuration; its log goes
+/// to `dir/prometheus.log`. Returns the process and its base URL.
+pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
+    let port = free_port();
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let bin = which("prometheus")
+        .expect("the `prometheus` binary is needed for this test: run scripts/setup.sh");
+    let p = Proc(
+        Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port, "prometheus");
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
+/// Reads every message of `topic` from the start with a fresh consumer group.
+pub async fn read_all(
+    bus: &BusConfig,
+    topic: &str,
+    want: usize,
+) -> Vec<graphscaler_bus::transport::Message> {
+    let mut sub = Subscriber::kafka(
+        bus,
+        &format!("check-{topic}-{}", std::process::id()),
+        &[topic],
+    )
+    .unwrap();
+    let mut out = vec![];
+    let t0 = Instant::now();
+    while out.len() < want && t0.elapsed() < Duration::from_secs(60) {
+        if let Some(m) = sub.next(Duration::from_millis(500)).await.unwrap() {
+            out.push(m);
+        }
+    }
+    // Nothing beyond what was expected.
+    while let Some(m) = sub.next(Duration::from_secs(2)).await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let t0 = Instant::now();
+    while !ok() {
+        if t0.elapsed() > limit {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// The HPA of the embedded configuration, syncing every 2 s (one twin tick per second).
+pub fn hpa_config() -> HpaConfig {
+    #[derive(serde::Deserialize)]
+    struct F {
+        hpa: HpaConfig,
+    }
+    let mut h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
+        .unwrap()
+        .hpa;
+    // One twin tick per second: the controller syncs every 2 s, with the upstream algorithm.
+    h.sync_period_s = 2.0;
+    h
+}
+
+/// Online Boutique on Peak for an hour, one 1 s tick per observation.
+pub fn peak_twin(seed: u64) -> Twin {
+    let tcfg = TwinConfig {
+        observe_every_s: 1.0,
+        ..TwinConfig::default()
+    };
+    let topo = Topology::from_file(
+        &root().join("data/topologies/online-boutique.json"),
+        &tcfg.fanout_parameters,
+    )
+    .unwrap();
+    Twin::new(topo, tcfg, SloConfig::default(), Shape::Peak, 3600.0, seed).unwrap()
+}
+
+/// `twin` behind its HTTP interfaces on a free loopback port, one tick per wall second: its
+/// state, its base URL, and the sender that stops the server.
+pub async fn serve_twin(twin: Twin) -> (Shared, String, tokio::sync::oneshot::Sender<()>) {
+    let state = LiveTwin::new(twin, "boutique", "twin", unix_now()).shared();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        state.clone(),
+        Duration::from_secs(1),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    (state, url, stop)
+}

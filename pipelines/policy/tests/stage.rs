@@ -1,0 +1,143 @@
+//! The policy stage on the in-process bus: a slow decision (an online learner's update, say)
+//! runs on the policy's own thread, so the async runtime — here a single thread — keeps running
+//! its other tasks meanwhile; every snapshot still gets its decision, in order.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use graphscaler_bus::transport::{MemoryBus, Publisher};
+use graphscaler_bus::Metrics;
+use graphscaler_policy::SnapshotPolicy;
+use graphscaler_schemas::events::{ActionsTopic, SnapshotsTopic};
+use graphscaler_schemas::{Action, ActionKind, Envelope, Snapshot, Topic};
+
+/// Takes 300 ms per decision and asks for one replica of the first service.
+struct Slow;
+
+impl SnapshotPolicy for Slow {
+    fn name(&self) -> String {
+        "slow".into()
+    }
+    fn decide(&mut self, snap: &Snapshot) -> Vec<Action> {
+        std::thread::sleep(Duration::from_millis(300));
+        vec![Action::new(
+            snap.services[0].clone(),
+            ActionKind::SetReplicas { replicas: 1 },
+        )]
+    }
+    fn summary(&self) -> Option<String> {
+        Some("slow and done".into())
+    }
+}
+
+fn snapshots(n: usize) -> Vec<Snapshot> {
+    let cfg = graphscaler_twin::TwinConfig::default();
+    let topology = graphscaler_twin::Topology::from_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(&cfg.topology),
+        &cfg.fanout_parameters,
+    )
+    .unwrap();
+    let mut twin = graphscaler_twin::Twin::new(
+        topology,
+        cfg,
+        graphscaler_twin::SloConfig::default(),
+        graphscaler_twin::Shape::parse("peak").unwrap(),
+        600.0,
+        1,
+    )
+    .unwrap();
+    (0..n)
+        .map(|_| Snapshot::from_observation(&twin.advance().0))
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_decision_leaves_the_runtime_free() {
+    let bus = MemoryBus::default();
+    let publisher = Publisher::Memory(bus.clone());
+    let sub = bus.subscribe(&[SnapshotsTopic::NAME]);
+    let mut actions = bus.subscribe(&[ActionsTopic::NAME]);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stage = tokio::spawn(graphscaler_policy::stage::policy(
+        sub,
+        publisher.clone(),
+        Box::new(Slow),
+        Metrics::new("policy"),
+        stop,
+    ));
+    let ticks = Arc::new(AtomicU64::new(0));
+    let t = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let snaps = snapshots(3);
+    for s in &snaps {
+        let env = Envelope::new("test", s.time_s, s.window_s, s.clone());
+        publisher.publish::<SnapshotsTopic>(&env).await.unwrap();
+    }
+    let started = ticks.load(Ordering::Relaxed);
+    let mut got = vec![];
+    while got.len() < 3 {
+        if let Some(m) = actions.next(Duration::from_secs(5)).await.unwrap() {
+            got.push(m.decode::<ActionsTopic>().unwrap());
+            actions.commit(&m).unwrap();
+        }
+    }
+    // Three decisions of 300 ms each: a runtime blocked by them would have ticked about never.
+    let during = ticks.load(Ordering::Relaxed) - started;
+    assert!(
+        during >= 20,
+        "the runtime ticked {during} times in 900 ms of decisions"
+    );
+    let stamps: Vec<f64> = got.iter().map(|e| e.observed_at_s).collect();
+    let want: Vec<f64> = snaps.iter().map(|s| s.time_s).collect();
+    assert_eq!(stamps, want, "one decision per snapshot, in order");
+    stop_tx.send(true).unwrap();
+    let sum = stage.await.unwrap().unwrap();
+    assert_eq!((sum.snapshots, sum.actions), (3, 3));
+    assert_eq!(sum.note.as_deref(), Some("slow and done"));
+    ticker.abort();
+}
+
+/// Panics on its second snapshot.
+struct Fragile(u32);
+
+impl SnapshotPolicy for Fragile {
+    fn name(&self) -> String {
+        "fragile".into()
+    }
+    fn decide(&mut self, _: &Snapshot) -> Vec<Action> {
+        self.0 += 1;
+        assert!(self.0 < 2, "fragile broke on snapshot {}", self.0);
+        vec![]
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_policy_that_panics_ends_the_stage_with_its_message() {
+    let bus = MemoryBus::default();
+    let publisher = Publisher::Memory(bus.clone());
+    let sub = bus.subscribe(&[SnapshotsTopic::NAME]);
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stage = tokio::spawn(graphscaler_policy::stage::policy(
+        sub,
+        publisher.clone(),
+        Box::new(Fragile(0)),
+        Metrics::new("policy"),
+        stop,
+    ));
+    for s in snapshots(2) {
+        let env = Envelope::new("test", s.time_s, s.window_s, s);
+        publisher.publish::<SnapshotsTopic>(&env).await.unwrap();
+    }
+    let e = stage.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("fragile broke on snapshot 2"), "{e}");
+}

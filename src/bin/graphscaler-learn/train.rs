@@ -1,0 +1,262 @@
+//! `graphscaler train`, and the learned policies that `eval` and the policy stage load.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use graphscaler_learn::agent::{AgentSpec, EncoderKind};
+use graphscaler_learn::checkpoint;
+use graphscaler_learn::envs::twin::{Handover, TwinEnv, TwinEnvConfig};
+use graphscaler_learn::factory::{Checkpoints, OnlineSetup};
+use graphscaler_learn::tensorboard::{CsvTee, EventWriter};
+use graphscaler_learn::train::{self, Algo, FromSettings, TrainConfig};
+use graphscaler_twin::Topology;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use graphscaler::config::{graphscaler_vars, Config};
+use graphscaler::{say, TrainArgs};
+
+/// The name a topology is known by in checkpoints: its file's stem, or `synthetic-N`.
+pub fn topology_name(t: &Topology) -> String {
+    Path::new(&t.source)
+        .file_stem()
+        .map_or_else(|| t.source.clone(), |s| s.to_string_lossy().into_owned())
+}
+
+/// `ppo`, `a2c` or `sac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AlgoArg {
+    OnPolicy(Algo),
+    Sac,
+}
+
+fn algo(s: &str) -> Result<AlgoArg> {
+    match s {
+        "ppo" => Ok(AlgoArg::OnPolicy(Algo::Ppo)),
+        "a2c" => Ok(AlgoArg::OnPolicy(Algo::A2c)),
+        "sac" => Ok(AlgoArg::Sac),
+        _ => bail!("unknown algorithm `{s}`: ppo, a2c or sac"),
+    }
+}
+
+/// Runs `graphscaler train`.
+pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
+    let encoder = EncoderKind::parse(&a.encoder)
+        .with_context(|| format!("unknown encoder `{}`: gat, gcn, dysat or mlp", a.encoder))?;
+    let algo_arg = algo(&a.algo)?;
+    graphscaler_learn::tch::set_num_threads(a.torch_threads.max(1));
+    let topology = cfg.topology(a.topology.as_deref())?;
+    let scenarios = if a.scenario == "mix" {
+        graphscaler_twin::Shape::all_named()
+    } else {
+        graphscaler::scenarios(&a.scenario)?
+    };
+    let l = &cfg.learn;
+    let t = &l.train;
+    let n_envs = a.envs.unwrap_or(t.num_envs).max(1);
+    let env_cfg = TwinEnvConfig {
+        topology: topology.clone(),
+        twin: cfg.twin.clone(),
+        slo: cfg.slo.clone(),
+        scenarios,
+        episode_s: a.episode.unwrap_or(t.episode_s),
+        reward: l.reward.reward(
+            cfg.slo.latency_ms,
+            cfg.slo.error_rate,
+            cfg.eval.target_utilization,
+        ),
+        rules: l.actions.clone(),
+        window: 1,
+        handover: (t.handover_share > 0.0).then(|| Handover {
+            hpa: cfg.hpa.clone(),
+            target: cfg.hpa.tuned_target_cpu_utilization,
+            share: t.handover_share,
+            max_s: t.handover_max_s,
+        }),
+    };
+    let probe = TwinEnv::new(env_cfg.clone(), a.seed)?;
+    let mut rules = l.actions.clone();
+    rules.min_replicas = cfg.twin.limits.min_replicas;
+    rules.max_replicas = cfg.twin.limits.max_replicas;
+    let spec = AgentSpec::new(
+        encoder,
+        topology_name(&topology),
+        probe.services().to_vec(),
+        probe.node_types().to_vec(),
+        rules,
+    );
+    let env_cfg = TwinEnvConfig {
+        window: spec.window,
+        ..env_cfg
+    };
+    let envs = (0..n_envs)
+        .map(|i| TwinEnv::new(env_cfg.clone(), a.seed * 1000 + i as u64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let algo_name = match algo_arg {
+        AlgoArg::OnPolicy(x) => x.name(),
+        AlgoArg::Sac => "sac",
+    };
+    let name = format!("{}-{}", encoder.name(), algo_name);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new(&l.checkpoint_dir).join(&name));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log_path = checkpoint::file(&out, "csv");
+    let csv = std::io::BufWriter::new(
+        std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?,
+    );
+    let mut log: Box<dyn Write> = match &a.tensorboard {
+        Some(dir) => {
+            let events = EventWriter::create(dir)
+                .with_context(|| format!("creating TensorBoard events in {}", dir.display()))?;
+            say!("TensorBoard events: {}", events.path().display());
+            Box::new(CsvTee::new(csv, events))
+        }
+        None => Box::new(csv),
+    };
+    let bar = ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} decisions ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut on_update = |u: &train::Update| {
+        bar.set_position(u.diagnostics.global_step as u64);
+        bar.set_message(format!(
+            "reward/tick {:.3}  slo {:.3} slack {:.3} over {:.3}",
+            u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
+        ));
+    };
+    let (agent, vs, updates) = match algo_arg {
+        AlgoArg::OnPolicy(algo) => {
+            let mut ppo = t.ppo(spec.hidden);
+            if algo == Algo::A2c {
+                ppo.num_steps = t.a2c_num_steps;
+            }
+            let tc = TrainConfig {
+                algo,
+                ppo,
+                a2c_learning_rate: t.a2c_learning_rate,
+                init: a.init.clone(),
+            };
+            let r = train::train(
+                envs,
+                spec,
+                &tc,
+                a.steps,
+                a.seed as i64,
+                &mut log,
+                &mut on_update,
+            )?;
+            (r.agent, r.vs, r.updates)
+        }
+        AlgoArg::Sac => {
+            if a.init.is_some() {
+                bail!("--init starts PPO or A2C from a checkpoint; SAC trains from scratch");
+            }
+            let sc = t.sac(spec.hidden);
+            let r = graphscaler_learn::graph_sac::train(
+                envs,
+                spec,
+                &sc,
+                a.steps,
+                a.seed,
+                512,
+                &mut log,
+                &mut on_update,
+            )?;
+            (r.agent, r.vs, r.updates)
+        }
+    };
+    log.flush()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
+    // Settings given through the environment shape the run as much as the arguments do.
+    let mut env: Vec<String> = graphscaler_vars()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    env.sort();
+    let command = format!(
+        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}",
+        env.concat(),
+        encoder.name(),
+        algo_name,
+        a.scenario,
+        a.steps,
+        a.seed,
+        a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
+        a.init
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --init {}", p.display()))
+    );
+    let m = agent.save(
+        &out,
+        &vs,
+        algo_name,
+        &command,
+        serde_json::json!({
+            "steps": steps,
+            "seed": a.seed,
+            "envs": n_envs,
+            "scenarios": a.scenario,
+            "episode_s": env_cfg.episode_s,
+            "reward": cfg.learn.reward,
+            "init": a.init.as_ref().map(|p| p.display().to_string()),
+            "wall_s": secs,
+        }),
+    )?;
+    say!(
+        "trained {name} for {steps} decisions in {secs:.0} s ({:.0} decisions/s); {} parameters",
+        steps as f64 / secs,
+        m.params
+            .values()
+            .map(|s| s.iter().product::<i64>())
+            .sum::<i64>()
+    );
+    if let Some(u) = updates.last() {
+        say!(
+            "last rollout: reward/tick {:.3} (SLO_vio {:.3}, Slack {:.3}, Overshoot {:.3}, ReplicaLag {:.3}), nothing {:.0}%",
+            u.mean_reward,
+            u.terms[0],
+            u.terms[1],
+            u.terms[2],
+            u.terms[3],
+            100.0 * u.nothing
+        );
+    }
+    say!(
+        "wrote {} (+ .json manifest) and {}",
+        checkpoint::file(&out, "safetensors").display(),
+        log_path.display()
+    );
+    Ok(())
+}
+
+/// Learned policies from checkpoints: for `eval` on `topology` (`None`: the policy stage, any
+/// topology whose services match, with online learning when `learn.online.enabled`).
+pub fn checkpoints(cfg: &Config, topology: Option<&Topology>) -> Checkpoints {
+    let l = &cfg.learn;
+    let online = (topology.is_none() && l.online.enabled).then(|| OnlineSetup {
+        config: l.online.clone(),
+        ppo: l.train.ppo(0),
+        reward: l.reward.reward(
+            cfg.slo.latency_ms,
+            cfg.slo.error_rate,
+            cfg.eval.target_utilization,
+        ),
+    });
+    Checkpoints {
+        dir: l.checkpoint_dir.clone().into(),
+        topology: topology.map_or_else(|| "*".into(), topology_name),
+        deterministic: l.act != "sample",
+        online,
+    }
+}

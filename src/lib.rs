@@ -1,0 +1,673 @@
+//! `graphscaler`: the command line. Each subcommand starts a stage or a whole workflow; this
+//! crate parses arguments, loads the configuration and calls the crate that does the work.
+//!
+//! Two binaries share it. `graphscaler` does not link libtorch, so a stage, the HPA, the twin
+//! and a configuration error start at once; a command that needs a learned policy (`train`, or
+//! a policy name such as `gat-ppo`) re-executes `graphscaler-learn`, built beside it with the
+//! `learn` feature, which is the same command line with [`Learning`] filled in.
+
+/// Prints to stdout; a closed pipe (`graphscaler eval | head`) ends the output quietly.
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+pub mod config;
+mod pipeline;
+pub mod train_args;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use graphscaler_eval::{report, sweep, Campaign, RunResult, Setup};
+use graphscaler_policy::{Learned, PolicySpec};
+use graphscaler_twin::{Shape, Topology};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{parse_duration, Config};
+pub use crate::train_args::TrainArgs;
+
+/// What only the learning build (`graphscaler-learn`, which links libtorch) can do.
+pub trait Learning {
+    /// Learned policies from checkpoints: for `eval` on `topology`, or (`None`) for the policy
+    /// stage, any topology whose services match the model's.
+    fn policies(&self, cfg: &Config, topology: Option<&Topology>) -> Box<dyn Learned>;
+    /// `graphscaler train`.
+    fn train(&self, cfg: &Config, args: TrainArgs) -> Result<()>;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "graphscaler",
+    version,
+    about = "A graph-aware, learning autoscaler for Kubernetes microservices."
+)]
+struct Cli {
+    /// A TOML file layered over the embedded defaults (then GRAPHSCALER_<SECTION>__<KEY> variables).
+    #[arg(long, global = true, env = "GRAPHSCALER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, global = true, default_value = "warn", env = "RUST_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The cluster twin.
+    #[command(subcommand)]
+    Twin(TwinCommand),
+    /// Run policies side by side on the twin: metrics, 95% CIs, Cliff's δ, CSV, Parquet, PNG.
+    Eval(EvalArgs),
+    /// Sweep the HPA's CPU target to find the tuned HPA.
+    HpaSweep(SweepArgs),
+    /// Train a learned policy on the twin: checkpoint (.safetensors + .json manifest) and
+    /// diagnostics (.csv).
+    Train(TrainArgs),
+    /// Read stored snapshots back (Parquet) and report what they hold.
+    Replay {
+        /// The snapshot file.
+        #[arg(long)]
+        snapshots: PathBuf,
+        /// Temporal window length T (DySAT's input).
+        #[arg(long, default_value_t = 4)]
+        window: usize,
+        /// Run this policy (noop, hpa, tuned-hpa, hpa-<percent>) over the snapshots, as the
+        /// policy stage would, and report its actions.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Publish the snapshots, in order, to the snapshot topic (needs
+        /// pipeline.kafka_bootstrap), for a running policy stage to consume.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// The whole loop in one process on the twin: twin -> graph job -> policy -> actuator, on an
+    /// in-process bus.
+    Run(pipeline::LoopArgs),
+    /// The scrape stage: Kubernetes, Prometheus and Kiali into the telemetry topics (Kafka).
+    Scrape,
+    /// The graph stage: telemetry topics into one snapshot per window (Kafka, Parquet).
+    Graph,
+    /// The policy stage: snapshots into actions (Kafka).
+    Policy,
+    /// The actuator: actions through guardrails to the Kubernetes API, decisions to the audit
+    /// topic (Kafka).
+    Actuate,
+    /// Print the effective configuration as TOML.
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum TwinCommand {
+    /// Run one policy on one scenario.
+    Run(RunArgs),
+    /// Serve the twin over HTTP: Prometheus /metrics, the Kiali graph API and a Kubernetes API
+    /// subset, advancing it in (accelerated) real time.
+    Serve(ServeArgs),
+    /// Plot the nominal frontend rps of load shapes over a run (docs/img/shapes.png).
+    Shapes {
+        /// Comma-separated scenarios, or `all` (the four shapes and the bundled Azure trace).
+        #[arg(long, default_value = "all")]
+        scenarios: String,
+        /// Run length (4h, 30m, 90s).
+        #[arg(long, default_value = "4h", value_parser = parse_duration)]
+        duration: f64,
+        /// Output PNG.
+        #[arg(long, default_value = "docs/img/shapes.png")]
+        out: PathBuf,
+    },
+    /// Run a policy on the twin, stream its observations through the graph job, and store the
+    /// snapshots as Parquet.
+    Record(RecordArgs),
+    /// Write a synthetic topology in the topology file format.
+    SynthTopology {
+        /// Number of services.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "4h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed of the first replay.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Topology file (default: twin.topology from the configuration).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Output directory (default: eval.out_dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads (runs are independent).
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+    /// Skip the PNG plots.
+    #[arg(long)]
+    no_plots: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// static, hpa, tuned-hpa or hpa-<percent>.
+    #[arg(long, default_value = "hpa")]
+    policy: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// static, hpa, tuned-hpa or hpa-<percent>.
+    #[arg(long, default_value = "hpa")]
+    policy: String,
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Snapshot window (default: pipeline.window_s).
+    #[arg(long, value_parser = parse_duration)]
+    window: Option<f64>,
+    /// Timely worker threads of the graph job (default: pipeline.workers).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Topology file (default: twin.topology from the configuration).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Output Parquet file.
+    #[arg(long, default_value = "results/snapshots.parquet")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: std::net::SocketAddr,
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    #[arg(long, default_value = "peak")]
+    scenario: String,
+    /// Run length (4h, 30m, 90s).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    duration: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Topology file (default: twin.topology from the configuration).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Namespace the workloads appear in.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Comma-separated policies: static, hpa, tuned-hpa, hpa-<percent>, the learned gat-ppo,
+    /// mlp-ppo, gcn-sac, dysat-a2c (from learn.checkpoint_dir), or NAME=CHECKPOINT.
+    #[arg(long, default_value = "static,hpa,tuned-hpa")]
+    policies: String,
+    /// Comma-separated scenarios, or `all` for the four shapes.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Replays per scenario (seeds seed, seed+1, …).
+    #[arg(long, default_value_t = 5)]
+    replays: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// Comma-separated CPU targets, percent.
+    #[arg(long, default_value = "40,50,60,70,80")]
+    targets: String,
+    /// Comma-separated scenarios, or `all`.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// Replays per scenario.
+    #[arg(long, default_value_t = 3)]
+    replays: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Parses the command line and runs it; `learning` is `None` in the binary without libtorch.
+pub fn main_with(learning: Option<&dyn Learning>) {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli, learning) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Whether `command` needs a learned policy (a name the grammar reads as learned) or training.
+fn needs_learning(command: &Command, cfg: &Config) -> bool {
+    let learned = |name: &str| {
+        matches!(
+            PolicySpec::parse(name.trim()),
+            Ok(PolicySpec::Learned { .. })
+        )
+    };
+    match command {
+        Command::Train(_) => true,
+        Command::Eval(a) => a.policies.split(',').any(learned),
+        Command::Twin(TwinCommand::Run(a)) => learned(&a.policy),
+        Command::Run(a) => learned(a.policy.as_deref().unwrap_or(&cfg.pipeline.policy)),
+        Command::Policy => learned(&cfg.pipeline.policy),
+        Command::Replay { policy, .. } => policy.as_deref().is_some_and(learned),
+        _ => false,
+    }
+}
+
+/// Replaces this process with `graphscaler-learn` (beside this binary), same arguments.
+fn exec_learning_build() -> Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let learn = exe.with_file_name(format!("graphscaler-learn{}", std::env::consts::EXE_SUFFIX));
+    if !learn.is_file() {
+        bail!(
+            "this command needs a learned policy, and {} is not there: build with the `learn` feature (the default), which also builds graphscaler-learn",
+            learn.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&learn);
+    cmd.args(std::env::args_os().skip(1));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(anyhow::anyhow!("starting {}: {e}", learn.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .with_context(|| format!("starting {}", learn.display()))?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}
+
+fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    if learning.is_none() && needs_learning(&cli.command, &cfg) {
+        return exec_learning_build();
+    }
+    match cli.command {
+        Command::Config => {
+            say!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+        Command::Twin(TwinCommand::SynthTopology {
+            services,
+            seed,
+            out,
+        }) => {
+            let v = graphscaler_twin::Topology::synthetic_json(services, seed);
+            std::fs::write(&out, serde_json::to_string_pretty(&v)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            say!("wrote {} ({services} services)", out.display());
+            Ok(())
+        }
+        Command::Twin(TwinCommand::Shapes {
+            scenarios: names,
+            duration,
+            out,
+        }) => {
+            let shapes = if names == "all" {
+                let mut v = Shape::all_named();
+                v.push(Shape::parse(
+                    "trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv",
+                )?);
+                v
+            } else {
+                scenarios(&names)?
+            };
+            let series: Vec<(String, Vec<(f64, f64)>)> = shapes
+                .iter()
+                .map(|s| {
+                    let pts = (0..=(duration as usize))
+                        .step_by(15)
+                        .map(|t| (t as f64 / 60.0, s.rps(t as f64, duration, &cfg.twin.load)))
+                        .collect();
+                    (s.name(), pts)
+                })
+                .collect();
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            graphscaler_eval::plot::lines(
+                &out,
+                "load shapes: nominal frontend requests per second",
+                "rps",
+                &series,
+            )?;
+            say!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Twin(TwinCommand::Serve(a)) => serve(&cfg, a),
+        Command::Twin(TwinCommand::Record(a)) => record(&cfg, a),
+        Command::Replay {
+            snapshots,
+            window,
+            policy,
+            publish,
+        } => {
+            replay(&snapshots, window)?;
+            pipeline::replay_into(&cfg, &snapshots, policy.as_deref(), publish, learning)
+        }
+        Command::Run(a) => pipeline::run_loop(&cfg, a, learning),
+        Command::Train(a) => match learning {
+            Some(l) => l.train(&cfg, a),
+            None => exec_learning_build(),
+        },
+        Command::Scrape => pipeline::stage(&cfg, pipeline::Stage::Scrape, learning),
+        Command::Graph => pipeline::stage(&cfg, pipeline::Stage::Graph, learning),
+        Command::Policy => pipeline::stage(&cfg, pipeline::Stage::Policy, learning),
+        Command::Actuate => pipeline::stage(&cfg, pipeline::Stage::Actuate, learning),
+        Command::Twin(TwinCommand::Run(a)) => {
+            let policy = PolicySpec::parse(&a.policy)?;
+            let shape = Shape::parse(&a.scenario)?;
+            campaign(&cfg, vec![policy], vec![shape], 1, &a.common, learning).map(|_| ())
+        }
+        Command::Eval(a) => {
+            let policies = a
+                .policies
+                .split(',')
+                .map(|p| PolicySpec::parse(p.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
+            campaign(
+                &cfg,
+                policies,
+                scenarios(&a.scenarios)?,
+                a.replays,
+                &a.common,
+                learning,
+            )
+            .map(|_| ())
+        }
+        Command::HpaSweep(a) => {
+            let targets = a
+                .targets
+                .split(',')
+                .map(|t| {
+                    t.trim()
+                        .parse::<u32>()
+                        .with_context(|| format!("target `{t}` is not a whole percentage"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let policies = targets.iter().map(|t| PolicySpec::HpaAt(*t)).collect();
+            let runs = campaign(
+                &cfg,
+                policies,
+                scenarios(&a.scenarios)?,
+                a.replays,
+                &a.common,
+                learning,
+            )?;
+            let rows = sweep::rows(&runs, &targets);
+            let mut t = sweep_table(&rows);
+            if let Some(c) = sweep::choose(&rows) {
+                t.push_str(&format!(
+                    "\nchosen target: {c}% (the cheapest whose SLO violation % interval overlaps the best target's)\nset it with: [hpa] tuned_target_cpu_utilization = {c}\n"
+                ));
+            }
+            say!("{t}");
+            Ok(())
+        }
+    }
+}
+
+fn sweep_table(rows: &[sweep::SweepRow]) -> String {
+    let mut s = String::from("target  SLO viol % (95% CI)   slack %   core-seconds\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{:>5}%  {:>7.2} ± {:<8.2}   {:>6.1}   {:>12.0}\n",
+            r.target,
+            r.slo_violation_pct.mean,
+            r.slo_violation_pct.half_width,
+            r.slack_pct.mean,
+            r.cpu_core_seconds.mean
+        ));
+    }
+    s
+}
+
+fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
+    use graphscaler_schemas::TelemetryEvent;
+    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa, None)?;
+    let mut twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
+    let mut events = vec![];
+    let mut prev = None;
+    while !twin.done() {
+        let (obs, _) = twin.advance();
+        for act in policy.decide(&obs) {
+            let _ = twin.apply(&act);
+        }
+        events.extend(TelemetryEvent::changes_since(prev.as_ref(), &obs, "twin"));
+        prev = Some(obs);
+    }
+    let n = events.len();
+    let gcfg = graphscaler_graph::GraphConfig {
+        window_s: a.window.unwrap_or(cfg.pipeline.window_s),
+        workers: a.workers.unwrap_or(cfg.pipeline.workers).max(1),
+        cluster: None,
+        ..cfg.pipeline.graph()
+    };
+    let out = graphscaler_graph::run(events, &gcfg)?;
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    graphscaler_graph::store::write(&a.out, &out.snapshots)?;
+    say!(
+        "{n} events -> {} snapshots of {} s ({:?}); wrote {}",
+        out.snapshots.len(),
+        gcfg.window_s,
+        out.stats,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn replay(path: &std::path::Path, t: usize) -> Result<()> {
+    let snaps = graphscaler_graph::store::read(path)?;
+    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else {
+        bail!("{} holds no snapshot", path.display());
+    };
+    let mut window = graphscaler_schemas::TemporalWindow::new(t);
+    let mut full = 0;
+    for s in &snaps {
+        if window.push(s.clone()).is_err() {
+            bail!(
+                "{}: snapshot at {} s is out of time order",
+                path.display(),
+                s.time_s
+            );
+        }
+        full += usize::from(window.is_full());
+    }
+    say!(
+        "{}: {} snapshots from {} s to {} s (window {} s, schema v{})",
+        path.display(),
+        snaps.len(),
+        first.time_s,
+        last.time_s,
+        first.window_s,
+        first.schema_version
+    );
+    for (label, s) in [("first", first), ("last", last)] {
+        say!(
+            "  {label}: {} services, {} nodes, {} calls, {} runs_on, global {:?}",
+            s.services.len(),
+            s.nodes.len(),
+            s.calls.len(),
+            s.runs_on.len(),
+            s.global
+        );
+    }
+    say!("  {full} full temporal windows of T = {t}");
+    Ok(())
+}
+
+fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
+    if !(a.speedup.is_finite() && (1e-3..=1e4).contains(&a.speedup)) {
+        bail!(
+            "--speedup must lie in [0.001, 10000] simulated seconds per second, got {}",
+            a.speedup
+        );
+    }
+    let twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let state = graphscaler_twin_api::LiveTwin::new(twin, &a.namespace, "twin", epoch).shared();
+    let tick = std::time::Duration::from_secs_f64(cfg.twin.observe_every_s / a.speedup);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        say!(
+            "twin serving on http://{addr}: /metrics, /api/namespaces/graph, /api/v1/..., /apis/apps/v1/... (one {} s tick every {:.3} s)",
+            cfg.twin.observe_every_s,
+            tick.as_secs_f64()
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        graphscaler_twin_api::serve(listener, state, tick, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// `all` (the four shapes) or comma-separated scenarios.
+pub fn scenarios(s: &str) -> Result<Vec<Shape>> {
+    if s == "all" {
+        return Ok(Shape::all_named());
+    }
+    let out = s
+        .split(',')
+        .map(|x| Shape::parse(x.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        bail!("no scenario given");
+    }
+    Ok(out)
+}
+
+fn campaign(
+    cfg: &Config,
+    policies: Vec<PolicySpec>,
+    scenarios: Vec<Shape>,
+    replays: usize,
+    common: &Common,
+    learning: Option<&dyn Learning>,
+) -> Result<Vec<RunResult>> {
+    if replays == 0 {
+        bail!("--replays must be at least 1");
+    }
+    let topology = cfg.topology(common.topology.as_deref())?;
+    let setup = Setup {
+        topology,
+        twin: cfg.twin.clone(),
+        slo: cfg.slo.clone(),
+        hpa: cfg.hpa.clone(),
+        eval: cfg.eval.clone(),
+    };
+    let c = Campaign {
+        policies,
+        scenarios,
+        replays,
+        duration_s: common.duration,
+        seed: common.seed,
+        threads: common.threads,
+    };
+    let bar = ProgressBar::new(c.run_count() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let learned = learning.map(|l| l.policies(cfg, Some(&setup.topology)));
+    let runs = c.run_with(&setup, learned.as_deref(), &|r| {
+        bar.set_message(format!("{} on {} #{}", r.policy, r.scenario, r.replay));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let summary = report::summarize(&runs);
+    let deltas = report::deltas(&runs, &PolicySpec::TunedHpa.name());
+    say!(
+        "{} on {} ({} s each, {} replays, seeds {}..{}): {} runs in {:.1} s",
+        setup.topology.source,
+        "the twin",
+        common.duration,
+        replays,
+        common.seed,
+        common.seed + replays as u64 - 1,
+        runs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    say!("{}", report::table(&summary, &deltas));
+    say!("mean ± 95% CI half-width (Student t); δ = Cliff's delta against tuned-hpa (negative: lower values)");
+    let out = common
+        .out
+        .clone()
+        .unwrap_or_else(|| cfg.eval.out_dir.clone().into());
+    report::write_files(&out, &runs, &summary, &deltas)?;
+    let mut written = vec![
+        "runs.csv",
+        "summary.csv",
+        "cliffs_delta.csv",
+        "runs.parquet",
+        "timeseries.parquet",
+    ]
+    .into_iter()
+    .map(|f| out.join(f).display().to_string())
+    .collect::<Vec<_>>();
+    if !common.no_plots {
+        for p in graphscaler_eval::plot::write_plots(&out, &runs, &summary)? {
+            written.push(p.display().to_string());
+        }
+    }
+    say!("wrote:\n  {}", written.join("\n  "));
+    Ok(runs)
+}

@@ -1,0 +1,50 @@
+//! The arguments of `graphscaler train` (the training itself is the learning build's).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::parse_duration;
+
+/// `graphscaler train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// gat, gcn, dysat or mlp.
+    #[arg(long, default_value = "gat")]
+    pub encoder: String,
+    /// ppo, a2c or sac.
+    #[arg(long, default_value = "ppo")]
+    pub algo: String,
+    /// `mix` (the four shapes) or comma-separated scenarios.
+    #[arg(long, default_value = "mix")]
+    pub scenario: String,
+    /// Decisions to train for, over all environments.
+    #[arg(long, default_value_t = 200_000)]
+    pub steps: usize,
+    /// Seed (model initialisation, sampling and the environments' runs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Environments (default: learn.train.num_envs).
+    #[arg(long)]
+    pub envs: Option<usize>,
+    /// Episode length (default: learn.train.episode_s).
+    #[arg(long, value_parser = parse_duration)]
+    pub episode: Option<f64>,
+    /// Checkpoint to write, without extension: NAME.safetensors, NAME.json, NAME.csv (default: <learn.checkpoint_dir>/<encoder>-<algo>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Topology file (default: twin.topology).
+    #[arg(long)]
+    pub topology: Option<PathBuf>,
+    /// Threads libtorch may use.
+    #[arg(long, default_value_t = 1)]
+    pub torch_threads: i32,
+    /// Start from this checkpoint's weights (the same encoder, sizes and cluster; PPO/A2C):
+    /// a second stage of training, e.g. under another reward.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Also write the diagnostics as TensorBoard event files under this directory
+    /// (`tensorboard --logdir DIR`).
+    #[arg(long)]
+    pub tensorboard: Option<PathBuf>,
+}
