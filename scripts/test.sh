@@ -6,5 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ensure_test_services
 cd "$GS_ROOT"
 cargo test --workspace --locked "$@"
+# The slim image's build: the command line without the learning crate (no libtorch).
+cargo check --locked -p graphscaler --no-default-features --bins
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

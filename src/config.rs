@@ -294,6 +294,33 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(90.0));
         assert!(parse_duration("4x").is_err());
         assert!(parse_duration("h").is_err());
+        // Absurd values never reach a Duration or an allocation.
+        for bad in ["1e300", "1e12", "inf", "NaN", "-5", "0", "9000h"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        assert_eq!(parse_duration("8784h"), Ok(8784.0 * 3600.0));
+    }
+
+    #[test]
+    fn absurd_settings_are_refused_with_every_problem() {
+        let bad = Toml::string(
+            "[pipeline]\nwindow_s = 1e300\ngrace_s = -1.0\n[pipeline.collect]\ninterval_s = 1e300\n[hpa]\nsync_period_s = nan\n[twin.load.tasks.index]\nweight = -1.0\n",
+        );
+        let cfg: Config = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(bad)
+            .extract()
+            .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        for what in [
+            "pipeline.window_s",
+            "pipeline.grace_s",
+            "pipeline.collect.interval_s",
+            "hpa.sync_period_s",
+            "twin.load.tasks.index.weight",
+        ] {
+            assert!(e.contains(what), "{what}: {e}");
+        }
     }
 
     #[test]

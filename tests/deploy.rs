@@ -162,6 +162,34 @@ fn the_compose_stack_names_real_stages_and_settings() {
         let o = graphscaler(&[cmd[0].as_str(), "--help"], &[]);
         assert!(o.status.success(), "{stage}");
     }
+    // Scrape, graph, actuate and the twin run the slim image (built without libtorch); the
+    // policy stage the full one, which can serve a learned policy.
+    for slim in ["scrape", "graph", "actuate", "twin"] {
+        let s = &d["services"][slim];
+        assert_eq!(s["image"].as_str(), Some("graphscaler:slim"), "{slim}");
+        assert_eq!(s["build"]["target"].as_str(), Some("slim"), "{slim}");
+    }
+    assert_eq!(
+        d["services"]["policy"]["image"].as_str(),
+        Some("graphscaler:local")
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    for line in [
+        "AS build-slim",
+        "cargo build --release --locked --no-default-features --bin graphscaler",
+        "FROM debian:bookworm-slim AS slim",
+        "COPY --from=build-slim /src/target/release/graphscaler /usr/local/bin/graphscaler",
+        "FROM slim AS full",
+        "COPY --from=build /src/target/release/graphscaler-learn /usr/local/bin/graphscaler-learn",
+    ] {
+        assert!(dockerfile.contains(line), "Dockerfile lacks `{line}`");
+    }
+    let slim =
+        &dockerfile[dockerfile.find("AS slim").unwrap()..dockerfile.find("AS full").unwrap()];
+    assert!(
+        !slim.contains("libtorch") && !slim.contains("checkpoints"),
+        "the slim image ships no libtorch and no model: {slim}"
+    );
     let twin: Vec<String> =
         serde_yaml_ng::from_value(d["services"]["twin"]["command"].clone()).unwrap();
     let args: Vec<&str> = twin.iter().map(String::as_str).collect();

@@ -52,6 +52,19 @@ pub fn section<T: DeserializeOwned>(path: &str) -> T {
     try_section(path).unwrap_or_else(|e| panic!("{e} (a test checks every section is readable)"))
 }
 
+/// `impl Default for TYPE` as the section at `PATH` of the embedded defaults:
+/// `graphscaler_schemas::default_from!(Guardrails, "pipeline.guardrails");`.
+#[macro_export]
+macro_rules! default_from {
+    ($t:ty, $path:literal) => {
+        impl Default for $t {
+            fn default() -> Self {
+                $crate::defaults::section($path)
+            }
+        }
+    };
+}
+
 /// The longest duration any setting or argument may name, seconds (a year): past it, a value is
 /// a mistake (`1e300`), and a `Duration` or an allocation made from it would fail.
 pub const MAX_DURATION_S: f64 = 366.0 * 86_400.0;

@@ -139,12 +139,7 @@ impl Guardrails {
     }
 }
 
-impl Default for Guardrails {
-    /// `[pipeline.guardrails]` of `config/default.toml`.
-    fn default() -> Self {
-        graphscaler_schemas::defaults::section("pipeline.guardrails")
-    }
-}
+graphscaler_schemas::default_from!(Guardrails, "pipeline.guardrails");
 
 /// What the actuator needs to know about a workload.
 #[derive(Debug, Clone, Copy, PartialEq)]

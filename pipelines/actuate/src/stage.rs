@@ -1,7 +1,7 @@
 //! The actuate stage: actions (and service telemetry, for the hold guardrail) in, through the
 //! [`Actuator`]'s guardrails to a [`Cluster`], and one audit record per action out.
 
-use graphscaler_bus::stage::{publish_retrying, Clock, DeadLetters, Inbox};
+use graphscaler_bus::stage::{publish_counted, Clock, DeadLetters, Inbox};
 use graphscaler_bus::transport::{Publisher, Subscriber};
 use graphscaler_bus::Metrics;
 use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic};
@@ -96,17 +96,8 @@ pub async fn actuate(
                     };
                     metrics.add("graphscaler_actions_total", &[("outcome", outcome)], 1.0);
                     let audit = Envelope::new("actuator", env.observed_at_s, env.window_s, record);
-                    if publish_retrying("audit", &metrics, &stop, || {
-                        publisher.publish::<AuditTopic>(&audit)
-                    })
-                    .await
-                    {
-                        metrics.add(
-                            "graphscaler_events_out_total",
-                            &[("topic", AuditTopic::NAME)],
-                            1.0,
-                        );
-                    }
+                    publish_counted::<AuditTopic>("audit", &publisher, &metrics, &stop, &audit)
+                        .await;
                     None
                 }
                 Err(e) => Some(e),

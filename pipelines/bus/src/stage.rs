@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use graphscaler_schemas::{Envelope, Keyed, Topic};
+use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -123,6 +125,25 @@ impl Inbox {
     pub fn commit(&self, msg: &Message) {
         commit(&self.sub, msg, &self.metrics);
     }
+}
+
+/// Publishes `event` on `T`'s topic with [`publish_retrying`] and counts it in
+/// `graphscaler_events_out_total{topic}`; whether it was published.
+pub async fn publish_counted<T: Topic>(
+    what: &str,
+    publisher: &Publisher,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+    event: &Envelope<T::Payload>,
+) -> bool
+where
+    T::Payload: Serialize + Keyed,
+{
+    let ok = publish_retrying(what, metrics, stop, || publisher.publish::<T>(event)).await;
+    if ok {
+        metrics.add("graphscaler_events_out_total", &[("topic", T::NAME)], 1.0);
+    }
+    ok
 }
 
 /// A message a stage could not use, as it goes to `<topic>.dlq`: where it came from, why it was

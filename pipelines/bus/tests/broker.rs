@@ -4,89 +4,29 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use graphscaler_bus::{decode, BusConfig, Consumer, Producer, TELEMETRY_TOPICS};
 use graphscaler_schemas::{CallEdgeObs, Envelope, GlobalObs, TelemetryEvent};
-
-fn which(bin: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(PathBuf::from)
-        .chain(home)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use graphscaler_testkit::{create_topic, free_port, tansu, Proc};
 
 struct Broker {
-    child: Child,
+    _proc: Proc,
     port: u16,
 }
 
 impl Broker {
     fn start(dir: &Path, port: u16, storage: &str) -> Broker {
-        let tansu = which("tansu")
-            .expect("the `tansu` broker is needed for this test: run scripts/setup.sh");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                storage,
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("tansu-{port}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "tansu did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        Broker {
+            _proc: tansu(dir, port, storage),
+            port,
         }
-        Broker { child, port }
     }
 
     fn create_topics(&self) {
-        let tansu = which("tansu").unwrap();
         for t in TELEMETRY_TOPICS {
-            let out = Command::new(&tansu)
-                .args([
-                    "topic",
-                    "create",
-                    "--broker",
-                    &format!("tcp://127.0.0.1:{}", self.port),
-                    "--partitions",
-                    "3",
-                    t,
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "creating {t}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            create_topic(self.port, t, 3);
         }
     }
 
@@ -95,13 +35,6 @@ impl Broker {
             bootstrap: format!("127.0.0.1:{}", self.port),
             client_id: client.into(),
         }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

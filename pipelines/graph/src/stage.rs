@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use graphscaler_bus::stage::{publish_retrying, unix_now, Clock, DeadLetters, Inbox, Polled};
+use graphscaler_bus::stage::{publish_counted, unix_now, Clock, DeadLetters, Inbox, Polled};
 use graphscaler_bus::transport::{Publisher, Subscriber};
 use graphscaler_bus::Metrics;
 use graphscaler_schemas::events::SnapshotsTopic;
-use graphscaler_schemas::{Envelope, Snapshot, Topic};
+use graphscaler_schemas::{Envelope, Snapshot};
 use tokio::sync::watch;
 
 use crate::{GraphConfig, LiveGraph};
@@ -84,16 +84,15 @@ impl Cutter<'_> {
         };
         for s in snaps {
             let env = Envelope::new("graph", s.time_s, s.window_s, s);
-            if publish_retrying("snapshot", self.metrics, self.stop, || {
-                self.publisher.publish::<SnapshotsTopic>(&env)
-            })
+            if publish_counted::<SnapshotsTopic>(
+                "snapshot",
+                self.publisher,
+                self.metrics,
+                self.stop,
+                &env,
+            )
             .await
             {
-                self.metrics.add(
-                    "graphscaler_events_out_total",
-                    &[("topic", SnapshotsTopic::NAME)],
-                    1.0,
-                );
                 self.sum.snapshots += 1;
             }
             if self.cfg.parquet.is_some() {

@@ -168,12 +168,7 @@ pub struct ActionRules {
     pub max_replicas: u32,
 }
 
-impl Default for ActionRules {
-    /// `[learn.actions]` of `config/default.toml`.
-    fn default() -> Self {
-        graphscaler_schemas::defaults::section("learn.actions")
-    }
-}
+graphscaler_schemas::default_from!(ActionRules, "learn.actions");
 
 /// `[learn.online]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,9 +200,4 @@ pub struct OnlineConfig {
     pub rollback_margin: f64,
 }
 
-impl Default for OnlineConfig {
-    /// `[learn.online]` of `config/default.toml`.
-    fn default() -> Self {
-        graphscaler_schemas::defaults::section("learn.online")
-    }
-}
+graphscaler_schemas::default_from!(OnlineConfig, "learn.online");

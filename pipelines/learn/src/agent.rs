@@ -327,6 +327,7 @@ impl GraphAgent {
                 topology: self.spec.topology.clone(),
                 config,
                 params: Default::default(),
+                sha256: None,
                 produced_by: produced_by.into(),
             },
         )

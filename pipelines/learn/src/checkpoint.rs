@@ -2,9 +2,12 @@
 //! trained (algorithm, encoder, sizes), on what (topology, feature schema version), and every
 //! parameter's shape — so that loading checks the model before trusting the numbers.
 //!
-//! `save(path)` writes `path.safetensors` and `path.json`; `load` refuses, with the reason, a
-//! missing file, an unreadable manifest, another feature schema, another topology, and any
-//! parameter whose name or shape differs from the model it is loaded into.
+//! `save(path)` writes `path.safetensors` and `path.json`, each to a temporary file renamed into
+//! place (a crash mid-write leaves the previous checkpoint whole), with the weights' SHA-256 in
+//! the manifest; `load` refuses, with the reason, a missing file, an unreadable manifest, another
+//! feature schema, another topology, any parameter whose name or shape differs from the model it
+//! is loaded into, weights whose SHA-256 is not the manifest's (a damaged or changed file), and
+//! weights that are not all finite (naming the parameter).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,10 @@ pub struct Manifest {
     pub config: BTreeMap<String, serde_json::Value>,
     /// Every parameter's shape, by name.
     pub params: BTreeMap<String, Vec<i64>>,
+    /// The SHA-256 of the `.safetensors` file, in hex (absent in manifests written before
+    /// checksums: such a checkpoint loads with a warning, its weights still checked finite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// The command that produced it.
     pub produced_by: String,
 }
@@ -86,6 +93,31 @@ pub fn file(path: &Path, ext: &str) -> PathBuf {
     }
 }
 
+/// The SHA-256 of the file at `path`, in hex.
+pub fn sha256_of(path: &Path) -> Result<String, CheckpointError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Where `final_path` is written before it is renamed into place: `.tmp` before its extension
+/// (`agent.tmp.safetensors`), which keeps the extension that picks the weights' format.
+fn temporary(final_path: &Path) -> PathBuf {
+    let stem = final_path.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = final_path.extension().unwrap_or_default().to_string_lossy();
+    final_path.with_file_name(format!("{stem}.tmp.{ext}"))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), CheckpointError> {
+    std::fs::rename(from, to).map_err(|e| CheckpointError::Io {
+        path: to.to_path_buf(),
+        message: format!("renaming {} into place: {e}", from.display()),
+    })
+}
+
 /// The shapes of `vs`'s parameters, by name.
 pub fn shapes(vs: &VarStore) -> BTreeMap<String, Vec<i64>> {
     vs.variables()
@@ -109,18 +141,24 @@ pub fn save(
     }
     manifest.format = FORMAT;
     manifest.params = shapes(vs);
-    vs.save(&weights).map_err(|e| CheckpointError::Io {
-        path: weights.clone(),
+    // The weights first, then the manifest that vouches for them; each whole or not at all.
+    let weights_tmp = temporary(&weights);
+    vs.save(&weights_tmp).map_err(|e| CheckpointError::Io {
+        path: weights_tmp.clone(),
         message: e.to_string(),
     })?;
+    manifest.sha256 = Some(sha256_of(&weights_tmp)?);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Manifest {
         path: json.clone(),
         message: e.to_string(),
     })?;
-    std::fs::write(&json, text + "\n").map_err(|e| CheckpointError::Io {
-        path: json.clone(),
+    let json_tmp = temporary(&json);
+    std::fs::write(&json_tmp, text + "\n").map_err(|e| CheckpointError::Io {
+        path: json_tmp.clone(),
         message: e.to_string(),
     })?;
+    rename(&weights_tmp, &weights)?;
+    rename(&json_tmp, &json)?;
     Ok(manifest)
 }
 
@@ -191,9 +229,34 @@ pub fn load(path: &Path, vs: &mut VarStore, topology: &str) -> Result<Manifest, 
             message: "no such file".into(),
         });
     }
+    let sha = sha256_of(&weights)?;
+    match &m.sha256 {
+        Some(want) if *want != sha => {
+            let file = weights.display();
+            return Err(mismatch(format!(
+                "the weights' SHA-256 is {sha}, the manifest says {want}: \
+                 {file} was changed or damaged"
+            )));
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            checkpoint = %path.display(),
+            "the manifest has no sha256 (written before checksums): the weights cannot be checked against it"
+        ),
+    }
     vs.load(&weights).map_err(|e| CheckpointError::Io {
-        path: weights,
+        path: weights.clone(),
         message: e.to_string(),
     })?;
+    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in vars {
+        let finite = t.isfinite().all().int64_value(&[]) == 1;
+        if !finite {
+            return Err(mismatch(format!(
+                "parameter `{name}` holds a NaN or an infinite weight"
+            )));
+        }
+    }
     Ok(m)
 }

@@ -18,6 +18,7 @@ fn manifest(topology: &str) -> Manifest {
         topology: topology.into(),
         config: BTreeMap::from([("hidden".to_string(), serde_json::json!(64))]),
         params: BTreeMap::new(),
+        sha256: None,
         produced_by: "tests/checkpoint.rs".into(),
     }
 }
@@ -143,4 +144,68 @@ fn a_dot_in_the_name_is_part_of_the_name() {
     let mut vs = VarStore::new(Device::Cpu);
     let _agent = Agent::new(&vs.root(), 4, 2, 8);
     checkpoint::load(&dir.path().join("m0.35"), &mut vs, "*").unwrap();
+}
+
+#[test]
+fn damaged_or_non_finite_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent");
+    let vs = VarStore::new(Device::Cpu);
+    let _agent = Agent::new(&vs.root(), 4, 2, 16);
+    let m = checkpoint::save(&path, &vs, manifest("*")).unwrap();
+    let sha = m.sha256.clone().unwrap();
+    assert_eq!(sha.len(), 64, "{sha}");
+    assert_eq!(
+        sha,
+        checkpoint::sha256_of(&path.with_extension("safetensors")).unwrap()
+    );
+    // Written whole: no temporary file is left beside the checkpoint.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["agent.json", "agent.safetensors"]);
+    let mut vs2 = VarStore::new(Device::Cpu);
+    let _agent2 = Agent::new(&vs2.root(), 4, 2, 16);
+    checkpoint::load(&path, &mut vs2, "*").unwrap();
+
+    // One bit flipped in the last weight: the checksum no longer matches.
+    let weights = path.with_extension("safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    let e = checkpoint::load(&path, &mut vs2, "*")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("SHA-256") && e.contains("changed or damaged"),
+        "{e}"
+    );
+
+    // All-NaN weights, saved with a checksum that matches them: refused by the finite check.
+    let vs3 = VarStore::new(Device::Cpu);
+    let _agent3 = Agent::new(&vs3.root(), 4, 2, 16);
+    tch::no_grad(|| {
+        let mut w = vs3.variables()["actor.0.weight"].shallow_clone();
+        let _ = w.fill_(f64::NAN);
+    });
+    checkpoint::save(&path, &vs3, manifest("*")).unwrap();
+    let e = checkpoint::load(&path, &mut vs2, "*")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("parameter `actor.0.weight` holds a NaN or an infinite weight"),
+        "{e}"
+    );
+
+    // A manifest from before checksums (no sha256) still loads good weights, with a warning.
+    checkpoint::save(&path, &vs, manifest("*")).unwrap();
+    let json = path.with_extension("json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("sha256");
+    std::fs::write(&json, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    checkpoint::load(&path, &mut vs2, "*").unwrap();
 }

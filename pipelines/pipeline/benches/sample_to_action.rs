@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -195,17 +195,6 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(PathBuf::from)
-        .chain(home)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = 120;
@@ -224,7 +213,7 @@ async fn main() {
     let mut mem = measure(&mut p, &ticks, warmup).await;
 
     // Through a real broker.
-    let Some(tansu) = which("tansu") else {
+    let Some(tansu) = graphscaler_testkit::which("tansu") else {
         eprintln!("tansu not found: run scripts/setup.sh");
         std::process::exit(2);
     };

@@ -1,11 +1,11 @@
 //! The policy stage: snapshots in (validated first: one that fails goes to the dead-letter
 //! topic), a [`SnapshotPolicy`]'s decisions made absolute and published as actions.
 
-use graphscaler_bus::stage::{publish_retrying, DeadLetters, Inbox};
+use graphscaler_bus::stage::{publish_counted, DeadLetters, Inbox};
 use graphscaler_bus::transport::{Publisher, Subscriber};
 use graphscaler_bus::Metrics;
 use graphscaler_schemas::events::{ActionsTopic, SnapshotsTopic};
-use graphscaler_schemas::{Action, Envelope, Snapshot, Topic};
+use graphscaler_schemas::{Action, Envelope, Snapshot};
 use tokio::sync::watch;
 
 use crate::SnapshotPolicy;
@@ -110,16 +110,9 @@ pub async fn policy(
                         }
                     };
                     let e = Envelope::decision(&source, snap.time_s, snap.window_s, a);
-                    if publish_retrying("action", &metrics, &stop, || {
-                        publisher.publish::<ActionsTopic>(&e)
-                    })
-                    .await
+                    if publish_counted::<ActionsTopic>("action", &publisher, &metrics, &stop, &e)
+                        .await
                     {
-                        metrics.add(
-                            "graphscaler_events_out_total",
-                            &[("topic", ActionsTopic::NAME)],
-                            1.0,
-                        );
                         sum.actions += 1;
                     }
                 }

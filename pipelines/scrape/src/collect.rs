@@ -64,12 +64,7 @@ pub struct CollectConfig {
     pub tcp_bytes_per_request: f64,
 }
 
-impl Default for CollectConfig {
-    /// `[pipeline.collect]` of `config/default.toml`.
-    fn default() -> Self {
-        graphscaler_schemas::defaults::section("pipeline.collect")
-    }
-}
+graphscaler_schemas::default_from!(CollectConfig, "pipeline.collect");
 
 impl CollectConfig {
     /// What is wrong with these settings, one message per problem, each naming its field under

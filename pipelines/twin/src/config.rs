@@ -158,17 +158,9 @@ pub struct TwinConfig {
     pub load: LoadConfig,
 }
 
-impl Default for TwinConfig {
-    fn default() -> Self {
-        graphscaler_schemas::defaults::section("twin")
-    }
-}
+graphscaler_schemas::default_from!(TwinConfig, "twin");
 
-impl Default for SloConfig {
-    fn default() -> Self {
-        graphscaler_schemas::defaults::section("slo")
-    }
-}
+graphscaler_schemas::default_from!(SloConfig, "slo");
 
 impl SloConfig {
     /// What is wrong with `[slo]`, one message per problem (empty: nothing).

@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use graphscaler_bus::stage::unix_now;
@@ -19,119 +17,12 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn which(bin: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(PathBuf::from)
-        .chain(home)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
+use graphscaler_testkit::Proc;
+pub use graphscaler_testkit::{create_topic, free_port, prometheus};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_port(port: u16, what: &str) {
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{what} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A tansu broker on `port` with durable (sqlite) storage in `dir`.
 pub fn tansu(dir: &Path, port: u16) -> Proc {
-    let bin =
-        which("tansu").expect("the `tansu` broker is needed for this test: run scripts/setup.sh");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "sqlite://broker.db",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(dir.join("tansu.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    wait_port(port, "tansu");
-    Proc(child)
-}
-
-pub fn create_topic(port: u16, topic: &str, partitions: u32) {
-    let out = Command::new(which("tansu").unwrap())
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--partitions",
-            &partitions.to_string(),
-            topic,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "creating {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A real Prometheus on a free loopback port with `config` as its configuration; its log goes
-/// to `dir/prometheus.log`. Returns the process and its base URL.
-pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
-    let port = free_port();
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let bin = which("prometheus")
-        .expect("the `prometheus` binary is needed for this test: run scripts/setup.sh");
-    let p = Proc(
-        Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port, "prometheus");
-    (p, format!("http://127.0.0.1:{port}"))
+    graphscaler_testkit::tansu(dir, port, "sqlite://broker.db")
 }
 
 /// Reads every message of `topic` from the start with a fresh consumer group.
