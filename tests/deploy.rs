@@ -85,8 +85,32 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
                 let dep: Deployment = serde_yaml_ng::from_value(d).unwrap();
                 let pod = dep.spec.template.spec.unwrap();
                 assert_eq!(pod.service_account_name.as_deref(), Some("graphscaler"));
+                let psc = pod.security_context.unwrap();
+                assert_eq!(psc.run_as_non_root, Some(true));
+                assert_eq!(
+                    psc.seccomp_profile.map(|p| p.type_),
+                    Some("RuntimeDefault".to_string())
+                );
                 for c in pod.containers {
-                    stages.push(c.args.unwrap().last().unwrap().clone());
+                    let stage = c.args.clone().unwrap().last().unwrap().clone();
+                    // Pinned images: the slim one (no libtorch) but for the policy stage.
+                    let image = c.image.clone().unwrap();
+                    let version = env!("CARGO_PKG_VERSION");
+                    let want = if stage == "policy" {
+                        format!("ghcr.io/graphscaler/graphscaler:{version}")
+                    } else {
+                        format!("ghcr.io/graphscaler/graphscaler:{version}-slim")
+                    };
+                    assert_eq!(image, want, "{stage}");
+                    let sc = c.security_context.clone().unwrap();
+                    assert_eq!(sc.allow_privilege_escalation, Some(false), "{stage}");
+                    assert_eq!(sc.read_only_root_filesystem, Some(true), "{stage}");
+                    assert_eq!(
+                        sc.capabilities.and_then(|c| c.drop),
+                        Some(vec!["ALL".to_string()]),
+                        "{stage}"
+                    );
+                    stages.push(stage);
                 }
             }
             "Namespace" | "ServiceAccount" => {}
@@ -161,6 +185,13 @@ fn the_compose_stack_names_real_stages_and_settings() {
         );
         let o = graphscaler(&[cmd[0].as_str(), "--help"], &[]);
         assert!(o.status.success(), "{stage}");
+    }
+    // Nothing is published beyond loopback (the twin's API is unauthenticated).
+    for (name, s) in services {
+        for port in s["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().unwrap();
+            assert!(port.starts_with("127.0.0.1:"), "{name:?} publishes {port}");
+        }
     }
     // Scrape, graph, actuate and the twin run the slim image (built without libtorch); the
     // policy stage the full one, which can serve a learned policy.
