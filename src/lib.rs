@@ -224,9 +224,10 @@ struct ServeArgs {
     /// Topology file (default: twin.topology from the configuration).
     #[arg(long)]
     topology: Option<PathBuf>,
-    /// Namespace the workloads appear in.
-    #[arg(long, default_value = "default")]
-    namespace: String,
+    /// Namespace the workloads appear in (default: pipeline.collect.namespace, the one the
+    /// scrape stage reads).
+    #[arg(long)]
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -554,7 +555,11 @@ fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let state = graphscaler_twin_api::LiveTwin::new(twin, &a.namespace, "twin", epoch).shared();
+    let namespace = a
+        .namespace
+        .as_deref()
+        .unwrap_or(&cfg.pipeline.collect.namespace);
+    let state = graphscaler_twin_api::LiveTwin::new(twin, namespace, "twin", epoch).shared();
     let tick = std::time::Duration::from_secs_f64(cfg.twin.observe_every_s / a.speedup);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
