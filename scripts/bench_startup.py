@@ -5,7 +5,7 @@ Times `graphscaler` (built without libtorch) against `graphscaler-learn` (the sa
 linked with libtorch) on the same commands, 7 runs each, interleaved, and prints the medians and
 their ratio. Build first: `cargo build --release --locked --bins`.
 
-    python3 scripts/bench_startup.py [target/release]
+    python3 scripts/bench_startup.py [BIN_DIR]    # default: target/release
 """
 
 import statistics
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / (sys.argv[1] if len(sys.argv) > 1 else "target/release")
+BIN = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT / "target/release"
 ROUNDS = 7
 
 

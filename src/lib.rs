@@ -169,7 +169,7 @@ struct RunArgs {
     /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
     #[arg(long, default_value = "peak")]
     scenario: String,
-    /// static, hpa, tuned-hpa or hpa-<percent>.
+    /// static, hpa, tuned-hpa, hpa-<percent>, or a learned policy (gat-ppo, NAME=PATH, ...).
     #[arg(long, default_value = "hpa")]
     policy: String,
     #[command(flatten)]
@@ -181,7 +181,7 @@ struct RecordArgs {
     /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
     #[arg(long, default_value = "peak")]
     scenario: String,
-    /// static, hpa, tuned-hpa or hpa-<percent>.
+    /// static, hpa, tuned-hpa, hpa-<percent>, or a learned policy (gat-ppo, NAME=PATH, ...).
     #[arg(long, default_value = "hpa")]
     policy: String,
     /// Run length (4h, 30m, 90s).
@@ -288,6 +288,7 @@ fn needs_learning(command: &Command, cfg: &Config) -> bool {
         Command::Train(_) => true,
         Command::Eval(a) => a.policies.split(',').any(learned),
         Command::Twin(TwinCommand::Run(a)) => learned(&a.policy),
+        Command::Twin(TwinCommand::Record(a)) => learned(&a.policy),
         Command::Run(a) => learned(a.policy.as_deref().unwrap_or(&cfg.pipeline.policy)),
         Command::Policy => learned(&cfg.pipeline.policy),
         Command::Replay { policy, .. } => policy.as_deref().is_some_and(learned),
@@ -381,7 +382,7 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
             Ok(())
         }
         Command::Twin(TwinCommand::Serve(a)) => serve(&cfg, a),
-        Command::Twin(TwinCommand::Record(a)) => record(&cfg, a),
+        Command::Twin(TwinCommand::Record(a)) => record(&cfg, a, learning),
         Command::Replay {
             snapshots,
             window,
@@ -468,10 +469,11 @@ fn sweep_table(rows: &[sweep::SweepRow]) -> String {
     s
 }
 
-fn record(cfg: &Config, a: RecordArgs) -> Result<()> {
+fn record(cfg: &Config, a: RecordArgs, learning: Option<&dyn Learning>) -> Result<()> {
     use graphscaler_schemas::TelemetryEvent;
-    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa, None)?;
     let mut twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
+    let learned = learning.map(|l| l.policies(cfg, Some(twin.topology())));
+    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa, learned.as_deref())?;
     let mut events = vec![];
     let mut prev = None;
     while !twin.done() {

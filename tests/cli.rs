@@ -693,4 +693,24 @@ fn only_a_learned_policy_or_training_loads_libtorch() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(loaded.contains("libtorch_cpu"), "loaded: {loaded}");
     assert!(stdout(&o).contains("gat-ppo"), "{}", stdout(&o));
+    // Recording a learned policy's snapshots goes the same way.
+    let snaps = dir.path().join("gat.parquet");
+    let (o, loaded) = libraries_loaded(
+        gs,
+        &[
+            "twin",
+            "record",
+            "--policy",
+            "gat-ppo",
+            "--duration",
+            "5m",
+            "--out",
+            snaps.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        loaded.contains("libtorch_cpu") && snaps.is_file(),
+        "loaded: {loaded}"
+    );
 }

@@ -30,7 +30,7 @@ use graphscaler_schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::k8s::{self as reader, KubeState};
+use crate::k8s::{self as reader, DeploymentInfo, KubeState};
 
 /// Where the cluster's interfaces are and how to read them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,6 +374,58 @@ impl Collector {
     }
 }
 
+/// The Prometheus answers of one pass, each by the label that names its entity (empty when
+/// Prometheus failed).
+struct Series<'a> {
+    pod_cpu: ByLabel,
+    pod_mem: ByLabel,
+    node_cpu: ByLabel,
+    rps: ByLabel,
+    err: ByLabel,
+    p50: ByLabel,
+    p95: ByLabel,
+    p99: ByLabel,
+    replicas: ByLabel,
+    lag_max: ByLabel,
+    lag_mean: ByLabel,
+    hits: ByLabel,
+    misses: ByLabel,
+    slo_violation: &'a [Sample],
+}
+
+impl<'a> Series<'a> {
+    fn of(prom: Option<&'a BTreeMap<&'static str, Vec<Sample>>>) -> Self {
+        let q = |name: &str| {
+            prom.and_then(|p| p.get(name))
+                .map_or(&[][..], Vec::as_slice)
+        };
+        let svc = |name: &str| by_label(q(name), "destination_workload");
+        let store = |name: &str| by_label(q(name), "service");
+        Self {
+            pod_cpu: by_label(q("pod_cpu"), "pod"),
+            pod_mem: by_label(q("pod_mem"), "pod"),
+            node_cpu: by_label(q("node_cpu"), "node"),
+            rps: svc("svc_rps"),
+            err: svc("svc_err"),
+            p50: svc("svc_p50"),
+            p95: svc("svc_p95"),
+            p99: svc("svc_p99"),
+            replicas: store("redis_replicas"),
+            lag_max: store("redis_lag_max"),
+            lag_mean: store("redis_lag_mean"),
+            hits: store("redis_hits"),
+            misses: store("redis_misses"),
+            slo_violation: q("slo_violation"),
+        }
+    }
+}
+
+/// `m`'s value for `k`. An absent series (or a NaN sample, which the parser rejects) reads 0 here
+/// only beside an entry in the event's `missing`, which says the 0 means nothing.
+fn v(m: &ByLabel, k: &str) -> f64 {
+    m.get(k).map_or(0.0, |x| x.0)
+}
+
 /// Turns what one pass read into events. `last_pods` is the pod set of the previous successful
 /// Kubernetes read (for deletes); a source that failed is `None` and publishes nothing.
 pub fn assemble(
@@ -384,215 +436,241 @@ pub fn assemble(
     prom: Option<&BTreeMap<&'static str, Vec<Sample>>>,
     edges: Option<&[KialiEdge]>,
 ) -> Vec<TelemetryEvent> {
-    {
-        let w = f64::from(cfg.rate_window_s);
-        let mut ev = vec![];
-        let empty = vec![];
-        let q = |name: &str| prom.and_then(|p| p.get(name)).unwrap_or(&empty);
-        let pod_cpu = by_label(q("pod_cpu"), "pod");
-        let pod_mem = by_label(q("pod_mem"), "pod");
-        let node_cpu = by_label(q("node_cpu"), "node");
-
-        if let Some(e) = edges {
-            for k in e {
-                if k.destination_namespace != cfg.namespace && !k.destination_namespace.is_empty() {
-                    continue;
-                }
-                let rps = if k.protocol == "tcp" {
-                    k.rate / cfg.tcp_bytes_per_request
-                } else {
-                    k.rate
-                };
-                let c = CallEdgeObs {
-                    source: k.source.clone(),
-                    destination: k.destination.clone(),
-                    rps,
-                    p95_ms: k.p95_ms.unwrap_or(0.0),
-                    error_rate: k.error_rate,
-                };
-                ev.push(TelemetryEvent::Call(Envelope::new("kiali", now, w, c)));
-            }
-        }
-
-        if let Some(k) = kube {
-            let mut pods: Vec<PodObs> = k.pods.clone();
-            if prom.is_some() {
-                for p in &mut pods {
-                    if let Some((v, t)) = pod_cpu.get(&p.name) {
-                        p.cpu_usage_cores = Some(*v);
-                        p.metric_time_s = Some(*t);
-                        p.metric_window_s = w;
-                    }
-                }
-            }
-            let now_set: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
-            if let Some(prev) = &*last_pods {
-                for gone in prev.difference(&now_set) {
-                    ev.push(TelemetryEvent::Pod(Envelope::new(
-                        "kubernetes",
-                        now,
-                        w,
-                        PodChange::Delete { name: gone.clone() },
-                    )));
-                }
-            }
-            *last_pods = Some(now_set);
-            for p in &pods {
-                ev.push(TelemetryEvent::Pod(Envelope::new(
-                    "kubernetes",
-                    now,
-                    w,
-                    PodChange::Upsert(p.clone()),
-                )));
-            }
-            let mut used_total = 0.0;
-            let mut alloc_total = 0.0;
-            for n in &k.nodes {
-                let mut n: NodeObs = n.clone();
-                n.cpu_usage_cores = node_cpu.get(&n.name).map_or(0.0, |x| x.0);
-                used_total += n.cpu_usage_cores;
-                alloc_total += n.allocatable_cpu_cores;
-                ev.push(TelemetryEvent::Node(Envelope::new("kubernetes", now, w, n)));
-            }
-            if let Some(_p) = prom {
-                let rps = by_label(q("svc_rps"), "destination_workload");
-                let err = by_label(q("svc_err"), "destination_workload");
-                let p50 = by_label(q("svc_p50"), "destination_workload");
-                let p95 = by_label(q("svc_p95"), "destination_workload");
-                let p99 = by_label(q("svc_p99"), "destination_workload");
-                let replicas = by_label(q("redis_replicas"), "service");
-                let lag_max = by_label(q("redis_lag_max"), "service");
-                let lag_mean = by_label(q("redis_lag_mean"), "service");
-                let hits = by_label(q("redis_hits"), "service");
-                let misses = by_label(q("redis_misses"), "service");
-                // An absent series (or a NaN sample, which the parser rejects) reads 0 here only
-                // beside an entry in the event's `missing`, which says the 0 means nothing.
-                let v = |m: &ByLabel, k: &str| m.get(k).map_or(0.0, |x| x.0);
-                for d in &k.deployments {
-                    let mine: Vec<&PodObs> = pods.iter().filter(|p| p.service == d.name).collect();
-                    let r = v(&rps, &d.name);
-                    let stateful = replicas.contains_key(&d.name);
-                    let mut missing = vec![];
-                    // CPU and memory: missing when no ready pod has a sample (a pod that just
-                    // started has none yet; the others' sum stands for the service).
-                    let ready: Vec<&&PodObs> = mine.iter().filter(|p| p.ready).collect();
-                    for (name, m) in [
-                        ("cpu_usage_cores", &pod_cpu),
-                        ("mem_working_set_bytes", &pod_mem),
-                    ] {
-                        if !ready.is_empty() && !ready.iter().any(|p| m.contains_key(&p.name)) {
-                            missing.push(name.to_string());
-                        }
-                    }
-                    // The request rate: missing when Istio's rates are absent altogether (an
-                    // empty result). A service absent from a non-empty result has no HTTP or
-                    // gRPC traffic (a TCP store such as redis has no request series at all).
-                    if rps.is_empty() {
-                        missing.push("rps".into());
-                    }
-                    // Latency: undefined without requests; missing when there are requests and
-                    // no sample. (No error series means no errors: Istio has no 5xx counter
-                    // until a 5xx happens.)
-                    if r > 0.0 {
-                        for (name, m) in [("p50_ms", &p50), ("p95_ms", &p95), ("p99_ms", &p99)] {
-                            if !m.contains_key(&d.name) {
-                                missing.push(name.to_string());
-                            }
-                        }
-                    }
-                    let s = ServiceObs {
-                        name: d.name.clone(),
-                        replicas_spec: d.replicas_spec,
-                        replicas_ready: d.replicas_ready,
-                        replicas_unready: (mine.len() as u32).saturating_sub(d.replicas_ready),
-                        cpu_request_cores: d.cpu_request_cores,
-                        cpu_limit_cores: d.cpu_limit_cores,
-                        mem_request_bytes: d.mem_request_bytes,
-                        mem_limit_bytes: d.mem_limit_bytes,
-                        cpu_usage_cores: mine.iter().map(|p| v(&pod_cpu, &p.name)).sum(),
-                        mem_working_set_bytes: mine.iter().map(|p| v(&pod_mem, &p.name)).sum(),
-                        rps: r,
-                        p50_ms: v(&p50, &d.name),
-                        p95_ms: v(&p95, &d.name),
-                        p99_ms: v(&p99, &d.name),
-                        error_rate: if r > 0.0 {
-                            (v(&err, &d.name) / r).clamp(0.0, 1.0)
-                        } else {
-                            0.0
-                        },
-                        stateful,
-                        missing,
-                    };
-                    ev.push(TelemetryEvent::Service(Envelope::new(
-                        "prometheus",
-                        now,
-                        w,
-                        s,
-                    )));
-                    if stateful {
-                        let (h, m) = (v(&hits, &d.name), v(&misses, &d.name));
-                        let st = StatefulObs {
-                            service: d.name.clone(),
-                            connected_replicas: v(&replicas, &d.name).round().max(0.0) as u32,
-                            max_replica_lag_s: v(&lag_max, &d.name),
-                            mean_replica_lag_s: v(&lag_mean, &d.name),
-                            hit_ratio: if h + m > 0.0 { h / (h + m) } else { 1.0 },
-                        };
-                        ev.push(TelemetryEvent::Stateful(Envelope::new(
-                            "prometheus",
-                            now,
-                            w,
-                            st,
-                        )));
-                    }
-                }
-                let entry = &cfg.entry_service;
-                let er = v(&rps, entry);
-                // The global scalars need every node's CPU, the SLO signal and the entry's
-                // request rate (and its p95 when it has requests); without them nothing is
-                // published, and the snapshot's global scalars read as unknown.
-                let mut global_missing: Vec<&str> = vec![];
-                if k.nodes.iter().any(|n| !node_cpu.contains_key(&n.name)) || k.nodes.is_empty() {
-                    global_missing.push("node_cpu");
-                }
-                if q("slo_violation").is_empty() {
-                    global_missing.push("slo_violation");
-                }
-                if rps.is_empty() {
-                    global_missing.push("entry rps");
-                } else if er > 0.0 && !p95.contains_key(entry) {
-                    global_missing.push("entry p95");
-                }
-                if !global_missing.is_empty() {
-                    return ev;
-                }
-                let g = GlobalObs {
-                    cluster_cpu_utilization: if alloc_total > 0.0 {
-                        used_total / alloc_total
-                    } else {
-                        0.0
-                    },
-                    slo_violation_rate: q("slo_violation")
-                        .first()
-                        .map_or(0.0, |s| s.value.clamp(0.0, 1.0)),
-                    entry_p95_ms: v(&p95, entry),
-                    entry_error_rate: if er > 0.0 {
-                        (v(&err, entry) / er).clamp(0.0, 1.0)
-                    } else {
-                        0.0
-                    },
-                    entry_rps: er,
-                };
-                ev.push(TelemetryEvent::Global(Envelope::new(
-                    "prometheus",
-                    now,
-                    w,
-                    g,
-                )));
-            }
-        }
-        ev
+    let w = f64::from(cfg.rate_window_s);
+    let mut ev = edges.map_or_else(Vec::new, |e| call_events(cfg, e, now, w));
+    let Some(k) = kube else { return ev };
+    let m = Series::of(prom);
+    let pods = pod_events(k, &m, prom.is_some(), last_pods, now, w, &mut ev);
+    let (used, allocatable) = node_events(k, &m, now, w, &mut ev);
+    if prom.is_none() {
+        return ev;
     }
+    for d in &k.deployments {
+        service_events(d, &pods, &m, now, w, &mut ev);
+    }
+    if let Some(g) = global_obs(cfg, k, &m, used, allocatable) {
+        ev.push(TelemetryEvent::Global(Envelope::new(
+            "prometheus",
+            now,
+            w,
+            g,
+        )));
+    }
+    ev
+}
+
+/// Kiali's edges into the managed namespace as `calls` events (TCP bytes per second become
+/// requests per second).
+fn call_events(cfg: &CollectConfig, edges: &[KialiEdge], now: f64, w: f64) -> Vec<TelemetryEvent> {
+    edges
+        .iter()
+        .filter(|k| k.destination_namespace == cfg.namespace || k.destination_namespace.is_empty())
+        .map(|k| {
+            let rps = if k.protocol == "tcp" {
+                k.rate / cfg.tcp_bytes_per_request
+            } else {
+                k.rate
+            };
+            let c = CallEdgeObs {
+                source: k.source.clone(),
+                destination: k.destination.clone(),
+                rps,
+                p95_ms: k.p95_ms.unwrap_or(0.0),
+                error_rate: k.error_rate,
+            };
+            TelemetryEvent::Call(Envelope::new("kiali", now, w, c))
+        })
+        .collect()
+}
+
+/// Deletes of the pods gone since the last read, then an upsert of every pod (with its CPU
+/// sample when Prometheus answered); returns the pods.
+fn pod_events(
+    k: &KubeState,
+    m: &Series<'_>,
+    prom_ok: bool,
+    last_pods: &mut Option<BTreeSet<String>>,
+    now: f64,
+    w: f64,
+    ev: &mut Vec<TelemetryEvent>,
+) -> Vec<PodObs> {
+    let mut pods: Vec<PodObs> = k.pods.clone();
+    if prom_ok {
+        for p in &mut pods {
+            if let Some((v, t)) = m.pod_cpu.get(&p.name) {
+                p.cpu_usage_cores = Some(*v);
+                p.metric_time_s = Some(*t);
+                p.metric_window_s = w;
+            }
+        }
+    }
+    let now_set: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
+    if let Some(prev) = &*last_pods {
+        for gone in prev.difference(&now_set) {
+            let delete = PodChange::Delete { name: gone.clone() };
+            ev.push(TelemetryEvent::Pod(Envelope::new(
+                "kubernetes",
+                now,
+                w,
+                delete,
+            )));
+        }
+    }
+    *last_pods = Some(now_set);
+    for p in &pods {
+        let upsert = PodChange::Upsert(p.clone());
+        ev.push(TelemetryEvent::Pod(Envelope::new(
+            "kubernetes",
+            now,
+            w,
+            upsert,
+        )));
+    }
+    pods
+}
+
+/// A node event per node, with its CPU usage; returns the cluster's used and allocatable CPU.
+fn node_events(
+    k: &KubeState,
+    m: &Series<'_>,
+    now: f64,
+    w: f64,
+    ev: &mut Vec<TelemetryEvent>,
+) -> (f64, f64) {
+    let (mut used, mut allocatable) = (0.0, 0.0);
+    for n in &k.nodes {
+        let mut n: NodeObs = n.clone();
+        n.cpu_usage_cores = v(&m.node_cpu, &n.name);
+        used += n.cpu_usage_cores;
+        allocatable += n.allocatable_cpu_cores;
+        ev.push(TelemetryEvent::Node(Envelope::new("kubernetes", now, w, n)));
+    }
+    (used, allocatable)
+}
+
+/// The service event of deployment `d` (with what is missing named), and its store's event
+/// when it is a stateful store.
+fn service_events(
+    d: &DeploymentInfo,
+    pods: &[PodObs],
+    m: &Series<'_>,
+    now: f64,
+    w: f64,
+    ev: &mut Vec<TelemetryEvent>,
+) {
+    let mine: Vec<&PodObs> = pods.iter().filter(|p| p.service == d.name).collect();
+    let r = v(&m.rps, &d.name);
+    let stateful = m.replicas.contains_key(&d.name);
+    let mut missing = vec![];
+    // CPU and memory: missing when no ready pod has a sample (a pod that just started has none
+    // yet; the others' sum stands for the service).
+    let ready: Vec<&&PodObs> = mine.iter().filter(|p| p.ready).collect();
+    for (name, series) in [
+        ("cpu_usage_cores", &m.pod_cpu),
+        ("mem_working_set_bytes", &m.pod_mem),
+    ] {
+        if !ready.is_empty() && !ready.iter().any(|p| series.contains_key(&p.name)) {
+            missing.push(name.to_string());
+        }
+    }
+    // The request rate: missing when Istio's rates are absent altogether (an empty result). A
+    // service absent from a non-empty result has no HTTP or gRPC traffic (a TCP store such as
+    // redis has no request series at all).
+    if m.rps.is_empty() {
+        missing.push("rps".into());
+    }
+    // Latency: undefined without requests; missing when there are requests and no sample. (No
+    // error series means no errors: Istio has no 5xx counter until a 5xx happens.)
+    if r > 0.0 {
+        for (name, series) in [("p50_ms", &m.p50), ("p95_ms", &m.p95), ("p99_ms", &m.p99)] {
+            if !series.contains_key(&d.name) {
+                missing.push(name.to_string());
+            }
+        }
+    }
+    let s = ServiceObs {
+        name: d.name.clone(),
+        replicas_spec: d.replicas_spec,
+        replicas_ready: d.replicas_ready,
+        replicas_unready: (mine.len() as u32).saturating_sub(d.replicas_ready),
+        cpu_request_cores: d.cpu_request_cores,
+        cpu_limit_cores: d.cpu_limit_cores,
+        mem_request_bytes: d.mem_request_bytes,
+        mem_limit_bytes: d.mem_limit_bytes,
+        cpu_usage_cores: mine.iter().map(|p| v(&m.pod_cpu, &p.name)).sum(),
+        mem_working_set_bytes: mine.iter().map(|p| v(&m.pod_mem, &p.name)).sum(),
+        rps: r,
+        p50_ms: v(&m.p50, &d.name),
+        p95_ms: v(&m.p95, &d.name),
+        p99_ms: v(&m.p99, &d.name),
+        error_rate: if r > 0.0 {
+            (v(&m.err, &d.name) / r).clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
+        stateful,
+        missing,
+    };
+    ev.push(TelemetryEvent::Service(Envelope::new(
+        "prometheus",
+        now,
+        w,
+        s,
+    )));
+    if stateful {
+        let (h, miss) = (v(&m.hits, &d.name), v(&m.misses, &d.name));
+        let st = StatefulObs {
+            service: d.name.clone(),
+            connected_replicas: v(&m.replicas, &d.name).round().max(0.0) as u32,
+            max_replica_lag_s: v(&m.lag_max, &d.name),
+            mean_replica_lag_s: v(&m.lag_mean, &d.name),
+            hit_ratio: if h + miss > 0.0 { h / (h + miss) } else { 1.0 },
+        };
+        ev.push(TelemetryEvent::Stateful(Envelope::new(
+            "prometheus",
+            now,
+            w,
+            st,
+        )));
+    }
+}
+
+/// The global scalars. They need every node's CPU, the SLO signal and the entry's request rate
+/// (and its p95 when it has requests); without them there are none, and the snapshot's global
+/// scalars read as unknown.
+fn global_obs(
+    cfg: &CollectConfig,
+    k: &KubeState,
+    m: &Series<'_>,
+    used: f64,
+    allocatable: f64,
+) -> Option<GlobalObs> {
+    let entry = &cfg.entry_service;
+    let er = v(&m.rps, entry);
+    let complete = !k.nodes.is_empty()
+        && k.nodes.iter().all(|n| m.node_cpu.contains_key(&n.name))
+        && !m.slo_violation.is_empty()
+        && !m.rps.is_empty()
+        // The entry's p95 is needed only when it has requests.
+        && (er <= 0.0 || m.p95.contains_key(entry));
+    complete.then(|| GlobalObs {
+        cluster_cpu_utilization: if allocatable > 0.0 {
+            used / allocatable
+        } else {
+            0.0
+        },
+        slo_violation_rate: m
+            .slo_violation
+            .first()
+            .map_or(0.0, |s| s.value.clamp(0.0, 1.0)),
+        entry_p95_ms: v(&m.p95, entry),
+        entry_error_rate: if er > 0.0 {
+            (v(&m.err, entry) / er).clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
+        entry_rps: er,
+    })
 }
 
 #[cfg(test)]

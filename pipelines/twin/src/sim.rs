@@ -244,6 +244,23 @@ struct Own {
     p: [f64; 3],
 }
 
+/// One tick's latencies mixed per service and per edge: the arrival-weighted sums of 1, the
+/// latency, its square and success (`m*`, `ok` per service; `e*`, `eok` per edge), the requests
+/// over the SLO, and each route's truth.
+#[derive(Debug)]
+struct Composed {
+    m0: Vec<f64>,
+    m1: Vec<f64>,
+    m2: Vec<f64>,
+    ok: Vec<f64>,
+    e0: Vec<f64>,
+    e1: Vec<f64>,
+    e2: Vec<f64>,
+    eok: Vec<f64>,
+    over_slo: f64,
+    route_truth: Vec<RouteTruth>,
+}
+
 /// The twin. See the module docs for the model.
 #[derive(Debug, Clone)]
 pub struct Twin {
@@ -728,13 +745,13 @@ impl Twin {
         }
     }
 
-    fn observe(&mut self) -> (ClusterObservation, TickTruth) {
+    /// Each service's own latency this tick (mean, variance, percentiles, error share): its queue
+    /// on the quota-bound capacity, its backlog, CFS throttling.
+    fn own_latencies(&self) -> Vec<Own> {
         let now = self.now;
         let w = self.cfg.observe_every_s;
         let hop = self.cfg.hop_latency_ms / 1000.0;
         let timeout = self.cfg.request_timeout_s;
-
-        // Own latency per service.
         let mut own = vec![Own::default(); self.svc.len()];
         for (s, sv) in self.svc.iter().enumerate() {
             let servers = sv
@@ -796,8 +813,13 @@ impl Twin {
                 ];
             }
         }
+        own
+    }
 
-        // Compose along call trees; mix per service and per edge.
+    /// Composes the own latencies along every route's call tree and mixes them per service and
+    /// per edge, weighted by this tick's arrivals; also each task's latency.
+    fn compose(&mut self, own: &[Own]) -> Composed {
+        let w = self.cfg.observe_every_s;
         let ns = self.svc.len();
         let mut m0 = vec![0.0; ns];
         let mut m1 = vec![0.0; ns];
@@ -869,6 +891,37 @@ impl Twin {
         for (k, (_, reqs)) in self.tasks.iter().enumerate() {
             self.task_latency_s[k] = reqs.iter().map(|&r| route_mean[r]).sum();
         }
+        Composed {
+            m0,
+            m1,
+            m2,
+            ok,
+            e0,
+            e1,
+            e2,
+            eok,
+            over_slo,
+            route_truth,
+        }
+    }
+
+    fn observe(&mut self) -> (ClusterObservation, TickTruth) {
+        let now = self.now;
+        let w = self.cfg.observe_every_s;
+        let own = self.own_latencies();
+        let Composed {
+            m0,
+            m1,
+            m2,
+            ok,
+            e0,
+            e1,
+            e2,
+            eok,
+            over_slo,
+            route_truth,
+        } = self.compose(&own);
+        let ns = self.svc.len();
 
         let pct = |m0: f64, m1: f64, m2: f64| -> (f64, [f64; 3]) {
             if m0 <= 0.0 {
