@@ -909,18 +909,7 @@ impl Twin {
         let now = self.now;
         let w = self.cfg.observe_every_s;
         let own = self.own_latencies();
-        let Composed {
-            m0,
-            m1,
-            m2,
-            ok,
-            e0,
-            e1,
-            e2,
-            eok,
-            over_slo,
-            route_truth,
-        } = self.compose(&own);
+        let c = self.compose(&own);
         let ns = self.svc.len();
 
         let pct = |m0: f64, m1: f64, m2: f64| -> (f64, [f64; 3]) {
@@ -940,9 +929,9 @@ impl Twin {
         };
 
         let entry = self.topo.entry;
-        let (entry_mean, entry_p) = pct(m0[entry], m1[entry], m2[entry]);
-        let entry_err = if m0[entry] > 0.0 {
-            1.0 - ok[entry] / m0[entry]
+        let (entry_mean, entry_p) = pct(c.m0[entry], c.m1[entry], c.m2[entry]);
+        let entry_err = if c.m0[entry] > 0.0 {
+            1.0 - c.ok[entry] / c.m0[entry]
         } else {
             0.0
         };
@@ -960,16 +949,16 @@ impl Twin {
         let mut pod_truth = Vec::new();
         let mw = self.cfg.metrics_window_s;
         for (s, sv) in self.svc.iter().enumerate() {
-            let (_, mixed) = pct(m0[s], m1[s], m2[s]);
+            let (_, mixed) = pct(c.m0[s], c.m1[s], c.m2[s]);
             let p = if sv.leaf { own[s].p } else { mixed };
-            let err = if m0[s] > 0.0 {
-                1.0 - ok[s] / m0[s]
+            let err = if c.m0[s] > 0.0 {
+                1.0 - c.ok[s] / c.m0[s]
             } else {
                 own[s].err
             };
             let ready = sv.pods.iter().filter(|p| p.ready(now)).count() as u32;
             let bound = sv.pods.iter().filter(|p| p.node.is_some()).count() as u32;
-            let in_flight = (sv.acc.arrivals / w) * (m1[s] / m0[s].max(1e-12));
+            let in_flight = (sv.acc.arrivals / w) * (c.m1[s] / c.m0[s].max(1e-12));
             let mut ws = 0.0;
             let mut max_lag: f64 = 0.0;
             let mut sum_lag = 0.0;
@@ -1078,25 +1067,25 @@ impl Twin {
             (mean, (s2 / n - mean * mean).max(0.0))
         };
         let mut edge_truth = Vec::with_capacity(self.edges.len() + 1);
-        if m0[entry] > 0.0 {
-            let (mean_s, var_s2) = moments(m0[entry], m1[entry], m2[entry]);
+        if c.m0[entry] > 0.0 {
+            let (mean_s, var_s2) = moments(c.m0[entry], c.m1[entry], c.m2[entry]);
             edge_truth.push(EdgeTruth {
                 source: None,
                 destination: entry,
-                requests: m0[entry],
-                errors: m0[entry] - ok[entry],
+                requests: c.m0[entry],
+                errors: c.m0[entry] - c.ok[entry],
                 mean_s,
                 var_s2,
             });
         }
         for (e, &(from, to)) in self.edges.iter().enumerate() {
-            if e0[e] > 0.0 {
-                let (mean_s, var_s2) = moments(e0[e], e1[e], e2[e]);
+            if c.e0[e] > 0.0 {
+                let (mean_s, var_s2) = moments(c.e0[e], c.e1[e], c.e2[e]);
                 edge_truth.push(EdgeTruth {
                     source: Some(from),
                     destination: to,
-                    requests: e0[e],
-                    errors: e0[e] - eok[e],
+                    requests: c.e0[e],
+                    errors: c.e0[e] - c.eok[e],
                     mean_s,
                     var_s2,
                 });
@@ -1106,9 +1095,9 @@ impl Twin {
             .edges
             .iter()
             .enumerate()
-            .filter(|(e, _)| e0[*e] > 0.0)
+            .filter(|(e, _)| c.e0[*e] > 0.0)
             .map(|(e, &(from, to))| {
-                let (_, p) = pct(e0[e], e1[e], e2[e]);
+                let (_, p) = pct(c.e0[e], c.e1[e], c.e2[e]);
                 let p95 = if self.svc[to].leaf {
                     own[to].p[1]
                 } else {
@@ -1117,9 +1106,9 @@ impl Twin {
                 CallEdgeObs {
                     source: self.svc[from].name.clone(),
                     destination: self.svc[to].name.clone(),
-                    rps: e0[e] / w,
+                    rps: c.e0[e] / w,
                     p95_ms: p95 * 1000.0,
-                    error_rate: (1.0 - eok[e] / e0[e]).clamp(0.0, 1.0),
+                    error_rate: (1.0 - c.eok[e] / c.e0[e]).clamp(0.0, 1.0),
                 }
             })
             .collect();
@@ -1152,12 +1141,12 @@ impl Twin {
             offered_rps: self.shape.rps(now, self.duration_s, &self.cfg.load),
             entry_requests,
             entry_errors: entry_requests * entry_err,
-            requests_over_slo: over_slo,
+            requests_over_slo: c.over_slo,
             entry_p95_ms: entry_p[1] * 1000.0,
             entry_mean_ms: entry_mean * 1000.0,
             slo_violated: violated,
             services: truths,
-            routes: route_truth,
+            routes: c.route_truth,
             edges: edge_truth,
             pods: pod_truth,
         };
