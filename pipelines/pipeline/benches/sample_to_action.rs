@@ -15,7 +15,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use graphscaler_actuate::{Actuator, Cluster, Guardrails, Workload};
@@ -213,53 +212,19 @@ async fn main() {
     let mut mem = measure(&mut p, &ticks, warmup).await;
 
     // Through a real broker.
-    let Some(tansu) = graphscaler_testkit::which("tansu") else {
+    if graphscaler_testkit::which("tansu").is_none() {
         eprintln!("tansu not found: run scripts/setup.sh");
         std::process::exit(2);
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut child = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(100));
     }
-    for (t, parts) in TELEMETRY_TOPICS.iter().map(|t| (*t, "3")).chain([
-        (SnapshotsTopic::NAME, "1"),
-        (ActionsTopic::NAME, "1"),
-        (AuditTopic::NAME, "1"),
+    let dir = tempfile::tempdir().unwrap();
+    let port = graphscaler_testkit::free_port();
+    let broker = graphscaler_testkit::tansu(dir.path(), port, "memory://tansu/");
+    for (t, parts) in TELEMETRY_TOPICS.iter().map(|t| (*t, 3)).chain([
+        (SnapshotsTopic::NAME, 1),
+        (ActionsTopic::NAME, 1),
+        (AuditTopic::NAME, 1),
     ]) {
-        let ok = Command::new(&tansu)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &url,
-                "--partitions",
-                parts,
-                t,
-            ])
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
+        graphscaler_testkit::create_topic(port, t, parts);
     }
     let cfg = move |name: &str| BusConfig {
         bootstrap: format!("127.0.0.1:{port}"),
@@ -273,8 +238,7 @@ async fn main() {
     // Let the consumer groups settle before timing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut kafka = measure(&mut p, &ticks, warmup).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(broker);
 
     println!("sample_to_action: Online Boutique, {n} ticks ({events} events), first {warmup} windows not timed; one action per snapshot");
     for (name, v) in [("in-process bus", &mut mem), ("tansu broker  ", &mut kafka)] {
