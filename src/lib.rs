@@ -276,7 +276,8 @@ pub fn main_with(learning: Option<&dyn Learning>) {
     }
 }
 
-/// Whether `command` needs a learned policy (a name the grammar reads as learned) or training.
+/// Whether `command` names a learned policy (a name the grammar reads as learned); `train`
+/// re-executes in its own match arm.
 fn needs_learning(command: &Command, cfg: &Config) -> bool {
     let learned = |name: &str| {
         matches!(
@@ -285,7 +286,6 @@ fn needs_learning(command: &Command, cfg: &Config) -> bool {
         )
     };
     match command {
-        Command::Train(_) => true,
         Command::Eval(a) => a.policies.split(',').any(learned),
         Command::Twin(TwinCommand::Run(a)) => learned(&a.policy),
         Command::Twin(TwinCommand::Record(a)) => learned(&a.policy),
