@@ -617,6 +617,8 @@ fn campaign(
         slo: cfg.slo.clone(),
         hpa: cfg.hpa.clone(),
         eval: cfg.eval.clone(),
+        graph: cfg.pipeline.graph(),
+        rails: cfg.pipeline.guardrails.clone(),
     };
     let c = Campaign {
         policies,
@@ -664,6 +666,7 @@ fn campaign(
         "runs.csv",
         "summary.csv",
         "cliffs_delta.csv",
+        "decisions.csv",
         "runs.parquet",
         "timeseries.parquet",
     ]

@@ -39,6 +39,10 @@ pub struct LoopArgs {
     /// Also store the snapshots in this Parquet file.
     #[arg(long)]
     snapshots: Option<PathBuf>,
+    /// Write every decision of the actuator to this CSV file (the columns of `graphscaler
+    /// eval`'s decisions.csv).
+    #[arg(long)]
+    decisions: Option<PathBuf>,
 }
 
 /// A policy for the policy stage by name (the grammar of [`PolicySpec::parse`]).
@@ -93,8 +97,9 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
         secs
     );
     say!(
-        "  twin      {} ticks, SLO violated in {:.1}% of them, {:.0} CPU core-seconds allocated",
+        "  twin      {} ticks, {} of them violating the SLO ({:.1}%), {:.0} CPU core-seconds allocated",
         sum.ticks,
+        sum.slo_violated_ticks,
         pct(sum.slo_violated_ticks, sum.ticks),
         sum.cpu_core_seconds
     );
@@ -121,8 +126,8 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
     );
     let mut refusals: std::collections::BTreeMap<graphscaler_schemas::Refusal, usize> =
         Default::default();
-    for r in &sum.audit {
-        if let graphscaler_schemas::ActionOutcome::Refused { refusal, .. } = &r.outcome {
+    for d in &sum.audit {
+        if let graphscaler_schemas::ActionOutcome::Refused { refusal, .. } = &d.record.outcome {
             *refusals.entry(*refusal).or_default() += 1;
         }
     }
@@ -137,6 +142,17 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
         bail!("counts do not match end to end (see above): something was lost");
     }
     say!("  counts match end to end: nothing lost");
+    if let Some(path) = &a.decisions {
+        let scenario = graphscaler_twin::Shape::parse(&a.scenario)?.name();
+        let name = PolicySpec::parse(&name)?.name();
+        graphscaler_eval::report::write_decisions(
+            path,
+            sum.audit.iter().map(|d| {
+                graphscaler_eval::report::DecisionRow::new(&name, &scenario, 0, a.seed, d)
+            }),
+        )?;
+        say!("  decisions written to {}", path.display());
+    }
     if let Some(p) = &a.snapshots {
         say!("  snapshots written to {}", p.display());
     }

@@ -627,6 +627,83 @@ fn the_shipped_checkpoints_load_and_act() {
     }
 }
 
+/// `graphscaler run` (the stages on the in-process bus) and `graphscaler eval` (the served loop)
+/// decide the same for the same seed: the same ticks, the same SLO-violating ticks, the same
+/// decisions, record for record — for the shipped GAT-PPO and for the tuned HPA.
+#[test]
+fn run_and_eval_decide_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    for (policy, seed) in [("gat-ppo", "3"), ("tuned-hpa", "2")] {
+        let ran = dir.path().join(format!("run-{policy}.csv"));
+        let o = graphscaler(&[
+            "run",
+            "--policy",
+            policy,
+            "--scenario",
+            "rush",
+            "--seed",
+            seed,
+            "--duration",
+            "1h",
+            "--decisions",
+            ran.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        let twin = out
+            .lines()
+            .find(|l| l.contains("ticks,"))
+            .unwrap()
+            .to_string();
+        let out_dir = dir.path().join(format!("eval-{policy}"));
+        let o = graphscaler(&[
+            "eval",
+            "--policies",
+            policy,
+            "--scenarios",
+            "rush",
+            "--replays",
+            "1",
+            "--seed",
+            seed,
+            "--duration",
+            "1h",
+            "--no-plots",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let rows = |p: &Path| -> Vec<graphscaler_eval::report::DecisionRow> {
+            csv::Reader::from_path(p)
+                .unwrap()
+                .deserialize()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        let evaluated: Vec<_> = rows(&out_dir.join("decisions.csv"))
+            .into_iter()
+            .filter(|r| r.policy == policy)
+            .collect();
+        let streamed = rows(&ran);
+        assert!(streamed.len() > 5, "{policy} acts: {streamed:?}");
+        assert_eq!(evaluated, streamed, "{policy}");
+        let mut runs = csv::Reader::from_path(out_dir.join("runs.csv")).unwrap();
+        let header = runs.headers().unwrap().clone();
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let row = runs
+            .records()
+            .map(|r| r.unwrap())
+            .find(|r| &r[col("policy")] == policy)
+            .unwrap();
+        let expected = format!(
+            "{} ticks, {} of them violating the SLO",
+            &row[col("ticks")],
+            &row[col("slo_violated_ticks")]
+        );
+        assert!(twin.contains(&expected), "{twin} vs {expected}");
+    }
+}
+
 /// The libraries the dynamic loader opens for `bin args` (glibc's `LD_DEBUG=libs`).
 #[cfg(target_os = "linux")]
 fn libraries_loaded(bin: &str, args: &[&str]) -> (Output, String) {

@@ -37,6 +37,7 @@ pub mod stage;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
+use graphscaler_bus::stage::Clock;
 use graphscaler_schemas::{Action, ActionKind, ActionOutcome, AuditRecord, Envelope, Refusal};
 use serde::{Deserialize, Serialize};
 
@@ -209,6 +210,8 @@ pub struct Actuator {
     telemetry_at: HashMap<String, Seen>,
     /// Whether the last write of the state file failed (a streak is logged once).
     failing_writes: bool,
+    /// The newest plausible stamp seen, the event clock's now ([`Clock::Event`]).
+    newest: f64,
     /// What the guardrails counted.
     pub stats: ActuatorStats,
 }
@@ -240,6 +243,7 @@ impl Actuator {
             base: 0,
             telemetry_at: HashMap::new(),
             failing_writes: false,
+            newest: f64::NEG_INFINITY,
             stats: ActuatorStats::default(),
         }
     }
@@ -295,6 +299,35 @@ impl Actuator {
     /// What the actuator keeps across restarts.
     pub fn state(&self) -> &ActuatorState {
         &self.state
+    }
+
+    /// Service telemetry as the actuate stage receives it: observed at `t` with these
+    /// `missing` metrics, now by `clock` (the event clock follows plausible stamps). Returns
+    /// `false` for an implausible stamp (ignored and counted, see [`Actuator::saw_service`]).
+    pub fn on_service(&mut self, service: &str, t: f64, missing: &[String], clock: Clock) -> bool {
+        let now = clock.now(self.newest, t);
+        let plausible = self.saw_service(service, t, missing, now);
+        if plausible {
+            self.newest = self.newest.max(t);
+        }
+        plausible
+    }
+
+    /// An action as the actuate stage receives it: decided on now by `clock` (the event clock
+    /// follows the action's stamp too, when it is plausible; the guardrails refuse one that is
+    /// not), through [`Actuator::handle`].
+    pub fn on_action(
+        &mut self,
+        cluster: &mut dyn Cluster,
+        action: &Envelope<Action>,
+        clock: Clock,
+    ) -> AuditRecord {
+        let t = action.observed_at_s;
+        if self.plausible(t, clock.now(self.newest, t)) {
+            self.newest = self.newest.max(t);
+        }
+        let now = clock.now(self.newest, t);
+        self.handle(cluster, action, now)
     }
 
     /// Records that telemetry about `service` was observed at `t` (seconds), complete.

@@ -38,23 +38,19 @@ pub async fn actuate(
 ) -> anyhow::Result<ActuateSummary> {
     let mut sum = ActuateSummary::default();
     let letters = DeadLetters::new("actuate", publisher.clone(), metrics.clone(), stop.clone());
-    let mut latest_event = f64::NEG_INFINITY;
     let mut inbox = Inbox::new(sub, metrics.clone(), stop.clone());
     while let Some(msg) = inbox.next().await {
         let undecodable = if msg.topic == ServicesTopic::NAME {
             match msg.decode::<ServicesTopic>() {
                 Ok(e) => {
-                    let now = clock.now(latest_event, e.observed_at_s);
-                    if actuator.saw_service(
+                    if !actuator.on_service(
                         &e.payload.name,
                         e.observed_at_s,
                         &e.payload.missing,
-                        now,
+                        clock,
                     ) {
-                        latest_event = latest_event.max(e.observed_at_s);
-                    } else {
                         if sum.implausible == 0 {
-                            tracing::warn!(event = %e.event_id, at = e.observed_at_s, now, "service telemetry stamped implausibly far ahead; ignored by the staleness guard");
+                            tracing::warn!(event = %e.event_id, at = e.observed_at_s, "service telemetry stamped implausibly far ahead; ignored by the staleness guard");
                         }
                         sum.implausible += 1;
                         metrics.add(
@@ -71,14 +67,7 @@ pub async fn actuate(
             match msg.decode::<ActionsTopic>() {
                 Ok(env) => {
                     sum.actions += 1;
-                    // The event clock follows the action's stamp too (as it always has), when
-                    // the stamp is plausible; the actuator refuses one that is not.
-                    let t = env.observed_at_s;
-                    if actuator.plausible(t, clock.now(latest_event, t)) {
-                        latest_event = latest_event.max(t);
-                    }
-                    let now = clock.now(latest_event, t);
-                    let record = actuator.handle(cluster.as_mut(), &env, now);
+                    let record = actuator.on_action(cluster.as_mut(), &env, clock);
                     metrics.set(
                         "graphscaler_actuator_state_write_failures_total",
                         &[],

@@ -11,9 +11,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use graphscaler_eval::runner::{run_policy, EvalConfig, Setup};
 use graphscaler_policy::{Hpa, HpaConfig, Policy, Static};
-use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig, DEFAULT_TOML};
+use graphscaler_twin::{Shape, SloConfig, TickTruth, Topology, Twin, TwinConfig, DEFAULT_TOML};
 
 const ROUNDS: usize = 7;
 const GOAL: f64 = 100_000.0;
@@ -21,7 +20,41 @@ const GOAL: f64 = 100_000.0;
 #[derive(serde::Deserialize)]
 struct File {
     hpa: HpaConfig,
-    eval: EvalConfig,
+}
+
+/// The twin alone (no graph job, no guardrails: see the served loop's benchmark for those),
+/// with `policy` deciding on each observation.
+struct Setup {
+    topology: Topology,
+    twin: TwinConfig,
+    slo: SloConfig,
+}
+
+fn run_policy(
+    setup: &Setup,
+    policy: &mut dyn Policy,
+    shape: Shape,
+    duration_s: f64,
+    seed: u64,
+) -> Vec<TickTruth> {
+    let mut twin = Twin::new(
+        setup.topology.clone(),
+        setup.twin.clone(),
+        setup.slo.clone(),
+        shape,
+        duration_s,
+        seed,
+    )
+    .expect("the bench setup is valid");
+    let mut ticks = vec![];
+    while !twin.done() {
+        let (obs, truth) = twin.advance();
+        for a in policy.decide(&obs) {
+            let _ = twin.apply(&a);
+        }
+        ticks.push(truth);
+    }
+    ticks
 }
 
 fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Box<dyn Policy>) {
@@ -29,15 +62,13 @@ fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Bo
     for round in 0..ROUNDS {
         let mut policy = make();
         let t0 = Instant::now();
-        let (ticks, _, _) = run_policy(
+        let ticks = run_policy(
             setup,
             policy.as_mut(),
             Shape::Peak,
             duration_s,
             round as u64 + 1,
-            0.0,
-        )
-        .expect("the bench setup is valid");
+        );
         walls.push(t0.elapsed().as_secs_f64());
         assert_eq!(ticks.len(), (duration_s / 15.0) as usize);
     }
@@ -66,8 +97,6 @@ fn main() {
         topology,
         twin: twin.clone(),
         slo: SloConfig::default(),
-        hpa: f.hpa.clone(),
-        eval: f.eval.clone(),
     };
     println!(
         "twin speed, peak shape, one thread (goal: >= {GOAL:.0}x real time for Online Boutique)"

@@ -11,6 +11,9 @@ pub enum EvalError {
     /// A policy that could not be named or built (a learned policy's checkpoint, for example).
     #[error(transparent)]
     Policy(#[from] graphscaler_policy::PolicyError),
+    /// The graph job of the served loop failed.
+    #[error(transparent)]
+    Graph(#[from] graphscaler_graph::GraphError),
     /// Writing a result file failed.
     #[error("cannot write {path}: {message}")]
     Write {

@@ -189,7 +189,80 @@ pub fn table(summary: &[SummaryRow], deltas: &[DeltaRow]) -> String {
     t.to_string()
 }
 
-/// Writes `runs.csv`, `summary.csv`, `cliffs_delta.csv`, `runs.parquet` and
+/// One row of `decisions.csv`: one decision of the actuator in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DecisionRow {
+    /// Policy.
+    pub policy: String,
+    /// Scenario.
+    pub scenario: String,
+    /// Replay index.
+    pub replay: usize,
+    /// Twin seed.
+    pub seed: u64,
+    /// Time of the snapshot the action was decided on, s.
+    pub at_s: f64,
+    /// The action's id.
+    pub action_id: String,
+    /// The service.
+    pub service: String,
+    /// What the actuator did or would have done (JSON of the action's kind).
+    pub action: String,
+    /// `applied` or the refusal's name.
+    pub outcome: String,
+    /// The guardrail's note (a clamp, for example), or why it refused.
+    pub note: String,
+}
+
+impl DecisionRow {
+    /// The row of decision `d` in run (`policy`, `scenario`, `replay`, `seed`).
+    pub fn new(
+        policy: &str,
+        scenario: &str,
+        replay: usize,
+        seed: u64,
+        d: &graphscaler_pipeline::served::Decision,
+    ) -> Self {
+        use graphscaler_schemas::ActionOutcome;
+        let (outcome, note) = match &d.record.outcome {
+            ActionOutcome::Applied => (
+                if d.record.dry_run {
+                    "dry_run"
+                } else {
+                    "applied"
+                }
+                .to_string(),
+                d.record.note.clone().unwrap_or_default(),
+            ),
+            ActionOutcome::Refused { reason, refusal } => {
+                (refusal.name().to_string(), reason.clone())
+            }
+        };
+        Self {
+            policy: policy.into(),
+            scenario: scenario.into(),
+            replay,
+            seed,
+            at_s: d.at_s,
+            action_id: d.record.action_id.clone(),
+            service: d.record.action.service.clone(),
+            action: serde_json::to_string(&d.record.action.kind).unwrap_or_default(),
+            outcome,
+            note,
+        }
+    }
+}
+
+/// Writes decision rows as CSV to `path` (`decisions.csv`; `graphscaler run --decisions`).
+pub fn write_decisions(path: &Path, rows: impl IntoIterator<Item = DecisionRow>) -> Result<()> {
+    let mut w = csv::Writer::from_path(path).map_err(|e| EvalError::write(path, e))?;
+    for r in rows {
+        w.serialize(r).map_err(|e| EvalError::write(path, e))?;
+    }
+    w.flush().map_err(|e| EvalError::write(path, e))
+}
+
+/// Writes `runs.csv`, `summary.csv`, `cliffs_delta.csv`, `decisions.csv`, `runs.parquet` and
 /// `timeseries.parquet` into `dir`.
 pub fn write_files(
     dir: &Path,
@@ -209,6 +282,8 @@ pub fn write_files(
         "cpu_core_seconds",
         "cost",
         "refused_actions",
+        "ticks",
+        "slo_violated_ticks",
     ]);
     w.write_record(&header)
         .map_err(|e| EvalError::write(&p, e))?;
@@ -227,6 +302,8 @@ pub fn write_files(
             m.cpu_core_seconds.to_string(),
             m.cost.to_string(),
             m.refused_actions.to_string(),
+            r.ticks.to_string(),
+            r.slo_violated_ticks.to_string(),
         ]);
         w.write_record(&rec).map_err(|e| EvalError::write(&p, e))?;
     }
@@ -264,6 +341,14 @@ pub fn write_files(
         w.serialize(r).map_err(|e| EvalError::write(&p, e))?;
     }
     w.flush().map_err(|e| EvalError::write(&p, e))?;
+    write_decisions(
+        &dir.join("decisions.csv"),
+        runs.iter().flat_map(|r| {
+            r.decisions
+                .iter()
+                .map(|d| DecisionRow::new(&r.policy, &r.scenario, r.replay, r.seed, d))
+        }),
+    )?;
 
     // runs.parquet
     let mut fields = vec![

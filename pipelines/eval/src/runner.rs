@@ -1,9 +1,18 @@
 //! Running policies on the twin: one run, and a campaign of policies × scenarios × replays.
+//!
+//! Every policy — the HPA, `static` and the learned ones alike — runs through the served loop
+//! ([`graphscaler_pipeline::served`]): it decides on the graph job's snapshots, one per
+//! `pipeline.window_s`, cut from the telemetry a scrape of the twin publishes, and its actions
+//! pass the actuator's guardrails, as in `graphscaler run` and in a deployment. What `eval`
+//! reports is what the loop that serves the policy does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use graphscaler_policy::{HpaConfig, Learned, Policy, PolicySpec};
+use graphscaler_actuate::Guardrails;
+use graphscaler_graph::GraphConfig;
+use graphscaler_pipeline::served::{Cut, Decision, Served, ServedRun};
+use graphscaler_policy::{HpaConfig, Learned, PolicySpec, SnapshotPolicy};
 use graphscaler_twin::{Shape, SloConfig, TickTruth, Topology, Twin, TwinConfig};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +64,10 @@ pub struct Setup {
     pub hpa: HpaConfig,
     /// Harness settings.
     pub eval: EvalConfig,
+    /// The graph job's settings (its window is the policies' cadence).
+    pub graph: GraphConfig,
+    /// The actuator's guardrails.
+    pub rails: Guardrails,
 }
 
 /// One point of a run's time series (for plots and Parquet).
@@ -95,19 +108,24 @@ pub struct RunResult {
     pub metrics: RunMetrics,
     /// Time series.
     pub series: Vec<SeriesPoint>,
+    /// Observation ticks of the whole run (the warm-up included).
+    pub ticks: usize,
+    /// Of them, ticks whose entry p95 or error rate broke the SLO.
+    pub slo_violated_ticks: usize,
+    /// Every decision of the actuator, the warm-up included.
+    pub decisions: Vec<Decision>,
 }
 
-/// Runs `policy` on a fresh twin and returns its ground truth and the actions applied and
-/// refused after `warmup_s`.
+/// Runs `policy` on a fresh twin through the served loop: the twin's ground truth per tick and
+/// every decision of the actuator.
 pub fn run_policy(
     setup: &Setup,
-    policy: &mut dyn Policy,
+    policy: &mut dyn SnapshotPolicy,
     shape: Shape,
     duration_s: f64,
     seed: u64,
-    warmup_s: f64,
-) -> Result<(Vec<TickTruth>, usize, usize)> {
-    let mut twin = Twin::new(
+) -> Result<ServedRun> {
+    let twin = Twin::new(
         setup.topology.clone(),
         setup.twin.clone(),
         setup.slo.clone(),
@@ -115,24 +133,20 @@ pub fn run_policy(
         duration_s,
         seed,
     )?;
-    let mut ticks = Vec::new();
+    Ok(Served::new(twin, &setup.graph, Cut::Dataflow, setup.rails.clone()).run(policy)?)
+}
+
+/// The actions the actuator applied and refused after `warmup_s`.
+pub fn applied_and_refused(decisions: &[Decision], warmup_s: f64) -> (usize, usize) {
     let (mut applied, mut refused) = (0, 0);
-    while !twin.done() {
-        let (obs, truth) = twin.advance();
-        let counted = obs.time_s > warmup_s;
-        for a in policy.decide(&obs) {
-            let ok = twin.apply(&a).is_applied();
-            if counted {
-                if ok {
-                    applied += 1;
-                } else {
-                    refused += 1;
-                }
-            }
+    for d in decisions.iter().filter(|d| d.at_s > warmup_s) {
+        if d.record.outcome.is_applied() {
+            applied += 1;
+        } else {
+            refused += 1;
         }
-        ticks.push(truth);
     }
-    Ok((ticks, applied, refused))
+    (applied, refused)
 }
 
 fn series(ticks: &[TickTruth]) -> Vec<SeriesPoint> {
@@ -208,7 +222,7 @@ impl Campaign {
     ) -> Result<Vec<RunResult>> {
         for p in &self.policies {
             if matches!(p, PolicySpec::Learned { .. }) {
-                p.build(&setup.hpa, learned)?;
+                p.build_stage(&setup.hpa, learned)?;
             }
         }
         let policies = self.all_policies();
@@ -238,20 +252,25 @@ impl Campaign {
                     let scenario = shape.name();
                     let warmup = setup.eval.warmup_s;
                     let out = policy
-                        .build(&setup.hpa, learned)
+                        .build_stage(&setup.hpa, learned)
                         .map_err(EvalError::from)
                         .and_then(|mut p| {
-                            run_policy(setup, p.as_mut(), shape, self.duration_s, seed, warmup)
+                            run_policy(setup, p.as_mut(), shape, self.duration_s, seed)
                         })
-                        .map(|(ticks, applied, refused)| {
+                        .map(|run| {
+                            let ticks = &run.ticks;
                             let first = ticks.partition_point(|t| t.time_s <= warmup);
+                            let (applied, refused) = applied_and_refused(&run.decisions, warmup);
                             RunResult {
                                 policy: policy.name(),
                                 scenario,
                                 replay,
                                 seed,
                                 metrics: compute(&ticks[first..], applied, refused, settings),
-                                series: series(&ticks),
+                                series: series(ticks),
+                                ticks: ticks.len(),
+                                slo_violated_ticks: ticks.iter().filter(|t| t.slo_violated).count(),
+                                decisions: run.decisions,
                             }
                         });
                     if let Ok(r) = &out {

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod rows;
 pub mod stage;
 pub mod store;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -555,14 +556,7 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
                 state.remove(&e);
             }
         }
-        let mut snap =
-            Snapshot::from_observation(&observation(&state, &ingest.names, w, cfg.window_s));
-        // Without a global event the entry's figures are unknown, not zero.
-        if !state.keys().any(|e| matches!(e, Entity::Global(_))) {
-            snap.entry = None;
-            snap.global_missing = true;
-        }
-        snapshots.push(snap);
+        snapshots.push(snapshot_of(&state, &ingest.names, w, cfg.window_s));
         window_secs.push(started.elapsed().as_secs_f64());
     }
     GraphRun {
@@ -570,6 +564,22 @@ pub fn recompute(events: &[TelemetryEvent], cfg: &GraphConfig) -> GraphRun {
         stats: ingest.stats,
         window_secs,
     }
+}
+
+/// Window `w`'s snapshot of the maintained entities, rebuilt from scratch.
+fn snapshot_of(
+    state: &BTreeMap<Entity, isize>,
+    names: &crate::ingest::Names,
+    w: u64,
+    window_s: f64,
+) -> Snapshot {
+    let mut snap = Snapshot::from_observation(&observation(state, names, w, window_s));
+    // Without a global event the entry's figures are unknown, not zero.
+    if !state.keys().any(|e| matches!(e, Entity::Global(_))) {
+        snap.entry = None;
+        snap.global_missing = true;
+    }
+    snap
 }
 
 /// The cluster observation the entities stand for.

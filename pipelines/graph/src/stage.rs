@@ -11,7 +11,8 @@ use graphscaler_schemas::events::SnapshotsTopic;
 use graphscaler_schemas::{Envelope, Snapshot};
 use tokio::sync::watch;
 
-use crate::{GraphConfig, LiveGraph};
+use crate::windows::{Offer, Windows};
+use crate::GraphConfig;
 
 /// Settings of the graph stage.
 #[derive(Debug, Clone)]
@@ -43,45 +44,23 @@ pub struct GraphSummary {
     pub ingest: Option<crate::ingest::IngestStats>,
 }
 
-/// Collects the snapshots of the windows the last close cut (fewer than the windows when the
-/// job skipped a long gap of empty windows, see `IngestStats::skipped_windows`).
-fn take_snapshots(g: &LiveGraph) -> Vec<Snapshot> {
-    let mut out = vec![];
-    while let Some(Some(s)) = g.next_cut(Duration::from_secs(30)) {
-        out.push(s);
-    }
-    out
-}
-
-fn lock(g: &std::sync::Mutex<LiveGraph>) -> std::sync::MutexGuard<'_, LiveGraph> {
-    g.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The graph stage's output side: the dataflow, the open window, and what was cut so far.
-struct Cutter<'a> {
-    g: std::sync::Mutex<LiveGraph>,
-    open: Option<u64>,
-    sum: GraphSummary,
-    stored: Vec<Snapshot>,
+/// The graph stage's output side: what it publishes to, and what it published so far.
+struct Out<'a> {
     cfg: &'a GraphStage,
     publisher: &'a Publisher,
     metrics: &'a Metrics,
     stop: &'a watch::Receiver<bool>,
+    sum: GraphSummary,
+    stored: Vec<Snapshot>,
 }
 
-impl Cutter<'_> {
-    /// Cuts every window from the open one up to `upto` and publishes their snapshots.
-    async fn emit(&mut self, upto: u64) -> anyhow::Result<()> {
-        let Some(w) = self.open else { return Ok(()) };
-        if upto < w {
-            return Ok(());
+impl Out<'_> {
+    /// Publishes a cut's snapshots (and keeps them for the Parquet store when there is one);
+    /// `t0` is when the work that cut them began.
+    async fn publish(&mut self, snaps: Vec<Snapshot>, t0: Instant) {
+        if snaps.is_empty() {
+            return;
         }
-        let t0 = Instant::now();
-        let snaps = {
-            let g = lock(&self.g);
-            g.close(upto)?;
-            take_snapshots(&g)
-        };
         for s in snaps {
             let env = Envelope::new("graph", s.time_s, s.window_s, s);
             if publish_counted::<SnapshotsTopic>(
@@ -104,8 +83,6 @@ impl Cutter<'_> {
             &[],
             t0.elapsed().as_secs_f64(),
         );
-        self.open = Some(upto + 1);
-        Ok(())
     }
 }
 
@@ -117,32 +94,30 @@ pub async fn graph(
     metrics: Metrics,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<GraphSummary> {
-    let w_s = cfg.graph.window_s;
-    let window_of = |t: f64| (t / w_s).floor().max(0.0) as u64;
     let letters = DeadLetters::new("graph", publisher.clone(), metrics.clone(), stop.clone());
     let mut inbox = Inbox::new(sub, metrics.clone(), stop.clone());
-    let mut out = Cutter {
-        g: std::sync::Mutex::new(LiveGraph::spawn(&cfg.graph)),
-        open: None,
-        sum: GraphSummary::default(),
-        stored: vec![],
+    let mut windows = Windows::new(
+        crate::windows::job(&cfg.graph, false),
+        cfg.graph.window_s,
+        cfg.clock,
+        cfg.max_clock_skew_s,
+    );
+    let mut out = Out {
         cfg: &cfg,
         publisher: &publisher,
         metrics: &metrics,
         stop: &stop,
+        sum: GraphSummary::default(),
+        stored: vec![],
     };
-    let mut newest = f64::NEG_INFINITY;
     loop {
         let msg = match inbox.poll().await {
             Polled::Message(m) => m,
             idle => {
                 if cfg.clock == Clock::Wall {
-                    if let Some(w) = out.open {
-                        let due = window_of(unix_now() - cfg.grace.as_secs_f64());
-                        if due > w {
-                            out.emit(due - 1).await?;
-                        }
-                    }
+                    let t0 = Instant::now();
+                    let cut = windows.due(unix_now() - cfg.grace.as_secs_f64())?;
+                    out.publish(cut, t0).await;
                 }
                 if matches!(idle, Polled::Stopped) {
                     break;
@@ -150,41 +125,31 @@ pub async fn graph(
                 continue;
             }
         };
-        let event = msg.telemetry().map_err(|e| e.to_string()).and_then(|e| {
-            let t = e.observed_at_s();
-            let now = cfg.clock.now(newest, t);
-            if !t.is_finite() || t > now + cfg.max_clock_skew_s {
-                metrics.add(
-                    "graphscaler_events_rejected_total",
-                    &[("reason", "implausible_time")],
-                    1.0,
-                );
-                Err(format!(
-                    "event {} is stamped {t} s, more than {} s ahead of now ({now:.3} s)",
-                    e.event_id(),
-                    cfg.max_clock_skew_s
-                ))
-            } else {
-                newest = newest.max(t);
-                Ok(e)
-            }
-        });
-        match event {
+        let t0 = Instant::now();
+        let (offered, decoded) = match msg.telemetry() {
             Ok(e) => {
                 let t = e.observed_at_s();
-                if cfg.clock == Clock::Wall {
+                let offer = windows.offer(e)?;
+                if cfg.clock == Clock::Wall && matches!(offer, Offer::Taken(_)) {
                     metrics.set("graphscaler_consumer_lag_seconds", &[], unix_now() - t);
                 }
-                let w = window_of(t);
-                match out.open {
-                    None => out.open = Some(w),
-                    Some(o) if w > o => out.emit(w - 1).await?,
-                    _ => {}
-                }
-                lock(&out.g).push(e)?;
-                out.sum.events += 1;
+                (offer, true)
             }
-            Err(e) => {
+            Err(e) => (Offer::Refused(e.to_string()), false),
+        };
+        match offered {
+            Offer::Taken(cut) => {
+                out.sum.events += 1;
+                out.publish(cut, t0).await;
+            }
+            Offer::Refused(e) => {
+                if decoded {
+                    metrics.add(
+                        "graphscaler_events_rejected_total",
+                        &[("reason", "implausible_time")],
+                        1.0,
+                    );
+                }
                 if !letters
                     .send(&mut out.sum.undecodable, &msg, "refused_telemetry", e)
                     .await
@@ -196,16 +161,14 @@ pub async fn graph(
         inbox.commit(&msg);
     }
     // Cut what is open.
-    if let Some(w) = out.open {
-        if out.sum.events > 0 {
-            out.emit(w).await?;
-        }
-    }
-    let Cutter {
-        g, mut sum, stored, ..
+    let t0 = Instant::now();
+    let last = windows.cut_open()?;
+    out.publish(last, t0).await;
+    let ingest = windows.finish()?;
+    let Out {
+        mut sum, stored, ..
     } = out;
-    let g = g.into_inner().unwrap_or_else(|p| p.into_inner());
-    sum.ingest = Some(g.finish()?);
+    sum.ingest = Some(ingest);
     if let Some(path) = &cfg.parquet {
         crate::store::write(path, &stored)?;
     }

@@ -524,3 +524,59 @@ fn a_long_gap_is_cut_in_bounded_steps() {
         far - (last + 1) - (cfg.stale_windows + 1)
     );
 }
+
+/// The stage's windows over the plain recomputation cut what they cut over the dataflow, event
+/// for event: the same snapshots at the same offers (a long gap included, cut in the same
+/// bounded steps), the same ingestion counters; an event stamped implausibly far ahead is
+/// refused by both and changes nothing.
+#[test]
+fn windows_over_the_plain_job_equal_windows_over_the_dataflow() {
+    use graphscaler_bus::stage::Clock;
+    use graphscaler_graph::windows::{job, Offer, Windows};
+    let cfg = GraphConfig::default();
+    let mut events = stream(33, 8, 10, cfg.window_s);
+    let mut far = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e, TelemetryEvent::Service(_)))
+        .unwrap()
+        .clone();
+    if let TelemetryEvent::Service(e) = &mut far {
+        e.observed_at_s += 1000.0 * cfg.window_s;
+    }
+    let mut ahead = far.clone();
+    if let TelemetryEvent::Service(e) = &mut ahead {
+        e.observed_at_s += 1e9;
+        e.event_id = "ahead".into();
+    }
+    events.push(ahead);
+    events.push(far);
+    let drive = |plain: bool| {
+        let mut w = Windows::new(job(&cfg, plain), cfg.window_s, Clock::Event, 1e6);
+        let mut cuts = vec![];
+        for e in events.clone() {
+            cuts.push(w.offer(e).unwrap());
+        }
+        let last = w.cut_open().unwrap();
+        let stats = w.finish().unwrap();
+        (cuts, last, stats)
+    };
+    let (plain, dataflow) = (drive(true), drive(false));
+    assert_eq!(plain, dataflow);
+    let refused = plain
+        .0
+        .iter()
+        .filter(|o| matches!(o, Offer::Refused(_)))
+        .count();
+    assert_eq!(refused, 1, "the event stamped 1e9 s ahead");
+    assert!(plain.2.skipped_windows > 0, "the gap was skipped");
+    let cut: usize = plain
+        .0
+        .iter()
+        .map(|o| match o {
+            Offer::Taken(s) => s.len(),
+            Offer::Refused(_) => 0,
+        })
+        .sum();
+    assert!(cut >= 10, "{cut} snapshots");
+}

@@ -15,3 +15,4 @@
 //! and on the in-process bus the loop can run in lock step with the twin.
 
 pub mod run;
+pub mod served;

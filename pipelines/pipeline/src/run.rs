@@ -9,10 +9,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use graphscaler_actuate::{Actuator, Cluster, Guardrails, Workload};
+use graphscaler_actuate::{Actuator, Guardrails};
 use graphscaler_graph::GraphConfig;
 use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic, SnapshotsTopic};
-use graphscaler_schemas::{Action, ActionOutcome, AuditRecord, TelemetryEvent, Topic};
+use graphscaler_schemas::{TelemetryEvent, Topic};
 use graphscaler_twin::Twin;
 use tokio::sync::watch;
 
@@ -24,34 +24,8 @@ use graphscaler_graph::stage::{self as graph_stage, GraphStage, GraphSummary};
 use graphscaler_policy::stage::{self as policy_stage, PolicySummary};
 use graphscaler_policy::SnapshotPolicy;
 
-/// The twin as the actuator's cluster.
-#[derive(Debug, Clone)]
-pub struct TwinCluster(pub Arc<Mutex<Twin>>);
-
-impl TwinCluster {
-    fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Cluster for TwinCluster {
-    fn workload(&self, service: &str) -> Option<Workload> {
-        self.twin().spec_of(service).map(|(r, req, lim)| Workload {
-            replicas: r,
-            cpu_request_cores: req,
-            cpu_limit_m: (lim * 1000.0).round() as u32,
-        })
-    }
-    fn free_cpu_cores(&self) -> f64 {
-        self.twin().free_cpu_cores()
-    }
-    fn apply(&mut self, a: &Action) -> Result<(), String> {
-        match self.twin().apply(a) {
-            ActionOutcome::Applied => Ok(()),
-            ActionOutcome::Refused { reason, .. } => Err(reason),
-        }
-    }
-}
+use crate::served::Decision;
+pub use crate::served::TwinCluster;
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,8 +42,9 @@ pub struct RunSummary {
     pub policy: PolicySummary,
     /// The actuator stage.
     pub actuate: ActuateSummary,
-    /// Audit records received at the end of the loop.
-    pub audit: Vec<AuditRecord>,
+    /// The audit records, in order, each with the time of the snapshot its action was decided
+    /// on.
+    pub audit: Vec<Decision>,
     /// Allocated CPU core-seconds over the run.
     pub cpu_core_seconds: f64,
 }
@@ -132,7 +107,10 @@ pub async fn run(
             match audit_sub.next(std::time::Duration::from_millis(200)).await {
                 Ok(Some(m)) => {
                     if let Ok(e) = m.decode::<AuditTopic>() {
-                        out.push(e.payload);
+                        out.push(Decision {
+                            at_s: e.observed_at_s,
+                            record: e.payload,
+                        });
                     }
                     let _ = audit_sub.commit(&m);
                 }

@@ -53,6 +53,35 @@ pub fn absolute(a: Action, snap: &Snapshot) -> Result<Action, String> {
     Ok(Action::new(a.service, kind))
 }
 
+/// A policy's decisions on one snapshot, as the policy stage publishes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decided {
+    /// The actions, absolute, stamped with the snapshot's time (in the order decided).
+    pub actions: Vec<Envelope<Action>>,
+    /// Why each relative action that could not be made absolute was dropped.
+    pub dropped: Vec<String>,
+}
+
+/// `decided` on `snap` by the policy named `source` (`policy/NAME`): each made [`absolute`]
+/// and enveloped, stamped with the snapshot's time; what cannot be made absolute is dropped.
+pub fn decided(source: &str, snap: &Snapshot, decided: Vec<Action>) -> Decided {
+    let mut out = Decided::default();
+    for a in decided {
+        match absolute(a, snap) {
+            Ok(a) => out
+                .actions
+                .push(Envelope::decision(source, snap.time_s, snap.window_s, a)),
+            Err(why) => out.dropped.push(why),
+        }
+    }
+    out
+}
+
+/// The source the policy stage stamps on a policy's actions.
+pub fn source(policy: &dyn SnapshotPolicy) -> String {
+    format!("policy/{}", policy.name())
+}
+
 /// What the policy stage did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicySummary {
@@ -79,7 +108,7 @@ pub async fn policy(
 ) -> anyhow::Result<PolicySummary> {
     let mut sum = PolicySummary::default();
     let letters = DeadLetters::new("policy", publisher.clone(), metrics.clone(), stop.clone());
-    let source = format!("policy/{}", policy.name());
+    let source = source(policy.as_ref());
     let mut worker = Worker::spawn(policy)?;
     let mut inbox = Inbox::new(sub, metrics.clone(), stop.clone());
     while let Some(msg) = inbox.next().await {
@@ -96,20 +125,16 @@ pub async fn policy(
         match decoded {
             Ok(env) => {
                 sum.snapshots += 1;
-                let (snap, decided) = worker.decide(env.payload).await?;
-                for a in decided {
-                    let a = match absolute(a, &snap) {
-                        Ok(a) => a,
-                        Err(why) => {
-                            if sum.dropped == 0 {
-                                tracing::warn!(%why, "an action could not be made absolute; dropped");
-                            }
-                            sum.dropped += 1;
-                            metrics.add("graphscaler_actions_dropped_total", &[], 1.0);
-                            continue;
-                        }
-                    };
-                    let e = Envelope::decision(&source, snap.time_s, snap.window_s, a);
+                let (snap, actions) = worker.decide(env.payload).await?;
+                let out = decided(&source, &snap, actions);
+                for why in out.dropped {
+                    if sum.dropped == 0 {
+                        tracing::warn!(%why, "an action could not be made absolute; dropped");
+                    }
+                    sum.dropped += 1;
+                    metrics.add("graphscaler_actions_dropped_total", &[], 1.0);
+                }
+                for e in out.actions {
                     if publish_counted::<ActionsTopic>("action", &publisher, &metrics, &stop, &e)
                         .await
                     {

@@ -1,7 +1,7 @@
 //! What the stage tests share: the real services they start on loopback (tansu, Prometheus),
 //! ports, and reading a topic back.
 
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(clippy::unwrap_used, dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,0 +1,259 @@
+//! The served loop without the transport: the twin, the telemetry a scrape of it publishes, the
+//! graph job's windows, a policy on the snapshots they cut, the actuator's guardrails, the twin
+//! again — the stages' own cores ([`Windows`], [`decided`], [`Actuator::on_service`] and
+//! [`Actuator::on_action`]) called in the order the in-process bus delivers their messages in
+//! [`crate::run`] (`graphscaler run`). `graphscaler eval` runs every policy through it and the
+//! training environments step it, so a policy is trained, measured and served on the same
+//! observations at the same cadence with the same delays; a test holds it to `graphscaler run`,
+//! decision for decision.
+//!
+//! Within one observation tick: the twin advances and the tick's telemetry is published; the
+//! actuator sees the tick's service telemetry (its staleness guard); the graph job takes the
+//! events in order, and the first of a later window cuts the windows before it; each snapshot
+//! is decided on, and the actions go through the guardrails to the twin before the next tick.
+
+use std::sync::{Arc, Mutex};
+
+use graphscaler_actuate::{Actuator, Cluster, Guardrails, Workload};
+use graphscaler_bus::stage::Clock;
+use graphscaler_graph::ingest::IngestStats;
+use graphscaler_graph::windows::{job, Offer, Windows};
+use graphscaler_graph::{GraphConfig, GraphError};
+use graphscaler_policy::stage::{decided, source, Decided};
+use graphscaler_policy::SnapshotPolicy;
+use graphscaler_schemas::{
+    Action, ActionOutcome, AuditRecord, ClusterObservation, Snapshot, TelemetryEvent,
+};
+use graphscaler_twin::{TickTruth, Twin};
+
+/// The twin as the actuator's cluster.
+#[derive(Debug, Clone)]
+pub struct TwinCluster(pub Arc<Mutex<Twin>>);
+
+impl TwinCluster {
+    /// The twin, locked.
+    pub fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Cluster for TwinCluster {
+    fn workload(&self, service: &str) -> Option<Workload> {
+        self.twin().spec_of(service).map(|(r, req, lim)| Workload {
+            replicas: r,
+            cpu_request_cores: req,
+            cpu_limit_m: (lim * 1000.0).round() as u32,
+        })
+    }
+    fn free_cpu_cores(&self) -> f64 {
+        self.twin().free_cpu_cores()
+    }
+    fn apply(&mut self, a: &Action) -> Result<(), String> {
+        match self.twin().apply(a) {
+            ActionOutcome::Applied => Ok(()),
+            ActionOutcome::Refused { reason, .. } => Err(reason),
+        }
+    }
+}
+
+/// How the served loop cuts snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The graph job's dataflow, on its own threads (what the graph stage runs).
+    Dataflow,
+    /// The plain recomputation the dataflow is tested equal to, on the caller's thread (for
+    /// training environments, which step thousands of decisions a second).
+    Plain,
+}
+
+/// One decision of the actuator in the loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The time of the snapshot it was decided on, s.
+    pub at_s: f64,
+    /// The actuator's record.
+    pub record: AuditRecord,
+}
+
+/// What one tick of the loop did.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// The twin's ground truth for the tick.
+    pub truth: TickTruth,
+    /// The snapshots of the windows the tick's telemetry closed, oldest first, each to be decided
+    /// on ([`Served::act`]) before the next tick.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Counters of the loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServedCounts {
+    /// Observation ticks.
+    pub ticks: u64,
+    /// Ticks whose entry p95 or error rate broke the SLO.
+    pub slo_violated_ticks: u64,
+    /// Telemetry events published.
+    pub events: u64,
+    /// Telemetry events the graph job refused (implausibly stamped).
+    pub refused_events: u64,
+    /// Snapshots cut.
+    pub snapshots: u64,
+    /// Snapshots that failed validation (the policy stage dead-letters them; never decided on).
+    pub invalid_snapshots: u64,
+    /// Actions that reached the actuator.
+    pub actions: u64,
+    /// Relative actions that could not be made absolute (dropped, as the policy stage does).
+    pub dropped: u64,
+    /// Allocated CPU core-seconds.
+    pub cpu_core_seconds: f64,
+}
+
+/// A whole run of the loop.
+#[derive(Debug, Clone)]
+pub struct ServedRun {
+    /// The twin's ground truth, one per tick.
+    pub ticks: Vec<TickTruth>,
+    /// Every decision of the actuator, in order.
+    pub decisions: Vec<Decision>,
+    /// Counters.
+    pub counts: ServedCounts,
+    /// The graph job's ingestion counters.
+    pub ingest: IngestStats,
+}
+
+/// The loop.
+#[derive(Debug)]
+pub struct Served {
+    twin: TwinCluster,
+    windows: Windows,
+    actuator: Actuator,
+    prev: Option<ClusterObservation>,
+    /// Counters so far.
+    pub counts: ServedCounts,
+}
+
+impl Served {
+    /// The loop on `twin`, with the graph job's settings and the actuator's guardrails.
+    pub fn new(twin: Twin, graph: &GraphConfig, cut: Cut, rails: Guardrails) -> Self {
+        let windows = Windows::new(
+            job(graph, cut == Cut::Plain),
+            graph.window_s,
+            Clock::Event,
+            rails.max_clock_skew_s,
+        );
+        Self {
+            twin: TwinCluster(Arc::new(Mutex::new(twin))),
+            windows,
+            actuator: Actuator::new(rails),
+            prev: None,
+            counts: ServedCounts::default(),
+        }
+    }
+
+    /// The twin.
+    pub fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
+        self.twin.twin()
+    }
+
+    /// Whether the twin's run is over.
+    pub fn done(&self) -> bool {
+        self.twin().done()
+    }
+
+    /// Advances the twin one observation tick and feeds its telemetry through the graph job;
+    /// `None` once the twin's run is over.
+    pub fn tick(&mut self) -> Result<Option<Tick>, GraphError> {
+        let (obs, truth) = {
+            let mut t = self.twin();
+            if t.done() {
+                return Ok(None);
+            }
+            t.advance()
+        };
+        self.counts.ticks += 1;
+        self.counts.slo_violated_ticks += u64::from(truth.slo_violated);
+        self.counts.cpu_core_seconds += truth
+            .services
+            .iter()
+            .map(|s| s.allocated_cpu_cores)
+            .sum::<f64>()
+            * obs.window_s;
+        let events = TelemetryEvent::changes_since(self.prev.as_ref(), &obs, "twin");
+        self.counts.events += events.len() as u64;
+        for e in &events {
+            if let TelemetryEvent::Service(s) = e {
+                self.actuator.on_service(
+                    &s.payload.name,
+                    s.observed_at_s,
+                    &s.payload.missing,
+                    Clock::Event,
+                );
+            }
+        }
+        let mut snapshots = vec![];
+        for e in events {
+            match self.windows.offer(e)? {
+                Offer::Taken(cut) => snapshots.extend(cut),
+                Offer::Refused(_) => self.counts.refused_events += 1,
+            }
+        }
+        self.counts.snapshots += snapshots.len() as u64;
+        self.prev = Some(obs);
+        Ok(Some(Tick { truth, snapshots }))
+    }
+
+    /// Puts a policy's decisions on a snapshot through the guardrails to the twin.
+    pub fn act(&mut self, decided: Decided) -> Vec<Decision> {
+        self.counts.dropped += decided.dropped.len() as u64;
+        decided
+            .actions
+            .into_iter()
+            .map(|env| {
+                self.counts.actions += 1;
+                let record = self.actuator.on_action(&mut self.twin, &env, Clock::Event);
+                Decision {
+                    at_s: env.observed_at_s,
+                    record,
+                }
+            })
+            .collect()
+    }
+
+    /// Decides on `snap` with `policy` as the policy stage does (an invalid snapshot is
+    /// counted and not decided on) and acts.
+    pub fn serve(&mut self, policy: &mut dyn SnapshotPolicy, snap: &Snapshot) -> Vec<Decision> {
+        if snap.validate().is_err() {
+            self.counts.invalid_snapshots += 1;
+            return vec![];
+        }
+        let actions = policy.decide(snap);
+        self.act(decided(&source(policy), snap, actions))
+    }
+
+    /// Runs `policy` until the twin's run is over (the open window is cut and decided on at the
+    /// end, as the stages do when they stop).
+    pub fn run(mut self, policy: &mut dyn SnapshotPolicy) -> Result<ServedRun, GraphError> {
+        let mut ticks = vec![];
+        let mut decisions = vec![];
+        while let Some(t) = self.tick()? {
+            for s in &t.snapshots {
+                decisions.extend(self.serve(policy, s));
+            }
+            ticks.push(t.truth);
+        }
+        for s in self.windows.cut_open()? {
+            self.counts.snapshots += 1;
+            decisions.extend(self.serve(policy, &s));
+        }
+        let Served {
+            windows, counts, ..
+        } = self;
+        let ingest = windows.finish()?;
+        Ok(ServedRun {
+            ticks,
+            decisions,
+            counts,
+            ingest,
+        })
+    }
+}
