@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, the twin: installs what it needs (libtorch comes from the
-# torch wheel in .venv), builds graphscaler and graphscaler-learn, runs the whole streaming loop once in process (twin ->
-# graph job -> tuned-HPA policy -> actuator -> twin, `graphscaler run`), then the static manifests,
+# torch wheel in .venv), builds graphscaler and graphscaler-learn, runs the whole streaming loop once in process with the shipped
+# GAT-PPO (twin -> graph job -> policy stage -> actuator -> twin, `graphscaler run`), then the static manifests,
 # the Kubernetes HPA, the tuned HPA and the shipped GAT-PPO checkpoint (checkpoints/gat-ppo) side
 # by side on Online Boutique under the four load shapes, 5 replays of 4 hours each. Extra
 # arguments go to `graphscaler eval`.
@@ -11,7 +11,7 @@ ensure_apt_packages
 ensure_torch
 cd "$GS_ROOT"
 cargo build --release --locked --bins
-./target/release/graphscaler run --scenario peak --duration 4h
+./target/release/graphscaler run --scenario rush --duration 4h --policy gat-ppo
 echo
 exec ./target/release/graphscaler eval \
     --policies static,hpa,tuned-hpa,gat-ppo --scenarios all --replays 5 --duration 4h --out results "$@"

@@ -172,6 +172,8 @@ fn throughput() {
         rules: ActionRules::default(),
         window: 1,
         handover: None,
+        graph: graphscaler_graph::GraphConfig::default(),
+        rails: graphscaler_actuate::Guardrails::default(),
     };
     let envs: Vec<TwinEnv> = (0..8)
         .map(|i| TwinEnv::new(cfg.clone(), i).expect("env"))

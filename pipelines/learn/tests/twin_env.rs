@@ -37,6 +37,8 @@ fn env_config(window: usize) -> TwinEnvConfig {
         rules: ActionRules::default(),
         window,
         handover: None,
+        graph: graphscaler_graph::GraphConfig::default(),
+        rails: graphscaler_actuate::Guardrails::default(),
     }
 }
 

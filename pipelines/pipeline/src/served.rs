@@ -219,6 +219,13 @@ impl Served {
             .collect()
     }
 
+    /// Cuts the open window (what the graph stage does when it stops), for the end of a run.
+    pub fn cut_open(&mut self) -> Result<Vec<Snapshot>, GraphError> {
+        let cut = self.windows.cut_open()?;
+        self.counts.snapshots += cut.len() as u64;
+        Ok(cut)
+    }
+
     /// Decides on `snap` with `policy` as the policy stage does (an invalid snapshot is
     /// counted and not decided on) and acts.
     pub fn serve(&mut self, policy: &mut dyn SnapshotPolicy, snap: &Snapshot) -> Vec<Decision> {
@@ -241,8 +248,7 @@ impl Served {
             }
             ticks.push(t.truth);
         }
-        for s in self.windows.cut_open()? {
-            self.counts.snapshots += 1;
+        for s in self.cut_open()? {
             decisions.extend(self.serve(policy, &s));
         }
         let Served {

@@ -73,6 +73,8 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             share: t.handover_share,
             max_s: t.handover_max_s,
         }),
+        graph: cfg.pipeline.graph(),
+        rails: cfg.pipeline.guardrails.clone(),
     };
     let probe = TwinEnv::new(env_cfg.clone(), a.seed)?;
     let mut rules = l.actions.clone();

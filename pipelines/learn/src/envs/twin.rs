@@ -1,4 +1,9 @@
-//! The twin as a training environment for the hybrid action.
+//! The twin as a training environment for the hybrid action, stepped through the served loop
+//! ([`graphscaler_pipeline::served`]): the agent decides on the graph job's snapshots, one per
+//! `pipeline.window_s`, cut from the telemetry a scrape of the twin publishes (the plain job,
+//! which cuts what the dataflow cuts), and its actions pass the actuator's guardrails — what
+//! `graphscaler eval` measures and `graphscaler run` serves. The reward of a window is
+//! [`reward_of_snapshot`] of the next snapshot, what online learning in the policy stage sees.
 //!
 //! An episode is one run of the twin on a scenario drawn from the configured mix, with a fresh
 //! seed, from the manifests' replicas (as the evaluation starts). With a [`Handover`], a share of
@@ -14,14 +19,18 @@
 
 use std::collections::VecDeque;
 
-use graphscaler_schemas::{ClusterObservation, Snapshot};
+use graphscaler_actuate::Guardrails;
+use graphscaler_graph::GraphConfig;
+use graphscaler_pipeline::served::{Cut, Served};
+use graphscaler_policy::stage::decided;
+use graphscaler_schemas::Snapshot;
 use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::decide::{window_of, ActionRules, DecisionState};
 use crate::policy::{HybridAction, SampleMask};
-use crate::reward::{reward, Reward, RewardConfig};
+use crate::reward::{reward_of_snapshot, Reward, RewardConfig};
 
 /// Settings of the environment.
 #[derive(Debug, Clone)]
@@ -44,6 +53,10 @@ pub struct TwinEnvConfig {
     pub window: usize,
     /// Start some episodes from the HPA's state.
     pub handover: Option<Handover>,
+    /// The graph job's settings: its window is the decision cadence.
+    pub graph: GraphConfig,
+    /// The actuator's guardrails.
+    pub rails: Guardrails,
 }
 
 /// Episodes that start where the HPA left the cluster.
@@ -68,9 +81,10 @@ pub struct StepResult {
     pub advanced: bool,
     /// The episode ended (time limit).
     pub truncated: bool,
-    /// Cluster actions refused by the twin in this step.
+    /// Cluster actions refused in this step (by the guardrails or the twin).
     pub refused: usize,
-    /// The reward's terms when time advanced.
+    /// The reward's terms when time advanced (none when the snapshot lacked what the reward
+    /// reads: the reward is then 0).
     pub terms: Option<Reward>,
 }
 
@@ -79,20 +93,49 @@ pub struct StepResult {
 pub struct TwinEnv {
     cfg: TwinEnvConfig,
     rng: ChaCha8Rng,
-    twin: Twin,
-    obs: ClusterObservation,
+    served: Served,
     history: VecDeque<Snapshot>,
     state: DecisionState,
     episodes: usize,
 }
 
-/// A fresh twin, and its first observation (after the HPA's part, if any).
-fn new_twin(
-    cfg: &TwinEnvConfig,
-    rng: &mut ChaCha8Rng,
-) -> Result<(Twin, ClusterObservation), graphscaler_twin::TwinError> {
+/// The source of the environment's actions.
+const SOURCE: &str = "policy/train";
+
+/// The next snapshot the loop cuts, and whether the twin's run ended with it (its open window
+/// cut, as a stage does when it stops); `None` when the run ended without one.
+fn next_snapshot(served: &mut Served) -> Result<Option<(Snapshot, bool)>, EnvError> {
+    while let Some(t) = served.tick()? {
+        if let Some(s) = t.snapshots.into_iter().last() {
+            return Ok(Some((s, false)));
+        }
+    }
+    Ok(served.cut_open()?.into_iter().last().map(|s| (s, true)))
+}
+
+/// What can stop an environment.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The twin refused its settings.
+    #[error(transparent)]
+    Twin(#[from] graphscaler_twin::TwinError),
+    /// The graph job failed.
+    #[error(transparent)]
+    Graph(#[from] graphscaler_graph::GraphError),
+    /// An episode too short for one snapshot.
+    #[error("an episode of {episode_s} s ends before the first {window_s} s window is cut")]
+    TooShort {
+        /// The episode, s.
+        episode_s: f64,
+        /// The window, s.
+        window_s: f64,
+    },
+}
+
+/// A fresh loop, and its first snapshot (after the HPA's part, if any).
+fn new_loop(cfg: &TwinEnvConfig, rng: &mut ChaCha8Rng) -> Result<(Served, Snapshot), EnvError> {
     let shape = cfg.scenarios[rng.random_range(0..cfg.scenarios.len())].clone();
-    let mut twin = Twin::new(
+    let twin = Twin::new(
         cfg.topology.clone(),
         cfg.twin.clone(),
         cfg.slo.clone(),
@@ -100,43 +143,50 @@ fn new_twin(
         cfg.episode_s,
         rng.random(),
     )?;
-    let mut obs = twin.advance().0;
+    let mut served = Served::new(twin, &cfg.graph, Cut::Plain, cfg.rails.clone());
+    let too_short = || EnvError::TooShort {
+        episode_s: cfg.episode_s,
+        window_s: cfg.graph.window_s,
+    };
+    let mut snap = match next_snapshot(&mut served)? {
+        Some((s, false)) => s,
+        _ => return Err(too_short()),
+    };
     if let Some(h) = &cfg.handover {
         if rng.random_bool(h.share.clamp(0.0, 1.0)) {
             let until = rng
                 .random_range(0.0..=h.max_s.max(0.0))
                 .min(cfg.episode_s * 0.8);
             let mut hpa = graphscaler_policy::Hpa::new(h.target, &h.hpa);
-            while twin.now() < until {
-                for a in hpa.decide(&obs) {
-                    let _ = twin.apply(&a);
+            while snap.time_s < until {
+                served.serve(&mut hpa, &snap);
+                match next_snapshot(&mut served)? {
+                    Some((s, false)) => snap = s,
+                    _ => return Err(too_short()),
                 }
-                obs = twin.advance().0;
             }
         }
     }
-    Ok((twin, obs))
+    Ok((served, snap))
 }
 
 impl TwinEnv {
     /// An environment seeded with `seed`, reset.
-    pub fn new(mut cfg: TwinEnvConfig, seed: u64) -> Result<Self, graphscaler_twin::TwinError> {
+    pub fn new(mut cfg: TwinEnvConfig, seed: u64) -> Result<Self, EnvError> {
         if cfg.scenarios.is_empty() {
             cfg.scenarios = Shape::all_named();
         }
         cfg.rules.min_replicas = cfg.twin.limits.min_replicas;
         cfg.rules.max_replicas = cfg.twin.limits.max_replicas;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (twin, obs) = new_twin(&cfg, &mut rng)?;
-        let node_types = twin.node_types();
-        let snap = Snapshot::from_observation(&obs);
+        let (served, snap) = new_loop(&cfg, &mut rng)?;
+        let node_types = served.twin().node_types();
         let mut state = DecisionState::new(snap.services.clone(), node_types);
         state.tick(&snap);
         Ok(Self {
             cfg,
             rng,
-            twin,
-            obs,
+            served,
             history: VecDeque::from([snap]),
             state,
             episodes: 0,
@@ -165,17 +215,18 @@ impl TwinEnv {
 
     /// The masks of the next decision.
     pub fn mask(&self) -> SampleMask {
-        let req: Vec<f64> = self
-            .snapshot()
-            .services
-            .iter()
-            .map(|s| self.twin.spec_of(s).map_or(0.0, |x| x.1))
-            .collect();
-        self.state.mask(
-            &self.cfg.rules,
-            self.snapshot(),
-            Some((&req, self.twin.free_cpu_cores())),
-        )
+        let (req, free): (Vec<f64>, f64) = {
+            let twin = self.served.twin();
+            let req = self
+                .snapshot()
+                .services
+                .iter()
+                .map(|s| twin.spec_of(s).map_or(0.0, |x| x.1))
+                .collect();
+            (req, twin.free_cpu_cores())
+        };
+        self.state
+            .mask(&self.cfg.rules, self.snapshot(), Some((&req, free)))
     }
 
     /// Episodes finished so far.
@@ -184,11 +235,14 @@ impl TwinEnv {
     }
 
     /// Takes one decision.
-    pub fn step(&mut self, a: &HybridAction) -> Result<StepResult, graphscaler_twin::TwinError> {
+    pub fn step(&mut self, a: &HybridAction) -> Result<StepResult, EnvError> {
         let mut refused = 0;
         if let Some(actions) = self.state.apply(&self.cfg.rules, a) {
-            for x in actions {
-                if !self.twin.apply(&x).is_applied() {
+            let snap = self.history.back().expect("the history is never empty");
+            let out = decided(SOURCE, snap, actions);
+            refused += out.dropped.len();
+            for d in self.served.act(out) {
+                if !d.record.outcome.is_applied() {
                     refused += 1;
                 }
             }
@@ -202,27 +256,38 @@ impl TwinEnv {
                 terms: None,
             });
         }
-        self.obs = self.twin.advance().0;
-        let terms = reward(&self.obs, &self.cfg.reward);
-        let truncated = self.twin.done();
-        if truncated {
-            self.episodes += 1;
-            (self.twin, self.obs) = new_twin(&self.cfg, &mut self.rng)?;
-            self.history.clear();
-            self.state = DecisionState::new(self.state.services.clone(), self.twin.node_types());
-        }
-        let snap = Snapshot::from_observation(&self.obs);
+        // The window's reward is read off the snapshot that closes it (the last window's, cut
+        // at the end of the run); one lacking what the reward reads gives 0 and no terms.
+        let (last, truncated) =
+            next_snapshot(&mut self.served)?.map_or((None, true), |(s, end)| (Some(s), end));
+        let terms = last
+            .as_ref()
+            .and_then(|s| reward_of_snapshot(s, &self.cfg.reward).ok());
+        let snap = match last {
+            Some(s) if !truncated => s,
+            _ => {
+                self.episodes += 1;
+                let (served, snap) = new_loop(&self.cfg, &mut self.rng)?;
+                self.served = served;
+                self.history.clear();
+                self.state = DecisionState::new(
+                    self.state.services.clone(),
+                    self.served.twin().node_types(),
+                );
+                snap
+            }
+        };
         self.state.tick(&snap);
         self.history.push_back(snap);
         while self.history.len() > self.cfg.window.max(1) {
             self.history.pop_front();
         }
         Ok(StepResult {
-            reward: terms.value as f32,
+            reward: terms.map_or(0.0, |t| t.value as f32),
             advanced: true,
             truncated,
             refused,
-            terms: Some(terms),
+            terms,
         })
     }
 }
