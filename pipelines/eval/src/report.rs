@@ -215,14 +215,15 @@ pub struct DecisionRow {
 }
 
 impl DecisionRow {
-    /// The row of decision `d` in run (`policy`, `scenario`, `replay`, `seed`).
+    /// The row of decision `d` in run (`policy`, `scenario`, `replay`, `seed`); an action
+    /// whose kind cannot be written as JSON is an error, not an empty cell.
     pub fn new(
         policy: &str,
         scenario: &str,
         replay: usize,
         seed: u64,
         d: &graphscaler_pipeline::served::Decision,
-    ) -> Self {
+    ) -> Result<Self> {
         use graphscaler_schemas::ActionOutcome;
         let (outcome, note) = match &d.record.outcome {
             ActionOutcome::Applied => (
@@ -238,7 +239,9 @@ impl DecisionRow {
                 (refusal.name().to_string(), reason.clone())
             }
         };
-        Self {
+        let action = serde_json::to_string(&d.record.action.kind)
+            .map_err(|e| EvalError::Internal(format!("action {}: {e}", d.record.action_id)))?;
+        Ok(Self {
             policy: policy.into(),
             scenario: scenario.into(),
             replay,
@@ -246,18 +249,21 @@ impl DecisionRow {
             at_s: d.at_s,
             action_id: d.record.action_id.clone(),
             service: d.record.action.service.clone(),
-            action: serde_json::to_string(&d.record.action.kind).unwrap_or_default(),
+            action,
             outcome,
             note,
-        }
+        })
     }
 }
 
 /// Writes decision rows as CSV to `path` (`decisions.csv`; `graphscaler run --decisions`).
-pub fn write_decisions(path: &Path, rows: impl IntoIterator<Item = DecisionRow>) -> Result<()> {
+pub fn write_decisions(
+    path: &Path,
+    rows: impl IntoIterator<Item = Result<DecisionRow>>,
+) -> Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(|e| EvalError::write(path, e))?;
     for r in rows {
-        w.serialize(r).map_err(|e| EvalError::write(path, e))?;
+        w.serialize(r?).map_err(|e| EvalError::write(path, e))?;
     }
     w.flush().map_err(|e| EvalError::write(path, e))
 }

@@ -81,7 +81,8 @@ pub struct StepResult {
     pub advanced: bool,
     /// The episode ended (time limit).
     pub truncated: bool,
-    /// Cluster actions refused in this step (by the guardrails or the twin).
+    /// Cluster actions not applied in this step: not made absolute, or refused by the
+    /// guardrails or the twin.
     pub refused: usize,
     /// The reward's terms when time advanced (none when the snapshot lacked what the reward
     /// reads: the reward is then 0).
@@ -97,6 +98,8 @@ pub struct TwinEnv {
     history: VecDeque<Snapshot>,
     state: DecisionState,
     episodes: usize,
+    unrewarded: u64,
+    unrewarded_streak: bool,
 }
 
 /// The source of the environment's actions.
@@ -190,6 +193,8 @@ impl TwinEnv {
             history: VecDeque::from([snap]),
             state,
             episodes: 0,
+            unrewarded: 0,
+            unrewarded_streak: false,
         })
     }
 
@@ -229,6 +234,11 @@ impl TwinEnv {
             .mask(&self.cfg.rules, self.snapshot(), Some((&req, free)))
     }
 
+    /// Windows whose snapshot lacked what the reward reads (their reward was 0), so far.
+    pub fn unrewarded(&self) -> u64 {
+        self.unrewarded
+    }
+
     /// Episodes finished so far.
     pub fn episodes(&self) -> usize {
         self.episodes
@@ -260,9 +270,24 @@ impl TwinEnv {
         // at the end of the run); one lacking what the reward reads gives 0 and no terms.
         let (last, truncated) =
             next_snapshot(&mut self.served)?.map_or((None, true), |(s, end)| (Some(s), end));
-        let terms = last
+        let terms = match last
             .as_ref()
-            .and_then(|s| reward_of_snapshot(s, &self.cfg.reward).ok());
+            .map(|s| reward_of_snapshot(s, &self.cfg.reward))
+        {
+            Some(Ok(t)) => {
+                self.unrewarded_streak = false;
+                Some(t)
+            }
+            Some(Err(e)) => {
+                if !self.unrewarded_streak {
+                    tracing::warn!(error = %e, "a window's snapshot lacks what the reward reads; its reward is 0 (counted in unrewarded)");
+                }
+                self.unrewarded_streak = true;
+                self.unrewarded += 1;
+                None
+            }
+            None => None,
+        };
         let snap = match last {
             Some(s) if !truncated => s,
             _ => {
