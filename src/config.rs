@@ -139,8 +139,11 @@ pub struct PipelineConfig {
     pub policy: String,
     /// Address of the stages' /metrics; empty: none.
     pub metrics_listen: String,
-    /// Parquet file for the graph stage's snapshots; empty: none.
-    pub snapshots_parquet: String,
+    /// Directory of the graph stage's snapshot store (each window appended as it closes, with
+    /// the decision taken on it and the reward after it); empty: none.
+    pub snapshot_store: String,
+    /// Windows per file of the snapshot store.
+    pub store_windows_per_file: usize,
     /// Where the scrape stage reads the cluster.
     pub collect: graphscaler_scrape::collect::CollectConfig,
     /// The actuator's guardrails.
@@ -184,6 +187,9 @@ impl Config {
             .chain(p.collect.problems())
             .chain(p.guardrails.problems());
         errs.extend(pipeline.map(|e| format!("pipeline.{e}")));
+        if p.store_windows_per_file == 0 {
+            errs.push("pipeline.store_windows_per_file must be at least 1".into());
+        }
         if !graphscaler_schemas::defaults::is_duration_or_zero(p.grace_s) {
             errs.push(format!(
                 "pipeline.grace_s must be a finite number of seconds from 0 to a year, got {}",
@@ -195,6 +201,29 @@ impl Config {
         } else {
             bail!("invalid configuration:\n  - {}", errs.join("\n  - "))
         }
+    }
+
+    /// The reward: `[learn.reward]`'s weights with `[slo]`'s objectives and
+    /// `eval.target_utilization`.
+    pub fn reward(&self) -> graphscaler_learn_config::reward::RewardConfig {
+        self.learn.reward.reward(
+            self.slo.latency_ms,
+            self.slo.error_rate,
+            self.eval.target_utilization,
+        )
+    }
+
+    /// The graph stage's store, if `pipeline.snapshot_store` names one (`dir` overrides it).
+    pub fn store(&self, dir: Option<&Path>) -> Option<graphscaler_graph::stage::StoreSpec> {
+        let dir = dir.map(Path::to_path_buf).or_else(|| {
+            (!self.pipeline.snapshot_store.is_empty())
+                .then(|| self.pipeline.snapshot_store.clone().into())
+        })?;
+        Some(graphscaler_graph::stage::StoreSpec {
+            dir,
+            per_file: self.pipeline.store_windows_per_file,
+            reward: self.reward(),
+        })
     }
 
     /// The topology the configuration names, or `override_path`.

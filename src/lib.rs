@@ -71,9 +71,10 @@ enum Command {
     Train(TrainArgs),
     /// Read stored snapshots back (Parquet) and report what they hold.
     Replay {
-        /// The snapshot file.
-        #[arg(long)]
-        snapshots: PathBuf,
+        /// Stored snapshots: files, store directories or globs (`store/part-00*`), read in
+        /// time order.
+        #[arg(long, num_args = 1.., required = true)]
+        snapshots: Vec<PathBuf>,
         /// Temporal window length T (DySAT's input).
         #[arg(long, default_value_t = 4)]
         window: usize,
@@ -166,7 +167,7 @@ fn default_threads() -> usize {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    /// off-peak, peak, rush, fluctuating, burst or trace:<file.csv>.
     #[arg(long, default_value = "peak")]
     scenario: String,
     /// static, hpa, tuned-hpa, hpa-<percent>, or a learned policy (gat-ppo, NAME=PATH, ...).
@@ -178,7 +179,7 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct RecordArgs {
-    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    /// off-peak, peak, rush, fluctuating, burst or trace:<file.csv>.
     #[arg(long, default_value = "peak")]
     scenario: String,
     /// static, hpa, tuned-hpa, hpa-<percent>, or a learned policy (gat-ppo, NAME=PATH, ...).
@@ -199,8 +200,8 @@ struct RecordArgs {
     /// Topology file (default: twin.topology from the configuration).
     #[arg(long)]
     topology: Option<PathBuf>,
-    /// Output Parquet file.
-    #[arg(long, default_value = "results/snapshots.parquet")]
+    /// The store directory to write (continued if it exists: a new file after its last).
+    #[arg(long, default_value = "results/store")]
     out: PathBuf,
 }
 
@@ -212,7 +213,7 @@ struct ServeArgs {
     /// Simulated seconds per wall-clock second.
     #[arg(long, default_value_t = 1.0)]
     speedup: f64,
-    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    /// off-peak, peak, rush, fluctuating, burst or trace:<file.csv>.
     #[arg(long, default_value = "peak")]
     scenario: String,
     /// Run length (4h, 30m, 90s).
@@ -354,10 +355,16 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
                 v.push(Shape::parse(
                     "trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv",
                 )?);
+                v.push(Shape::parse("burst")?);
                 v
             } else {
                 scenarios(&names)?
             };
+            // A burst shape as seed 1 of a run draws it.
+            let shapes: Vec<Shape> = shapes
+                .into_iter()
+                .map(|s| s.seeded(1, duration, &cfg.twin.load))
+                .collect();
             let series: Vec<(String, Vec<(f64, f64)>)> = shapes
                 .iter()
                 .map(|s| {
@@ -470,63 +477,85 @@ fn sweep_table(rows: &[sweep::SweepRow]) -> String {
 }
 
 fn record(cfg: &Config, a: RecordArgs, learning: Option<&dyn Learning>) -> Result<()> {
-    use graphscaler_schemas::TelemetryEvent;
-    let mut twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
-    let learned = learning.map(|l| l.policies(cfg, Some(twin.topology())));
-    let mut policy = PolicySpec::parse(&a.policy)?.build(&cfg.hpa, learned.as_deref())?;
-    let mut events = vec![];
-    let mut prev = None;
-    while !twin.done() {
-        let (obs, _) = twin.advance();
-        for act in policy.decide(&obs) {
-            let _ = twin.apply(&act);
-        }
-        events.extend(TelemetryEvent::changes_since(prev.as_ref(), &obs, "twin"));
-        prev = Some(obs);
-    }
-    let n = events.len();
+    use graphscaler_pipeline::served::{Cut, Served};
+    let twin = cfg.twin(a.topology.as_deref(), &a.scenario, a.duration, a.seed)?;
+    let mut policy = pipeline::snapshot_policy(&a.policy, cfg, learning)?;
     let gcfg = graphscaler_graph::GraphConfig {
         window_s: a.window.unwrap_or(cfg.pipeline.window_s),
         workers: a.workers.unwrap_or(cfg.pipeline.workers).max(1),
         cluster: None,
         ..cfg.pipeline.graph()
     };
-    let out = graphscaler_graph::run(events, &gcfg)?;
-    if let Some(dir) = a.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    graphscaler_graph::store::write(&a.out, &out.snapshots)?;
+    let Some(spec) = cfg.store(Some(&a.out)) else {
+        bail!("--out names no store directory");
+    };
+    let store = graphscaler_graph::recorder::Recorder::open(&spec.dir, spec.per_file, spec.reward)?;
+    let first = store.file();
+    let run = Served::new(twin, &gcfg, Cut::Dataflow, cfg.pipeline.guardrails.clone())
+        .with_store(store)
+        .run(policy.as_mut())?;
+    let c = run.counts;
+    let stored = run.stored.unwrap_or_default();
     say!(
-        "{n} events -> {} snapshots of {} s ({:?}); wrote {}",
-        out.snapshots.len(),
+        "{} events -> {} snapshots of {} s ({:?}); {} decided by {}, {} actions ({} applied)",
+        c.events,
+        c.snapshots,
         gcfg.window_s,
-        out.stats,
-        a.out.display()
+        run.ingest,
+        stored.windows,
+        policy.name(),
+        c.actions,
+        run.decisions
+            .iter()
+            .filter(|d| d.record.outcome.is_applied())
+            .count()
     );
+    say!(
+        "wrote {} ({} file(s) from {}; {} windows without a reward)",
+        spec.dir.display(),
+        stored.files,
+        first.display(),
+        stored.unrewarded
+    );
+    if c.store_failures > 0 {
+        bail!(
+            "{} snapshots or decisions could not be stored in {} (see the warnings above)",
+            c.store_failures,
+            spec.dir.display()
+        );
+    }
     Ok(())
 }
 
-fn replay(path: &std::path::Path, t: usize) -> Result<()> {
-    let snaps = graphscaler_graph::store::read(path)?;
-    let (Some(first), Some(last)) = (snaps.first(), snaps.last()) else {
-        bail!("{} holds no snapshot", path.display());
+fn replay(paths: &[PathBuf], t: usize) -> Result<()> {
+    let rows = graphscaler_graph::store::read_paths(paths)?;
+    let named = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let snaps: Vec<&graphscaler_schemas::Snapshot> = rows.iter().map(|r| &r.snapshot).collect();
+    let (Some(first), Some(last)) = (snaps.first().copied(), snaps.last().copied()) else {
+        bail!("{named} holds no snapshot");
     };
-    let mut window = graphscaler_schemas::TemporalWindow::new(t);
+    let runs = graphscaler_graph::store::runs(&rows);
     let mut full = 0;
-    for s in &snaps {
-        if window.push(s.clone()).is_err() {
-            bail!(
-                "{}: snapshot at {} s is out of time order",
-                path.display(),
-                s.time_s
-            );
+    for run in &runs {
+        let mut window = graphscaler_schemas::TemporalWindow::new(t);
+        for r in *run {
+            if window.push(r.snapshot.clone()).is_err() {
+                bail!(
+                    "{named}: snapshot at {} s is out of time order",
+                    r.snapshot.time_s
+                );
+            }
+            full += usize::from(window.is_full());
         }
-        full += usize::from(window.is_full());
     }
     say!(
-        "{}: {} snapshots from {} s to {} s (window {} s, schema v{})",
-        path.display(),
+        "{named}: {} snapshots in {} run(s) from {} s to {} s (window {} s, schema v{})",
         snaps.len(),
+        runs.len(),
         first.time_s,
         last.time_s,
         first.window_s,
@@ -542,6 +571,27 @@ fn replay(path: &std::path::Path, t: usize) -> Result<()> {
             s.global
         );
     }
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &rows {
+        if let Some(d) = &r.decision {
+            *by.entry(d.by.as_str()).or_default() += 1;
+        }
+    }
+    let transitions = rows
+        .iter()
+        .filter(|r| r.decision.is_some() && r.reward.is_some())
+        .count();
+    say!(
+        "  {transitions} transitions (a decision and the reward after it); decisions by {}",
+        if by.is_empty() {
+            "none recorded".to_string()
+        } else {
+            by.iter()
+                .map(|(k, n)| format!("{k} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     say!("  {full} full temporal windows of T = {t}");
     Ok(())
 }
@@ -584,10 +634,22 @@ fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
     })
 }
 
-/// `all` (the four shapes) or comma-separated scenarios.
+/// The shipped Azure conversation trace (per second), relative to the repository root.
+pub const AZURE_CONV_TRACE: &str =
+    "data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv";
+
+/// `all` (the four shapes), `bursty-mix` (the four shapes, the burst generator and the
+/// shipped Azure conversation trace: the training load with bursts in it) or comma-separated
+/// scenarios.
 pub fn scenarios(s: &str) -> Result<Vec<Shape>> {
     if s == "all" {
         return Ok(Shape::all_named());
+    }
+    if s == "bursty-mix" {
+        let mut v = Shape::all_named();
+        v.push(Shape::parse("burst")?);
+        v.push(Shape::parse(&format!("trace:{AZURE_CONV_TRACE}"))?);
+        return Ok(v);
     }
     let out = s
         .split(',')

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use graphscaler_bus::stage::Clock;
 use graphscaler_bus::transport::{Publisher, Subscriber};
-use graphscaler_bus::{BusConfig, Metrics, TELEMETRY_TOPICS};
+use graphscaler_bus::{BusConfig, Metrics};
 use graphscaler_graph::stage::GraphStage;
 use graphscaler_policy::{PolicySpec, SnapshotPolicy};
 use graphscaler_schemas::events::{ActionsTopic, ServicesTopic, SnapshotsTopic};
@@ -20,7 +20,7 @@ use crate::Learning;
 /// `graphscaler run`.
 #[derive(Debug, Args)]
 pub struct LoopArgs {
-    /// off-peak, peak, rush, fluctuating or trace:<file.csv>.
+    /// off-peak, peak, rush, fluctuating, burst or trace:<file.csv>.
     #[arg(long, default_value = "peak")]
     scenario: String,
     /// Run length (4h, 30m, 90s).
@@ -36,9 +36,10 @@ pub struct LoopArgs {
     /// Topology file (default: twin.topology).
     #[arg(long)]
     topology: Option<PathBuf>,
-    /// Also store the snapshots in this Parquet file.
-    #[arg(long)]
-    snapshots: Option<PathBuf>,
+    /// Store the snapshots, with the decisions taken on them and the rewards after them, in
+    /// this store directory (continued if it exists; default: pipeline.snapshot_store).
+    #[arg(long, alias = "snapshots")]
+    store: Option<PathBuf>,
     /// Write every decision of the actuator to this CSV file (the columns of `graphscaler
     /// eval`'s decisions.csv).
     #[arg(long)]
@@ -77,7 +78,7 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
         policy,
         cfg.pipeline.guardrails.clone(),
         &metrics,
-        a.snapshots.clone(),
+        cfg.store(a.store.as_deref()),
     ))?;
     let secs = started.elapsed().as_secs_f64();
     let pct = |n: u64, d: u64| {
@@ -110,6 +111,16 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
         sum.graph.snapshots,
         sum.graph.ingest.unwrap_or_default()
     );
+    if let Some(st) = &sum.graph.stored {
+        say!(
+            "            stored {} windows in {} file(s) ({} without a reward, {} late decisions, {} store failures)",
+            st.windows,
+            st.files,
+            st.unrewarded,
+            st.late_decisions,
+            sum.graph.store_failures
+        );
+    }
     say!(
         "  policy    {} snapshots in, {} actions out",
         sum.policy.snapshots,
@@ -153,8 +164,8 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
         )?;
         say!("  decisions written to {}", path.display());
     }
-    if let Some(p) = &a.snapshots {
-        say!("  snapshots written to {}", p.display());
+    if let Some(st) = cfg.store(a.store.as_deref()) {
+        say!("  snapshots stored in {}", st.dir.display());
     }
     Ok(())
 }
@@ -246,13 +257,14 @@ pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Res
                 )
             }
             Stage::Graph => {
-                let sub = Subscriber::kafka(&bus, &group, &TELEMETRY_TOPICS)?;
+                let store = cfg.store(None);
+                let topics = graphscaler_graph::stage::topics(store.is_some());
+                let sub = Subscriber::kafka(&bus, &group, &topics)?;
                 let g = GraphStage {
                     graph: cfg.pipeline.graph(),
                     grace: Duration::from_secs_f64(p.grace_s),
                     clock: Clock::Wall,
-                    parquet: (!p.snapshots_parquet.is_empty())
-                        .then(|| p.snapshots_parquet.clone().into()),
+                    store,
                     max_clock_skew_s: p.guardrails.max_clock_skew_s,
                 };
                 format!(
@@ -327,7 +339,7 @@ async fn shutdown_signal() {
 /// `graphscaler replay --policy` / `--publish`: stored snapshots back into the pipeline.
 pub fn replay_into(
     cfg: &Config,
-    path: &std::path::Path,
+    paths: &[PathBuf],
     policy: Option<&str>,
     publish: bool,
     learning: Option<&dyn Learning>,
@@ -335,7 +347,10 @@ pub fn replay_into(
     if policy.is_none() && !publish {
         return Ok(());
     }
-    let snaps = graphscaler_graph::store::read(path)?;
+    let snaps: Vec<graphscaler_schemas::Snapshot> = graphscaler_graph::store::read_paths(paths)?
+        .into_iter()
+        .map(|t| t.snapshot)
+        .collect();
     if let Some(name) = policy {
         let mut p = snapshot_policy(name, cfg, learning)?;
         let mut by_service: std::collections::BTreeMap<String, usize> = Default::default();

@@ -15,7 +15,8 @@ pub struct TrainArgs {
     /// ppo, a2c or sac.
     #[arg(long, default_value = "ppo")]
     pub algo: String,
-    /// `mix` (the four shapes) or comma-separated scenarios.
+    /// `mix` (the four shapes), `bursty-mix` (the four, `burst` and the shipped Azure
+    /// conversation trace) or comma-separated scenarios.
     #[arg(long, default_value = "mix")]
     pub scenario: String,
     /// Decisions to train for, over all environments.

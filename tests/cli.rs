@@ -277,7 +277,7 @@ fn a_synthetic_topology_round_trips_through_the_file_format() {
 #[test]
 fn record_then_replay_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("snaps.parquet");
+    let f = dir.path().join("store");
     let o = graphscaler(&[
         "twin",
         "record",
@@ -292,10 +292,11 @@ fn record_then_replay_snapshots() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("-> 21 snapshots of 30 s"),
+        stdout(&o).contains("-> 21 snapshots of 30 s") && stdout(&o).contains("21 decided by hpa-"),
         "{}",
         stdout(&o)
     );
+    assert!(f.join("part-000000.parquet").is_file());
     let o = graphscaler(&[
         "replay",
         "--snapshots",
@@ -310,6 +311,41 @@ fn record_then_replay_snapshots() {
         "{text}"
     );
     assert!(text.contains("18 full temporal windows of T = 4"), "{text}");
+    assert!(
+        text.contains("20 transitions") && text.contains("decisions by policy/hpa-"),
+        "{text}"
+    );
+    // Recording into the same store again continues it (a new file, nothing overwritten): the
+    // store then holds two runs.
+    let first = std::fs::read(f.join("part-000000.parquet")).unwrap();
+    let o = graphscaler(&[
+        "twin",
+        "record",
+        "--scenario",
+        "peak",
+        "--duration",
+        "10m",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("part-000001.parquet"), "{}", stdout(&o));
+    assert_eq!(std::fs::read(f.join("part-000000.parquet")).unwrap(), first);
+    let o = graphscaler(&["replay", "--snapshots", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("42 snapshots in 2 run(s)")
+            && stdout(&o).contains("36 full temporal windows"),
+        "{}",
+        stdout(&o)
+    );
+    let o = graphscaler(&[
+        "replay",
+        "--snapshots",
+        f.join("part-000001*").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("21 snapshots"), "{}", stdout(&o));
     // A Parquet file of another kind is named, with what differs.
     let runs = dir.path().join("runs");
     let o = graphscaler(&[
@@ -338,17 +374,24 @@ fn record_then_replay_snapshots() {
 #[test]
 fn run_drives_the_whole_loop_in_process_deterministically() {
     let dir = tempfile::tempdir().unwrap();
-    let snaps = dir.path().join("s.parquet");
-    let args = [
-        "run",
-        "--duration",
-        "20m",
-        "--scenario",
-        "rush",
-        "--snapshots",
-        snaps.to_str().unwrap(),
-    ];
-    let a = graphscaler(&args);
+    let snaps = dir.path().join("s");
+    let other = dir.path().join("t");
+    let args = |store: &std::path::Path| {
+        [
+            "run",
+            "--duration",
+            "20m",
+            "--scenario",
+            "rush",
+            "--store",
+            store.to_str().unwrap(),
+        ]
+        .map(String::from)
+    };
+    let run = |store: &std::path::Path| {
+        graphscaler(&args(store).iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let a = run(&snaps);
     assert!(a.status.success(), "{}", stderr(&a));
     let out = stdout(&a);
     assert!(out.contains("counts match end to end"), "{out}");
@@ -361,10 +404,22 @@ fn run_drives_the_whole_loop_in_process_deterministically() {
         !applied.contains(" 0 applied"),
         "the tuned HPA scaled something: {out}"
     );
+    assert!(out.contains("stored 41 windows in 1 file(s)"), "{out}");
     // The same seed, the same run (the wall time aside).
-    let b = graphscaler(&args);
-    let strip = |s: String| -> Vec<String> { s.lines().skip(1).map(String::from).collect() };
-    assert_eq!(strip(out), strip(stdout(&b)));
+    let b = run(&other);
+    let strip = |s: String| -> Vec<String> {
+        s.lines()
+            .skip(1)
+            .filter(|l| !l.contains("snapshots stored in"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(strip(out.clone()), strip(stdout(&b)));
+    assert_eq!(
+        graphscaler_graph::store::read_paths(std::slice::from_ref(&snaps)).unwrap(),
+        graphscaler_graph::store::read_paths(std::slice::from_ref(&other)).unwrap(),
+        "the same seed, the same store"
+    );
     let o = graphscaler(&[
         "replay",
         "--snapshots",
@@ -771,7 +826,7 @@ fn only_a_learned_policy_or_training_loads_libtorch() {
     assert!(loaded.contains("libtorch_cpu"), "loaded: {loaded}");
     assert!(stdout(&o).contains("gat-ppo"), "{}", stdout(&o));
     // Recording a learned policy's snapshots goes the same way.
-    let snaps = dir.path().join("gat.parquet");
+    let snaps = dir.path().join("gat-store");
     let (o, loaded) = libraries_loaded(
         gs,
         &[
@@ -787,7 +842,66 @@ fn only_a_learned_policy_or_training_loads_libtorch() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        loaded.contains("libtorch_cpu") && snaps.is_file(),
+        loaded.contains("libtorch_cpu") && snaps.join("part-000000.parquet").is_file(),
         "loaded: {loaded}"
     );
+}
+
+/// The store survives the process being killed: every window closed before the kill reads
+/// back, in order, and a second run continues the store in new files.
+#[test]
+fn a_killed_run_loses_no_closed_window_of_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+        .args(["run", "--duration", "24h", "--scenario", "peak", "--store"])
+        .arg(&store)
+        .current_dir(repo())
+        .env("GRAPHSCALER_PIPELINE__STORE_WINDOWS_PER_FILE", "10")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while graphscaler_graph::store::files_of(&store).map_or(0, |f| f.len()) < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "the store never reached three files"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rows = graphscaler_graph::store::read_paths(std::slice::from_ref(&store)).unwrap();
+    assert!(rows.len() >= 21, "{} windows", rows.len());
+    for (i, w) in rows.windows(2).enumerate() {
+        assert_eq!(
+            w[1].snapshot.time_s - w[0].snapshot.time_s,
+            30.0,
+            "window {i} is followed by the next one"
+        );
+    }
+    assert!(rows[..20]
+        .iter()
+        .all(|t| t.decision.is_some() && t.reward.is_some()));
+    let o = graphscaler(&[
+        "run",
+        "--duration",
+        "5m",
+        "--scenario",
+        "peak",
+        "--seed",
+        "9",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = graphscaler_graph::store::files_of(&store).unwrap();
+    let o = graphscaler(&[
+        "replay",
+        "--snapshots",
+        files.last().unwrap().to_str().unwrap(),
+    ]);
+    assert!(stdout(&o).contains("11 snapshots"), "{}", stdout(&o));
 }

@@ -17,6 +17,13 @@
 //! | `cpu_limit_cores` | List<Float32> (optional) |
 //! | `service_missing` | List<Boolean> (optional; empty: every service known) |
 //! | `global_missing` | Boolean (optional) |
+//! | `decided_by` | Utf8, nullable (optional): the policy whose decision on this snapshot is recorded; null: none recorded |
+//! | `decision` | List<Utf8>, nullable (optional): that decision's actions as the action topic carries them (JSON, absolute); empty: it decided nothing |
+//! | `reward` | Float64, nullable (optional): the reward observed over the next window (of the next snapshot); null: not known |
+//! | `reward_terms` | FixedSizeList<Float32, 4>, nullable (optional): its SLO_vio, Slack, Overshoot and ReplicaLag |
+//!
+//! A row with a decision and a reward is a transition `(s_t, a_t, r_{t+1})`; `s_{t+1}` is the
+//! next row.
 
 use std::sync::Arc;
 
@@ -32,12 +39,16 @@ fn fixed(n: i32) -> DataType {
 
 /// Columns added after the first stored files: a reader takes a file without them (the
 /// snapshot's field is then unknown: empty or `None`).
-pub const OPTIONAL_COLUMNS: [&str; 5] = [
+pub const OPTIONAL_COLUMNS: [&str; 9] = [
     "cpu_request_cores",
     "entry",
     "cpu_limit_cores",
     "service_missing",
     "global_missing",
+    "decided_by",
+    "decision",
+    "reward",
+    "reward_terms",
 ];
 
 /// The schema.
@@ -86,5 +97,9 @@ pub fn snapshot_schema() -> Schema {
         false,
     ));
     fields.push(Field::new("global_missing", DataType::Boolean, false));
+    fields.push(Field::new("decided_by", DataType::Utf8, true));
+    fields.push(Field::new("decision", list(DataType::Utf8), true));
+    fields.push(Field::new("reward", DataType::Float64, true));
+    fields.push(Field::new("reward_terms", fixed(4), true));
     Schema::new(fields)
 }

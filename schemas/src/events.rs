@@ -119,6 +119,12 @@ impl Keyed for Action {
         self.service.clone()
     }
 }
+impl Keyed for DecisionRecord {
+    const KIND: &'static str = "decision";
+    fn key(&self) -> String {
+        self.policy.clone()
+    }
+}
 impl Keyed for AuditRecord {
     const KIND: &'static str = "audit";
     fn key(&self) -> String {
@@ -160,6 +166,20 @@ pub struct AuditRecord {
     /// What the guardrails changed (a clamp), if anything.
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// A policy's whole decision on one snapshot, stamped with the snapshot's time: the actions it
+/// published on the action topic, or that it decided nothing. The graph stage records it beside
+/// the snapshot in its store (a transition's `a_t`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionRecord {
+    /// The policy (`policy/NAME`).
+    pub policy: String,
+    /// Its actions, absolute, as published (empty: it decided nothing).
+    pub actions: Vec<Action>,
+    /// Relative actions that could not be made absolute, and why (dropped, not published).
+    #[serde(default)]
+    pub dropped: Vec<String>,
 }
 
 /// A topic: its name and its payload type.
@@ -207,6 +227,8 @@ topics! {
     ActionsTopic = "graphscaler.actions.v1", Action;
     /// What the actuator did (actuator).
     AuditTopic = "graphscaler.audit.v1", AuditRecord;
+    /// Each snapshot's whole decision, actions or none (policy stage).
+    DecisionsTopic = "graphscaler.decisions.v1", DecisionRecord;
 }
 
 /// Where the committed JSON Schemas live, relative to the repository root.

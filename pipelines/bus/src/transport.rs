@@ -187,6 +187,19 @@ pub enum Subscriber {
     Kafka(Consumer),
 }
 
+impl Drop for Subscriber {
+    /// An in-process subscriber that goes away (its stage stopped) no longer holds messages in
+    /// flight: what it had not read, and what is published to it later, is not waited for.
+    fn drop(&mut self) {
+        if let Subscriber::Memory(rx, in_flight) = self {
+            rx.close();
+            while rx.try_recv().is_ok() {
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 impl Subscriber {
     /// A Kafka consumer in `group` reading `topics`.
     pub fn kafka(cfg: &BusConfig, group: &str, topics: &[&str]) -> Result<Self, BusError> {

@@ -14,6 +14,7 @@
 
 pub mod dataflow;
 pub mod ingest;
+pub mod recorder;
 pub mod rows;
 pub mod stage;
 pub mod store;

@@ -1,5 +1,5 @@
-//! The graph stage: telemetry in, one snapshot per window out (and, with a Parquet path, the
-//! snapshots stored). With [`Clock::Wall`] a window is cut `grace` after its end even when no
+//! The graph stage: telemetry in, one snapshot per window out (and, with a store directory, each
+//! snapshot appended to it as its window closes, with the reward of the window after it). With [`Clock::Wall`] a window is cut `grace` after its end even when no
 //! later event comes; with [`Clock::Event`] (the twin in process) when a later event arrives.
 
 use std::time::{Duration, Instant};
@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use graphscaler_bus::stage::{publish_counted, unix_now, Clock, DeadLetters, Inbox, Polled};
 use graphscaler_bus::transport::{Publisher, Subscriber};
 use graphscaler_bus::Metrics;
-use graphscaler_schemas::events::SnapshotsTopic;
+use graphscaler_schemas::events::{DecisionRecord, DecisionsTopic, SnapshotsTopic, Topic};
 use graphscaler_schemas::{Envelope, Snapshot};
 use tokio::sync::watch;
 
+use crate::recorder::Recorder;
 use crate::windows::{Offer, Windows};
 use crate::GraphConfig;
 
@@ -23,11 +24,22 @@ pub struct GraphStage {
     pub grace: Duration,
     /// The clock.
     pub clock: Clock,
-    /// Also append the snapshots to this Parquet file at the end.
-    pub parquet: Option<std::path::PathBuf>,
+    /// Also append each snapshot to this store ([`crate::recorder`]) as its window closes.
+    pub store: Option<StoreSpec>,
     /// Telemetry stamped more than this many seconds ahead of now (the wall clock, or with
     /// [`Clock::Event`] the newest plausible event) is refused, counted and dead-lettered.
     pub max_clock_skew_s: f64,
+}
+
+/// Where and how the graph stage stores its snapshots.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    /// The store directory (created; an existing store is continued).
+    pub dir: std::path::PathBuf,
+    /// Windows per file.
+    pub per_file: usize,
+    /// The reward recorded beside each snapshot.
+    pub reward: graphscaler_learn_config::reward::RewardConfig,
 }
 
 /// What the graph stage did.
@@ -42,21 +54,26 @@ pub struct GraphSummary {
     pub snapshots: u64,
     /// The graph job's ingestion counters.
     pub ingest: Option<crate::ingest::IngestStats>,
+    /// What the store holds of this run.
+    pub stored: Option<crate::recorder::RecorderStats>,
+    /// Snapshots that could not be stored (the store failed; each warned once per streak).
+    pub store_failures: u64,
 }
 
 /// The graph stage's output side: what it publishes to, and what it published so far.
 struct Out<'a> {
-    cfg: &'a GraphStage,
     publisher: &'a Publisher,
     metrics: &'a Metrics,
     stop: &'a watch::Receiver<bool>,
     sum: GraphSummary,
-    stored: Vec<Snapshot>,
+    store: Option<Recorder>,
+    store_failing: bool,
 }
 
 impl Out<'_> {
-    /// Publishes a cut's snapshots (and keeps them for the Parquet store when there is one);
-    /// `t0` is when the work that cut them began.
+    /// Publishes a cut's snapshots (and appends them to the store when there is one); `t0` is
+    /// when the work that cut them began. A store that fails does not stop the snapshots: each
+    /// failure is counted (`graphscaler_store_failures_total`), warned once per streak.
     async fn publish(&mut self, snaps: Vec<Snapshot>, t0: Instant) {
         if snaps.is_empty() {
             return;
@@ -74,8 +91,19 @@ impl Out<'_> {
             {
                 self.sum.snapshots += 1;
             }
-            if self.cfg.parquet.is_some() {
-                self.stored.push(env.payload);
+            if let Some(store) = &mut self.store {
+                match store.push(env.payload) {
+                    Ok(()) => self.store_failing = false,
+                    Err(e) => {
+                        self.sum.store_failures += 1;
+                        self.metrics
+                            .add("graphscaler_store_failures_total", &[], 1.0);
+                        if !self.store_failing {
+                            tracing::warn!(error = %e, "a snapshot could not be stored (warned once until the store works again)");
+                            self.store_failing = true;
+                        }
+                    }
+                }
             }
         }
         self.metrics.set(
@@ -84,6 +112,35 @@ impl Out<'_> {
             t0.elapsed().as_secs_f64(),
         );
     }
+}
+
+impl Out<'_> {
+    /// Records a policy's decision beside its snapshot in the store (none: nothing to do). A
+    /// decision for a snapshot the store no longer holds open is counted by the recorder.
+    fn record(&mut self, d: Envelope<DecisionRecord>) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if let Err(e) = store.decided(d.observed_at_s, &d.payload.policy, d.payload.actions) {
+            self.sum.store_failures += 1;
+            self.metrics
+                .add("graphscaler_store_failures_total", &[], 1.0);
+            if !self.store_failing {
+                tracing::warn!(error = %e, "a decision could not be stored (warned once until the store works again)");
+                self.store_failing = true;
+            }
+        }
+    }
+}
+
+/// The topics the graph stage reads: telemetry, and with a store the decisions topic (recorded
+/// beside the snapshots).
+pub fn topics(store: bool) -> Vec<&'static str> {
+    let mut t = graphscaler_bus::TELEMETRY_TOPICS.to_vec();
+    if store {
+        t.push(DecisionsTopic::NAME);
+    }
+    t
 }
 
 /// The graph stage: telemetry in, one snapshot per window out.
@@ -102,13 +159,17 @@ pub async fn graph(
         cfg.clock,
         cfg.max_clock_skew_s,
     );
+    let store = match &cfg.store {
+        Some(spec) => Some(Recorder::open(&spec.dir, spec.per_file, spec.reward)?),
+        None => None,
+    };
     let mut out = Out {
-        cfg: &cfg,
         publisher: &publisher,
         metrics: &metrics,
         stop: &stop,
         sum: GraphSummary::default(),
-        stored: vec![],
+        store,
+        store_failing: false,
     };
     loop {
         let msg = match inbox.poll().await {
@@ -125,6 +186,23 @@ pub async fn graph(
                 continue;
             }
         };
+        if msg.topic == DecisionsTopic::NAME {
+            match msg.decode::<DecisionsTopic>() {
+                Ok(d) => {
+                    out.record(d);
+                    inbox.commit(&msg);
+                }
+                Err(e) => {
+                    if letters
+                        .send(&mut out.sum.undecodable, &msg, "undecodable", e.to_string())
+                        .await
+                    {
+                        inbox.commit(&msg);
+                    }
+                }
+            }
+            continue;
+        }
         let t0 = Instant::now();
         let (offered, decoded) = match msg.telemetry() {
             Ok(e) => {
@@ -165,12 +243,10 @@ pub async fn graph(
     let last = windows.cut_open()?;
     out.publish(last, t0).await;
     let ingest = windows.finish()?;
-    let Out {
-        mut sum, stored, ..
-    } = out;
+    let Out { mut sum, store, .. } = out;
     sum.ingest = Some(ingest);
-    if let Some(path) = &cfg.parquet {
-        crate::store::write(path, &stored)?;
+    if let Some(store) = store {
+        sum.stored = Some(store.finish()?);
     }
     Ok(sum)
 }

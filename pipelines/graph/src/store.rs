@@ -1,17 +1,21 @@
-//! Snapshots in Parquet files, with the Arrow schema of `graphscaler_schemas::arrow`.
+//! Snapshots in Parquet files, with the Arrow schema of `graphscaler_schemas::arrow`: each row a
+//! snapshot and, where known, the decision taken on it and the reward observed over the next
+//! window — a [`Transition`]. [`crate::recorder`] appends them to a directory as windows close;
+//! [`read_paths`] reads files, directories and globs back in time order.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder, UInt32Builder,
+    BooleanBuilder, FixedSizeListBuilder, Float32Builder, Float64Builder, ListBuilder,
+    StringBuilder, UInt32Builder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float64Array, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field};
 use graphscaler_schemas::arrow::{snapshot_schema, OPTIONAL_COLUMNS};
-use graphscaler_schemas::{EdgeSet, Snapshot};
+use graphscaler_schemas::{Action, EdgeSet, Snapshot};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
@@ -44,6 +48,47 @@ pub enum StoreError {
     },
 }
 
+/// The decision a policy took on a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedDecision {
+    /// The policy (its action source, `policy/NAME`).
+    pub by: String,
+    /// Its actions as published (absolute); empty: it decided to do nothing.
+    pub actions: Vec<Action>,
+}
+
+/// The reward observed over the window after a snapshot (`reward_of_snapshot` of the next).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordedReward {
+    /// The weighted reward.
+    pub value: f64,
+    /// SLO_vio, Slack, Overshoot, ReplicaLag.
+    pub terms: [f32; 4],
+}
+
+/// One stored row: a snapshot, the decision taken on it and the reward that followed (each
+/// `None` where not recorded: a plain snapshot store, or the last window of a run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The snapshot `s_t`.
+    pub snapshot: Snapshot,
+    /// The decision `a_t`.
+    pub decision: Option<RecordedDecision>,
+    /// The reward `r_{t+1}`.
+    pub reward: Option<RecordedReward>,
+}
+
+impl Transition {
+    /// A snapshot with nothing recorded beside it.
+    pub fn plain(snapshot: Snapshot) -> Self {
+        Self {
+            snapshot,
+            decision: None,
+            reward: None,
+        }
+    }
+}
+
 fn item(dt: DataType) -> Arc<Field> {
     Arc::new(Field::new("item", dt, false))
 }
@@ -73,9 +118,17 @@ fn push_fixed<const N: usize>(
     b.append(true);
 }
 
-/// Writes `snapshots` to `path` (one row each).
+/// Writes `snapshots` to `path` (one row each, nothing recorded beside them).
 pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
+    let rows: Vec<Transition> = snapshots.iter().cloned().map(Transition::plain).collect();
+    write_transitions(path, &rows)
+}
+
+/// Writes `rows` to `path`, replacing it: written beside it first and renamed over it, so that
+/// a reader (or a crash) sees the old file or the new one, never half of one.
+pub fn write_transitions(path: &Path, rows: &[Transition]) -> Result<(), StoreError> {
     let p = path.display().to_string();
+    let snapshots: Vec<&Snapshot> = rows.iter().map(|r| &r.snapshot).collect();
     let schema = Arc::new(snapshot_schema());
     let mut services = ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8));
     let mut nodes = ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8));
@@ -94,7 +147,43 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     let mut limits = f32_list();
     let mut missing = ListBuilder::new(BooleanBuilder::new()).with_field(item(DataType::Boolean));
     let mut global_missing = BooleanBuilder::new();
-    for s in snapshots {
+    let mut decided_by = StringBuilder::new();
+    let mut decision = ListBuilder::new(StringBuilder::new()).with_field(item(DataType::Utf8));
+    let mut reward = Float64Builder::new();
+    let mut terms =
+        FixedSizeListBuilder::new(Float32Builder::new(), 4).with_field(item(DataType::Float32));
+    for r in rows {
+        match &r.decision {
+            Some(d) => {
+                decided_by.append_value(&d.by);
+                for a in &d.actions {
+                    let json = serde_json::to_string(a).map_err(|e| StoreError::Schema {
+                        path: p.clone(),
+                        message: format!("an action of {} does not encode: {e}", d.by),
+                    })?;
+                    decision.values().append_value(json);
+                }
+                decision.append(true);
+            }
+            None => {
+                decided_by.append_null();
+                decision.append(false);
+            }
+        }
+        match r.reward {
+            Some(w) => {
+                reward.append_value(w.value);
+                terms.values().append_slice(&w.terms);
+                terms.append(true);
+            }
+            None => {
+                reward.append_null();
+                terms.values().append_slice(&[0.0; 4]);
+                terms.append(false);
+            }
+        }
+    }
+    for s in snapshots.iter().copied() {
         limits.values().append_slice(&s.cpu_limit_cores);
         limits.append(true);
         for m in &s.service_missing {
@@ -185,22 +274,39 @@ pub fn write(path: &Path, snapshots: &[Snapshot]) -> Result<(), StoreError> {
     cols.push(Arc::new(limits.finish()));
     cols.push(Arc::new(missing.finish()));
     cols.push(Arc::new(global_missing.finish()));
+    cols.push(Arc::new(decided_by.finish()));
+    cols.push(Arc::new(decision.finish()));
+    cols.push(Arc::new(reward.finish()));
+    cols.push(Arc::new(terms.finish()));
     let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| StoreError::Schema {
         path: p.clone(),
         message: e.to_string(),
     })?;
-    let file = std::fs::File::create(path).map_err(|source| StoreError::Io {
+    let io = |source| StoreError::Io {
         path: p.clone(),
         source,
-    })?;
+    };
+    let tmp = tmp_path(path);
+    let file = std::fs::File::create(&tmp).map_err(io)?;
     let parquet = |e: parquet::errors::ParquetError| StoreError::Parquet {
         path: p.clone(),
         message: e.to_string(),
     };
     let mut w = ArrowWriter::try_new(file, schema, None).map_err(parquet)?;
     w.write(&batch).map_err(parquet)?;
-    w.close().map_err(parquet)?;
+    let file = w.into_inner().map_err(parquet)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
+}
+
+/// Where [`write_transitions`] writes before renaming: beside `path`, ending in `.tmp` (which
+/// [`read_paths`] skips).
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
 }
 
 fn fixed_rows<const N: usize>(a: &dyn Array) -> Vec<[f32; N]> {
@@ -214,6 +320,14 @@ fn fixed_rows<const N: usize>(a: &dyn Array) -> Vec<[f32; N]> {
 /// Reads the snapshots of `path`. A file that is not Parquet, or whose columns are not those of
 /// stored snapshots, is an error naming the file and what differs.
 pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
+    Ok(read_transitions(path)?
+        .into_iter()
+        .map(|t| t.snapshot)
+        .collect())
+}
+
+/// Reads the rows of `path`, with what was recorded beside each snapshot.
+pub fn read_transitions(path: &Path) -> Result<Vec<Transition>, StoreError> {
     let p = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| StoreError::Io {
         path: p.clone(),
@@ -294,6 +408,7 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
         let limits = b.column_by_name("cpu_limit_cores").cloned();
         let missing = b.column_by_name("service_missing").cloned();
         let global_missing = b.column_by_name("global_missing").cloned();
+        let recorded = recorded(&b, &p)?;
         let entry = b.column_by_name("entry").cloned();
         let entry: Vec<Option<[f32; 2]>> = match &entry {
             Some(e) => fixed_rows::<2>(e.as_ref())
@@ -324,7 +439,8 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
                 dst: d,
                 attr,
             };
-            out.push(Snapshot {
+            let (decision, reward) = recorded[i].clone();
+            let snapshot = Snapshot {
                 schema_version: version.value(i),
                 time_s: time.value(i),
                 window_s: window.value(i),
@@ -372,8 +488,170 @@ pub fn read(path: &Path) -> Result<Vec<Snapshot>, StoreError> {
                 global_missing: global_missing
                     .as_ref()
                     .is_some_and(|g| g.as_boolean().value(i)),
+            };
+            out.push(Transition {
+                snapshot,
+                decision,
+                reward,
             });
         }
     }
     Ok(out)
+}
+
+type Recorded = (Option<RecordedDecision>, Option<RecordedReward>);
+
+/// The decision and reward columns of `b`, per row (`None` where absent or null).
+fn recorded(b: &RecordBatch, p: &str) -> Result<Vec<Recorded>, StoreError> {
+    let by = b.column_by_name("decided_by").cloned();
+    let decision = b.column_by_name("decision").cloned();
+    let reward = b.column_by_name("reward").cloned();
+    let terms = b.column_by_name("reward_terms").cloned();
+    let terms_rows = terms.as_ref().map(|t| fixed_rows::<4>(t.as_ref()));
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let decision = match (&by, &decision) {
+            (Some(by), Some(d)) if by.is_valid(i) && d.is_valid(i) => {
+                let who = by.as_string::<i32>().value(i).to_string();
+                let list = d.as_list::<i32>().value(i);
+                let mut actions = vec![];
+                for json in list.as_string::<i32>().iter().flatten() {
+                    actions.push(serde_json::from_str::<Action>(json).map_err(|e| {
+                        StoreError::Schema {
+                            path: p.to_string(),
+                            message: format!(
+                                "row {i}: the decision of {who} holds `{json}`, not an action: {e}"
+                            ),
+                        }
+                    })?);
+                }
+                Some(RecordedDecision { by: who, actions })
+            }
+            _ => None,
+        };
+        let reward = match (&reward, &terms_rows) {
+            (Some(r), Some(t)) if r.is_valid(i) => Some(RecordedReward {
+                value: r.as_primitive::<Float64Type>().value(i),
+                terms: t[i],
+            }),
+            _ => None,
+        };
+        out.push((decision, reward));
+    }
+    Ok(out)
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters and `?` for one.
+fn matches(pattern: &[char], name: &[char]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some('*'), _) => {
+            matches(&pattern[1..], name) || (!name.is_empty() && matches(pattern, &name[1..]))
+        }
+        (Some('?'), Some(_)) => matches(&pattern[1..], &name[1..]),
+        (Some(a), Some(b)) if a == b => matches(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// The stored files `arg` names: itself if a file; the `.parquet` files in it, by name, if a
+/// directory; the files matching it if its last component holds `*` or `?` (`store/part-00*`).
+/// Unfinished writes (`.tmp`) are skipped. Naming nothing is an error naming `arg`.
+pub fn files_of(arg: &Path) -> Result<Vec<std::path::PathBuf>, StoreError> {
+    let p = arg.display().to_string();
+    let name = arg
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let (dir, pattern): (std::path::PathBuf, Option<Vec<char>>) = if arg.is_dir() {
+        (arg.to_path_buf(), None)
+    } else if name.contains(['*', '?']) {
+        let dir = arg.parent().filter(|d| !d.as_os_str().is_empty());
+        (
+            dir.map_or_else(|| ".".into(), Path::to_path_buf),
+            Some(name.chars().collect()),
+        )
+    } else {
+        return if arg.is_file() {
+            Ok(vec![arg.to_path_buf()])
+        } else {
+            Err(StoreError::Io {
+                path: p,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or directory",
+                ),
+            })
+        };
+    };
+    let entries = std::fs::read_dir(&dir).map_err(|source| StoreError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut files = vec![];
+    for e in entries {
+        let e = e.map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let n = e.file_name().to_string_lossy().to_string();
+        let take = match &pattern {
+            Some(pat) => matches(pat, &n.chars().collect::<Vec<_>>()),
+            None => n.ends_with(".parquet"),
+        };
+        if take && !n.ends_with(".tmp") && e.path().is_file() {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(StoreError::Io {
+            path: p,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "names no stored snapshot file (.parquet)",
+            ),
+        });
+    }
+    Ok(files)
+}
+
+/// The rows of every file `args` name ([`files_of`]), file after file in the order named (a
+/// directory's by name: the order its recorder wrote them). A store that runs of the twin were
+/// recorded into one after another holds one run after another, each starting again at its
+/// first window: [`runs`] splits them. A file named twice is an error naming it, as is a file
+/// that does not read.
+pub fn read_paths(args: &[std::path::PathBuf]) -> Result<Vec<Transition>, StoreError> {
+    let mut rows = vec![];
+    let mut seen = std::collections::BTreeSet::new();
+    for a in args {
+        for f in files_of(a)? {
+            let key = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
+            if !seen.insert(key) {
+                return Err(StoreError::Schema {
+                    path: f.display().to_string(),
+                    message: "named twice (its rows would be read twice)".into(),
+                });
+            }
+            rows.extend(read_transitions(&f)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// `rows` cut into runs: a new run begins where time does not move forward (a twin run
+/// recorded after another starts again at its first window).
+pub fn runs(rows: &[Transition]) -> Vec<&[Transition]> {
+    let mut out = vec![];
+    let mut start = 0;
+    for i in 1..rows.len() {
+        if rows[i].snapshot.time_s <= rows[i - 1].snapshot.time_s {
+            out.push(&rows[start..i]);
+            start = i;
+        }
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
 }

@@ -120,7 +120,7 @@ async fn start(
         },
         grace: Duration::ZERO,
         clock: Clock::Event,
-        parquet: None,
+        store: None,
         max_clock_skew_s: 60.0,
     };
     tokio::spawn(graphscaler_graph::stage::graph(

@@ -56,7 +56,7 @@ pub async fn run(
     policy: Box<dyn SnapshotPolicy>,
     rails: Guardrails,
     metrics: &[Metrics; 4],
-    parquet: Option<std::path::PathBuf>,
+    store: Option<graphscaler_graph::stage::StoreSpec>,
 ) -> anyhow::Result<RunSummary> {
     let bus = MemoryBus::default();
     let publisher = Publisher::Memory(bus.clone());
@@ -67,7 +67,7 @@ pub async fn run(
     let (stop_act_tx, stop_act) = watch::channel(false);
     let (stop_audit_tx, stop) = watch::channel(false);
 
-    let graph_sub = bus.subscribe(&graphscaler_bus::TELEMETRY_TOPICS);
+    let graph_sub = bus.subscribe(&graph_stage::topics(store.is_some()));
     let policy_sub = bus.subscribe(&[SnapshotsTopic::NAME]);
     let act_sub = bus.subscribe(&[ActionsTopic::NAME, ServicesTopic::NAME]);
     let mut audit_sub = bus.subscribe(&[AuditTopic::NAME]);
@@ -79,7 +79,7 @@ pub async fn run(
             graph,
             grace: std::time::Duration::ZERO,
             clock: Clock::Event,
-            parquet,
+            store,
             max_clock_skew_s: rails.max_clock_skew_s,
         },
         metrics[1].clone(),

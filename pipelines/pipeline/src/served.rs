@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use graphscaler_actuate::{Actuator, Cluster, Guardrails, Workload};
 use graphscaler_bus::stage::Clock;
 use graphscaler_graph::ingest::IngestStats;
+use graphscaler_graph::recorder::{Recorder, RecorderStats};
+use graphscaler_graph::store::StoreError;
 use graphscaler_graph::windows::{job, Offer, Windows};
 use graphscaler_graph::{GraphConfig, GraphError};
 use graphscaler_policy::stage::{decided, source, Decided};
@@ -106,6 +108,8 @@ pub struct ServedCounts {
     pub dropped: u64,
     /// Allocated CPU core-seconds.
     pub cpu_core_seconds: f64,
+    /// Snapshots or decisions the store could not write (each streak warned once).
+    pub store_failures: u64,
 }
 
 /// A whole run of the loop.
@@ -119,6 +123,8 @@ pub struct ServedRun {
     pub counts: ServedCounts,
     /// The graph job's ingestion counters.
     pub ingest: IngestStats,
+    /// What the store holds of the run, with one ([`Served::with_store`]).
+    pub stored: Option<RecorderStats>,
 }
 
 /// The loop.
@@ -128,6 +134,8 @@ pub struct Served {
     windows: Windows,
     actuator: Actuator,
     prev: Option<ClusterObservation>,
+    store: Option<Recorder>,
+    store_failing: bool,
     /// Counters so far.
     pub counts: ServedCounts,
 }
@@ -146,7 +154,29 @@ impl Served {
             windows,
             actuator: Actuator::new(rails),
             prev: None,
+            store: None,
+            store_failing: false,
             counts: ServedCounts::default(),
+        }
+    }
+
+    /// Also stores every snapshot [`Served::serve`] is given, with the decision taken on it and
+    /// the reward after it, as the graph stage's store does in the pipeline.
+    pub fn with_store(mut self, store: Recorder) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    fn stored<T>(&mut self, r: Result<T, StoreError>) {
+        match r {
+            Ok(_) => self.store_failing = false,
+            Err(e) => {
+                self.counts.store_failures += 1;
+                if !self.store_failing {
+                    tracing::warn!(error = %e, "the store could not be written (warned once until it works again)");
+                    self.store_failing = true;
+                }
+            }
         }
     }
 
@@ -228,13 +258,26 @@ impl Served {
 
     /// Decides on `snap` with `policy` as the policy stage does (an invalid snapshot is
     /// counted and not decided on) and acts.
+    /// With a store, the snapshot is stored (invalid or not, as the graph stage stores what it
+    /// publishes) and the decision beside it.
     pub fn serve(&mut self, policy: &mut dyn SnapshotPolicy, snap: &Snapshot) -> Vec<Decision> {
+        if let Some(st) = &mut self.store {
+            let r = st.push(snap.clone());
+            self.stored(r);
+        }
         if snap.validate().is_err() {
             self.counts.invalid_snapshots += 1;
             return vec![];
         }
         let actions = policy.decide(snap);
-        self.act(decided(&source(policy), snap, actions))
+        let by = source(policy);
+        let d = decided(&by, snap, actions);
+        if let Some(st) = &mut self.store {
+            let actions = d.actions.iter().map(|e| e.payload.clone()).collect();
+            let r = st.decided(snap.time_s, &by, actions);
+            self.stored(r);
+        }
+        self.act(d)
     }
 
     /// Runs `policy` until the twin's run is over (the open window is cut and decided on at the
@@ -252,14 +295,27 @@ impl Served {
             decisions.extend(self.serve(policy, &s));
         }
         let Served {
-            windows, counts, ..
+            windows,
+            mut counts,
+            store,
+            ..
         } = self;
         let ingest = windows.finish()?;
+        let stored = match store.map(Recorder::finish) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                counts.store_failures += 1;
+                tracing::warn!(error = %e, "the store's last file could not be written");
+                None
+            }
+            None => None,
+        };
         Ok(ServedRun {
             ticks,
             decisions,
             counts,
             ingest,
+            stored,
         })
     }
 }

@@ -24,7 +24,9 @@ use graphscaler_graph::stage::GraphStage;
 use graphscaler_graph::GraphConfig;
 use graphscaler_policy::Hpa;
 use graphscaler_policy::SnapshotPolicy;
-use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic, SnapshotsTopic};
+use graphscaler_schemas::events::{
+    ActionsTopic, AuditTopic, DecisionsTopic, ServicesTopic, SnapshotsTopic,
+};
 use graphscaler_schemas::{ActionKind, Topic};
 use graphscaler_scrape::collect::{CollectConfig, Collector};
 use graphscaler_scrape::k8s as kube_io;
@@ -53,7 +55,12 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     for t in TELEMETRY_TOPICS {
         create_topic(kafka_port, t, 3);
     }
-    for t in [SnapshotsTopic::NAME, ActionsTopic::NAME, AuditTopic::NAME] {
+    for t in [
+        SnapshotsTopic::NAME,
+        ActionsTopic::NAME,
+        AuditTopic::NAME,
+        DecisionsTopic::NAME,
+    ] {
         create_topic(kafka_port, t, 1);
     }
     let bus = |name: &str| BusConfig {
@@ -153,7 +160,12 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     drop(c);
 
     let graph = tokio::spawn(graphscaler_graph::stage::graph(
-        Subscriber::kafka(&bus("graph"), "graph", &TELEMETRY_TOPICS).unwrap(),
+        Subscriber::kafka(
+            &bus("graph"),
+            "graph",
+            &graphscaler_graph::stage::topics(true),
+        )
+        .unwrap(),
         Publisher::kafka(&bus("graph")).unwrap(),
         GraphStage {
             graph: GraphConfig {
@@ -164,7 +176,11 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
             },
             grace: Duration::from_secs(1),
             clock: Clock::Wall,
-            parquet: Some(d.join("snapshots.parquet")),
+            store: Some(graphscaler_graph::stage::StoreSpec {
+                dir: d.join("store"),
+                per_file: 4,
+                reward: Default::default(),
+            }),
             max_clock_skew_s: 60.0,
         },
         m_graph.clone(),
@@ -274,8 +290,47 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     assert_eq!(snaps.len() as u64, graph.snapshots);
     assert_eq!(actions.len() as u64, policy.actions);
     assert_eq!(audits.len() as u64, actuate.actions);
-    let stored = graphscaler_graph::store::read(&d.join("snapshots.parquet")).unwrap();
+    // The store holds every snapshot, in rolling files, and beside them the HPA's decisions
+    // that came back from the decisions topic while the graph stage ran.
+    let stored = graphscaler_graph::store::read_paths(&[d.join("store")]).unwrap();
     assert_eq!(stored.len() as u64, graph.snapshots);
+    assert!(
+        graphscaler_graph::store::files_of(&d.join("store"))
+            .unwrap()
+            .len()
+            >= 2
+    );
+    let on_topic_snaps: Vec<_> = snaps
+        .iter()
+        .map(|m| m.decode::<SnapshotsTopic>().unwrap().payload)
+        .collect();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|t| t.snapshot.clone())
+            .collect::<Vec<_>>(),
+        on_topic_snaps
+    );
+    let recorded: Vec<_> = stored.iter().filter_map(|t| t.decision.as_ref()).collect();
+    assert!(
+        recorded.len() + 2 >= stored.len() && recorded.iter().all(|d| d.by == "policy/hpa-50"),
+        "{} of {} decisions recorded",
+        recorded.len(),
+        stored.len()
+    );
+    let recorded_actions: usize = recorded.iter().map(|d| d.actions.len()).sum();
+    assert!(recorded_actions > 0 && recorded_actions as u64 <= policy.actions);
+    // Each row's reward is its successor's, where that snapshot carries what the reward reads
+    // (the first windows, before Prometheus has the entry's latency, may not).
+    let rc = graphscaler_learn_config::reward::RewardConfig::default();
+    for w in stored.windows(2) {
+        let next = graphscaler_learn_config::reward::reward_of_snapshot(&w[1].snapshot, &rc);
+        assert_eq!(w[0].reward.map(|r| r.value), next.ok().map(|r| r.value));
+    }
+    assert!(
+        stored.iter().filter(|t| t.reward.is_some()).count() * 2 > stored.len(),
+        "most windows have a reward"
+    );
 
     // The HPA, run again over the snapshots on the topic, decides the actions on the topic.
     let mut hpa = Hpa::new(50, &hpa_config());

@@ -83,3 +83,66 @@ fn the_served_loop_decides_what_the_streaming_loop_decides() {
         }
     }
 }
+
+/// With a store, both loops record the same transitions: the same snapshots, the same rewards
+/// and the same decisions (the streaming loop's graph stage stops before the policy decides on
+/// the last window, so that one decision is the served loop's alone).
+#[test]
+fn both_loops_store_the_same_transitions() {
+    use graphscaler_graph::recorder::Recorder;
+    use graphscaler_graph::stage::StoreSpec;
+    use graphscaler_graph::store::read_paths;
+    let graph = GraphConfig::default();
+    let rails = Guardrails::default();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |name: &str| StoreSpec {
+        dir: dir.path().join(name),
+        per_file: 50,
+        reward: Default::default(),
+    };
+    let metrics = ["scrape", "graph", "policy", "actuate"].map(Metrics::new);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let streamed = rt
+        .block_on(graphscaler_pipeline::run::run(
+            twin(Shape::Rush, 4),
+            graph.clone(),
+            policy("tuned-hpa"),
+            rails.clone(),
+            &metrics,
+            Some(spec("streamed")),
+        ))
+        .unwrap();
+    let s = spec("served");
+    let served = Served::new(twin(Shape::Rush, 4), &graph, Cut::Plain, rails)
+        .with_store(Recorder::open(&s.dir, s.per_file, s.reward).unwrap())
+        .run(policy("tuned-hpa").as_mut())
+        .unwrap();
+    assert_eq!(served.decisions, streamed.audit);
+    let a = read_paths(&[spec("streamed").dir]).unwrap();
+    let b = read_paths(&[s.dir]).unwrap();
+    assert_eq!(a.len() as u64, streamed.graph.snapshots);
+    assert_eq!(a.len(), b.len());
+    assert_eq!(
+        streamed.graph.stored.unwrap().files,
+        5,
+        "241 windows, 50 a file"
+    );
+    let n = a.len();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.snapshot, y.snapshot, "row {i}");
+        assert_eq!(x.reward, y.reward, "row {i}");
+        if i + 1 < n {
+            assert_eq!(x.decision, y.decision, "row {i}");
+            assert_eq!(x.decision.as_ref().unwrap().by, "policy/hpa-50");
+        }
+    }
+    let acted = b
+        .iter()
+        .filter(|t| !t.decision.as_ref().unwrap().actions.is_empty())
+        .count();
+    assert!(acted > 5 && acted < n, "{acted} of {n} windows acted on");
+    assert!(b[..n - 1].iter().all(|t| t.reward.is_some()) && b[n - 1].reward.is_none());
+}

@@ -1,10 +1,11 @@
 //! The policy stage: snapshots in (validated first: one that fails goes to the dead-letter
-//! topic), a [`SnapshotPolicy`]'s decisions made absolute and published as actions.
+//! topic), a [`SnapshotPolicy`]'s decisions made absolute and published as actions, then the
+//! whole decision (actions, or none) on the decisions topic.
 
 use graphscaler_bus::stage::{publish_counted, DeadLetters, Inbox};
 use graphscaler_bus::transport::{Publisher, Subscriber};
 use graphscaler_bus::Metrics;
-use graphscaler_schemas::events::{ActionsTopic, SnapshotsTopic};
+use graphscaler_schemas::events::{ActionsTopic, DecisionRecord, DecisionsTopic, SnapshotsTopic};
 use graphscaler_schemas::{Action, Envelope, Snapshot};
 use tokio::sync::watch;
 
@@ -127,6 +128,16 @@ pub async fn policy(
                 sum.snapshots += 1;
                 let (snap, actions) = worker.decide(env.payload).await?;
                 let out = decided(&source, &snap, actions);
+                let record = Envelope::new(
+                    &source,
+                    snap.time_s,
+                    snap.window_s,
+                    DecisionRecord {
+                        policy: source.clone(),
+                        actions: out.actions.iter().map(|e| e.payload.clone()).collect(),
+                        dropped: out.dropped.clone(),
+                    },
+                );
                 for why in out.dropped {
                     if sum.dropped == 0 {
                         tracing::warn!(%why, "an action could not be made absolute; dropped");
@@ -141,6 +152,9 @@ pub async fn policy(
                         sum.actions += 1;
                     }
                 }
+                // After its actions: whoever records the decision has seen them go out.
+                publish_counted::<DecisionsTopic>("decision", &publisher, &metrics, &stop, &record)
+                    .await;
             }
             Err((kind, e)) => {
                 if !letters.send(&mut sum.undecodable, &msg, kind, e).await {

@@ -100,6 +100,24 @@ pub struct LoadConfig {
     pub fluctuating_period_s: f64,
     /// Trace replay crest, rps.
     pub trace_peak_rps: f64,
+    /// Burst: the calm rate, rps.
+    pub burst_base_rps: f64,
+    /// Burst: the smallest crowd crest, times the calm rate.
+    pub burst_min_x: f64,
+    /// Burst: the largest crowd crest, times the calm rate.
+    pub burst_max_x: f64,
+    /// Burst: mean calm spell, s.
+    pub burst_calm_mean_s: f64,
+    /// Burst: shortest crowd hold, s.
+    pub burst_min_hold_s: f64,
+    /// Burst: mean crowd hold beyond the shortest, s.
+    pub burst_hold_mean_s: f64,
+    /// Burst: shortest rise, s.
+    pub burst_rise_min_s: f64,
+    /// Burst: longest rise, s.
+    pub burst_rise_max_s: f64,
+    /// Burst: decay time constant after a crowd, s.
+    pub burst_decay_s: f64,
     /// User tasks (a topology's own `user_tasks` replace these).
     pub tasks: BTreeMap<String, UserTask>,
 }
@@ -199,6 +217,16 @@ impl TwinConfig {
         pos(self.stateful.full_sync_s, "stateful.full_sync_s");
         pos(self.stateful.stale_horizon_s, "stateful.stale_horizon_s");
         pos(self.load.wait_min_s, "load.wait_min_s");
+        let l = &self.load;
+        for (v, name) in [
+            (l.burst_base_rps, "burst_base_rps"),
+            (l.burst_calm_mean_s, "burst_calm_mean_s"),
+            (l.burst_hold_mean_s, "burst_hold_mean_s"),
+            (l.burst_rise_min_s, "burst_rise_min_s"),
+            (l.burst_decay_s, "burst_decay_s"),
+        ] {
+            pos(v, &format!("load.{name}"));
+        }
         for (k, v) in &self.cpu_cost_ms {
             pos(*v, &format!("cpu_cost_ms.{k}"));
         }
@@ -224,6 +252,22 @@ impl TwinConfig {
         }
         if self.load.wait_max_s < self.load.wait_min_s {
             errs.push("twin.load.wait_max_s is below twin.load.wait_min_s".into());
+        }
+        let l = &self.load;
+        if !(l.burst_min_x >= 1.0 && l.burst_max_x >= l.burst_min_x && l.burst_max_x.is_finite()) {
+            errs.push(format!(
+                "twin.load.burst_min_x and burst_max_x must satisfy 1 <= min <= max, got {} and {}",
+                l.burst_min_x, l.burst_max_x
+            ));
+        }
+        if !(l.burst_rise_max_s >= l.burst_rise_min_s && l.burst_rise_max_s.is_finite()) {
+            errs.push("twin.load.burst_rise_max_s is below twin.load.burst_rise_min_s".into());
+        }
+        if !(l.burst_min_hold_s.is_finite() && l.burst_min_hold_s >= 0.0) {
+            errs.push(format!(
+                "twin.load.burst_min_hold_s must be a number of seconds >= 0, got {}",
+                l.burst_min_hold_s
+            ));
         }
         if !self.cpu_cost_ms.contains_key("default") {
             errs.push("twin.cpu_cost_ms needs a `default` entry".into());

@@ -46,7 +46,7 @@ pub enum TwinError {
     Config(Vec<String>),
     /// An unknown scenario name.
     #[error(
-        "unknown scenario `{0}`; expected off-peak, peak, rush, fluctuating or trace:<file.csv>"
+        "unknown scenario `{0}`; expected off-peak, peak, rush, fluctuating, burst or trace:<file.csv>"
     )]
     Scenario(String),
 }

@@ -16,6 +16,18 @@
 //! | rush | `rush_base`, plus flash crowds starting at 25% and 60% of D: a linear rise to `rush_peak` in 60 s, a hold of `min(900, D/8)` s, then an exponential decay back with τ = 180 s |
 //! | fluctuating | `mid + 1.25·amp·(0.87 sin(2πt/P) + 0.13 sin(6πt/P + 0.7))` with `mid ± amp` = [min, max], clipped to that range |
 //! | trace | counts per bucket of a CSV, rescaled so that the busiest bucket is `trace_peak`; looped when the run is longer than the trace, linear between bucket centres |
+//! | burst | `burst_base · (1 + max_k (x_k − 1)·e_k(t))`: flash crowds of a Markov-modulated Poisson process ([`Bursts`]), drawn from the run's seed |
+//!
+//! **Burst** is a two-state Markov-modulated Poisson process (MMPP): the rate switches between a
+//! calm state at `burst_base_rps` and a crowd state at `x` times it, `x ~ U[burst_min_x,
+//! burst_max_x]`, drawn per crowd. Calm spells last `Exp(burst_calm_mean_s)`, crowds
+//! `burst_min_hold_s + Exp(burst_hold_mean_s)`. A crowd's envelope `e_k` rises linearly to 1 in
+//! `U[burst_rise_min_s, burst_rise_max_s]` (under a minute), holds, and decays exponentially
+//! with τ = `burst_decay_s` while the next calm spell runs (a crowd that comes before the last
+//! has decayed stacks on its tail by the max). Requests within a state are the user model's
+//! Poisson task starts, so the arrivals are an MMPP with smoothed switches. The crowds are drawn
+//! once per run from its seed (a `ChaCha8` stream of its own, so that they do not depend on
+//! the rest of the simulation): the same seed, the same crowds.
 
 use std::f64::consts::PI;
 use std::path::Path;
@@ -36,16 +48,20 @@ pub enum Shape {
     Fluctuating,
     /// Replay of a recorded trace.
     Trace(Trace),
+    /// Flash crowds of a Markov-modulated Poisson process.
+    Burst(Bursts),
 }
 
 impl Shape {
-    /// Parses `off-peak`, `peak`, `rush`, `fluctuating` or `trace:<file.csv>`.
+    /// Parses `off-peak`, `peak`, `rush`, `fluctuating`, `burst` or `trace:<file.csv>`. A
+    /// burst shape draws its crowds when the twin is built ([`Shape::seeded`]).
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "off-peak" | "offpeak" | "off_peak" => Ok(Shape::OffPeak),
             "peak" => Ok(Shape::Peak),
             "rush" => Ok(Shape::Rush),
             "fluctuating" => Ok(Shape::Fluctuating),
+            "burst" | "bursts" => Ok(Shape::Burst(Bursts::default())),
             _ => match name.strip_prefix("trace:") {
                 Some(path) => Ok(Shape::Trace(Trace::from_csv(Path::new(path))?)),
                 None => Err(TwinError::Scenario(name.to_owned())),
@@ -66,6 +82,16 @@ impl Shape {
             Shape::Rush => "rush".into(),
             Shape::Fluctuating => "fluctuating".into(),
             Shape::Trace(t) => format!("trace:{}", t.name),
+            Shape::Burst(_) => "burst".into(),
+        }
+    }
+
+    /// The shape of a run of `duration` s with `seed`: a burst shape draws its crowds (the
+    /// others are what they are).
+    pub fn seeded(self, seed: u64, duration: f64, c: &LoadConfig) -> Self {
+        match self {
+            Shape::Burst(_) => Shape::Burst(Bursts::draw(seed, duration, c)),
+            s => s,
         }
     }
 
@@ -112,7 +138,75 @@ impl Shape {
                 v.clamp(c.fluctuating_min_rps, c.fluctuating_max_rps)
             }
             Shape::Trace(tr) => tr.rate(t) * c.trace_peak_rps,
+            Shape::Burst(b) => c.burst_base_rps * b.factor(t, c),
         }
+    }
+}
+
+/// One flash crowd of [`Bursts`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crowd {
+    /// When it starts rising, s.
+    pub start_s: f64,
+    /// How long it rises, s.
+    pub rise_s: f64,
+    /// How long it holds at its crest after rising, s.
+    pub hold_s: f64,
+    /// Its crest, times the base rate.
+    pub x: f64,
+}
+
+/// The flash crowds of a burst run (none until drawn: the base rate alone).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bursts {
+    /// The crowds, in time order.
+    pub crowds: Vec<Crowd>,
+}
+
+impl Bursts {
+    /// The crowds of a run of `duration` s with `seed` (see the module's documentation).
+    pub fn draw(seed: u64, duration: f64, c: &LoadConfig) -> Self {
+        use rand::{Rng, SeedableRng};
+        // A stream of its own: the salt keeps it apart from the simulation's stream of `seed`.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6275_7273_745f_6d6d);
+        fn exp(rng: &mut rand_chacha::ChaCha8Rng, mean: f64) -> f64 {
+            -mean * (1.0 - rng.random::<f64>()).ln()
+        }
+        let mut crowds = vec![];
+        let mut t = exp(&mut rng, c.burst_calm_mean_s);
+        while t < duration {
+            let rise_s = rng.random_range(c.burst_rise_min_s..=c.burst_rise_max_s);
+            let hold_s = c.burst_min_hold_s + exp(&mut rng, c.burst_hold_mean_s);
+            let x = rng.random_range(c.burst_min_x..=c.burst_max_x);
+            crowds.push(Crowd {
+                start_s: t,
+                rise_s,
+                hold_s,
+                x,
+            });
+            t += rise_s + hold_s + exp(&mut rng, c.burst_calm_mean_s);
+        }
+        Self { crowds }
+    }
+
+    /// The rate at `t` over the base rate.
+    pub fn factor(&self, t: f64, c: &LoadConfig) -> f64 {
+        let mut extra: f64 = 0.0;
+        for k in &self.crowds {
+            let dt = t - k.start_s;
+            if dt < 0.0 {
+                break;
+            }
+            let e = if dt < k.rise_s {
+                dt / k.rise_s
+            } else if dt < k.rise_s + k.hold_s {
+                1.0
+            } else {
+                (-(dt - k.rise_s - k.hold_s) / c.burst_decay_s).exp()
+            };
+            extra = extra.max((k.x - 1.0) * e);
+        }
+        1.0 + extra
     }
 }
 
@@ -260,6 +354,51 @@ mod tests {
         assert!((min(&Shape::Fluctuating) - 150.0).abs() < 1.0);
         assert!((max(&Shape::Fluctuating) - 400.0).abs() < 1.0);
         assert!((Shape::Peak.rps(0.0, d, &c) - 50.0).abs() < 1e-9);
+    }
+
+    /// The burst generator: flash crowds of several times the base rate, each reached in
+    /// under a minute, spaced by calm spells near their configured mean; the same seed draws
+    /// the same crowds, another seed others.
+    #[test]
+    fn bursts_are_flash_crowds_of_a_markov_modulated_process() {
+        let c = TwinConfig::default().load;
+        let d = 48.0 * 3600.0;
+        let b = Bursts::draw(7, d, &c);
+        assert_eq!(b, Bursts::draw(7, d, &c));
+        assert_ne!(b, Bursts::draw(8, d, &c));
+        let n = b.crowds.len();
+        // 48 h at a mean cycle of ~ calm 1200 s + hold 300 s + rise 32 s: about 110 crowds.
+        assert!((70..160).contains(&n), "{n} crowds");
+        for k in &b.crowds {
+            assert!(k.rise_s < 60.0 && k.rise_s >= c.burst_rise_min_s);
+            assert!((c.burst_min_x..=c.burst_max_x).contains(&k.x));
+            assert!(k.hold_s >= c.burst_min_hold_s);
+            let top = c.burst_base_rps * b.factor(k.start_s + k.rise_s, &c);
+            assert!(top >= 3.0 * c.burst_base_rps - 1e-9, "{top}");
+        }
+        let gaps: Vec<f64> = b
+            .crowds
+            .windows(2)
+            .map(|w| w[1].start_s - (w[0].start_s + w[0].rise_s + w[0].hold_s))
+            .collect();
+        let mean_gap = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        assert!(
+            (0.6 * c.burst_calm_mean_s..1.4 * c.burst_calm_mean_s).contains(&mean_gap),
+            "{mean_gap}"
+        );
+        // Through the shape: the base rate between crowds, the crest on top, the unseeded
+        // shape the base rate alone.
+        let shape = Shape::parse("burst").unwrap();
+        assert_eq!(shape.rps(100.0, d, &c), c.burst_base_rps);
+        let shape = shape.seeded(7, d, &c);
+        let first = b.crowds[0];
+        assert!(
+            (shape.rps(first.start_s - 1.0, d, &c) - c.burst_base_rps).abs() < 1e-9
+                || first.start_s < 1.0
+        );
+        let crest = shape.rps(first.start_s + first.rise_s + 1.0, d, &c);
+        assert!((crest - first.x * c.burst_base_rps).abs() < 1e-6, "{crest}");
+        assert_eq!(shape.name(), "burst");
     }
 
     #[test]

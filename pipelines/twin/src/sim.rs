@@ -303,6 +303,7 @@ impl Twin {
         seed: u64,
     ) -> Result<Self> {
         cfg.validate()?;
+        let cfg_load = cfg.load.clone();
         let tasks_map = cfg.tasks_for(&topo)?;
         let route_idx = |name: &str| {
             topo.routes
@@ -406,7 +407,7 @@ impl Twin {
             topo,
             cfg,
             slo,
-            shape,
+            shape: shape.seeded(seed, duration_s, &cfg_load),
             duration_s,
             rng: ChaCha8Rng::seed_from_u64(seed),
             now: 0.0,

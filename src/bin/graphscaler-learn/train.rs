@@ -60,11 +60,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         slo: cfg.slo.clone(),
         scenarios,
         episode_s: a.episode.unwrap_or(t.episode_s),
-        reward: l.reward.reward(
-            cfg.slo.latency_ms,
-            cfg.slo.error_rate,
-            cfg.eval.target_utilization,
-        ),
+        reward: cfg.reward(),
         rules: l.actions.clone(),
         window: 1,
         handover: (t.handover_share > 0.0).then(|| Handover {
@@ -249,11 +245,7 @@ pub fn checkpoints(cfg: &Config, topology: Option<&Topology>) -> Checkpoints {
     let online = (topology.is_none() && l.online.enabled).then(|| OnlineSetup {
         config: l.online.clone(),
         ppo: l.train.ppo(0),
-        reward: l.reward.reward(
-            cfg.slo.latency_ms,
-            cfg.slo.error_rate,
-            cfg.eval.target_utilization,
-        ),
+        reward: cfg.reward(),
     });
     Checkpoints {
         dir: l.checkpoint_dir.clone().into(),
