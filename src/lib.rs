@@ -243,6 +243,10 @@ struct EvalArgs {
     /// Replays per scenario (seeds seed, seed+1, …).
     #[arg(long, default_value_t = 5)]
     replays: usize,
+    /// Also place each policy against this HPA frontier (`graphscaler hpa-sweep`'s
+    /// frontier.csv): printed, and plotted per scenario (frontier-<scenario>.png).
+    #[arg(long)]
+    frontier: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -419,15 +423,22 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
                 .split(',')
                 .map(|p| PolicySpec::parse(p.trim()))
                 .collect::<Result<Vec<_>, _>>()?;
-            campaign(
+            let frontier = match &a.frontier {
+                Some(f) => Some(sweep::read_frontier(f).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let runs = campaign(
                 &cfg,
                 policies,
                 scenarios(&a.scenarios)?,
                 a.replays,
                 &a.common,
                 learning,
-            )
-            .map(|_| ())
+            )?;
+            if let Some(points) = frontier {
+                against_frontier(&runs, &points, &out_dir(&cfg, &a.common), a.common.no_plots)?;
+            }
+            Ok(())
         }
         Command::HpaSweep(a) => {
             let targets = a
@@ -449,6 +460,40 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
                 learning,
             )?;
             let rows = sweep::rows(&runs, &targets);
+            let out = out_dir(&cfg, &a.common);
+            let points = sweep::frontier(&runs, &targets);
+            let file = out.join("frontier.csv");
+            sweep::write_frontier(&file, &points)?;
+            let mut f = String::from(
+                "the HPA frontier per scenario (* Pareto-optimal: no target both violates less and costs less)\nscenario      target  SLO viol %        CAF\n",
+            );
+            for p in &points {
+                f.push_str(&format!(
+                    "{:<13} {:>5}%{} {:>6.2} ± {:<6.2} {:>5.2} ± {:<5.2}\n",
+                    p.scenario,
+                    p.target,
+                    if p.pareto { "*" } else { " " },
+                    p.slo_violation_pct,
+                    p.slo_violation_hw,
+                    p.caf,
+                    p.caf_hw
+                ));
+            }
+            f.push_str(&format!("wrote {}", file.display()));
+            if !a.common.no_plots {
+                let mut scen: Vec<&str> = vec![];
+                for p in &points {
+                    if !scen.contains(&p.scenario.as_str()) {
+                        scen.push(&p.scenario);
+                    }
+                }
+                for sc in scen {
+                    let file = out.join(format!("frontier-{}.png", sc.replace([':', '/'], "_")));
+                    graphscaler_eval::plot::frontier(&file, sc, &points, &[])?;
+                    f.push_str(&format!(", {}", file.display()));
+                }
+            }
+            say!("{f}");
             let mut t = sweep_table(&rows);
             if let Some(c) = sweep::choose(&rows) {
                 t.push_str(&format!(
@@ -661,6 +706,79 @@ pub fn scenarios(s: &str) -> Result<Vec<Shape>> {
     Ok(out)
 }
 
+fn out_dir(cfg: &Config, common: &Common) -> PathBuf {
+    common
+        .out
+        .clone()
+        .unwrap_or_else(|| cfg.eval.out_dir.clone().into())
+}
+
+/// Each policy's point of `runs` against the HPA frontier of `points`, per scenario: printed,
+/// and plotted with the frontier to `out/frontier-<scenario>.png` unless `no_plots`.
+fn against_frontier(
+    runs: &[RunResult],
+    points: &[sweep::FrontierPoint],
+    out: &std::path::Path,
+    no_plots: bool,
+) -> Result<()> {
+    use graphscaler_eval::stats::mean_ci;
+    let mut text = String::from(
+        "against the HPA frontier (SLO violation % of the frontier at the policy's CAF; gap ≤ 0: on or below it)\nscenario      policy        SLO viol %        CAF            frontier   gap\n",
+    );
+    let mut scenarios: Vec<&str> = vec![];
+    for r in runs {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
+    for sc in scenarios {
+        let mut policies: Vec<&str> = vec![];
+        for r in runs.iter().filter(|r| r.scenario == sc) {
+            if !policies.contains(&r.policy.as_str()) {
+                policies.push(&r.policy);
+            }
+        }
+        let mut plotted = vec![];
+        for p in policies {
+            let mine: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| r.scenario == sc && r.policy == p)
+                .collect();
+            let slo = mean_ci(
+                &mine
+                    .iter()
+                    .map(|r| r.metrics.slo_violation_pct)
+                    .collect::<Vec<_>>(),
+            );
+            let caf = mean_ci(&mine.iter().map(|r| r.metrics.caf).collect::<Vec<_>>());
+            let (at, gap) = match sweep::frontier_at(points, sc, caf.mean) {
+                Some(f) => (format!("{f:>8.2}"), format!("{:+.2}", slo.mean - f)),
+                None if points.iter().any(|x| x.scenario == sc) => (
+                    "—".into(),
+                    "cheaper than every HPA target: not comparable".into(),
+                ),
+                None => ("—".into(), format!("no frontier for {sc}")),
+            };
+            text.push_str(&format!(
+                "{sc:<13} {p:<13} {:>6.2} ± {:<6.2} {:>5.2} ± {:<5.2}   {at}   {gap}\n",
+                slo.mean, slo.half_width, caf.mean, caf.half_width
+            ));
+            plotted.push(graphscaler_eval::plot::PolicyPoint {
+                name: p.to_string(),
+                slo,
+                caf,
+            });
+        }
+        if !no_plots && points.iter().any(|x| x.scenario == sc) {
+            let file = out.join(format!("frontier-{}.png", sc.replace([':', '/'], "_")));
+            graphscaler_eval::plot::frontier(&file, sc, points, &plotted)?;
+            text.push_str(&format!("  plotted to {}\n", file.display()));
+        }
+    }
+    say!("{text}");
+    Ok(())
+}
+
 fn campaign(
     cfg: &Config,
     policies: Vec<PolicySpec>,
@@ -719,10 +837,7 @@ fn campaign(
     );
     say!("{}", report::table(&summary, &deltas));
     say!("mean ± 95% CI half-width (Student t); δ = Cliff's delta against tuned-hpa (negative: lower values)");
-    let out = common
-        .out
-        .clone()
-        .unwrap_or_else(|| cfg.eval.out_dir.clone().into());
+    let out = out_dir(cfg, common);
     report::write_files(&out, &runs, &summary, &deltas)?;
     let mut written = vec![
         "runs.csv",

@@ -905,3 +905,97 @@ fn a_killed_run_loses_no_closed_window_of_its_store() {
     ]);
     assert!(stdout(&o).contains("11 snapshots"), "{}", stdout(&o));
 }
+
+/// `hpa-sweep` writes the HPA frontier per scenario; `eval --frontier` places each policy
+/// against it, by the numbers and in a plot.
+#[test]
+fn the_hpa_frontier_and_policies_against_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = graphscaler(&[
+        "hpa-sweep",
+        "--targets",
+        "40,60,90",
+        "--scenarios",
+        "rush",
+        "--replays",
+        "2",
+        "--duration",
+        "20m",
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("the HPA frontier per scenario"), "{text}");
+    let f = dir.path().join("frontier.csv");
+    let points = graphscaler_eval::sweep::read_frontier(&f).unwrap();
+    assert_eq!(points.len(), 3);
+    assert!(points.iter().any(|p| p.pareto));
+    assert!(dir.path().join("frontier-rush.png").is_file());
+    let o = graphscaler(&[
+        "eval",
+        "--policies",
+        "static,hpa-60",
+        "--scenarios",
+        "rush",
+        "--replays",
+        "2",
+        "--duration",
+        "20m",
+        "--frontier",
+        f.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let line = |p: &str| {
+        text.lines()
+            .find(|l| {
+                let mut w = l.split_whitespace();
+                w.next() == Some("rush") && w.next() == Some(p)
+            })
+            .unwrap_or_else(|| panic!("no row for {p}: {text}"))
+            .to_string()
+    };
+    // hpa-60 is a point of the sweep (the same seeds, the same runs): on the frontier its gap
+    // is 0, and above it if another target dominates it.
+    let p60 = points.iter().find(|p| p.target == 60).unwrap();
+    let gap: f64 = line("hpa-60")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    if p60.pareto {
+        assert!(gap.abs() < 0.005, "{text}");
+    } else {
+        assert!(gap > 0.0, "{text}");
+    }
+    assert!(!line("static").is_empty());
+    assert!(text.contains("plotted to"), "{text}");
+    // Not a frontier file: named.
+    let o = graphscaler(&[
+        "eval",
+        "--policies",
+        "static",
+        "--scenarios",
+        "rush",
+        "--replays",
+        "1",
+        "--duration",
+        "5m",
+        "--no-plots",
+        "--frontier",
+        dir.path().join("runs.csv").to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a frontier point"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -300,3 +300,159 @@ pub fn lines(
     root.present().map_err(|e| err(file, e))?;
     Ok(())
 }
+
+/// A policy's point against the HPA frontier: SLO violation % and CAF, each a mean with its 95%
+/// interval.
+#[derive(Debug, Clone)]
+pub struct PolicyPoint {
+    /// The policy.
+    pub name: String,
+    /// SLO violation %.
+    pub slo: crate::stats::MeanCi,
+    /// CAF.
+    pub caf: crate::stats::MeanCi,
+}
+
+/// The HPA frontier of one scenario (every target, the Pareto ones joined) and each policy's
+/// point with its intervals, SLO violation % against CAF.
+pub fn frontier(
+    file: &Path,
+    scenario: &str,
+    points: &[crate::sweep::FrontierPoint],
+    policies: &[PolicyPoint],
+) -> Result<()> {
+    ensure_font();
+    let mine: Vec<&crate::sweep::FrontierPoint> = points
+        .iter()
+        .filter(|p| p.scenario == scenario && p.slo_violation_pct.is_finite() && p.caf.is_finite())
+        .collect();
+    let xs = mine
+        .iter()
+        .map(|p| p.caf + p.caf_hw)
+        .chain(policies.iter().map(|p| p.caf.hi()));
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let x_max = xs.fold(1.0f64, |a, b| a.max(finite(b))) * 1.1;
+    // The y axis shows the frontier and the policies near it; a policy far above (an
+    // under-provisioning baseline) is drawn at the top edge with its value written beside it.
+    let hpa_top = mine
+        .iter()
+        .map(|p| p.slo_violation_pct + p.slo_violation_hw)
+        .fold(1.0f64, |a, b| a.max(finite(b)));
+    let cap = 4.0 * hpa_top;
+    let y_max = policies
+        .iter()
+        .map(|p| finite(p.slo.hi()))
+        .filter(|y| *y <= cap)
+        .fold(hpa_top, f64::max)
+        * 1.15;
+    let root = BitMapBackend::new(file, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(file, e))?;
+    let (area, legend) = root.split_horizontally(700);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(
+            format!("{scenario}: SLO violation % against CAF (HPA targets, policies)"),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| err(file, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("CAF (allocated / needed)")
+        .y_desc("SLO violation % of ticks")
+        .draw()
+        .map_err(|e| err(file, e))?;
+    let grey = RGBColor(110, 110, 110);
+    let mut pareto: Vec<(f64, f64)> = mine
+        .iter()
+        .filter(|p| p.pareto)
+        .map(|p| (p.caf, p.slo_violation_pct))
+        .collect();
+    pareto.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart
+        .draw_series(LineSeries::new(pareto, grey.stroke_width(2)))
+        .map_err(|e| err(file, e))?;
+    for p in &mine {
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                (p.caf, p.slo_violation_pct),
+                4,
+                grey.filled(),
+            )))
+            .map_err(|e| err(file, e))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{}%", p.target),
+                (p.caf, p.slo_violation_pct),
+                ("sans-serif", 12).into_font().color(&grey),
+            )))
+            .map_err(|e| err(file, e))?;
+    }
+    for (i, p) in policies.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let (x, y) = (finite(p.caf.mean), finite(p.slo.mean));
+        if y > y_max {
+            let top = y_max * 0.97;
+            chart
+                .draw_series(std::iter::once(TriangleMarker::new(
+                    (x, top),
+                    7,
+                    c.filled(),
+                )))
+                .map_err(|e| err(file, e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{}: {:.1}% (off the chart)", p.name, y),
+                    (x, top),
+                    ("sans-serif", 12).into_font().color(&c),
+                )))
+                .map_err(|e| err(file, e))?;
+            continue;
+        }
+        let style = c.stroke_width(2);
+        chart
+            .draw_series(std::iter::once(ErrorBar::new_vertical(
+                x,
+                finite(p.slo.lo()).max(0.0),
+                y,
+                finite(p.slo.hi()),
+                style,
+                8,
+            )))
+            .map_err(|e| err(file, e))?;
+        chart
+            .draw_series(std::iter::once(ErrorBar::new_horizontal(
+                y,
+                finite(p.caf.lo()),
+                x,
+                finite(p.caf.hi()),
+                style,
+                8,
+            )))
+            .map_err(|e| err(file, e))?;
+        chart
+            .draw_series(std::iter::once(Circle::new((x, y), 6, c.filled())))
+            .map_err(|e| err(file, e))?;
+    }
+    // The legend beside the chart, never on its points.
+    let mut rows: Vec<(String, RGBColor)> = vec![("HPA targets (Pareto joined)".into(), grey)];
+    rows.extend(
+        policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), COLORS[i % COLORS.len()])),
+    );
+    for (i, (name, c)) in rows.iter().enumerate() {
+        let y = 60 + 24 * i as i32;
+        legend
+            .draw(&Circle::new((15, y), 6, c.filled()))
+            .map_err(|e| err(file, e))?;
+        legend
+            .draw(&Text::new(name.clone(), (28, y - 7), ("sans-serif", 14)))
+            .map_err(|e| err(file, e))?;
+    }
+    root.present().map_err(|e| err(file, e))?;
+    Ok(())
+}

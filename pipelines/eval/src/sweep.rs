@@ -5,8 +5,15 @@
 //! overlaps the best one's (it is not clearly worse) competes on cost, and the cheapest (fewest
 //! allocated core-seconds) wins. So the tuned HPA has as few SLO violations as the HPA can get,
 //! at the lowest cost that gets them.
+//!
+//! The **frontier** ([`frontier`]) is the same sweep per scenario: each target's SLO violation %
+//! against its CAF (mean and 95% CI over replays), and the Pareto-optimal targets among them
+//! (no other target both violates less and costs less). [`frontier_at`] reads the frontier's
+//! SLO violation % at a given CAF (linear between Pareto points, flat beyond the dearest); a
+//! policy whose point lies on or below it scales at least as well as some HPA target, at its
+//! cost.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runner::RunResult;
 use crate::stats::{mean_ci, MeanCi};
@@ -60,9 +67,199 @@ pub fn choose(rows: &[SweepRow]) -> Option<u32> {
         .map(|r| r.target)
 }
 
+/// One target's point on one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontierPoint {
+    /// Scenario.
+    pub scenario: String,
+    /// Target, percent.
+    pub target: u32,
+    /// SLO violation %, mean over replays.
+    pub slo_violation_pct: f64,
+    /// Its 95% half-width.
+    pub slo_violation_hw: f64,
+    /// CAF, mean over replays.
+    pub caf: f64,
+    /// Its 95% half-width.
+    pub caf_hw: f64,
+    /// Replays.
+    pub n: usize,
+    /// Pareto-optimal among the targets of its scenario.
+    pub pareto: bool,
+}
+
+/// The HPA frontier of every scenario of `runs` (`hpa-<target>` policies), scenarios in the
+/// order they first appear, targets in the order given.
+pub fn frontier(runs: &[RunResult], targets: &[u32]) -> Vec<FrontierPoint> {
+    let mut scenarios: Vec<&str> = vec![];
+    for r in runs {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
+    let mut out = vec![];
+    for sc in scenarios {
+        let start = out.len();
+        for t in targets {
+            let name = format!("hpa-{t}");
+            let mine: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| r.policy == name && r.scenario == sc)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let slo = mean_ci(
+                &mine
+                    .iter()
+                    .map(|r| r.metrics.slo_violation_pct)
+                    .collect::<Vec<_>>(),
+            );
+            let caf = mean_ci(&mine.iter().map(|r| r.metrics.caf).collect::<Vec<_>>());
+            out.push(FrontierPoint {
+                scenario: sc.to_string(),
+                target: *t,
+                slo_violation_pct: slo.mean,
+                slo_violation_hw: slo.half_width,
+                caf: caf.mean,
+                caf_hw: caf.half_width,
+                n: mine.len(),
+                pareto: false,
+            });
+        }
+        mark_pareto(&mut out[start..]);
+    }
+    out
+}
+
+/// Marks the points no other point dominates (at most as many violations and at most the
+/// cost, and better in one); points with a non-finite coordinate are never on it.
+fn mark_pareto(points: &mut [FrontierPoint]) {
+    let ok = |p: &FrontierPoint| p.slo_violation_pct.is_finite() && p.caf.is_finite();
+    let flags: Vec<bool> = points
+        .iter()
+        .map(|p| {
+            ok(p)
+                && !points.iter().any(|q| {
+                    ok(q)
+                        && q.slo_violation_pct <= p.slo_violation_pct
+                        && q.caf <= p.caf
+                        && (q.slo_violation_pct < p.slo_violation_pct || q.caf < p.caf)
+                })
+        })
+        .collect();
+    for (p, f) in points.iter_mut().zip(flags) {
+        p.pareto = f;
+    }
+}
+
+/// The frontier's SLO violation % on `scenario` at `caf`: linear between its Pareto points
+/// (by CAF), the dearest point's beyond it; `None` below the cheapest point (cheaper than any
+/// HPA target: nothing to compare with) or without a frontier for `scenario`.
+pub fn frontier_at(points: &[FrontierPoint], scenario: &str, caf: f64) -> Option<f64> {
+    let mut p: Vec<&FrontierPoint> = points
+        .iter()
+        .filter(|p| p.pareto && p.scenario == scenario)
+        .collect();
+    p.sort_by(|a, b| a.caf.total_cmp(&b.caf));
+    let (first, last) = (p.first()?, p.last()?);
+    if !caf.is_finite() || caf < first.caf {
+        return None;
+    }
+    if caf >= last.caf {
+        return Some(last.slo_violation_pct);
+    }
+    p.windows(2).find_map(|w| {
+        (caf <= w[1].caf).then(|| {
+            let f = (caf - w[0].caf) / (w[1].caf - w[0].caf);
+            w[0].slo_violation_pct + f * (w[1].slo_violation_pct - w[0].slo_violation_pct)
+        })
+    })
+}
+
+/// Writes the frontier as CSV (one row per scenario and target).
+pub fn write_frontier(path: &std::path::Path, points: &[FrontierPoint]) -> crate::Result<()> {
+    let mut w = csv::Writer::from_path(path).map_err(|e| crate::EvalError::write(path, e))?;
+    for p in points {
+        w.serialize(p)
+            .map_err(|e| crate::EvalError::write(path, e))?;
+    }
+    w.flush().map_err(|e| crate::EvalError::write(path, e))?;
+    Ok(())
+}
+
+/// Reads a frontier written by [`write_frontier`] (`graphscaler hpa-sweep`'s `frontier.csv`);
+/// a row that is not a frontier point is an error naming the file and the row.
+pub fn read_frontier(path: &std::path::Path) -> Result<Vec<FrontierPoint>, String> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    r.deserialize()
+        .enumerate()
+        .map(|(i, row)| {
+            row.map_err(|e| {
+                format!(
+                    "{}: row {} is not a frontier point (hpa-sweep's frontier.csv): {e}",
+                    path.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pt(target: u32, slo: f64, caf: f64) -> FrontierPoint {
+        FrontierPoint {
+            scenario: "rush".into(),
+            target,
+            slo_violation_pct: slo,
+            slo_violation_hw: 0.1,
+            caf,
+            caf_hw: 0.01,
+            n: 5,
+            pareto: false,
+        }
+    }
+
+    #[test]
+    fn the_frontier_keeps_the_undominated_targets_and_reads_between_them() {
+        // 40: costly and safe; 60: cheaper, a little worse; 70: dominated by 60; 80: cheapest.
+        let mut p = vec![
+            pt(40, 0.0, 1.2),
+            pt(60, 0.5, 0.8),
+            pt(70, 0.9, 0.85),
+            pt(80, 3.0, 0.6),
+            pt(90, f64::NAN, 0.5),
+        ];
+        mark_pareto(&mut p);
+        let on: Vec<u32> = p.iter().filter(|x| x.pareto).map(|x| x.target).collect();
+        assert_eq!(on, [40, 60, 80]);
+        assert_eq!(
+            frontier_at(&p, "rush", 0.5),
+            None,
+            "cheaper than every target"
+        );
+        assert_eq!(frontier_at(&p, "rush", 0.6), Some(3.0));
+        let mid = frontier_at(&p, "rush", 0.7).unwrap();
+        assert!((mid - 1.75).abs() < 1e-9, "{mid}");
+        assert!((frontier_at(&p, "rush", 1.0).unwrap() - 0.25).abs() < 1e-9);
+        assert_eq!(
+            frontier_at(&p, "rush", 2.0),
+            Some(0.0),
+            "flat beyond the dearest"
+        );
+        assert_eq!(frontier_at(&p, "peak", 1.0), None);
+        // Round trip through the CSV.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("frontier.csv");
+        write_frontier(&f, &p[..4]).unwrap();
+        assert_eq!(read_frontier(&f).unwrap(), p[..4]);
+        std::fs::write(&f, "scenario,target\nrush,x\n").unwrap();
+        let e = read_frontier(&f).unwrap_err();
+        assert!(e.contains("frontier.csv") && e.contains("row 1"), "{e}");
+    }
 
     fn row(target: u32, slo: f64, hw: f64, cost: f64) -> SweepRow {
         let c = |m, h| MeanCi {
