@@ -751,13 +751,23 @@ fn against_frontier(
                     .collect::<Vec<_>>(),
             );
             let caf = mean_ci(&mine.iter().map(|r| r.metrics.caf).collect::<Vec<_>>());
-            let (at, gap) = match sweep::frontier_at(points, sc, caf.mean) {
-                Some(f) => (format!("{f:>8.2}"), format!("{:+.2}", slo.mean - f)),
-                None if points.iter().any(|x| x.scenario == sc) => (
-                    "—".into(),
-                    "cheaper than every HPA target: not comparable".into(),
+            let (at, gap) = match (
+                sweep::frontier_at(points, sc, caf.mean),
+                sweep::cheapest(points, sc),
+            ) {
+                (Some(f), _) => (format!("{f:>8.2}"), format!("{:+.2}", slo.mean - f)),
+                (None, Some(c)) if slo.mean <= c.slo_violation_pct => (
+                    format!("{:>8.2}", c.slo_violation_pct),
+                    format!(
+                        "{:+.2} (cheaper than every HPA target and no worse than the cheapest: below the frontier)",
+                        slo.mean - c.slo_violation_pct
+                    ),
                 ),
-                None => ("—".into(), format!("no frontier for {sc}")),
+                (None, Some(_)) => (
+                    "       —".into(),
+                    "cheaper than every HPA target but violating more: not comparable".into(),
+                ),
+                (None, None) => ("       —".into(), format!("no frontier for {sc}")),
             };
             text.push_str(&format!(
                 "{sc:<13} {p:<13} {:>6.2} ± {:<6.2} {:>5.2} ± {:<5.2}   {at}   {gap}\n",

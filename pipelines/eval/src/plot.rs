@@ -360,7 +360,7 @@ pub fn frontier(
         .map_err(|e| err(file, e))?;
     chart
         .configure_mesh()
-        .x_desc("CAF (allocated / needed)")
+        .x_desc("CAF (cost over the tuned HPA's, same scenario and seed)")
         .y_desc("SLO violation % of ticks")
         .draw()
         .map_err(|e| err(file, e))?;
@@ -383,11 +383,14 @@ pub fn frontier(
             )))
             .map_err(|e| err(file, e))?;
         chart
-            .draw_series(std::iter::once(Text::new(
-                format!("{}%", p.target),
-                (p.caf, p.slo_violation_pct),
-                ("sans-serif", 12).into_font().color(&grey),
-            )))
+            .draw_series(std::iter::once(
+                EmptyElement::at((p.caf, p.slo_violation_pct))
+                    + Text::new(
+                        format!("{}%", p.target),
+                        (7, -14),
+                        ("sans-serif", 12).into_font().color(&grey),
+                    ),
+            ))
             .map_err(|e| err(file, e))?;
     }
     for (i, p) in policies.iter().enumerate() {

@@ -177,6 +177,15 @@ pub fn frontier_at(points: &[FrontierPoint], scenario: &str, caf: f64) -> Option
     })
 }
 
+/// The cheapest Pareto point of `scenario`: a policy cheaper than it that violates no more
+/// lies below the whole frontier.
+pub fn cheapest<'a>(points: &'a [FrontierPoint], scenario: &str) -> Option<&'a FrontierPoint> {
+    points
+        .iter()
+        .filter(|p| p.pareto && p.scenario == scenario)
+        .min_by(|a, b| a.caf.total_cmp(&b.caf))
+}
+
 /// Writes the frontier as CSV (one row per scenario and target).
 pub fn write_frontier(path: &std::path::Path, points: &[FrontierPoint]) -> crate::Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(|e| crate::EvalError::write(path, e))?;
@@ -241,6 +250,7 @@ mod tests {
             None,
             "cheaper than every target"
         );
+        assert_eq!(cheapest(&p, "rush").map(|c| c.target), Some(80));
         assert_eq!(frontier_at(&p, "rush", 0.6), Some(3.0));
         let mid = frontier_at(&p, "rush", 0.7).unwrap();
         assert!((mid - 1.75).abs() < 1e-9, "{mid}");
