@@ -29,6 +29,7 @@ pub mod envs;
 pub mod factory;
 pub mod gcn_encoder;
 pub mod graph_sac;
+pub mod imitate;
 pub mod online;
 pub mod ppo;
 pub mod rollout;
