@@ -481,12 +481,7 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
             }
             f.push_str(&format!("wrote {}", file.display()));
             if !a.common.no_plots {
-                let mut scen: Vec<&str> = vec![];
-                for p in &points {
-                    if !scen.contains(&p.scenario.as_str()) {
-                        scen.push(&p.scenario);
-                    }
-                }
+                let scen = sweep::first_seen(points.iter().map(|p| p.scenario.as_str()));
                 for sc in scen {
                     let file = out.join(format!("frontier-{}.png", sc.replace([':', '/'], "_")));
                     graphscaler_eval::plot::frontier(&file, sc, &points, &[])?;
@@ -721,36 +716,22 @@ fn against_frontier(
     out: &std::path::Path,
     no_plots: bool,
 ) -> Result<()> {
-    use graphscaler_eval::stats::mean_ci;
     let mut text = String::from(
         "against the HPA frontier (SLO violation % of the frontier at the policy's CAF; gap ≤ 0: on or below it)\nscenario      policy        SLO viol %        CAF            frontier   gap\n",
     );
-    let mut scenarios: Vec<&str> = vec![];
-    for r in runs {
-        if !scenarios.contains(&r.scenario.as_str()) {
-            scenarios.push(&r.scenario);
-        }
-    }
-    for sc in scenarios {
-        let mut policies: Vec<&str> = vec![];
-        for r in runs.iter().filter(|r| r.scenario == sc) {
-            if !policies.contains(&r.policy.as_str()) {
-                policies.push(&r.policy);
-            }
-        }
+    for sc in sweep::first_seen(runs.iter().map(|r| r.scenario.as_str())) {
+        let policies = sweep::first_seen(
+            runs.iter()
+                .filter(|r| r.scenario == sc)
+                .map(|r| r.policy.as_str()),
+        );
         let mut plotted = vec![];
         for p in policies {
             let mine: Vec<&RunResult> = runs
                 .iter()
                 .filter(|r| r.scenario == sc && r.policy == p)
                 .collect();
-            let slo = mean_ci(
-                &mine
-                    .iter()
-                    .map(|r| r.metrics.slo_violation_pct)
-                    .collect::<Vec<_>>(),
-            );
-            let caf = mean_ci(&mine.iter().map(|r| r.metrics.caf).collect::<Vec<_>>());
+            let (slo, caf) = sweep::slo_and_caf(&mine);
             let (at, gap) = match (
                 sweep::frontier_at(points, sc, caf.mean),
                 sweep::cheapest(points, sc),

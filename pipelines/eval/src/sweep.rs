@@ -67,6 +67,23 @@ pub fn choose(rows: &[SweepRow]) -> Option<u32> {
         .map(|r| r.target)
 }
 
+/// `names` without repeats, in the order first seen (scenarios or policies of a campaign).
+pub fn first_seen<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = vec![];
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// The mean and 95% CI of SLO violation % and of CAF over `runs`.
+pub fn slo_and_caf(runs: &[&RunResult]) -> (MeanCi, MeanCi) {
+    let v = |f: fn(&RunResult) -> f64| mean_ci(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+    (v(|r| r.metrics.slo_violation_pct), v(|r| r.metrics.caf))
+}
+
 /// One target's point on one scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrontierPoint {
@@ -91,12 +108,7 @@ pub struct FrontierPoint {
 /// The HPA frontier of every scenario of `runs` (`hpa-<target>` policies), scenarios in the
 /// order they first appear, targets in the order given.
 pub fn frontier(runs: &[RunResult], targets: &[u32]) -> Vec<FrontierPoint> {
-    let mut scenarios: Vec<&str> = vec![];
-    for r in runs {
-        if !scenarios.contains(&r.scenario.as_str()) {
-            scenarios.push(&r.scenario);
-        }
-    }
+    let scenarios = first_seen(runs.iter().map(|r| r.scenario.as_str()));
     let mut out = vec![];
     for sc in scenarios {
         let start = out.len();
@@ -109,13 +121,7 @@ pub fn frontier(runs: &[RunResult], targets: &[u32]) -> Vec<FrontierPoint> {
             if mine.is_empty() {
                 continue;
             }
-            let slo = mean_ci(
-                &mine
-                    .iter()
-                    .map(|r| r.metrics.slo_violation_pct)
-                    .collect::<Vec<_>>(),
-            );
-            let caf = mean_ci(&mine.iter().map(|r| r.metrics.caf).collect::<Vec<_>>());
+            let (slo, caf) = slo_and_caf(&mine);
             out.push(FrontierPoint {
                 scenario: sc.to_string(),
                 target: *t,
