@@ -74,17 +74,22 @@ impl Learned for Checkpoints {
         Ok(Box::new(StagePolicy {
             name: name.to_string(),
             policy,
+            refused: 0,
+            refusing: false,
         }))
     }
 }
 
 /// A learned policy in the policy stage: decides on each snapshot; a snapshot it cannot trust
-/// (other services, a non-finite feature) gets no action and a warning naming the problem.
-/// With online learning it also learns from the stream.
+/// (other services, a non-finite feature) gets no action, is counted, and the first of each
+/// streak of them is warned with the problem named (the summary gives the count). With online
+/// learning it also learns from the stream.
 #[derive(Debug)]
 struct StagePolicy {
     name: String,
     policy: Served,
+    refused: u64,
+    refusing: bool,
 }
 
 #[derive(Debug)]
@@ -111,19 +116,36 @@ impl SnapshotPolicy for StagePolicy {
             }
         };
         match decided {
-            Ok(a) => a,
+            Ok(a) => {
+                if self.refusing {
+                    tracing::info!(policy = %self.name, time_s = snap.time_s, refused = self.refused, "deciding again");
+                    self.refusing = false;
+                }
+                a
+            }
             Err(e) => {
-                tracing::warn!(policy = %self.name, time_s = snap.time_s, "no decision: {e}");
+                self.refused += 1;
+                if !self.refusing {
+                    tracing::warn!(policy = %self.name, time_s = snap.time_s, "no decision: {e} (warned once until a decision comes back; counted)");
+                    self.refusing = true;
+                }
                 vec![]
             }
         }
     }
 
     fn summary(&self) -> Option<String> {
+        let refused = (self.refused > 0).then(|| {
+            format!(
+                "{} snapshots got no decision (data the policy cannot trust)",
+                self.refused
+            )
+        });
         let Served::Online(o) = &self.policy else {
-            return None;
+            return refused;
         };
         let s = o.stats;
+        let refused = refused.map_or_else(String::new, |r| format!("; {r}"));
         Some(format!(
             "online learning: {} transitions ({} decisions without a reward), {} updates, {} promoted, {} rolled back; version {} live; versions and updates.csv in {}",
             s.transitions,
@@ -133,6 +155,6 @@ impl SnapshotPolicy for StagePolicy {
             s.rollbacks,
             o.version(),
             o.dir().display()
-        ))
+        ) + &refused)
     }
 }

@@ -1,0 +1,47 @@
+//! A learned policy in the policy stage refuses snapshots it cannot trust: no action, counted in
+//! its summary, warned once per streak (not once per snapshot).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use graphscaler_learn::factory::Checkpoints;
+use graphscaler_policy::Learned;
+use graphscaler_schemas::Snapshot;
+use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+
+#[test]
+fn untrusted_snapshots_get_no_action_and_are_counted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = TwinConfig::default();
+    let topo = Topology::from_file(
+        &root.join("data/topologies/online-boutique.json"),
+        &cfg.fanout_parameters,
+    )
+    .unwrap();
+    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Peak, 900.0, 2).unwrap();
+    let mut snaps = vec![];
+    while !twin.done() {
+        snaps.push(Snapshot::from_observation(&twin.advance().0));
+    }
+    let learned = Checkpoints {
+        dir: root.join("checkpoints"),
+        topology: "*".into(),
+        deterministic: true,
+        online: None,
+    };
+    let mut p = learned.build_stage("gat-ppo", None).unwrap();
+    assert_eq!(p.summary(), None, "nothing refused yet");
+    for s in &snaps[..3] {
+        let mut bad = s.clone();
+        bad.service_x[0][0] = f32::NAN;
+        assert!(p.decide(&bad).is_empty());
+    }
+    let mut other = snaps[3].clone();
+    other.services[0] = "not-a-service-of-the-model".into();
+    assert!(p.decide(&other).is_empty());
+    for s in &snaps[4..] {
+        p.decide(s);
+    }
+    let summary = p.summary().unwrap();
+    assert!(summary.contains("4 snapshots got no decision"), "{summary}");
+}
