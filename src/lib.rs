@@ -529,13 +529,19 @@ fn record(cfg: &Config, a: RecordArgs, learning: Option<&dyn Learning>) -> Resul
     let Some(spec) = cfg.store(Some(&a.out)) else {
         bail!("--out names no store directory");
     };
-    let store = graphscaler_graph::recorder::Recorder::open(&spec.dir, spec.per_file, spec.reward)?;
+    let store = spec.open()?;
     let first = store.file();
     let run = Served::new(twin, &gcfg, Cut::Dataflow, cfg.pipeline.guardrails.clone())
         .with_store(store)
         .run(policy.as_mut())?;
     let c = run.counts;
-    let stored = run.stored.unwrap_or_default();
+    let (Some(stored), 0) = (run.stored, c.store_failures) else {
+        bail!(
+            "{} snapshots or decisions could not be stored in {} (see the warnings above)",
+            c.store_failures,
+            spec.dir.display()
+        );
+    };
     say!(
         "{} events -> {} snapshots of {} s ({:?}); {} decided by {}, {} actions ({} applied)",
         c.events,
@@ -557,13 +563,6 @@ fn record(cfg: &Config, a: RecordArgs, learning: Option<&dyn Learning>) -> Resul
         first.display(),
         stored.unrewarded
     );
-    if c.store_failures > 0 {
-        bail!(
-            "{} snapshots or decisions could not be stored in {} (see the warnings above)",
-            c.store_failures,
-            spec.dir.display()
-        );
-    }
     Ok(())
 }
 

@@ -42,6 +42,13 @@ pub struct StoreSpec {
     pub reward: graphscaler_learn_config::reward::RewardConfig,
 }
 
+impl StoreSpec {
+    /// Opens the store ([`Recorder::open`]).
+    pub fn open(&self) -> Result<Recorder, crate::store::StoreError> {
+        Recorder::open(&self.dir, self.per_file, self.reward)
+    }
+}
+
 /// What the graph stage did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GraphSummary {
@@ -92,18 +99,8 @@ impl Out<'_> {
                 self.sum.snapshots += 1;
             }
             if let Some(store) = &mut self.store {
-                match store.push(env.payload) {
-                    Ok(()) => self.store_failing = false,
-                    Err(e) => {
-                        self.sum.store_failures += 1;
-                        self.metrics
-                            .add("graphscaler_store_failures_total", &[], 1.0);
-                        if !self.store_failing {
-                            tracing::warn!(error = %e, "a snapshot could not be stored (warned once until the store works again)");
-                            self.store_failing = true;
-                        }
-                    }
-                }
+                let r = store.push(env.payload);
+                self.stored(r, "snapshot");
             }
         }
         self.metrics.set(
@@ -115,21 +112,31 @@ impl Out<'_> {
 }
 
 impl Out<'_> {
+    /// Counts a store write that failed (`graphscaler_store_failures_total`), warning once per
+    /// streak; one that worked ends the streak.
+    fn stored<T>(&mut self, r: Result<T, crate::store::StoreError>, what: &str) {
+        match r {
+            Ok(_) => self.store_failing = false,
+            Err(e) => {
+                self.sum.store_failures += 1;
+                self.metrics
+                    .add("graphscaler_store_failures_total", &[], 1.0);
+                if !self.store_failing {
+                    tracing::warn!(error = %e, "a {what} could not be stored (warned once until the store works again)");
+                    self.store_failing = true;
+                }
+            }
+        }
+    }
+
     /// Records a policy's decision beside its snapshot in the store (none: nothing to do). A
     /// decision for a snapshot the store no longer holds open is counted by the recorder.
     fn record(&mut self, d: Envelope<DecisionRecord>) {
         let Some(store) = &mut self.store else {
             return;
         };
-        if let Err(e) = store.decided(d.observed_at_s, &d.payload.policy, d.payload.actions) {
-            self.sum.store_failures += 1;
-            self.metrics
-                .add("graphscaler_store_failures_total", &[], 1.0);
-            if !self.store_failing {
-                tracing::warn!(error = %e, "a decision could not be stored (warned once until the store works again)");
-                self.store_failing = true;
-            }
-        }
+        let r = store.decided(d.observed_at_s, &d.payload.policy, d.payload.actions);
+        self.stored(r, "decision");
     }
 }
 
@@ -160,7 +167,7 @@ pub async fn graph(
         cfg.max_clock_skew_s,
     );
     let store = match &cfg.store {
-        Some(spec) => Some(Recorder::open(&spec.dir, spec.per_file, spec.reward)?),
+        Some(spec) => Some(spec.open()?),
         None => None,
     };
     let mut out = Out {

@@ -10,7 +10,8 @@
 //!   action space cannot jump further in one decision); `ChangeReplicas` clamped the same way.
 //! * `SetCpuLimit { m }` → Δcpu = `log2(m / limit)`, clamped to [−1, 1]; `ChangeCpuQuota` as is.
 //! * `PreferNodeType` → that node type; without one, the type most of the service's pods run on
-//!   (the HPA never prefers one, and another choice would be a preference it did not make).
+//!   (the HPA never prefers one, and another choice would be a preference it did not make); a
+//!   service with no pod placed takes type 0, noted.
 //! * A change the masks forbid (a service in its cooldown, a Δ beyond the replica bounds) is left
 //!   out and noted; so is a change past `decisions_per_tick`.
 
@@ -36,11 +37,10 @@ fn majority_type(snap: &Snapshot, s: usize, types: usize) -> Option<usize> {
         if src as usize != s {
             continue;
         }
-        let t = snap
-            .node_x
-            .get(dst as usize)
-            .map_or(0, |x| x[2].round().max(0.0) as usize)
-            .min(types.saturating_sub(1));
+        let Some(x) = snap.node_x.get(dst as usize) else {
+            continue;
+        };
+        let t = (x[2].round().max(0.0) as usize).min(types.saturating_sub(1));
         count[t] += snap
             .runs_on
             .attr
@@ -75,10 +75,16 @@ pub fn imitate(
                 .push(format!("`{}` is not in the snapshot: left out", a.service));
             continue;
         };
+        let Some(spec) = snap.replicas_spec.get(s).map(|&r| i64::from(r)) else {
+            out.notes.push(format!(
+                "`{}`: the snapshot has no replica count for it: left out",
+                a.service
+            ));
+            continue;
+        };
         if !order.contains(&s) {
             order.push(s);
         }
-        let spec = i64::from(snap.replicas_spec.get(s).copied().unwrap_or(0));
         let entry = &mut per[s];
         match &a.kind {
             ActionKind::SetReplicas { replicas } => entry.0 = i64::from(*replicas) - spec,
@@ -130,10 +136,16 @@ pub fn imitate(
             ));
             continue;
         }
-        let t = pref
-            .or_else(|| majority_type(snap, s, k))
-            .unwrap_or(0)
-            .min(k.saturating_sub(1));
+        let t = match pref.or_else(|| majority_type(snap, s, k)) {
+            Some(t) => t.min(k.saturating_sub(1)),
+            None => {
+                out.notes.push(format!(
+                    "`{}`: no pod placed and no preference recorded: node type 0 taken",
+                    snap.services[s]
+                ));
+                0
+            }
+        };
         let mask = state.mask(rules, snap, None);
         let j = DELTAS.iter().position(|x| *x == d).unwrap_or(2);
         if !mask.pairs.get(s * k + t).copied().unwrap_or(false)

@@ -89,7 +89,6 @@ fn the_served_loop_decides_what_the_streaming_loop_decides() {
 /// the last window, so that one decision is the served loop's alone).
 #[test]
 fn both_loops_store_the_same_transitions() {
-    use graphscaler_graph::recorder::Recorder;
     use graphscaler_graph::stage::StoreSpec;
     use graphscaler_graph::store::read_paths;
     let graph = GraphConfig::default();
@@ -117,7 +116,7 @@ fn both_loops_store_the_same_transitions() {
         .unwrap();
     let s = spec("served");
     let served = Served::new(twin(Shape::Rush, 4), &graph, Cut::Plain, rails)
-        .with_store(Recorder::open(&s.dir, s.per_file, s.reward).unwrap())
+        .with_store(s.open().unwrap())
         .run(policy("tuned-hpa").as_mut())
         .unwrap();
     assert_eq!(served.decisions, streamed.audit);
