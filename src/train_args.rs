@@ -44,6 +44,16 @@ pub struct TrainArgs {
     /// a second stage of training, e.g. under another reward.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Bootstrap from stored transitions first (store files, directories or globs, as
+    /// `replay --snapshots` reads them): behaviour cloning of the recorded decisions with the
+    /// critic fitted on the recorded rewards, written as `<out>-bc`; then `--steps` decisions of
+    /// fine-tuning on the twin from it (`--steps 0`: the clone is the result, written as
+    /// `<out>`). PPO or A2C.
+    #[arg(long, num_args = 1.., value_name = "FILE_OR_DIR")]
+    pub from: Vec<PathBuf>,
+    /// Passes over the stored rows (default: learn.bootstrap.epochs).
+    #[arg(long)]
+    pub bc_epochs: Option<usize>,
     /// Also write the diagnostics as TensorBoard event files under this directory
     /// (`tensorboard --logdir DIR`).
     #[arg(long)]

@@ -999,3 +999,129 @@ fn the_hpa_frontier_and_policies_against_it() {
         stderr(&o)
     );
 }
+
+/// `train --from` learns from a store written by the pipeline's graph stage (`run --store`) and by
+/// `twin record`: the clone alone with `--steps 0`, or the clone (`<out>-bc`) then fine-tuning on
+/// the twin from it, which carries the reward scale the critic was fitted to.
+#[test]
+fn train_from_a_store_recorded_by_run_and_by_twin_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let s = store.to_str().unwrap();
+    let o = graphscaler(&[
+        "run",
+        "--duration",
+        "1h",
+        "--scenario",
+        "rush",
+        "--policy",
+        "tuned-hpa",
+        "--store",
+        s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = graphscaler(&[
+        "twin",
+        "record",
+        "--policy",
+        "tuned-hpa",
+        "--scenario",
+        "fluctuating",
+        "--duration",
+        "1h",
+        "--out",
+        s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clone = dir.path().join("ckpt/clone");
+    let c = clone.to_str().unwrap();
+    let o = graphscaler(&[
+        "train",
+        "--encoder",
+        "mlp",
+        "--from",
+        s,
+        "--steps",
+        "0",
+        "--bc-epochs",
+        "3",
+        "--out",
+        c,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("in 2 run(s)") && text.contains("by policy/hpa-50"),
+        "{text}"
+    );
+    assert!(
+        text.contains("held-out agreement with the recorded decisions"),
+        "{text}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(clone.with_extension("json")).unwrap())
+            .unwrap();
+    let training = &m["config"]["training"];
+    assert!(
+        training["reward_norm"]["var"].as_f64().unwrap() > 0.0,
+        "{m}"
+    );
+    assert_eq!(training["bootstrap"]["epochs"], 3);
+    assert!(
+        training["bootstrap"]["agreement"]["windows"]
+            .as_u64()
+            .unwrap()
+            > 10
+    );
+    assert_eq!(
+        std::fs::read_to_string(clone.with_extension("csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+    // The clone then fine-tuning: both checkpoints, the second started from the first.
+    let tuned = dir.path().join("ckpt/tuned");
+    let o = train_tiny(
+        "4",
+        tuned.to_str().unwrap(),
+        &["--from", s, "--bc-epochs", "2"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.path().join("ckpt/tuned-bc.safetensors").is_file());
+    let m = std::fs::read_to_string(tuned.with_extension("json")).unwrap();
+    assert!(m.contains("tuned-bc") && m.contains("reward_norm"), "{m}");
+    let o = graphscaler(&[
+        "eval",
+        "--policies",
+        &format!("clone={c}"),
+        "--scenarios",
+        "rush",
+        "--replays",
+        "1",
+        "--duration",
+        "30m",
+        "--no-plots",
+        "--out",
+        dir.path().join("eval").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // SAC and a store of nothing are refused, by name.
+    let o = graphscaler(&["train", "--algo", "sac", "--from", s, "--steps", "0"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("SAC's discrete actor is not bootstrapped"),
+        "{}",
+        stderr(&o)
+    );
+    let o = graphscaler(&[
+        "train",
+        "--from",
+        dir.path().join("none").to_str().unwrap(),
+        "--steps",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("none"), "{}", stderr(&o));
+}

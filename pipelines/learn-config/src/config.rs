@@ -22,6 +22,8 @@ pub struct LearnConfig {
     pub train: TrainSettings,
     /// `[learn.online]`: guarded online learning in the policy stage (off by default).
     pub online: OnlineConfig,
+    /// `[learn.bootstrap]`: learning from stored transitions (`graphscaler train --from`).
+    pub bootstrap: BootstrapSettings,
 }
 
 impl LearnConfig {
@@ -33,6 +35,13 @@ impl LearnConfig {
             errs.push(format!(
                 "learn.reward needs slo_step in [0, 1] and slo_margin in [0, 0.99), got {} and {}",
                 r.slo_step, r.slo_margin
+            ));
+        }
+        let b = &self.bootstrap;
+        if b.epochs == 0 || b.minibatch == 0 || !(0.0..1.0).contains(&b.holdout_share) {
+            errs.push(format!(
+                "learn.bootstrap needs epochs and minibatch above 0 and holdout_share in [0, 1), got {}, {} and {}",
+                b.epochs, b.minibatch, b.holdout_share
             ));
         }
         if !matches!(self.act.as_str(), "mode" | "sample") {
@@ -169,6 +178,27 @@ pub struct ActionRules {
 }
 
 graphscaler_schemas::default_from!(ActionRules, "learn.actions");
+
+/// `[learn.bootstrap]`: behaviour cloning of stored decisions and the critic fitted on stored
+/// rewards (`graphscaler train --from`; the discount and gradient limit are `[learn.train]`'s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSettings {
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Sub-decisions per gradient step.
+    pub minibatch: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Weight of the value error.
+    pub vf_coef: f64,
+    /// Weight of the Δcpu mean's squared error.
+    pub cpu_coef: f64,
+    /// Share of each recorded run (its last rows) held out to measure agreement.
+    pub holdout_share: f64,
+}
+
+graphscaler_schemas::default_from!(BootstrapSettings, "learn.bootstrap");
 
 /// `[learn.online]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -294,6 +294,18 @@ impl GraphAgent {
         self.ppo().evaluate(&e, &types, &global, &x.masks, actions)
     }
 
+    /// What behaviour cloning fits to `actions` (the PPO heads').
+    pub fn imitation(&self, obs: &[&Obs], actions: &ActionTensors) -> crate::policy::Imitation {
+        let x = self.inputs(obs);
+        let (e, types, global) = self.encode(&x);
+        self.ppo().imitation(&e, &types, &global, &x.masks, actions)
+    }
+
+    /// Whether the model has the PPO heads (PPO, A2C) rather than SAC's actor.
+    pub fn has_ppo_heads(&self) -> bool {
+        matches!(self.heads, Heads::Ppo(_))
+    }
+
     /// V `[B]` (the PPO heads' critic).
     pub fn value(&self, obs: &[&Obs]) -> Tensor {
         let x = self.inputs(obs);

@@ -30,6 +30,7 @@ pub mod factory;
 pub mod gcn_encoder;
 pub mod graph_sac;
 pub mod imitate;
+pub mod offline;
 pub mod online;
 pub mod ppo;
 pub mod rollout;

@@ -265,6 +265,22 @@ pub struct Step {
     pub value: Tensor,
 }
 
+/// What behaviour cloning fits, per row: the log-probabilities of the pairs (and nothing) and of a
+/// change's Δreplicas, where the Δcpu Beta's mean lies, and the critic's value.
+#[derive(Debug)]
+pub struct Imitation {
+    /// log π over every pair and nothing `[B, S·K + 1]`.
+    pub joint: Tensor,
+    /// log π of the recorded Δreplicas given its pair (0 for nothing).
+    pub replicas: Tensor,
+    /// The Beta's mean on (0, 1) (Δcpu = 2x − 1) at the recorded pair.
+    pub cpu_mean: Tensor,
+    /// 1 where the action is a change, 0 for nothing.
+    pub change: Tensor,
+    /// V(state).
+    pub value: Tensor,
+}
+
 pub(crate) const NEG: f64 = -1e9;
 
 /// The distributions of one batch.
@@ -442,6 +458,27 @@ impl PolicyHeads {
         let d = self.dists(e, types, global, m);
         let (lp, ent, _, _) = self.joint_terms(&d, m, a);
         (lp, ent, d.value)
+    }
+
+    /// What behaviour cloning fits to `a` ([`Imitation`]).
+    pub fn imitation(
+        &self,
+        e: &Embeddings,
+        types: &Tensor,
+        global: &Tensor,
+        m: &Masks,
+        a: &ActionTensors,
+    ) -> Imitation {
+        let d = self.dists(e, types, global, m);
+        let (lr, al, be) = self.conditionals(&d, m, &a.choice);
+        let change = a.choice.lt(d.pairs).to_kind(Kind::Float);
+        Imitation {
+            joint: d.joint,
+            replicas: &change * lr.gather(1, &a.replicas.unsqueeze(1), false).squeeze_dim(1),
+            cpu_mean: &al / (&al + &be),
+            change,
+            value: d.value,
+        }
     }
 
     /// V only `[B]`.

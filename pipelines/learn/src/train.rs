@@ -128,6 +128,34 @@ pub struct RewardNorm {
     var: f64,
 }
 
+/// The running statistics of a [`RewardNorm`]: what a checkpoint keeps (`reward_norm` in its
+/// manifest's `config.training`), so that a training started from it (`--init`, a bootstrap's
+/// fine-tuning) scales rewards as the critic it inherits was fitted to.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NormStats {
+    /// Returns seen.
+    pub count: f64,
+    /// Their mean.
+    pub mean: f64,
+    /// Their variance.
+    pub var: f64,
+}
+
+impl NormStats {
+    /// The scale rewards are divided by.
+    pub fn std(&self) -> f64 {
+        (self.var + 1e-8).sqrt()
+    }
+
+    /// The statistics in `manifest`'s `config.training.reward_norm`, if it has them.
+    pub fn of_manifest(m: &crate::checkpoint::Manifest) -> Option<Self> {
+        m.config
+            .get("training")
+            .and_then(|t| t.get("reward_norm"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+}
+
 impl RewardNorm {
     pub(crate) fn new(n: usize) -> Self {
         Self {
@@ -135,6 +163,25 @@ impl RewardNorm {
             count: 1e-4,
             mean: 0.0,
             var: 1.0,
+        }
+    }
+
+    /// `n` environments' scaling, continuing from `stats`.
+    pub fn seeded(n: usize, stats: NormStats) -> Self {
+        Self {
+            returns: vec![0.0; n],
+            count: stats.count,
+            mean: stats.mean,
+            var: stats.var,
+        }
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> NormStats {
+        NormStats {
+            count: self.count,
+            mean: self.mean,
+            var: self.var,
         }
     }
 
@@ -152,7 +199,7 @@ impl RewardNorm {
         if done {
             self.returns[i] = 0.0;
         }
-        r / (self.var + 1e-8).sqrt()
+        r / self.stats().std()
     }
 }
 
@@ -180,6 +227,17 @@ impl GraphEnvs {
             global_step: 0,
             ticks: 0,
         }
+    }
+
+    /// Scale rewards continuing from `stats` (a checkpoint's) instead of from scratch.
+    pub fn with_norm(mut self, stats: NormStats) -> Self {
+        self.norm = RewardNorm::seeded(self.envs.len(), stats);
+        self
+    }
+
+    /// The reward scaling's statistics so far.
+    pub fn norm(&self) -> NormStats {
+        self.norm.stats()
     }
 
     /// The first environment.
@@ -336,6 +394,8 @@ pub struct TrainedAgent {
     pub vs: VarStore,
     /// Every update.
     pub updates: Vec<Update>,
+    /// The reward scaling at the end (for the manifest: [`NormStats`]).
+    pub reward_norm: NormStats,
 }
 
 /// Trains a fresh `spec` agent for `total_steps` decisions on `envs`, seeded, writing
@@ -356,7 +416,10 @@ pub fn train(
     let topology = spec.topology.clone();
     let agent = GraphAgent::new(&vs.root(), spec);
     if let Some(init) = &cfg.init {
-        crate::checkpoint::load(init, &mut vs, &topology).map_err(err)?;
+        let m = crate::checkpoint::load(init, &mut vs, &topology).map_err(err)?;
+        if let Some(stats) = NormStats::of_manifest(&m) {
+            envs = envs.with_norm(stats);
+        }
     }
     let p = &cfg.ppo;
     let mut opt = match cfg.algo {
@@ -466,5 +529,10 @@ pub fn train(
         progress(&u);
         updates.push(u);
     }
-    Ok(TrainedAgent { agent, vs, updates })
+    Ok(TrainedAgent {
+        agent,
+        vs,
+        updates,
+        reward_norm: envs.norm(),
+    })
 }

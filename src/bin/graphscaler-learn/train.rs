@@ -102,6 +102,29 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let bootstrapped = if a.from.is_empty() {
+        None
+    } else {
+        if algo_arg == AlgoArg::Sac {
+            bail!("--from bootstraps the PPO heads (ppo, a2c); SAC's discrete actor is not bootstrapped yet");
+        }
+        let clone_out = if a.steps == 0 {
+            out.clone()
+        } else {
+            let mut name = out.file_name().unwrap_or_default().to_os_string();
+            name.push("-bc");
+            out.with_file_name(name)
+        };
+        bootstrap(cfg, &a, &spec, &clone_out)?;
+        Some(clone_out)
+    };
+    if a.steps == 0 {
+        if bootstrapped.is_none() {
+            bail!("--steps 0 trains nothing: give --from to bootstrap from a store, or steps to train on the twin");
+        }
+        return Ok(());
+    }
+    let init = bootstrapped.or_else(|| a.init.clone());
     let log_path = checkpoint::file(&out, "csv");
     let csv = std::io::BufWriter::new(
         std::fs::File::create(&log_path)
@@ -131,7 +154,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
         ));
     };
-    let (agent, vs, updates) = match algo_arg {
+    let (agent, vs, updates, reward_norm) = match algo_arg {
         AlgoArg::OnPolicy(algo) => {
             let mut ppo = t.ppo(spec.hidden);
             if algo == Algo::A2c {
@@ -141,7 +164,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 algo,
                 ppo,
                 a2c_learning_rate: t.a2c_learning_rate,
-                init: a.init.clone(),
+                init: init.clone(),
             };
             let r = train::train(
                 envs,
@@ -152,7 +175,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 &mut log,
                 &mut on_update,
             )?;
-            (r.agent, r.vs, r.updates)
+            (r.agent, r.vs, r.updates, Some(r.reward_norm))
         }
         AlgoArg::Sac => {
             if a.init.is_some() {
@@ -169,7 +192,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 &mut log,
                 &mut on_update,
             )?;
-            (r.agent, r.vs, r.updates)
+            (r.agent, r.vs, r.updates, None)
         }
     };
     log.flush()?;
@@ -191,8 +214,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         a.steps,
         a.seed,
         a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
-        a.init
-            .as_ref()
+        init.as_ref()
             .map_or(String::new(), |p| format!(" --init {}", p.display()))
     );
     let m = agent.save(
@@ -207,7 +229,9 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             "scenarios": a.scenario,
             "episode_s": env_cfg.episode_s,
             "reward": cfg.learn.reward,
-            "init": a.init.as_ref().map(|p| p.display().to_string()),
+            "init": init.as_ref().map(|p| p.display().to_string()),
+            "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "reward_norm": reward_norm,
             "wall_s": secs,
         }),
     )?;
@@ -233,6 +257,146 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     say!(
         "wrote {} (+ .json manifest) and {}",
         checkpoint::file(&out, "safetensors").display(),
+        log_path.display()
+    );
+    Ok(())
+}
+
+/// The bootstrap of `graphscaler train --from`: clones the stored decisions into a fresh `spec`
+/// model (or `--init`'s weights), fits its critic on the stored rewards and writes it to `out`.
+fn bootstrap(cfg: &Config, a: &TrainArgs, spec: &AgentSpec, out: &Path) -> Result<()> {
+    use graphscaler_learn::offline::{self, BootstrapConfig};
+    let b = &cfg.learn.bootstrap;
+    let t = &cfg.learn.train;
+    let bcfg = BootstrapConfig {
+        epochs: a.bc_epochs.unwrap_or(b.epochs).max(1),
+        minibatch: b.minibatch,
+        learning_rate: b.learning_rate,
+        vf_coef: b.vf_coef,
+        cpu_coef: b.cpu_coef,
+        max_grad_norm: t.max_grad_norm,
+        holdout_share: b.holdout_share,
+        gamma: t.gamma,
+    };
+    let rows = graphscaler_graph::store::read_paths(&a.from)?;
+    let named = a
+        .from
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let data =
+        offline::dataset(&rows, spec, &bcfg).with_context(|| format!("learning from {named}"))?;
+    let d = &data.summary;
+    say!(
+        "{named}: {} rows in {} run(s), {} decided ({}), {} rewarded; training on {} windows ({} sub-decisions), holding out {} ({})",
+        d.rows,
+        d.runs,
+        d.decided,
+        d.decided_by
+            .iter()
+            .map(|(k, v)| format!("{v} by {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        d.rewarded,
+        d.train_windows,
+        d.train_steps,
+        d.held_out_windows,
+        d.held_out_steps
+    );
+    if d.invalid > 0 {
+        say!(
+            "skipped {} rows unfit for a policy; the first: {}",
+            d.invalid,
+            d.first_invalid.as_deref().unwrap_or("")
+        );
+    }
+    if d.notes > 0 {
+        say!(
+            "{} recorded changes the action space expresses otherwise, e.g. {}",
+            d.notes,
+            d.first_notes.join("; ")
+        );
+    }
+    graphscaler_learn::tch::manual_seed(a.seed as i64);
+    let mut vs = graphscaler_learn::tch::nn::VarStore::new(graphscaler_learn::tch::Device::Cpu);
+    let agent = graphscaler_learn::agent::GraphAgent::new(&vs.root(), spec.clone());
+    if let Some(init) = &a.init {
+        checkpoint::load(init, &mut vs, &spec.topology)?;
+    }
+    let started = std::time::Instant::now();
+    let before = offline::agreement(&agent, data.held_out());
+    let log_path = checkpoint::file(out, "csv");
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?,
+    );
+    let epochs = offline::bootstrap(&agent, &vs, &data, &bcfg, a.seed, &mut log, &mut |e| {
+        say!(
+            "epoch {:>3}: nll {:.4} (held out {:.4}), value {:.4} (held out {:.4})",
+            e.epoch,
+            e.nll,
+            e.held_out_nll,
+            e.value_loss,
+            e.held_out_value_loss
+        );
+    })?;
+    log.flush()?;
+    let after = offline::agreement(&agent, data.held_out());
+    let secs = started.elapsed().as_secs_f64();
+    say!(
+        "held-out agreement with the recorded decisions: {:.1}% of {} windows decided alike (a policy that never acts: {:.1}%; before cloning: {:.1}%), {:.1}% of {} recorded replica changes made in the same direction ({} of {} scale-ups, {} of {} scale-downs), {:.1}% of the clone's {} changes recorded",
+        100.0 * after.share(),
+        after.windows,
+        100.0 * after.nothing_share(),
+        100.0 * before.share(),
+        100.0 * after.recall(),
+        after.recorded_changes,
+        after.ups.1,
+        after.ups.0,
+        after.downs.1,
+        after.downs.0,
+        100.0 * after.precision(),
+        after.policy_changes
+    );
+    let algo = a.algo.as_str();
+    let command = format!(
+        "graphscaler train --encoder {} --algo {algo} --from {named} --steps 0 --seed {}{}",
+        spec.encoder.name(),
+        a.seed,
+        a.bc_epochs
+            .map_or(String::new(), |n| format!(" --bc-epochs {n}"))
+    );
+    agent.save(
+        out,
+        &vs,
+        algo,
+        &command,
+        serde_json::json!({
+            "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "seed": a.seed,
+            "bootstrap": {
+                "epochs": bcfg.epochs,
+                "minibatch": bcfg.minibatch,
+                "learning_rate": bcfg.learning_rate,
+                "holdout_share": bcfg.holdout_share,
+                "data": d,
+                "last_epoch": epochs.last(),
+                "agreement": after,
+                "agreement_before": before,
+            },
+            "reward": cfg.learn.reward,
+            "reward_norm": data.norm,
+            "init": a.init.as_ref().map(|p| p.display().to_string()),
+            "wall_s": secs,
+        }),
+    )?;
+    say!(
+        "wrote {} (+ .json manifest) and {} in {secs:.0} s",
+        checkpoint::file(out, "safetensors").display(),
         log_path.display()
     );
     Ok(())

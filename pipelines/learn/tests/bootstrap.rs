@@ -1,0 +1,350 @@
+//! Learning from a store (`graphscaler train --from`): the tuned HPA recorded on the twin through
+//! the served loop, cloned, and compared with it on held-out windows; then fine-tuning on the
+//! twin from the clone against fine-tuning from scratch at the same budget.
+
+#![allow(clippy::unwrap_used)]
+
+use graphscaler_actuate::Guardrails;
+use graphscaler_graph::recorder::Recorder;
+use graphscaler_graph::store::read_paths;
+use graphscaler_graph::GraphConfig;
+use graphscaler_learn::agent::{AgentSpec, EncoderKind, GraphAgent, Obs};
+use graphscaler_learn::decide::ActionRules;
+use graphscaler_learn::envs::twin::{TwinEnv, TwinEnvConfig};
+use graphscaler_learn::offline::{self, BootstrapConfig, OfflineError};
+use graphscaler_learn::ppo::PpoConfig;
+use graphscaler_learn::reward::RewardConfig;
+use graphscaler_learn::train::{self, Algo, NormStats, TrainConfig};
+use graphscaler_pipeline::served::{Cut, Served};
+use graphscaler_policy::{Hpa, HpaConfig};
+use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use tch::nn::VarStore;
+use tch::Device;
+
+/// libtorch's generator is process-wide: tests that train take turns.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn topology(twin: &TwinConfig) -> Topology {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Topology::from_file(
+        &root.join("data/topologies/online-boutique.json"),
+        &twin.fanout_parameters,
+    )
+    .unwrap()
+}
+
+fn hpa() -> (u32, HpaConfig) {
+    #[derive(serde::Deserialize)]
+    struct F {
+        hpa: HpaConfig,
+    }
+    let h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
+        .unwrap()
+        .hpa;
+    (h.tuned_target_cpu_utilization, h)
+}
+
+fn rules(twin: &TwinConfig) -> ActionRules {
+    ActionRules {
+        min_replicas: twin.limits.min_replicas,
+        max_replicas: twin.limits.max_replicas,
+        ..ActionRules::default()
+    }
+}
+
+/// The tuned HPA on `shapes` (one run each, `secs` long), recorded into `dir` by the served loop.
+fn record(dir: &std::path::Path, shapes: &[(Shape, u64)], secs: f64) {
+    let tcfg = TwinConfig::default();
+    let (target, hcfg) = hpa();
+    for (shape, seed) in shapes {
+        let twin = Twin::new(
+            topology(&tcfg),
+            tcfg.clone(),
+            SloConfig::default(),
+            shape.clone(),
+            secs,
+            *seed,
+        )
+        .unwrap();
+        let store = Recorder::open(dir, 1000, RewardConfig::default()).unwrap();
+        let mut policy = Hpa::new(target, &hcfg);
+        let run = Served::new(
+            twin,
+            &GraphConfig::default(),
+            Cut::Plain,
+            Guardrails::default(),
+        )
+        .with_store(store)
+        .run(&mut policy)
+        .unwrap();
+        assert_eq!(run.counts.store_failures, 0);
+    }
+}
+
+fn spec(twin: &TwinConfig, services: Vec<String>, node_types: Vec<String>) -> AgentSpec {
+    AgentSpec::new(
+        EncoderKind::Gat,
+        "online-boutique".into(),
+        services,
+        node_types,
+        rules(twin),
+    )
+}
+
+fn bcfg() -> BootstrapConfig {
+    BootstrapConfig {
+        epochs: 30,
+        minibatch: 64,
+        learning_rate: 1e-3,
+        vf_coef: 0.5,
+        cpu_coef: 1.0,
+        max_grad_norm: 0.5,
+        holdout_share: 0.25,
+        gamma: 0.98,
+    }
+}
+
+fn env_config(scenarios: Vec<Shape>, episode_s: f64) -> TwinEnvConfig {
+    let twin = TwinConfig::default();
+    TwinEnvConfig {
+        topology: topology(&twin),
+        rules: rules(&twin),
+        twin,
+        slo: SloConfig::default(),
+        scenarios,
+        episode_s,
+        reward: RewardConfig::default(),
+        window: 1,
+        handover: None,
+        graph: GraphConfig::default(),
+        rails: Guardrails::default(),
+    }
+}
+
+/// The mean reward per window and the share of windows violating the SLO of `agent` acting
+/// greedily on one episode of `env`.
+fn score(agent: &GraphAgent, mut env: TwinEnv) -> (f64, f64) {
+    let (mut sum, mut violating, mut ticks) = (0.0, 0usize, 0usize);
+    loop {
+        let obs = Obs::new(&env.window(), env.mask());
+        let a = tch::no_grad(|| agent.act(&[&obs], true)).actions[0];
+        let r = env.step(&a).unwrap();
+        if let Some(t) = r.terms {
+            sum += t.value;
+            violating += usize::from(t.slo_vio > 0.0);
+            ticks += 1;
+        }
+        if r.truncated {
+            break;
+        }
+    }
+    (
+        sum / ticks.max(1) as f64,
+        violating as f64 / ticks.max(1) as f64,
+    )
+}
+
+/// Cloning the tuned HPA from its recordings agrees with its choices on windows it was not
+/// trained on, far beyond what doing nothing would; fine-tuning on the twin from that clone beats
+/// fine-tuning from scratch for the same number of decisions, on an evaluation seed.
+#[test]
+fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    tch::set_num_threads(1);
+    tch::manual_seed(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    record(
+        &store,
+        &[
+            (Shape::Rush, 11),
+            (Shape::Fluctuating, 12),
+            (Shape::Peak, 13),
+            (Shape::OffPeak, 14),
+        ],
+        4.0 * 3600.0,
+    );
+    let rows = read_paths(&[store]).unwrap();
+    let tcfg = TwinConfig::default();
+    let probe = TwinEnv::new(env_config(vec![Shape::Rush], 600.0), 1).unwrap();
+    let spec = spec(
+        &tcfg,
+        probe.services().to_vec(),
+        probe.node_types().to_vec(),
+    );
+    let data = offline::dataset(&rows, &spec, &bcfg()).unwrap();
+    let d = &data.summary;
+    assert_eq!((d.rows, d.runs, d.invalid), (rows.len(), 4, 0));
+    assert_eq!(
+        d.decided, d.rows,
+        "every window of the served loop is decided"
+    );
+    assert_eq!(d.decided_by.keys().collect::<Vec<_>>(), ["policy/hpa-50"]);
+    assert!(d.held_out_windows * 5 > d.decided && d.held_out_windows * 3 < d.decided);
+
+    let vs = VarStore::new(Device::Cpu);
+    let agent = GraphAgent::new(&vs.root(), spec.clone());
+    let before = offline::agreement(&agent, data.held_out());
+    let mut log = Vec::new();
+    let epochs = offline::bootstrap(&agent, &vs, &data, &bcfg(), 1, &mut log, &mut |_| {}).unwrap();
+    let after = offline::agreement(&agent, data.held_out());
+    eprintln!(
+        "held out: {} windows, {:.1}% decided as the HPA (never acting: {:.1}%, untrained: {:.1}%); {:.1}% of {} HPA changes in the same direction ({} of {} ups, {} of {} downs), {:.1}% of the clone's {} changes the HPA's; nll {:.3} -> {:.3} (held out {:.3})",
+        after.windows,
+        100.0 * after.share(),
+        100.0 * after.nothing_share(),
+        100.0 * before.share(),
+        100.0 * after.recall(),
+        after.recorded_changes,
+        after.ups.1,
+        after.ups.0,
+        after.downs.1,
+        after.downs.0,
+        100.0 * after.precision(),
+        after.policy_changes,
+        epochs[0].nll,
+        epochs.last().unwrap().nll,
+        epochs.last().unwrap().held_out_nll,
+    );
+    let text = String::from_utf8(log).unwrap();
+    assert_eq!(text.lines().count(), epochs.len() + 1);
+    assert!(epochs.last().unwrap().nll < 0.5 * epochs[0].nll);
+    // Scale-ups follow from what a snapshot shows (CPU over request above the target); the
+    // HPA's scale-downs also depend on its stabilisation window and the replica count, which the
+    // model does not see: the clone gets most ups and some downs.
+    assert!(after.ups.0 >= 10 && after.downs.0 >= 10, "{after:?}");
+    assert!(after.ups.1 * 2 >= after.ups.0, "scale-ups made: {after:?}");
+    assert!(
+        after.downs.1 * 5 >= after.downs.0,
+        "scale-downs made: {after:?}"
+    );
+    assert!(after.precision() >= 0.5, "{after:?}");
+    // Most windows are left alone by both: a clone that acted at random would fall far below
+    // the share a policy that never acts gets.
+    assert!(
+        after.share() >= after.nothing_share() - 0.05,
+        "the clone agrees on {:.3} of windows, doing nothing on {:.3}",
+        after.share(),
+        after.nothing_share()
+    );
+
+    // The clone as a checkpoint, with the reward scale its critic was fitted to.
+    let clone = dir.path().join("clone");
+    agent
+        .save(
+            &clone,
+            &vs,
+            "ppo",
+            "test",
+            serde_json::json!({ "reward_norm": data.norm }),
+        )
+        .unwrap();
+    let m = graphscaler_learn::checkpoint::manifest(&clone).unwrap();
+    assert_eq!(NormStats::of_manifest(&m), Some(data.norm));
+
+    // The same short fine-tuning from the clone and from scratch, on the training mix; both
+    // judged on one evaluation episode of Rush with a seed neither trained on.
+    let tune = |init: Option<std::path::PathBuf>| {
+        tch::manual_seed(2);
+        let envs = (0..2)
+            .map(|i| {
+                TwinEnv::new(
+                    env_config(vec![Shape::Rush, Shape::Fluctuating], 3600.0),
+                    100 + i,
+                )
+                .unwrap()
+            })
+            .collect();
+        let cfg = TrainConfig {
+            algo: Algo::Ppo,
+            ppo: PpoConfig {
+                num_steps: 64,
+                learning_rate: 3e-4,
+                num_minibatches: 2,
+                update_epochs: 2,
+                gamma: 0.98,
+                ent_coef: 0.001,
+                target_kl: Some(0.05),
+                clip_vloss: false,
+                hidden: spec.hidden,
+                ..PpoConfig::default()
+            },
+            a2c_learning_rate: 7e-4,
+            init,
+        };
+        let t = train::train(
+            envs,
+            spec.clone(),
+            &cfg,
+            512,
+            2,
+            &mut Vec::new(),
+            &mut |_| {},
+        )
+        .unwrap();
+        score(
+            &t.agent,
+            TwinEnv::new(env_config(vec![Shape::Rush], 4.0 * 3600.0), 9001).unwrap(),
+        )
+    };
+    let (cloned, cloned_vio) = tune(Some(clone));
+    let (scratch, scratch_vio) = tune(None);
+    eprintln!(
+        "after 512 decisions of fine-tuning, on Rush seed 9001: from the clone {cloned:.3}/tick ({:.1}% violating), from scratch {scratch:.3}/tick ({:.1}%)",
+        100.0 * cloned_vio,
+        100.0 * scratch_vio
+    );
+    assert!(cloned > scratch, "clone {cloned} vs scratch {scratch}");
+}
+
+/// A store of another cluster, one without decisions and a split that leaves nothing held out
+/// are refused with what was wrong.
+#[test]
+fn stores_it_cannot_learn_from_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    record(&store, &[(Shape::Peak, 1)], 600.0);
+    let rows = read_paths(&[store]).unwrap();
+    let tcfg = TwinConfig::default();
+    let services = rows[0].snapshot.services.clone();
+    let types = vec!["t0".to_string(), "t1".to_string()];
+    let mut other = services.clone();
+    other[0] = "ledger".into();
+    let e = offline::dataset(&rows, &spec(&tcfg, other, types.clone()), &bcfg()).unwrap_err();
+    assert!(
+        matches!(&e, OfflineError::Services { row: 0, missing, .. } if missing == &["ledger".to_string()]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ledger"), "{e}");
+
+    let plain: Vec<_> = rows
+        .iter()
+        .map(|r| graphscaler_graph::store::Transition::plain(r.snapshot.clone()))
+        .collect();
+    let e = offline::dataset(
+        &plain,
+        &spec(&tcfg, services.clone(), types.clone()),
+        &bcfg(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, OfflineError::NoDecisions { rows } if rows == plain.len()),
+        "{e}"
+    );
+
+    let none_held = BootstrapConfig {
+        holdout_share: 0.0,
+        ..bcfg()
+    };
+    let e = offline::dataset(&rows, &spec(&tcfg, services, types), &none_held).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OfflineError::Split {
+                side: "held out",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
