@@ -16,9 +16,11 @@ pub struct TrainArgs {
     #[arg(long, default_value = "ppo")]
     pub algo: String,
     /// `mix` (the four shapes), `bursty-mix` (the four, `burst` and the shipped Azure
-    /// conversation trace) or comma-separated scenarios.
-    #[arg(long, default_value = "mix")]
-    pub scenario: String,
+    /// conversation trace), `recorded` (the entry request rates stored in the `--from`
+    /// snapshots, replayed) or comma-separated scenarios. Default: `recorded` when fine-tuning
+    /// after `--from`, otherwise `mix`.
+    #[arg(long)]
+    pub scenario: Option<String>,
     /// Decisions to train for, over all environments.
     #[arg(long, default_value_t = 200_000)]
     pub steps: usize,
@@ -44,6 +46,10 @@ pub struct TrainArgs {
     /// a second stage of training, e.g. under another reward.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// The actor reads the graph alone, not the global scalars (cluster CPU, SLO-violation
+    /// rate) the critic reads: the ablation of seed §3.1's state.
+    #[arg(long)]
+    pub no_actor_global: bool,
     /// Bootstrap from stored transitions first (store files, directories or globs, as
     /// `replay --snapshots` reads them): behaviour cloning of the recorded decisions with the
     /// critic fitted on the recorded rewards, written as `<out>-bc`; then `--steps` decisions of
@@ -51,6 +57,19 @@ pub struct TrainArgs {
     /// `<out>`). PPO or A2C.
     #[arg(long, num_args = 1.., value_name = "FILE_OR_DIR")]
     pub from: Vec<PathBuf>,
+    /// Continue the training that `graphscaler train` with the same arguments stopped (a time
+    /// limit, a signal, a machine that went away): from the state it saved in `<out>.resume/`.
+    /// PPO or A2C.
+    #[arg(long)]
+    pub resume: bool,
+    /// Save the training's state (`<out>.resume/`) every this many updates, besides when it
+    /// stops early; 0: only then.
+    #[arg(long, default_value_t = 10)]
+    pub save_every: usize,
+    /// Stop, having saved the state, after the update during which this much time has passed
+    /// (e.g. `50m`); `--resume` continues.
+    #[arg(long, value_parser = parse_duration)]
+    pub time_limit: Option<f64>,
     /// Passes over the stored rows (default: learn.bootstrap.epochs).
     #[arg(long)]
     pub bc_epochs: Option<usize>,

@@ -1090,8 +1090,23 @@ fn train_from_a_store_recorded_by_run_and_by_twin_record() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(dir.path().join("ckpt/tuned-bc.safetensors").is_file());
+    // Fine-tuned on the load the store recorded: two 1 h runs in 10 min episodes.
+    assert!(
+        stdout(&o).contains("fine-tuning load: the recorded entry request rates, 12 episode(s)"),
+        "{}",
+        stdout(&o)
+    );
     let m = std::fs::read_to_string(tuned.with_extension("json")).unwrap();
     assert!(m.contains("tuned-bc") && m.contains("reward_norm"), "{m}");
+    let mj: serde_json::Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(mj["config"]["training"]["scenarios"], "recorded");
+    assert!(
+        mj["produced_by"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--from {s}")),
+        "{m}"
+    );
     let o = graphscaler(&[
         "eval",
         "--policies",
@@ -1107,7 +1122,10 @@ fn train_from_a_store_recorded_by_run_and_by_twin_record() {
         dir.path().join("eval").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // SAC and a store of nothing are refused, by name.
+    // SAC, a recorded load without a store and a store of nothing are refused, by name.
+    let o = graphscaler(&["train", "--scenario", "recorded", "--steps", "8"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("give --from"), "{}", stderr(&o));
     let o = graphscaler(&["train", "--algo", "sac", "--from", s, "--steps", "0"]);
     assert!(!o.status.success());
     assert!(
@@ -1124,4 +1142,134 @@ fn train_from_a_store_recorded_by_run_and_by_twin_record() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("none"), "{}", stderr(&o));
+}
+
+/// A training stopped by `--time-limit`, then killed mid-run, resumes with `--resume` and ends
+/// as one training: every update logged once, in order, the checkpoint's manifest naming where
+/// it resumed, and the saved state gone. Resuming nothing, or SAC, is refused.
+#[test]
+fn a_stopped_or_killed_training_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ckpt/long");
+    let o_str = out.to_str().unwrap();
+    let state = dir.path().join("ckpt/long.resume");
+    let env = [("GRAPHSCALER_LEARN__TRAIN__NUM_STEPS", "16")];
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--encoder",
+            "mlp",
+            "--steps",
+            "8192",
+            "--envs",
+            "2",
+            "--episode",
+            "10m",
+            "--seed",
+            "4",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(o_str.to_owned());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&'static str]| {
+        let a = args(extra);
+        graphscaler_with(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+    };
+    let o = run(&["--resume"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("nothing to resume") || stderr(&o).contains("no saved training state"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Stopped by the time limit: the state is saved, no checkpoint written.
+    let o = run(&["--time-limit", "1s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("stopped at the time limit after update"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!out.with_extension("json").exists());
+    let first = graphscaler_learn::resume::read_state(&state)
+        .unwrap()
+        .unwrap();
+    assert!(first.iteration >= 1 && first.iteration < 256, "{first:?}");
+
+    // Resumed, then killed once it has saved a few more updates.
+    let a = args(&["--resume", "--save-every", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+        .args(&a)
+        .current_dir(repo())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let s = graphscaler_learn::resume::read_state(&state).ok().flatten();
+        if s.is_some_and(|s| s.iteration >= first.iteration + 3) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "no progress saved"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the training ended before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let second = graphscaler_learn::resume::read_state(&state)
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.resumed_at, [first.iteration]);
+
+    let o = run(&["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("trained mlp-ppo for 8192 decisions"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!state.exists(), "the state outlived the training");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+            .unwrap();
+    let at: Vec<u64> = m["config"]["training"]["resumed_at"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(at.len(), 2, "{m}");
+    assert_eq!(at[0], first.iteration as u64);
+    assert!(at[1] >= second.iteration as u64);
+    assert!(!m["produced_by"].as_str().unwrap().contains("--resume"));
+    // The log holds every update once, in order.
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    let steps: Vec<u64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=256).map(|k| 32 * k).collect::<Vec<u64>>());
+
+    let o = graphscaler(&["train", "--algo", "sac", "--resume", "--steps", "8"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("SAC's replay buffer is not saved"),
+        "{}",
+        stderr(&o)
+    );
 }

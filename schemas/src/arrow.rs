@@ -21,6 +21,7 @@
 //! | `decision` | List<Utf8>, nullable (optional): that decision's actions as the action topic carries them (JSON, absolute); empty: it decided nothing |
 //! | `reward` | Float64, nullable (optional): the reward observed over the next window (of the next snapshot); null: not known |
 //! | `reward_terms` | FixedSizeList<Float32, 4>, nullable (optional): its SLO_vio, Slack, Overshoot and ReplicaLag |
+//! | `entry_rps` | Float32, nullable (optional): the request rate into the entry service; null: unknown |
 //!
 //! A row with a decision and a reward is a transition `(s_t, a_t, r_{t+1})`; `s_{t+1}` is the
 //! next row.
@@ -39,7 +40,7 @@ fn fixed(n: i32) -> DataType {
 
 /// Columns added after the first stored files: a reader takes a file without them (the
 /// snapshot's field is then unknown: empty or `None`).
-pub const OPTIONAL_COLUMNS: [&str; 9] = [
+pub const OPTIONAL_COLUMNS: [&str; 10] = [
     "cpu_request_cores",
     "entry",
     "cpu_limit_cores",
@@ -49,6 +50,7 @@ pub const OPTIONAL_COLUMNS: [&str; 9] = [
     "decision",
     "reward",
     "reward_terms",
+    "entry_rps",
 ];
 
 /// The schema.
@@ -101,5 +103,6 @@ pub fn snapshot_schema() -> Schema {
     fields.push(Field::new("decision", list(DataType::Utf8), true));
     fields.push(Field::new("reward", DataType::Float64, true));
     fields.push(Field::new("reward_terms", fixed(4), true));
+    fields.push(Field::new("entry_rps", DataType::Float32, true));
     Schema::new(fields)
 }

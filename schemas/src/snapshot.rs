@@ -162,6 +162,12 @@ pub struct Snapshot {
     /// written before the field existed).
     #[serde(default)]
     pub entry: Option<[f32; 2]>,
+    /// The request rate into the entry service in this window, rps: what a replay of the
+    /// recorded load drives the twin with (`graphscaler train --from`'s fine-tuning). Not a
+    /// feature. `None` where unknown (with `entry`, and in snapshots written before the field
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_rps: Option<f32>,
     /// CPU limit per pod per service, cores: what an absolute CPU action starts from. Empty in
     /// snapshots written before the field existed (unknown, not zero).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -367,6 +373,9 @@ impl Snapshot {
             finite("entry.p95_ms", &me, f64::from(e[0]))?;
             finite("entry.error_rate", &me, f64::from(e[1]))?;
         }
+        if let Some(r) = self.entry_rps {
+            finite("entry_rps", &me, f64::from(r))?;
+        }
         for (relation, set, n_src, n_dst, width) in [
             ("calls", &self.calls, n_s, n_s, CALL_FEATURES.len()),
             ("runs_on", &self.runs_on, n_s, n_n, 1),
@@ -519,6 +528,7 @@ impl Snapshot {
                 obs.global.entry_p95_ms as f32,
                 obs.global.entry_error_rate as f32,
             ]),
+            entry_rps: Some(obs.global.entry_rps as f32),
             cpu_limit_cores: services.iter().map(|s| s.cpu_limit_cores as f32).collect(),
             service_missing: if services.iter().all(|s| s.is_complete()) {
                 vec![]
@@ -837,6 +847,7 @@ mod window_tests {
             hosts: EdgeSet::default(),
             global: [0.0; 2],
             entry: None,
+            entry_rps: None,
             cpu_limit_cores: vec![],
             service_missing: vec![],
             global_missing: false,

@@ -89,6 +89,7 @@ pub fn graph<'scope>(
                 g.slo_violation_rate as f32,
                 g.entry_p95_ms as f32,
                 g.entry_error_rate as f32,
+                g.entry_rps as f32,
             ])))
         }
         _ => None,

@@ -272,6 +272,7 @@ impl Assembler {
             .next()
             .map_or([0.0; 2], |(_, g)| [f(g, 0), f(g, 1)]);
         let entry = self.global.iter().next().map(|(_, g)| [f(g, 2), f(g, 3)]);
+        let entry_rps = self.global.iter().next().map(|(_, g)| f(g, 4));
         Snapshot {
             schema_version: graphscaler_schemas::SCHEMA_VERSION,
             time_s,
@@ -288,6 +289,7 @@ impl Assembler {
             hosts,
             global,
             entry,
+            entry_rps,
             cpu_limit_cores,
             service_missing: if service_missing.iter().any(|m| *m) {
                 service_missing
@@ -578,6 +580,7 @@ fn snapshot_of(
     // Without a global event the entry's figures are unknown, not zero.
     if !state.keys().any(|e| matches!(e, Entity::Global(_))) {
         snap.entry = None;
+        snap.entry_rps = None;
         snap.global_missing = true;
     }
     snap

@@ -12,7 +12,9 @@ use arrow_array::builder::{
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, UInt32Type};
-use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float64Array, RecordBatch, UInt32Array};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, RecordBatch, UInt32Array,
+};
 use arrow_schema::{DataType, Field};
 use graphscaler_schemas::arrow::{snapshot_schema, OPTIONAL_COLUMNS};
 use graphscaler_schemas::{Action, EdgeSet, Snapshot};
@@ -278,6 +280,9 @@ pub fn write_transitions(path: &Path, rows: &[Transition]) -> Result<(), StoreEr
     cols.push(Arc::new(decision.finish()));
     cols.push(Arc::new(reward.finish()));
     cols.push(Arc::new(terms.finish()));
+    cols.push(Arc::new(Float32Array::from_iter(
+        snapshots.iter().map(|s| s.entry_rps),
+    )));
     let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| StoreError::Schema {
         path: p.clone(),
         message: e.to_string(),
@@ -418,6 +423,10 @@ pub fn read_transitions(path: &Path) -> Result<Vec<Transition>, StoreError> {
                 .collect(),
             None => vec![None; b.num_rows()],
         };
+        let entry_rps: Vec<Option<f32>> = match b.column_by_name("entry_rps") {
+            Some(r) => r.as_primitive::<Float32Type>().iter().collect(),
+            None => vec![None; b.num_rows()],
+        };
         for (i, global) in global.into_iter().enumerate().take(b.num_rows()) {
             let l = |k: usize| lists[k].as_list::<i32>().value(i);
             let strings = |k: usize| -> Vec<String> {
@@ -470,6 +479,7 @@ pub fn read_transitions(path: &Path) -> Result<Vec<Transition>, StoreError> {
                         .to_vec()
                 }),
                 entry: entry[i],
+                entry_rps: entry_rps[i],
                 cpu_limit_cores: limits.as_ref().map_or_else(Vec::new, |r| {
                     r.as_list::<i32>()
                         .value(i)

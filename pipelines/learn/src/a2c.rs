@@ -6,9 +6,10 @@
 use std::io::Write;
 
 use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::envs::DiscreteEnv;
+use crate::optim::Optim;
 use crate::ppo::{Agent, Diagnostics, Trained};
 use crate::rollout::{explained_variance, logprob_entropy, Envs};
 
@@ -57,6 +58,69 @@ impl Default for A2cConfig {
     }
 }
 
+/// The loss terms of one A2C update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct A2cTerms {
+    /// Normalise the advantages over the rollout.
+    pub norm_adv: bool,
+    /// Entropy coefficient.
+    pub ent_coef: f64,
+    /// Value loss coefficient.
+    pub vf_coef: f64,
+    /// Gradient norm limit.
+    pub max_grad_norm: f64,
+}
+
+impl From<&A2cConfig> for A2cTerms {
+    fn from(c: &A2cConfig) -> Self {
+        Self {
+            norm_adv: c.norm_adv,
+            ent_coef: c.ent_coef,
+            vf_coef: c.vf_coef,
+            max_grad_norm: c.max_grad_norm,
+        }
+    }
+}
+
+/// The whole rollout as the A2C loss reads it, `[N]` each.
+#[derive(Debug)]
+pub struct A2cBatch {
+    /// log π(a) under the model being updated.
+    pub logp: Tensor,
+    /// Entropy of π.
+    pub entropy: Tensor,
+    /// V(s).
+    pub value: Tensor,
+    /// The rollout's advantages.
+    pub advantages: Tensor,
+    /// The rollout's returns.
+    pub returns: Tensor,
+}
+
+/// The A2C update — the one every A2C learner here uses (CartPole's [`train`] and the graph
+/// agents' [`crate::train`]): one step of `opt` on
+/// `−mean(A · log π(a|s)) + vf_coef · mean((R − V(s))²) − ent_coef · mean(H(π))` over the whole
+/// rollout, the gradient norm clipped to `max_grad_norm`, as Stable-Baselines3's `A2C.train`.
+/// The losses go to `d`.
+pub fn update<O: Optim + ?Sized>(t: &A2cTerms, opt: &mut O, b: &A2cBatch, d: &mut Diagnostics) {
+    let (logp, entropy, value, returns) = (&b.logp, &b.entropy, &b.value, &b.returns);
+    let mut adv = b.advantages.shallow_clone();
+    if t.norm_adv && adv.size()[0] > 1 {
+        adv = (&adv - adv.mean(Kind::Float)) / (adv.std(true) + 1e-8);
+    }
+    let pg_loss = -(adv * logp).mean(Kind::Float);
+    let v_loss = (returns - value).square().mean(Kind::Float);
+    let ent = entropy.mean(Kind::Float);
+    let loss = &pg_loss + &v_loss * t.vf_coef - &ent * t.ent_coef;
+    opt.zero_grad();
+    loss.backward();
+    opt.clip_grad_norm(t.max_grad_norm);
+    opt.step();
+    d.policy_loss = pg_loss.double_value(&[]);
+    d.value_loss = v_loss.double_value(&[]);
+    d.entropy = ent.double_value(&[]);
+}
+
 /// Trains for `total_timesteps` on `envs`, seeded, writing diagnostics as CSV to `log`.
 pub fn train<E: DiscreteEnv>(
     envs: Vec<E>,
@@ -82,28 +146,20 @@ pub fn train<E: DiscreteEnv>(
     for _ in 0..iterations {
         let r = envs.rollout(&agent, cfg.num_steps, cfg.gamma, cfg.gae_lambda)?;
         let (logp, entropy) = logprob_entropy(&agent.logits(&r.obs), &r.actions);
-        let value = agent.value(&r.obs);
-        let mut adv = r.advantages.shallow_clone();
-        if cfg.norm_adv {
-            adv = (&adv - adv.mean(Kind::Float)) / (adv.std(true) + 1e-8);
-        }
-        let pg_loss = -(adv * &logp).mean(Kind::Float);
-        let v_loss = (&r.returns - &value).square().mean(Kind::Float);
-        let ent = entropy.mean(Kind::Float);
-        let loss = &pg_loss + &v_loss * cfg.vf_coef - &ent * cfg.ent_coef;
-        opt.zero_grad();
-        loss.backward();
-        opt.clip_grad_norm(cfg.max_grad_norm);
-        opt.step();
-        let d = Diagnostics {
+        let b = A2cBatch {
+            logp,
+            entropy,
+            value: agent.value(&r.obs),
+            advantages: r.advantages.shallow_clone(),
+            returns: r.returns.shallow_clone(),
+        };
+        let mut d = Diagnostics {
             global_step: envs.global_step,
             learning_rate: cfg.learning_rate,
-            value_loss: v_loss.double_value(&[]),
-            policy_loss: pg_loss.double_value(&[]),
-            entropy: ent.double_value(&[]),
             explained_variance: explained_variance(&r),
             ..Diagnostics::default()
         };
+        update(&cfg.into(), &mut opt, &b, &mut d);
         writeln!(log, "{}", d.csv())?;
         updates.push(d);
     }

@@ -93,6 +93,11 @@ pub struct AgentSpec {
     /// The heads.
     #[serde(default)]
     pub head: HeadKind,
+    /// The actor reads the global scalars (cluster CPU, SLO-violation rate) besides the graph, as
+    /// the critic does (seed §3.1). `false` in checkpoints written before it existed, whose actors
+    /// read the graph alone; `graphscaler train --no-actor-global` for the ablation.
+    #[serde(default)]
+    pub actor_global: bool,
 }
 
 impl AgentSpec {
@@ -120,6 +125,7 @@ impl AgentSpec {
             topology,
             rules,
             head: HeadKind::Ppo,
+            actor_global: true,
         }
     }
 }
@@ -234,8 +240,20 @@ impl GraphAgent {
         let encoder = build_encoder(&(p / "encoder"), &spec);
         let k = spec.node_types.len().max(1) as i64;
         let heads = match spec.head {
-            HeadKind::Ppo => Heads::Ppo(PolicyHeads::new(&(p / "heads"), spec.dim, k, spec.hidden)),
-            HeadKind::Sac => Heads::Sac(SacActor::new(&(p / "heads"), spec.dim, k, spec.hidden)),
+            HeadKind::Ppo => Heads::Ppo(PolicyHeads::new(
+                &(p / "heads"),
+                spec.dim,
+                k,
+                spec.hidden,
+                spec.actor_global,
+            )),
+            HeadKind::Sac => Heads::Sac(SacActor::new(
+                &(p / "heads"),
+                spec.dim,
+                k,
+                spec.hidden,
+                spec.actor_global,
+            )),
         };
         Self {
             spec,
@@ -259,7 +277,7 @@ impl GraphAgent {
     pub(crate) fn sac_log_probs(&self, x: &Inputs) -> Tensor {
         let e = self.encoder.encode_window(&x.refs());
         match &self.heads {
-            Heads::Sac(h) => h.log_probs(&e, &x.types, &x.masks),
+            Heads::Sac(h) => h.log_probs(&e, &x.types, &x.global, &x.masks),
             Heads::Ppo(_) => panic!("the SAC update needs the SAC heads; this model has PPO's"),
         }
     }
@@ -283,7 +301,7 @@ impl GraphAgent {
         let (e, types, global) = self.encode(&x);
         match &self.heads {
             Heads::Ppo(h) => h.act(&e, &types, &global, &x.masks, deterministic),
-            Heads::Sac(h) => h.act(&e, &types, &x.masks, deterministic),
+            Heads::Sac(h) => h.act(&e, &types, &global, &x.masks, deterministic),
         }
     }
 

@@ -260,6 +260,7 @@ mod tests {
             },
             global: [0.5, 0.1],
             entry: Some([150.0, 0.0]),
+            entry_rps: Some(100.0),
             cpu_limit_cores: vec![],
             service_missing: vec![],
             global_missing: false,

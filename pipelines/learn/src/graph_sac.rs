@@ -18,16 +18,17 @@ use std::rc::Rc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::nn::{self, Module, OptimizerConfig, VarStore};
+use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::{build_encoder, AgentSpec, GraphAgent, HeadKind, Inputs, Obs};
 use crate::encoder::{Embeddings, Encoder};
 use crate::envs::twin::TwinEnv;
 use crate::policy::{
-    mlp, pair_features, pair_or_nothing, ActionTensors, HybridAction, Masks, Step, DELTAS, NEG,
+    mlp, pair_features, pair_or_nothing, ActionTensors, HybridAction, Masks, Step, DELTAS,
+    GLOBAL_W, NEG,
 };
-use crate::sac::{soft_update, SacConfig};
+use crate::sac::{due, soft_update, SacBatch, SacConfig, SacLearner, SacNets};
 use crate::train::{RewardNorm, Update};
 
 /// Δcpu-quota values the discrete action chooses from (with the default dead band of 0.5, ±0.5
@@ -39,6 +40,7 @@ const SUB: i64 = 15;
 #[derive(Debug)]
 pub struct SacActor {
     node_types: i64,
+    global: bool,
     pair: nn::Sequential,
     nothing: nn::Sequential,
     replicas: nn::Sequential,
@@ -67,24 +69,27 @@ fn joint_mask(m: &Masks, k: i64) -> Tensor {
 
 impl SacActor {
     /// Heads for embeddings of width `d`.
-    pub fn new(p: &nn::Path, d: i64, node_types: i64, hidden: i64) -> Self {
+    pub fn new(p: &nn::Path, d: i64, node_types: i64, hidden: i64, global: bool) -> Self {
+        let g = if global { GLOBAL_W } else { 0 };
         Self {
             node_types,
-            pair: mlp(p / "pair", 3 * d, hidden, 1),
-            nothing: mlp(p / "nothing", d + 1, hidden, 1),
-            replicas: mlp(p / "replicas", 3 * d, hidden, 5),
-            cpu: mlp(p / "cpu", 3 * d, hidden, 3),
+            global,
+            pair: mlp(p / "pair", 3 * d + g, hidden, 1),
+            nothing: mlp(p / "nothing", d + g + 1, hidden, 1),
+            replicas: mlp(p / "replicas", 3 * d + g, hidden, 5),
+            cpu: mlp(p / "cpu", 3 * d + g, hidden, 3),
         }
     }
 
     /// log π over the joint actions `[B, S·K·15 + 1]` (masked ones at about −1e9).
-    pub fn log_probs(&self, e: &Embeddings, types: &Tensor, m: &Masks) -> Tensor {
+    pub fn log_probs(&self, e: &Embeddings, types: &Tensor, global: &Tensor, m: &Masks) -> Tensor {
         let k = self.node_types;
-        let f = pair_features(e, types, k);
+        let g = self.global.then_some(global);
+        let f = pair_features(e, types, k, g);
         let sz = f.size();
         let (b, sk) = (sz[0], sz[1]);
         let s = sk / k;
-        let lp = pair_or_nothing(&self.pair, &self.nothing, &f, e, m);
+        let lp = pair_or_nothing(&self.pair, &self.nothing, &f, e, g, m);
         let allowed = m
             .replicas
             .unsqueeze(2)
@@ -102,8 +107,15 @@ impl SacActor {
     }
 
     /// Draws (or, `deterministic`, takes the most likely) joint action per graph.
-    pub fn act(&self, e: &Embeddings, types: &Tensor, m: &Masks, deterministic: bool) -> Step {
-        let lp = self.log_probs(e, types, m);
+    pub fn act(
+        &self,
+        e: &Embeddings,
+        types: &Tensor,
+        global: &Tensor,
+        m: &Masks,
+        deterministic: bool,
+    ) -> Step {
+        let lp = self.log_probs(e, types, global, m);
         let b = lp.size()[0];
         let n = lp.size()[1];
         let idx = if deterministic {
@@ -192,7 +204,7 @@ impl QNet {
     /// Q of every joint action `[B, S·K·15 + 1]`.
     fn forward(&self, x: &Inputs) -> Tensor {
         let e = self.encoder.encode_window(&x.refs());
-        let f = pair_features(&e, &x.types, self.k);
+        let f = pair_features(&e, &x.types, self.k, None);
         let b = f.size()[0];
         let q = self.pair.forward(&f).reshape([b, -1]);
         let g = Tensor::cat(
@@ -258,16 +270,7 @@ pub fn train(
     let q1_t = QNet::new(&(t_vs.root() / "qf1"), &spec);
     let q2_t = QNet::new(&(t_vs.root() / "qf2"), &spec);
     soft_update(&mut t_vs, &q_vs, 1.0);
-    let adam = nn::Adam {
-        eps: 1e-4,
-        ..nn::Adam::default()
-    };
-    let mut q_opt = adam.build(&q_vs, cfg.q_lr).map_err(err)?;
-    let mut pi_opt = adam.build(&actor_vs, cfg.policy_lr).map_err(err)?;
-    let alpha_vs = VarStore::new(Device::Cpu);
-    let log_alpha = alpha_vs.root().var("log_alpha", &[1], nn::Init::Const(0.0));
-    let mut a_opt = adam.build(&alpha_vs, cfg.q_lr).map_err(err)?;
-    let mut alpha = if cfg.autotune { 1.0 } else { cfg.alpha };
+    let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs).map_err(err)?;
     let n = envs.len();
     let mut norm = RewardNorm::new(n);
     let mut buffer: Vec<Transition> = Vec::new();
@@ -334,7 +337,10 @@ pub fn train(
         global_step += n;
         decisions += n;
         let learning = global_step >= cfg.learning_starts && buffer.len() >= cfg.batch_size;
-        if learning && (global_step / n).is_multiple_of(cfg.update_frequency.max(1)) {
+        // As CleanRL schedules them: the target update is due on its own clock, not only
+        // when a gradient step is.
+        let (gradient, target) = due(cfg, global_step / n);
+        if learning && gradient {
             let idx: Vec<usize> = (0..cfg.batch_size)
                 .map(|_| rng.random_range(0..buffer.len()))
                 .collect();
@@ -343,70 +349,40 @@ pub fn train(
             let pick = |f: &dyn Fn(&Transition) -> f32| {
                 Tensor::from_slice(&idx.iter().map(|&i| f(&buffer[i])).collect::<Vec<_>>())
             };
-            let (rew, disc, done) = (
-                pick(&|t| t.reward),
-                pick(&|t| t.discount),
-                pick(&|t| t.done),
-            );
-            let act =
-                Tensor::from_slice(&idx.iter().map(|&i| buffer[i].action).collect::<Vec<_>>());
             let bo = agent.inputs(&obs);
             let bn = agent.inputs(&nxt);
-            let target = tch::no_grad(|| {
-                let lp = agent.sac_log_probs(&bn);
-                let q = q1_t.forward(&bn).minimum(&q2_t.forward(&bn));
-                let v = (lp.exp() * (q - &lp * alpha)).sum_dim_intlist(1, false, Kind::Float);
-                &rew + (1.0 - &done) * &disc * v
-            });
-            let a = act.unsqueeze(1);
-            let q1_a = q1.forward(&bo).gather(1, &a, false).squeeze_dim(1);
-            let q2_a = q2.forward(&bo).gather(1, &a, false).squeeze_dim(1);
-            let qf_loss = (&q1_a - &target).square().mean(Kind::Float)
-                + (&q2_a - &target).square().mean(Kind::Float);
-            q_opt.zero_grad();
-            qf_loss.backward();
-            q_opt.step();
-            let lp = agent.sac_log_probs(&bo);
-            let p = lp.exp();
-            let q = tch::no_grad(|| q1.forward(&bo).minimum(&q2.forward(&bo)));
-            let actor_loss = (&p * (&lp * alpha - q))
-                .sum_dim_intlist(1, false, Kind::Float)
-                .mean(Kind::Float);
-            pi_opt.zero_grad();
-            actor_loss.backward();
-            pi_opt.step();
-            let mut alpha_loss_v = 0.0;
-            if cfg.autotune {
-                // The target entropy over the valid actions of each state.
-                let valid = joint_mask(&bo.masks, k)
-                    .to_kind(Kind::Float)
-                    .sum_dim_intlist(1, false, Kind::Float);
-                let target_entropy = (valid.log() * cfg.target_entropy_scale).unsqueeze(1);
-                let (pd, lpd) = (p.detach(), lp.detach().clamp_min(-1e4));
-                let alpha_loss = (pd * (-log_alpha.exp() * (lpd + target_entropy)))
-                    .sum_dim_intlist(1, false, Kind::Float)
-                    .mean(Kind::Float);
-                a_opt.zero_grad();
-                alpha_loss.backward();
-                a_opt.step();
-                alpha = log_alpha.exp().double_value(&[0]);
-                alpha_loss_v = alpha_loss.double_value(&[]);
-            }
-            losses = [
-                qf_loss.double_value(&[]),
-                actor_loss.double_value(&[]),
-                alpha,
-                alpha_loss_v,
-            ];
-            u.diagnostics.entropy = tch::no_grad(|| {
-                (-(&p * lp.clamp_min(-1e4)))
-                    .sum_dim_intlist(1, false, Kind::Float)
-                    .mean(Kind::Float)
-                    .double_value(&[])
-            });
-            if (global_step / n).is_multiple_of(cfg.target_network_frequency.max(1)) {
-                soft_update(&mut t_vs, &q_vs, cfg.tau);
-            }
+            // The target entropy over the valid actions of each state.
+            let valid = joint_mask(&bo.masks, k)
+                .to_kind(Kind::Float)
+                .sum_dim_intlist(1, false, Kind::Float);
+            let l = learner.step(
+                &SacNets {
+                    q: &|| (q1.forward(&bo), q2.forward(&bo)),
+                    policy: &|| {
+                        let lp = agent.sac_log_probs(&bo);
+                        (lp.exp(), lp)
+                    },
+                    next: &|| {
+                        let lp = agent.sac_log_probs(&bn);
+                        let q = q1_t.forward(&bn).minimum(&q2_t.forward(&bn));
+                        (lp.exp(), lp, q)
+                    },
+                },
+                &SacBatch {
+                    actions: Tensor::from_slice(
+                        &idx.iter().map(|&i| buffer[i].action).collect::<Vec<_>>(),
+                    ),
+                    rewards: pick(&|t| t.reward),
+                    discounts: pick(&|t| t.discount),
+                    dones: pick(&|t| t.done),
+                    target_entropy: (valid.log() * cfg.target_entropy_scale).unsqueeze(1),
+                },
+            );
+            losses = [l.qf, l.actor, l.alpha, l.alpha_loss];
+            u.diagnostics.entropy = l.entropy;
+        }
+        if learning && target {
+            soft_update(&mut t_vs, &q_vs, cfg.tau);
         }
         if decisions >= log_every || global_step >= total_steps {
             let t = ticks.max(1) as f64;

@@ -19,6 +19,9 @@
 //!   the squared distance of the Δcpu Beta's mean to the recorded Δcpu (a likelihood would
 //!   sharpen the Beta without bound on a policy that never changes CPU, and fine-tuning could
 //!   then no longer explore it), and `vf_coef` × the value error; Adam, clipped gradients.
+//! * **Fine-tuning load** ([`recorded_loads`]): the entry request rates recorded in the same
+//!   snapshots, each run's cut into episode-long pieces, each piece a trace the twin replays at
+//!   its own rates — the fine-tuning sees the load the recording saw.
 //! * **Agreement** ([`agreement`]) on the held-out windows: the cloned policy decides on each
 //!   (greedily, under the masks it is served with, from the decision state the recorded decisions
 //!   left) and is compared with the recorded decision, per window and per change.
@@ -28,6 +31,7 @@ use std::io::Write;
 
 use graphscaler_graph::store::{runs, Transition};
 use graphscaler_schemas::Snapshot;
+use graphscaler_twin::{Shape, Trace};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -94,6 +98,12 @@ pub enum OfflineError {
         /// The share.
         share: f64,
     },
+    /// No stored row holds an entry request rate to replay.
+    #[error("none of the {rows} stored rows holds the entry request rate (stores written before it was recorded, or with the global scalars missing throughout): the fine-tuning load cannot replay them; record again or give --scenario")]
+    NoRates {
+        /// Rows read.
+        rows: usize,
+    },
     /// The model cannot be cloned into.
     #[error("behaviour cloning needs the PPO heads (ppo, a2c); SAC's discrete actor is not bootstrapped yet")]
     Heads,
@@ -103,6 +113,62 @@ pub enum OfflineError {
     /// The log could not be written.
     #[error("writing the bootstrap log: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The load the stored rows saw, as twin scenarios: each run's entry request rates
+/// ([`Snapshot::entry_rps`], one per window) cut where the rate is unknown or time skips a
+/// window, then into pieces of `episode_s` (the remainder joins the last piece; a part shorter
+/// than an episode stands alone and the twin loops it), each an absolute trace
+/// ([`Trace::from_rates`]) named `recorded-r<run>-p<piece>`. The rates are those the recorded
+/// system served, not what its users would have sent to an instant one: a recording of a
+/// policy that kept up replays its load closely, one of a saturated system lower.
+pub fn recorded_loads(rows: &[Transition], episode_s: f64) -> Result<Vec<Shape>, OfflineError> {
+    let mut out = vec![];
+    for (r, run) in runs(rows).into_iter().enumerate() {
+        let mut parts: Vec<Vec<&Snapshot>> = vec![];
+        let mut cur: Vec<&Snapshot> = vec![];
+        for t in run {
+            let s = &t.snapshot;
+            let skips = cur
+                .last()
+                .is_some_and(|p| s.time_s - p.time_s > 1.5 * p.window_s);
+            if s.entry_rps.is_none() || skips {
+                parts.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur)));
+            }
+            if s.entry_rps.is_some() {
+                cur.push(s);
+            }
+        }
+        parts.extend((!cur.is_empty()).then_some(cur));
+        let mut piece = 0;
+        for part in parts {
+            let window = part[0].window_s.max(1e-9);
+            let per = ((episode_s / window).round() as usize).max(1);
+            let n = (part.len() / per).max(1);
+            for k in 0..n {
+                let end = if k + 1 == n {
+                    part.len()
+                } else {
+                    (k + 1) * per
+                };
+                let rates: Vec<f64> = part[k * per..end]
+                    .iter()
+                    .filter_map(|s| s.entry_rps.map(f64::from))
+                    .collect();
+                piece += 1;
+                // A piece without requests (an idle recording) has no load to replay.
+                if let Ok(tr) =
+                    Trace::from_rates(&format!("recorded-r{}-p{piece}", r + 1), window, &rates)
+                {
+                    out.push(Shape::Trace(tr));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(OfflineError::NoRates { rows: rows.len() });
+    }
+    Ok(out)
 }
 
 fn torch(e: tch::TchError) -> OfflineError {

@@ -11,9 +11,10 @@
 //!
 //! 1. GAE advantages with the live critic; the most recent `holdout_share` of the transitions
 //!    is held out.
-//! 2. A **shadow copy** of the live model takes PPO epochs (CleanRL's clipped loss) on the rest,
-//!    stopping an epoch early when its approximate KL to the live model passes `max_kl` — the
-//!    **trust region**.
+//! 2. A **shadow copy** of the live model takes PPO epochs on the rest — [`crate::ppo::update`],
+//!    the update of every PPO learner here — stopping after the epoch in which its approximate
+//!    KL to the live model passes `max_kl` (PPO's target-KL stop, as CleanRL's): the **trust
+//!    region**.
 //! 3. The **promotion check**, on the held-out (most recent) transitions the shadow never saw:
 //!    every parameter finite, approximate KL(live ‖ shadow) at most `max_kl`, and the clipped
 //!    surrogate gain (the importance-weighted advantage of the shadow over the live model,
@@ -42,7 +43,7 @@ use tch::{Device, Kind, Tensor};
 use crate::agent::{GraphAgent, HeadKind, Obs};
 use crate::checkpoint::{self, CheckpointError};
 use crate::policy::ActionTensors;
-use crate::ppo::{clipped_loss, Batch, Diagnostics, PpoConfig};
+use crate::ppo::{self, Diagnostics, PpoConfig};
 use crate::reward::{reward_of_snapshot, RewardConfig};
 use crate::serve::{Decision, LearnedPolicy, ServeError};
 use crate::train::RewardNorm;
@@ -494,42 +495,36 @@ impl OnlineLearner {
             )
         };
         let mut d = Diagnostics::default();
-        let mut clipfracs = vec![];
-        let mut epochs = 0;
-        let mb = self.cfg.minibatch.max(2);
-        'epochs: for _ in 0..self.cfg.epochs {
-            epochs += 1;
-            let perm = Tensor::randperm(train_n as i64, (Kind::Int64, Device::Cpu));
-            let order: Vec<i64> = Vec::try_from(&perm)?;
-            for chunk in order.chunks(mb) {
+        // The trust region is PPO's target-KL stop, checked after each epoch as everywhere
+        // else ([`crate::ppo::update`]).
+        let cfg = PpoConfig {
+            update_epochs: self.cfg.epochs,
+            target_kl: Some(self.cfg.max_kl),
+            ..self.ppo.clone()
+        };
+        let run = ppo::update(
+            &cfg,
+            &mut opt,
+            train_n,
+            self.cfg.minibatch.max(2),
+            &mut d,
+            |chunk| {
                 let idx: Vec<usize> = chunk.iter().map(|&i| i as usize).collect();
                 let obs: Vec<&Obs> = idx.iter().map(|&i| &b[i].d.obs).collect();
                 let (actions, old_logp, old_value, advantages, returns) = tensors(&idx);
                 let (new_logp, entropy, new_value) = shadow.evaluate(&obs, &actions);
-                let loss = clipped_loss(
-                    &self.ppo,
-                    &Batch {
-                        new_logp: &new_logp,
-                        entropy: &entropy,
-                        new_value: &new_value,
-                        old_logp: &old_logp,
-                        old_value: &old_value,
-                        advantages: &advantages,
-                        returns: &returns,
-                    },
-                    &mut d,
-                    &mut clipfracs,
-                );
-                opt.zero_grad();
-                loss.backward();
-                opt.clip_grad_norm(self.ppo.max_grad_norm);
-                opt.step();
-                if d.approx_kl > self.cfg.max_kl {
-                    break 'epochs;
-                }
-            }
-        }
-        d.clipfrac = clipfracs.iter().sum::<f64>() / clipfracs.len().max(1) as f64;
+                Ok(ppo::Batch {
+                    new_logp,
+                    entropy,
+                    new_value,
+                    old_logp,
+                    old_value,
+                    advantages,
+                    returns,
+                })
+            },
+        )?;
+        let epochs = run.epochs;
 
         // The promotion check, on the held-out (most recent) transitions.
         let idx: Vec<usize> = (train_n..n).collect();

@@ -190,21 +190,37 @@ fn type_embeddings(e: &Embeddings, types: &Tensor, k: i64) -> Tensor {
     sum / n.unsqueeze(-1)
 }
 
-/// The features of every (service, node type) pair `[B, S·K, 3D]`: the service's embedding, the
-/// node type's and the pooled graph's.
-pub(crate) fn pair_features(e: &Embeddings, types: &Tensor, k: i64) -> Tensor {
+/// Width of the global scalars an actor reads (seed §3.1: cluster CPU, SLO-violation rate).
+pub(crate) const GLOBAL_W: i64 = graphscaler_schemas::snapshot::global_feature::COUNT as i64;
+
+/// The features of every (service, node type) pair `[B, S·K, 3D (+ G)]`: the service's
+/// embedding, the node type's and the pooled graph's, and with `global` `[B, G]` the global
+/// scalars.
+pub(crate) fn pair_features(
+    e: &Embeddings,
+    types: &Tensor,
+    k: i64,
+    global: Option<&Tensor>,
+) -> Tensor {
     let sz = e.service.size();
     let (b, s, d) = (sz[0], sz[1], sz[2]);
     let t = type_embeddings(e, types, k);
-    Tensor::cat(
-        &[
-            e.service.unsqueeze(2).expand([b, s, k, d], false),
-            t.unsqueeze(1).expand([b, s, k, d], false),
-            e.pooled.view([b, 1, 1, d]).expand([b, s, k, d], false),
-        ],
-        3,
-    )
-    .view([b, s * k, 3 * d])
+    let mut parts = vec![
+        e.service.unsqueeze(2).expand([b, s, k, d], false),
+        t.unsqueeze(1).expand([b, s, k, d], false),
+        e.pooled.view([b, 1, 1, d]).expand([b, s, k, d], false),
+    ];
+    let mut w = 3 * d;
+    if let Some(g) = global {
+        let gw = g.size()[1];
+        parts.push(
+            g.to_kind(Kind::Float)
+                .view([b, 1, 1, gw])
+                .expand([b, s, k, gw], false),
+        );
+        w += gw;
+    }
+    Tensor::cat(&parts, 3).view([b, s * k, w])
 }
 
 /// log-softmax over every pair and "nothing" `[B, S·K + 1]`: `pair` scores the pair features
@@ -217,6 +233,7 @@ pub(crate) fn pair_or_nothing(
     nothing: &nn::Sequential,
     features: &Tensor,
     e: &Embeddings,
+    global: Option<&Tensor>,
     m: &Masks,
 ) -> Tensor {
     let sz = features.size();
@@ -225,10 +242,10 @@ pub(crate) fn pair_or_nothing(
         .forward(features)
         .squeeze_dim(-1)
         .masked_fill(&m.pairs.view([b, sk]).logical_not(), NEG);
-    let nothing = nothing.forward(&Tensor::cat(
-        &[e.pooled.shallow_clone(), m.progress.shallow_clone()],
-        1,
-    )) + (sk as f64).ln();
+    let mut inputs = vec![e.pooled.shallow_clone()];
+    inputs.extend(global.map(|g| g.to_kind(Kind::Float)));
+    inputs.push(m.progress.shallow_clone());
+    let nothing = nothing.forward(&Tensor::cat(&inputs, 1)) + (sk as f64).ln();
     Tensor::cat(&[logits, nothing], 1).log_softmax(1, Kind::Float)
 }
 
@@ -236,6 +253,8 @@ pub(crate) fn pair_or_nothing(
 #[derive(Debug)]
 pub struct PolicyHeads {
     node_types: i64,
+    /// The actor reads the global scalars.
+    global: bool,
     pair: nn::Sequential,
     nothing: nn::Sequential,
     replicas: nn::Sequential,
@@ -294,14 +313,17 @@ struct Dists {
 }
 
 impl PolicyHeads {
-    /// Heads for embeddings of width `d` and `node_types` node types.
-    pub fn new(p: &nn::Path, d: i64, node_types: i64, hidden: i64) -> Self {
+    /// Heads for embeddings of width `d` and `node_types` node types; with `global`, the actor
+    /// (pair, nothing, Δreplicas and Δcpu heads) reads the global scalars as the critic does.
+    pub fn new(p: &nn::Path, d: i64, node_types: i64, hidden: i64, global: bool) -> Self {
+        let g = if global { GLOBAL_W } else { 0 };
         Self {
             node_types,
-            pair: mlp(p / "pair", 3 * d, hidden, 1),
-            nothing: mlp(p / "nothing", d + 1, hidden, 1),
-            replicas: mlp(p / "replicas", 3 * d, hidden, 5),
-            cpu: mlp(p / "cpu", 3 * d, hidden, 2),
+            global,
+            pair: mlp(p / "pair", 3 * d + g, hidden, 1),
+            nothing: mlp(p / "nothing", d + g + 1, hidden, 1),
+            replicas: mlp(p / "replicas", 3 * d + g, hidden, 5),
+            cpu: mlp(p / "cpu", 3 * d + g, hidden, 2),
             critic: mlp(p / "critic", d + 3, hidden, 1),
         }
     }
@@ -315,8 +337,9 @@ impl PolicyHeads {
         let sz = e.service.size();
         let (b, s) = (sz[0], sz[1]);
         let k = self.node_types;
-        let features = pair_features(e, types, k);
-        let joint = pair_or_nothing(&self.pair, &self.nothing, &features, e, m);
+        let g = self.global.then_some(global);
+        let features = pair_features(e, types, k, g);
+        let joint = pair_or_nothing(&self.pair, &self.nothing, &features, e, g, m);
         let value = self
             .critic
             .forward(&Tensor::cat(

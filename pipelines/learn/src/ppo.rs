@@ -12,6 +12,7 @@ use tch::nn::{self, Init, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::envs::DiscreteEnv;
+use crate::optim::Optim;
 use crate::rollout::{explained_variance, logprob_entropy, Envs};
 
 /// Hyperparameters (CleanRL's names).
@@ -189,33 +190,32 @@ pub struct Trained {
 
 /// One minibatch as the PPO loss reads it, `[M]` each.
 #[derive(Debug)]
-pub struct Batch<'a> {
+pub struct Batch {
     /// log π_new(a).
-    pub new_logp: &'a Tensor,
+    pub new_logp: Tensor,
     /// Entropy under π_new.
-    pub entropy: &'a Tensor,
+    pub entropy: Tensor,
     /// V_new.
-    pub new_value: &'a Tensor,
+    pub new_value: Tensor,
     /// log π_old(a) (when taken).
-    pub old_logp: &'a Tensor,
+    pub old_logp: Tensor,
     /// V_old (when taken).
-    pub old_value: &'a Tensor,
+    pub old_value: Tensor,
     /// GAE advantages.
-    pub advantages: &'a Tensor,
+    pub advantages: Tensor,
     /// Returns.
-    pub returns: &'a Tensor,
+    pub returns: Tensor,
 }
 
 /// CleanRL's PPO loss on one minibatch: `pg_loss − ent_coef·entropy + vf_coef·v_loss`, with the
-/// approximate KLs, clip fraction and losses recorded in `d` and `clipfracs`. Shared by the
-/// discrete PPO here and the hybrid-action PPO on the twin ([`crate::train`]).
+/// approximate KLs, clip fraction and losses recorded in `d` and `clipfracs`.
 pub fn clipped_loss(
     cfg: &PpoConfig,
-    b: &Batch<'_>,
+    b: &Batch,
     d: &mut Diagnostics,
     clipfracs: &mut Vec<f64>,
 ) -> Tensor {
-    let logratio = b.new_logp - b.old_logp;
+    let logratio = &b.new_logp - &b.old_logp;
     let ratio = logratio.exp();
     tch::no_grad(|| {
         d.old_approx_kl = (-&logratio).mean(Kind::Float).double_value(&[]);
@@ -239,19 +239,76 @@ pub fn clipped_loss(
     let pg2 = -&mb_adv * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef);
     let pg_loss = pg1.maximum(&pg2).mean(Kind::Float);
     let v_loss = if cfg.clip_vloss {
-        let unclipped = (b.new_value - b.returns).square();
+        let unclipped = (&b.new_value - &b.returns).square();
         let clipped =
-            b.old_value + (b.new_value - b.old_value).clamp(-cfg.clip_coef, cfg.clip_coef);
-        let clipped = (clipped - b.returns).square();
+            &b.old_value + (&b.new_value - &b.old_value).clamp(-cfg.clip_coef, cfg.clip_coef);
+        let clipped = (clipped - &b.returns).square();
         unclipped.maximum(&clipped).mean(Kind::Float) * 0.5
     } else {
-        (b.new_value - b.returns).square().mean(Kind::Float) * 0.5
+        (&b.new_value - &b.returns).square().mean(Kind::Float) * 0.5
     };
     let ent = b.entropy.mean(Kind::Float);
     d.policy_loss = pg_loss.double_value(&[]);
     d.value_loss = v_loss.double_value(&[]);
     d.entropy = ent.double_value(&[]);
     &pg_loss - &ent * cfg.ent_coef + &v_loss * cfg.vf_coef
+}
+
+/// What one PPO update did besides its diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateCount {
+    /// Epochs begun (fewer than `update_epochs` when the KL stop fired).
+    pub epochs: usize,
+    /// Gradient steps taken.
+    pub steps: usize,
+}
+
+/// The PPO update — the one every PPO learner here uses: the discrete agent on CartPole
+/// ([`train`]), the graph agents on the twin ([`crate::train`]) and guarded online learning
+/// ([`crate::online`]). As CleanRL's `ppo.py`: `update_epochs` passes over a fresh permutation
+/// of the `n` samples in minibatches of `minibatch` (the last one shorter when `n` does not
+/// divide), each one [`clipped_loss`] step with the gradient norm clipped to `max_grad_norm`;
+/// after a **whole** epoch, stop when the last minibatch's approximate KL passes `target_kl`.
+///
+/// `batch(idx)` gives the minibatch of sample indices `idx`: the new log-probabilities,
+/// entropies and values under the model `opt` updates, and the rollout's old ones, advantages
+/// and returns. `d` receives the losses, the KLs and the mean clip fraction.
+pub fn update<O: Optim + ?Sized>(
+    cfg: &PpoConfig,
+    opt: &mut O,
+    n: usize,
+    minibatch: usize,
+    d: &mut Diagnostics,
+    mut batch: impl FnMut(&[i64]) -> Result<Batch, tch::TchError>,
+) -> Result<UpdateCount, tch::TchError> {
+    let minibatch = minibatch.max(1);
+    let mut count = UpdateCount {
+        epochs: 0,
+        steps: 0,
+    };
+    let mut clipfracs = vec![];
+    if n == 0 {
+        return Ok(count);
+    }
+    for _ in 0..cfg.update_epochs {
+        count.epochs += 1;
+        let perm = Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu));
+        let order: Vec<i64> = Vec::try_from(&perm)?;
+        for idx in order.chunks(minibatch) {
+            let b = batch(idx)?;
+            let loss = clipped_loss(cfg, &b, d, &mut clipfracs);
+            opt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(cfg.max_grad_norm);
+            opt.step();
+            count.steps += 1;
+        }
+        if cfg.target_kl.is_some_and(|k| d.approx_kl > k) {
+            break;
+        }
+    }
+    d.clipfrac = clipfracs.iter().sum::<f64>() / clipfracs.len().max(1) as f64;
+    Ok(count)
 }
 
 /// Trains for `total_timesteps` on `envs` (their number is CleanRL's `num_envs`), seeded,
@@ -293,39 +350,22 @@ pub fn train<E: DiscreteEnv>(
             learning_rate: lr,
             ..Diagnostics::default()
         };
-        let mut clipfracs = vec![];
-        'epochs: for _ in 0..cfg.update_epochs {
-            let perm = Tensor::randperm(batch as i64, (Kind::Int64, device));
-            for start in (0..batch).step_by(minibatch) {
-                let mb = perm.narrow(0, start as i64, minibatch.min(batch - start) as i64);
-                let obs = r.obs.index_select(0, &mb);
-                let (new_logp, entropy) =
-                    logprob_entropy(&agent.logits(&obs), &r.actions.index_select(0, &mb));
-                let new_value = agent.value(&obs);
-                let loss = clipped_loss(
-                    cfg,
-                    &Batch {
-                        new_logp: &new_logp,
-                        entropy: &entropy,
-                        new_value: &new_value,
-                        old_logp: &r.logprobs.index_select(0, &mb),
-                        old_value: &r.values.index_select(0, &mb),
-                        advantages: &r.advantages.index_select(0, &mb),
-                        returns: &r.returns.index_select(0, &mb),
-                    },
-                    &mut d,
-                    &mut clipfracs,
-                );
-                opt.zero_grad();
-                loss.backward();
-                opt.clip_grad_norm(cfg.max_grad_norm);
-                opt.step();
-            }
-            if cfg.target_kl.is_some_and(|k| d.approx_kl > k) {
-                break 'epochs;
-            }
-        }
-        d.clipfrac = clipfracs.iter().sum::<f64>() / clipfracs.len().max(1) as f64;
+        update(cfg, &mut opt, batch, minibatch, &mut d, |idx| {
+            let mb = Tensor::from_slice(idx);
+            let obs = r.obs.index_select(0, &mb);
+            let (new_logp, entropy) =
+                logprob_entropy(&agent.logits(&obs), &r.actions.index_select(0, &mb));
+            Ok(Batch {
+                new_logp,
+                entropy,
+                new_value: agent.value(&obs),
+                old_logp: r.logprobs.index_select(0, &mb),
+                old_value: r.values.index_select(0, &mb),
+                advantages: r.advantages.index_select(0, &mb),
+                returns: r.returns.index_select(0, &mb),
+            })
+        })
+        .map_err(std::io::Error::other)?;
         d.explained_variance = explained_variance(&r);
         writeln!(log, "{}", d.csv())?;
         updates.push(d);

@@ -96,23 +96,6 @@ impl SacAgent {
     }
 }
 
-/// One logged update.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SacDiagnostics {
-    /// Environment steps so far.
-    pub global_step: usize,
-    /// `losses/qf_loss` (both critics).
-    pub qf_loss: f64,
-    /// `losses/actor_loss`.
-    pub actor_loss: f64,
-    /// `losses/alpha`.
-    pub alpha: f64,
-    /// `losses/alpha_loss`.
-    pub alpha_loss: f64,
-    /// Mean policy entropy on the minibatch.
-    pub entropy: f64,
-}
-
 /// What training produced.
 #[derive(Debug)]
 pub struct SacTrained {
@@ -193,6 +176,154 @@ pub(crate) fn soft_update(target: &mut nn::VarStore, source: &nn::VarStore, tau:
     });
 }
 
+/// When [`SacLearner`]'s steps are due, as CleanRL's `sac_atari.py` schedules them once
+/// learning has started: a gradient step every `update_frequency` environment steps, and —
+/// independently of it — a target update every `target_network_frequency`.
+pub(crate) fn due(cfg: &SacConfig, step: usize) -> (bool, bool) {
+    (
+        step.is_multiple_of(cfg.update_frequency.max(1)),
+        step.is_multiple_of(cfg.target_network_frequency.max(1)),
+    )
+}
+
+/// The networks one SAC gradient step reads, on its minibatch.
+pub(crate) struct SacNets<'a> {
+    /// Both critics' Q of every action at the minibatch's states, `[B, A]` (with gradient).
+    pub q: &'a dyn Fn() -> (Tensor, Tensor),
+    /// π and log π of every action at the minibatch's states, `[B, A]` each (with gradient;
+    /// masked actions have π 0 and log π about −1e9).
+    pub policy: &'a dyn Fn() -> (Tensor, Tensor),
+    /// At the next states: π, log π `[B, A]` and the smaller of the two *target* critics' Q
+    /// `[B, A]` (read without gradient).
+    pub next: &'a dyn Fn() -> (Tensor, Tensor, Tensor),
+}
+
+/// A minibatch of transitions, `[B]` each.
+pub(crate) struct SacBatch {
+    /// The actions taken (joint indices).
+    pub actions: Tensor,
+    /// Rewards.
+    pub rewards: Tensor,
+    /// The discount to the next state (γ, or 1 for a step that did not advance time).
+    pub discounts: Tensor,
+    /// 1 where the next state is terminal.
+    pub dones: Tensor,
+    /// The entropy α is tuned towards, per state `[B, 1]`.
+    pub target_entropy: Tensor,
+}
+
+/// One gradient step's losses.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct SacLosses {
+    /// Both critics' squared TD error.
+    pub qf: f64,
+    /// The actor's loss.
+    pub actor: f64,
+    /// α after the step.
+    pub alpha: f64,
+    /// The temperature's loss (0 without autotuning).
+    pub alpha_loss: f64,
+    /// Mean entropy of π at the minibatch's states.
+    pub entropy: f64,
+}
+
+/// The discrete-SAC update — the one every SAC learner here uses (CartPole's [`train`] and the
+/// graph agents' [`crate::graph_sac::train`]): the optimisers of the twin critics, the actor and
+/// the temperature, and α. One [`SacLearner::step`] is CleanRL's: the critics towards
+/// `r + (1 − done)·discount·Σ_a π(a|s')(min Q_target(s', a) − α log π(a|s'))`, then the actor on
+/// `Σ_a π(a|s)(α log π(a|s) − min Q(s, a))` with the critics just updated, then (autotuning)
+/// `log α` on the mean over the minibatch's states *and actions* of `π(a|s)·(−α)(log π(a|s) +
+/// H̄(s))` (CleanRL's reduction: the temperature's gradient is the per-action mean), the others
+/// averaged over the minibatch.
+pub(crate) struct SacLearner {
+    q_opt: nn::Optimizer,
+    pi_opt: nn::Optimizer,
+    a_opt: nn::Optimizer,
+    _alpha_vs: nn::VarStore,
+    log_alpha: Tensor,
+    autotune: bool,
+    /// The temperature.
+    pub alpha: f64,
+}
+
+impl SacLearner {
+    /// Optimisers (CleanRL's Adam, ε 1e-4) for the actor's and the critics' variables.
+    pub fn new(
+        cfg: &SacConfig,
+        actor: &nn::VarStore,
+        critics: &nn::VarStore,
+    ) -> Result<Self, tch::TchError> {
+        let adam = nn::Adam {
+            eps: 1e-4,
+            ..nn::Adam::default()
+        };
+        let alpha_vs = nn::VarStore::new(Device::Cpu);
+        let log_alpha = alpha_vs.root().var("log_alpha", &[1], nn::Init::Const(0.0));
+        Ok(Self {
+            q_opt: adam.build(critics, cfg.q_lr)?,
+            pi_opt: adam.build(actor, cfg.policy_lr)?,
+            a_opt: adam.build(&alpha_vs, cfg.q_lr)?,
+            _alpha_vs: alpha_vs,
+            log_alpha,
+            autotune: cfg.autotune,
+            alpha: if cfg.autotune { 1.0 } else { cfg.alpha },
+        })
+    }
+
+    /// One gradient step of the critics, the actor and the temperature.
+    pub fn step(&mut self, nets: &SacNets<'_>, b: &SacBatch) -> SacLosses {
+        let alpha = self.alpha;
+        let target = tch::no_grad(|| {
+            let (p, lp, q) = (nets.next)();
+            let v = (p * (q - &lp * alpha)).sum_dim_intlist(1, false, Kind::Float);
+            &b.rewards + (1.0 - &b.dones) * &b.discounts * v
+        });
+        let a = b.actions.unsqueeze(1);
+        let (q1, q2) = (nets.q)();
+        let q1_a = q1.gather(1, &a, false).squeeze_dim(1);
+        let q2_a = q2.gather(1, &a, false).squeeze_dim(1);
+        let qf_loss = (&q1_a - &target).square().mean(Kind::Float)
+            + (&q2_a - &target).square().mean(Kind::Float);
+        self.q_opt.zero_grad();
+        qf_loss.backward();
+        self.q_opt.step();
+
+        let (p, lp) = (nets.policy)();
+        let q = tch::no_grad(|| {
+            let (q1, q2) = (nets.q)();
+            q1.minimum(&q2)
+        });
+        let actor_loss = (&p * (&lp * alpha - q))
+            .sum_dim_intlist(1, false, Kind::Float)
+            .mean(Kind::Float);
+        self.pi_opt.zero_grad();
+        actor_loss.backward();
+        self.pi_opt.step();
+        // Masked actions have log π ≈ −1e9 and π = 0: bounded so that 0 · log π stays 0.
+        let (pd, lpd) = (p.detach(), lp.detach().clamp_min(-1e4));
+        let mut alpha_loss_v = 0.0;
+        if self.autotune {
+            let alpha_loss =
+                (&pd * (-self.log_alpha.exp() * (&lpd + &b.target_entropy))).mean(Kind::Float);
+            self.a_opt.zero_grad();
+            alpha_loss.backward();
+            self.a_opt.step();
+            self.alpha = self.log_alpha.exp().double_value(&[0]);
+            alpha_loss_v = alpha_loss.double_value(&[]);
+        }
+        SacLosses {
+            qf: qf_loss.double_value(&[]),
+            actor: actor_loss.double_value(&[]),
+            alpha: self.alpha,
+            alpha_loss: alpha_loss_v,
+            entropy: (-(&pd * &lpd))
+                .sum_dim_intlist(1, false, Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]),
+        }
+    }
+}
+
 /// Trains on one environment for `total_timesteps`, seeded, logging updates as CSV to `log`.
 pub fn train<E: DiscreteEnv>(
     mut env: E,
@@ -214,18 +345,9 @@ pub fn train<E: DiscreteEnv>(
     let q1_t = mlp(target_vs.root() / "qf1", o_dim, cfg.hidden, n_a);
     let q2_t = mlp(target_vs.root() / "qf2", o_dim, cfg.hidden, n_a);
     soft_update(&mut target_vs, &q_vs, 1.0);
-    let adam = nn::Adam {
-        eps: 1e-4,
-        ..nn::Adam::default()
-    };
     let err = std::io::Error::other;
-    let mut q_opt = adam.build(&q_vs, cfg.q_lr).map_err(err)?;
-    let mut pi_opt = adam.build(&actor_vs, cfg.policy_lr).map_err(err)?;
-    let alpha_vs = nn::VarStore::new(dev);
-    let log_alpha = alpha_vs.root().var("log_alpha", &[1], nn::Init::Const(0.0));
-    let mut a_opt = adam.build(&alpha_vs, cfg.q_lr).map_err(err)?;
+    let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs).map_err(err)?;
     let target_entropy = cfg.target_entropy_scale * (n_a as f64).ln();
-    let mut alpha = if cfg.autotune { 1.0 } else { cfg.alpha };
     let agent = SacAgent { actor };
     let mut rb = Replay::new(cfg.buffer_size.min(total_timesteps.max(1)), o_dim as usize);
     let mut obs = env.reset();
@@ -254,66 +376,77 @@ pub fn train<E: DiscreteEnv>(
         if step < cfg.learning_starts {
             continue;
         }
-        if step % cfg.update_frequency == 0 {
+        let (gradient, target) = due(cfg, step);
+        if gradient {
             let [b_obs, b_act, b_rew, b_next, b_done] = rb.sample(cfg.batch_size, &mut rng);
-            let next_q = tch::no_grad(|| {
-                let (p, lp) = agent.policy(&b_next);
-                let q = q1_t.forward(&b_next).minimum(&q2_t.forward(&b_next));
-                let v = (p * (q - lp * alpha)).sum_dim_intlist(1, false, Kind::Float);
-                &b_rew + (1.0 - &b_done) * cfg.gamma * v
-            });
-            let a = b_act.unsqueeze(1);
-            let q1_a = q1.forward(&b_obs).gather(1, &a, false).squeeze_dim(1);
-            let q2_a = q2.forward(&b_obs).gather(1, &a, false).squeeze_dim(1);
-            let qf_loss = (&q1_a - &next_q).square().mean(Kind::Float)
-                + (&q2_a - &next_q).square().mean(Kind::Float);
-            q_opt.zero_grad();
-            qf_loss.backward();
-            q_opt.step();
-
-            let (p, lp) = agent.policy(&b_obs);
-            let q = tch::no_grad(|| q1.forward(&b_obs).minimum(&q2.forward(&b_obs)));
-            let actor_loss = (&p * (&lp * alpha - q))
-                .sum_dim_intlist(1, false, Kind::Float)
-                .mean(Kind::Float);
-            pi_opt.zero_grad();
-            actor_loss.backward();
-            pi_opt.step();
-            let entropy = tch::no_grad(|| {
-                -(&p * &lp)
-                    .sum_dim_intlist(1, false, Kind::Float)
-                    .mean(Kind::Float)
-            });
-            let mut alpha_loss_v = 0.0;
-            if cfg.autotune {
-                let (pd, lpd) = (p.detach(), lp.detach());
-                let alpha_loss =
-                    (pd * (-log_alpha.exp() * (lpd + target_entropy))).mean(Kind::Float);
-                a_opt.zero_grad();
-                alpha_loss.backward();
-                a_opt.step();
-                alpha = log_alpha.exp().double_value(&[0]);
-                alpha_loss_v = alpha_loss.double_value(&[]);
-            }
+            let n = b_act.size()[0];
+            let l = learner.step(
+                &SacNets {
+                    q: &|| (q1.forward(&b_obs), q2.forward(&b_obs)),
+                    policy: &|| agent.policy(&b_obs),
+                    next: &|| {
+                        let (p, lp) = agent.policy(&b_next);
+                        let q = q1_t.forward(&b_next).minimum(&q2_t.forward(&b_next));
+                        (p, lp, q)
+                    },
+                },
+                &SacBatch {
+                    actions: b_act,
+                    discounts: Tensor::full([n], cfg.gamma, (Kind::Float, dev)),
+                    rewards: b_rew,
+                    dones: b_done,
+                    target_entropy: Tensor::full([n, 1], target_entropy, (Kind::Float, dev)),
+                },
+            );
             if step % 1000 == 0 {
-                let d = SacDiagnostics {
-                    global_step: step,
-                    qf_loss: qf_loss.double_value(&[]),
-                    actor_loss: actor_loss.double_value(&[]),
-                    alpha,
-                    alpha_loss: alpha_loss_v,
-                    entropy: entropy.double_value(&[]),
-                };
                 writeln!(
                     log,
                     "{},{},{},{},{},{}",
-                    d.global_step, d.qf_loss, d.actor_loss, d.alpha, d.alpha_loss, d.entropy
+                    step, l.qf, l.actor, l.alpha, l.alpha_loss, l.entropy
                 )?;
             }
         }
-        if step % cfg.target_network_frequency == 0 {
+        if target {
             soft_update(&mut target_vs, &q_vs, cfg.tau);
         }
     }
     Ok(SacTrained { agent, episodes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The target update keeps its own clock (CleanRL's schedule): it is due every
+    /// `target_network_frequency` steps whether or not a gradient step is — the graph SAC used
+    /// to update its targets only inside the gradient step.
+    #[test]
+    fn the_target_update_keeps_its_own_clock() {
+        let cfg = SacConfig {
+            update_frequency: 4,
+            target_network_frequency: 2,
+            ..SacConfig::default()
+        };
+        let schedule: Vec<(bool, bool)> = (1..=8).map(|s| due(&cfg, s)).collect();
+        assert_eq!(
+            schedule,
+            [
+                (false, false),
+                (false, true),
+                (false, false),
+                (true, true),
+                (false, false),
+                (false, true),
+                (false, false),
+                (true, true)
+            ]
+        );
+        let rare = SacConfig {
+            update_frequency: 1,
+            target_network_frequency: 3,
+            ..SacConfig::default()
+        };
+        assert_eq!(due(&rare, 3), (true, true));
+        assert_eq!(due(&rare, 4), (true, false));
+    }
 }

@@ -1,19 +1,23 @@
 //! Training the graph agents on the twin: vectorised [`TwinEnv`]s, rollouts of hybrid actions
 //! with a semi-Markov GAE (time, not decisions, is discounted: a decision that does not advance
 //! the twin has discount 1), rewards scaled by the running deviation of the return
-//! ([`RewardNorm`], Gymnasium's `NormalizeReward`), and the updates of PPO ([`crate::ppo::clipped_loss`], CleanRL's) and
-//! A2C (Stable-Baselines3's: n-step returns, one RMSprop step per rollout).
+//! ([`RewardNorm`], Gymnasium's `NormalizeReward`), and the updates of PPO (CleanRL's) and A2C
+//! (Stable-Baselines3's: n-step returns, one RMSprop step per rollout): [`ppo::update`] and
+//! [`a2c::update`], the very updates CartPole's tests use (and, for PPO, online learning).
 
 use std::io::Write;
 
-use tch::nn::{self, OptimizerConfig, VarStore};
-use tch::{Device, Kind, Tensor};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
 
+use crate::a2c;
 use crate::agent::{AgentSpec, GraphAgent, Obs};
 use crate::config::TrainSettings;
 use crate::envs::twin::TwinEnv;
+use crate::optim::{Optim, Rule, Stateful};
 use crate::policy::ActionTensors;
-use crate::ppo::{clipped_loss, Batch, Diagnostics, PpoConfig};
+use crate::ppo::{self, Diagnostics, PpoConfig};
+use crate::resume::{self, Checkpointing, Identity, SavedState};
 use crate::rollout::explained_variance_of;
 
 /// Which update.
@@ -95,6 +99,8 @@ pub struct TrainConfig {
     /// Start from this checkpoint's weights (same model and cluster) instead of a fresh
     /// initialisation: a second stage of training, e.g. under another reward.
     pub init: Option<std::path::PathBuf>,
+    /// Save the training's state and stop or resume it ([`crate::resume`]); `None`: neither.
+    pub checkpointing: Option<Checkpointing>,
 }
 
 /// One rollout over every environment, step-major.
@@ -396,6 +402,14 @@ pub struct TrainedAgent {
     pub updates: Vec<Update>,
     /// The reward scaling at the end (for the manifest: [`NormStats`]).
     pub reward_norm: NormStats,
+    /// Updates planned.
+    pub iterations: usize,
+    /// `Some(k)`: stopped early, after update `k`, its state saved ([`Checkpointing`]).
+    pub stopped: Option<usize>,
+    /// The update counts at which this training resumed.
+    pub resumed_at: Vec<usize>,
+    /// Seconds spent training, over every run of a resumed training.
+    pub wall_s: f64,
 }
 
 /// Trains a fresh `spec` agent for `total_steps` decisions on `envs`, seeded, writing
@@ -410,41 +424,81 @@ pub fn train(
     progress: &mut dyn FnMut(&Update),
 ) -> std::io::Result<TrainedAgent> {
     tch::manual_seed(seed);
+    let started = std::time::Instant::now();
     let mut envs = GraphEnvs::new(envs);
     let n = envs.envs.len();
     let mut vs = VarStore::new(Device::Cpu);
     let topology = spec.topology.clone();
-    let agent = GraphAgent::new(&vs.root(), spec);
-    if let Some(init) = &cfg.init {
-        let m = crate::checkpoint::load(init, &mut vs, &topology).map_err(err)?;
-        if let Some(stats) = NormStats::of_manifest(&m) {
-            envs = envs.with_norm(stats);
-        }
-    }
     let p = &cfg.ppo;
-    let mut opt = match cfg.algo {
-        Algo::Ppo => nn::Adam {
-            eps: 1e-5,
-            ..nn::Adam::default()
-        }
-        .build(&vs, p.learning_rate),
-        Algo::A2c => nn::RmsProp {
-            alpha: 0.99,
-            eps: 1e-5,
-            ..nn::RmsProp::default()
-        }
-        .build(&vs, cfg.a2c_learning_rate),
-    }
-    .map_err(err)?;
-    let base_lr = match cfg.algo {
-        Algo::Ppo => p.learning_rate,
-        Algo::A2c => cfg.a2c_learning_rate,
+    let (rule, base_lr) = match cfg.algo {
+        Algo::Ppo => (
+            Rule::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-5,
+            },
+            p.learning_rate,
+        ),
+        Algo::A2c => (
+            Rule::RmsProp {
+                alpha: 0.99,
+                eps: 1e-5,
+            },
+            cfg.a2c_learning_rate,
+        ),
     };
     let batch = n * p.num_steps;
     let iterations = (total_steps / batch).max(1);
+    let id = Identity {
+        spec: &spec,
+        algo: cfg.algo.name(),
+        settings: format!("{:?} a2c_learning_rate={}", cfg.ppo, cfg.a2c_learning_rate),
+        envs: n,
+        total_steps,
+    };
+    let agent = GraphAgent::new(&vs.root(), spec.clone());
+    let mut opt = Stateful::new(&vs, rule, base_lr);
+    let ck = cfg.checkpointing.as_ref();
+    let mut state = SavedState {
+        format: String::new(),
+        algo: String::new(),
+        iteration: 0,
+        iterations,
+        total_steps,
+        envs: n,
+        global_step: 0,
+        ticks: 0,
+        optimizer_steps: 0,
+        reward_norm: envs.norm(),
+        wall_s: 0.0,
+        resumed_at: vec![],
+        spec: serde_json::Value::Null,
+        settings: String::new(),
+        weights: String::new(),
+        sha256: String::new(),
+    };
+    if let Some(c) = ck.filter(|c| c.resume) {
+        state = resume::load(&c.dir, &mut vs, &mut opt, &id).map_err(err)?;
+        state.resumed_at.push(state.iteration);
+        envs = envs.with_norm(state.reward_norm);
+        envs.global_step = state.global_step;
+        envs.ticks = state.ticks;
+        // Another stream than the first run's, the same on every resume at this update.
+        tch::manual_seed(seed.wrapping_add(1_000_003 * state.iteration as i64));
+    } else {
+        if let Some(init) = &cfg.init {
+            let m = crate::checkpoint::load(init, &mut vs, &topology).map_err(err)?;
+            if let Some(stats) = NormStats::of_manifest(&m) {
+                envs = envs.with_norm(stats);
+            }
+        }
+        writeln!(log, "{}", Update::header())?;
+    }
+    let prior_wall_s = state.wall_s;
+    let first = state.iteration + 1;
     let mut updates = vec![];
-    writeln!(log, "{}", Update::header())?;
-    for iteration in 1..=iterations {
+    let mut stopped = None;
+    for iteration in first..=iterations {
         let lr = if p.anneal_lr {
             (1.0 - (iteration - 1) as f64 / iterations as f64) * base_lr
         } else {
@@ -461,61 +515,45 @@ pub fn train(
             learning_rate: lr,
             ..Diagnostics::default()
         };
-        let mut clipfracs = vec![];
         match cfg.algo {
             Algo::Ppo => {
                 let minibatch = (batch / p.num_minibatches.max(1)).max(1);
-                'epochs: for _ in 0..p.update_epochs {
-                    let perm = Tensor::randperm(batch as i64, (Kind::Int64, Device::Cpu));
-                    let order: Vec<i64> = Vec::try_from(&perm).map_err(err)?;
-                    for start in (0..batch).step_by(minibatch) {
-                        let idx = &order[start..(start + minibatch).min(batch)];
-                        let mb = Tensor::from_slice(idx);
-                        let obs: Vec<&Obs> = idx.iter().map(|&i| &r.obs[i as usize]).collect();
-                        let (new_logp, entropy, new_value) =
-                            agent.evaluate(&obs, &r.actions.select(&mb));
-                        let loss = clipped_loss(
-                            p,
-                            &Batch {
-                                new_logp: &new_logp,
-                                entropy: &entropy,
-                                new_value: &new_value,
-                                old_logp: &r.logprobs.index_select(0, &mb),
-                                old_value: &r.values.index_select(0, &mb),
-                                advantages: &r.advantages.index_select(0, &mb),
-                                returns: &r.returns.index_select(0, &mb),
-                            },
-                            &mut d,
-                            &mut clipfracs,
-                        );
-                        opt.zero_grad();
-                        loss.backward();
-                        opt.clip_grad_norm(p.max_grad_norm);
-                        opt.step();
-                    }
-                    if p.target_kl.is_some_and(|k| d.approx_kl > k) {
-                        break 'epochs;
-                    }
-                }
+                ppo::update(p, &mut opt, batch, minibatch, &mut d, |idx| {
+                    let mb = Tensor::from_slice(idx);
+                    let obs: Vec<&Obs> = idx.iter().map(|&i| &r.obs[i as usize]).collect();
+                    let (new_logp, entropy, new_value) =
+                        agent.evaluate(&obs, &r.actions.select(&mb));
+                    Ok(ppo::Batch {
+                        new_logp,
+                        entropy,
+                        new_value,
+                        old_logp: r.logprobs.index_select(0, &mb),
+                        old_value: r.values.index_select(0, &mb),
+                        advantages: r.advantages.index_select(0, &mb),
+                        returns: r.returns.index_select(0, &mb),
+                    })
+                })
+                .map_err(err)?;
             }
             Algo::A2c => {
                 let obs: Vec<&Obs> = r.obs.iter().collect();
                 let (logp, entropy, value) = agent.evaluate(&obs, &r.actions);
-                let adv = &r.advantages;
-                let pg_loss = -(adv * &logp).mean(Kind::Float);
-                let v_loss = (&r.returns - &value).square().mean(Kind::Float);
-                let ent = entropy.mean(Kind::Float);
-                let loss = &pg_loss - &ent * p.ent_coef + &v_loss * p.vf_coef;
-                opt.zero_grad();
-                loss.backward();
-                opt.clip_grad_norm(p.max_grad_norm);
-                opt.step();
-                d.policy_loss = pg_loss.double_value(&[]);
-                d.value_loss = v_loss.double_value(&[]);
-                d.entropy = ent.double_value(&[]);
+                let terms = a2c::A2cTerms {
+                    norm_adv: false,
+                    ent_coef: p.ent_coef,
+                    vf_coef: p.vf_coef,
+                    max_grad_norm: p.max_grad_norm,
+                };
+                let b = a2c::A2cBatch {
+                    logp,
+                    entropy,
+                    value,
+                    advantages: r.advantages.shallow_clone(),
+                    returns: r.returns.shallow_clone(),
+                };
+                a2c::update(&terms, &mut opt, &b, &mut d);
             }
         }
-        d.clipfrac = clipfracs.iter().sum::<f64>() / clipfracs.len().max(1) as f64;
         d.explained_variance = explained_variance_of(&r.returns, &r.values);
         let u = Update {
             diagnostics: d,
@@ -528,11 +566,43 @@ pub fn train(
         writeln!(log, "{}", u.csv())?;
         progress(&u);
         updates.push(u);
+        if let Some(c) = ck {
+            let stop = iteration < iterations
+                && (c.stop_after.is_some_and(|k| iteration >= k)
+                    || c.deadline.is_some_and(|t| std::time::Instant::now() >= t));
+            if stop || (c.every > 0 && iteration.is_multiple_of(c.every)) {
+                // What the log says must be on disk before the state that counts it.
+                log.flush()?;
+                state = resume::save(
+                    &c.dir,
+                    &vs,
+                    &opt,
+                    &id,
+                    SavedState {
+                        iteration,
+                        global_step: envs.global_step,
+                        ticks: envs.ticks,
+                        reward_norm: envs.norm(),
+                        wall_s: prior_wall_s + started.elapsed().as_secs_f64(),
+                        ..state
+                    },
+                )
+                .map_err(err)?;
+            }
+            if stop {
+                stopped = Some(iteration);
+                break;
+            }
+        }
     }
     Ok(TrainedAgent {
         agent,
         vs,
         updates,
         reward_norm: envs.norm(),
+        iterations,
+        stopped,
+        resumed_at: state.resumed_at,
+        wall_s: prior_wall_s + started.elapsed().as_secs_f64(),
     })
 }

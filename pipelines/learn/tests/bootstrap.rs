@@ -242,18 +242,15 @@ fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() 
     let m = graphscaler_learn::checkpoint::manifest(&clone).unwrap();
     assert_eq!(NormStats::of_manifest(&m), Some(data.norm));
 
-    // The same short fine-tuning from the clone and from scratch, on the training mix; both
-    // judged on one evaluation episode of Rush with a seed neither trained on.
+    // The same short fine-tuning from the clone and from scratch, on the load the store
+    // recorded (`--scenario recorded`, the default after `--from`); both judged on one
+    // evaluation episode of Rush with a seed neither trained on.
+    let loads = offline::recorded_loads(&rows, 3600.0).unwrap();
+    assert_eq!(loads.len(), 16, "four 4 h runs in 1 h pieces");
     let tune = |init: Option<std::path::PathBuf>| {
         tch::manual_seed(2);
         let envs = (0..2)
-            .map(|i| {
-                TwinEnv::new(
-                    env_config(vec![Shape::Rush, Shape::Fluctuating], 3600.0),
-                    100 + i,
-                )
-                .unwrap()
-            })
+            .map(|i| TwinEnv::new(env_config(loads.clone(), 3600.0), 100 + i).unwrap())
             .collect();
         let cfg = TrainConfig {
             algo: Algo::Ppo,
@@ -271,6 +268,7 @@ fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() 
             },
             a2c_learning_rate: 7e-4,
             init,
+            checkpointing: None,
         };
         let t = train::train(
             envs,
@@ -295,6 +293,100 @@ fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() 
         100.0 * scratch_vio
     );
     assert!(cloned > scratch, "clone {cloned} vs scratch {scratch}");
+}
+
+/// The fine-tuning load of `--from` replays the entry request rates the store recorded: the
+/// twin driven by a recorded piece serves, window by window, about what the recording served;
+/// rows without a rate cut a run, and a store without any is refused.
+#[test]
+fn the_recorded_load_replays_what_the_store_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    record(&store, &[(Shape::Rush, 21)], 2.0 * 3600.0);
+    let rows = read_paths(&[store]).unwrap();
+    let rates: Vec<f64> = rows
+        .iter()
+        .map(|r| f64::from(r.snapshot.entry_rps.unwrap()))
+        .collect();
+    let loads = offline::recorded_loads(&rows, 3600.0).unwrap();
+    assert_eq!(loads.len(), 2);
+    let Shape::Trace(first) = &loads[0] else {
+        panic!("{:?}", loads[0])
+    };
+    assert_eq!(first.name, "recorded-r1-p1");
+    assert_eq!(first.duration_s(), 3600.0);
+    let c = TwinConfig::default().load;
+    for (k, r) in rates[..120].iter().enumerate() {
+        let at = loads[0].rps(30.0 * k as f64 + 15.0, 3600.0, &c);
+        assert!(
+            (at - r).abs() < 1e-3 * r.max(1.0),
+            "window {k}: {at} vs {r}"
+        );
+    }
+    // Replayed by the twin under the same HPA (another seed): the served rate follows.
+    let replay = dir.path().join("replay");
+    let tcfg = TwinConfig::default();
+    let (target, hcfg) = hpa();
+    let twin = Twin::new(
+        topology(&tcfg),
+        tcfg.clone(),
+        SloConfig::default(),
+        loads[1].clone(),
+        3600.0,
+        77,
+    )
+    .unwrap();
+    Served::new(
+        twin,
+        &GraphConfig::default(),
+        Cut::Plain,
+        Guardrails::default(),
+    )
+    .with_store(Recorder::open(&replay, 1000, RewardConfig::default()).unwrap())
+    .run(&mut Hpa::new(target, &hcfg))
+    .unwrap();
+    let served: Vec<f64> = read_paths(&[replay])
+        .unwrap()
+        .iter()
+        .map(|r| f64::from(r.snapshot.entry_rps.unwrap()))
+        .collect();
+    let recorded = &rates[120..];
+    let n = served.len().min(recorded.len());
+    assert!(n >= 110, "{n} windows replayed");
+    let total = |x: &[f64]| x[..n].iter().sum::<f64>();
+    let ratio = total(&served) / total(recorded);
+    assert!((0.95..1.05).contains(&ratio), "served/recorded {ratio}");
+    let mean = |x: &[f64]| total(x) / n as f64;
+    let (ms, mr) = (mean(&served), mean(recorded));
+    let cov: f64 = (0..n).map(|i| (served[i] - ms) * (recorded[i] - mr)).sum();
+    let var = |x: &[f64], m: f64| (0..n).map(|i| (x[i] - m).powi(2)).sum::<f64>();
+    let corr = cov / (var(&served, ms) * var(recorded, mr)).sqrt();
+    eprintln!("replay of a recorded Rush hour: served/recorded {ratio:.3}, correlation {corr:.3} over {n} windows");
+    assert!(corr > 0.9, "correlation {corr}");
+
+    // A row without a rate cuts its run; a store without any rate is refused.
+    let mut cut = rows.clone();
+    cut[100].snapshot.entry_rps = None;
+    let loads = offline::recorded_loads(&cut, 3600.0).unwrap();
+    let lens: Vec<f64> = loads
+        .iter()
+        .map(|l| match l {
+            Shape::Trace(t) => t.duration_s(),
+            _ => 0.0,
+        })
+        .collect();
+    // 100 windows before the gap; the 1 h piece after it takes the remainder.
+    let after = 30.0 * (rows.len() - 101) as f64;
+    assert_eq!(lens, [3000.0, after], "{lens:?}");
+    for r in &mut cut {
+        r.snapshot.entry_rps = None;
+    }
+    let e = offline::recorded_loads(&cut, 3600.0).unwrap_err();
+    assert!(
+        matches!(e, OfflineError::NoRates { rows } if rows == cut.len()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("entry request rate"), "{e}");
 }
 
 /// A store of another cluster, one without decisions and a split that leaves nothing held out

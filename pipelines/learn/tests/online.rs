@@ -217,6 +217,11 @@ fn the_trust_region_and_the_promotion_check_refuse() {
         let s = learner.stats;
         assert!(s.updates >= 1 && s.promotions == 0, "{why}: {s:?}");
         for r in &learner.reports {
+            // The trust region stops after a whole epoch (the one PPO update's target-KL
+            // stop), never mid-epoch.
+            if why == "KL" {
+                assert_eq!(r.epochs, 1, "{r:?}");
+            }
             match &r.verdict {
                 Verdict::Rejected { reason } => assert!(reason.contains(why), "{reason}"),
                 v => panic!("{why}: {v:?}"),

@@ -29,7 +29,7 @@ fn row(e: &Embeddings, i: i64) -> Embeddings {
 fn masks_log_probabilities_and_gradients() {
     tch::manual_seed(5);
     let vs = VarStore::new(Device::Cpu);
-    let heads = PolicyHeads::new(&vs.root(), 16, 2, 32);
+    let heads = PolicyHeads::new(&vs.root(), 16, 2, 32, true);
     let e = emb(1);
     let types = Tensor::from_slice(&[0i64, 1, 1]).view([1, 3]);
     let global = Tensor::from_slice(&[0.4f32, 0.1]).view([1, 2]);
@@ -102,7 +102,7 @@ fn masks_log_probabilities_and_gradients() {
 fn a_batch_is_its_rows() {
     tch::manual_seed(6);
     let vs = VarStore::new(Device::Cpu);
-    let heads = PolicyHeads::new(&vs.root(), 16, 2, 32);
+    let heads = PolicyHeads::new(&vs.root(), 16, 2, 32, true);
     let e = emb(3);
     let types = Tensor::from_slice(&[0i64, 1, 1, 0, 0, 1, 1, 1, 0]).view([3, 3]);
     let global = Tensor::rand([3, 2], (Kind::Float, Device::Cpu));
@@ -140,4 +140,40 @@ fn a_batch_is_its_rows() {
     let d = tch::no_grad(|| heads.act(&e, &types, &global, &m, true));
     let d2 = tch::no_grad(|| heads.act(&e, &types, &global, &m, true));
     assert_eq!(d.actions, d2.actions);
+}
+
+/// With `global`, the actor's distribution moves with the global scalars (cluster CPU,
+/// SLO-violation rate), as the critic's value does; without, only the critic reads them (the
+/// ablation, and checkpoints written before).
+#[test]
+fn the_actor_reads_the_global_scalars_only_when_built_to() {
+    let e = emb(1);
+    let types = Tensor::from_slice(&[0i64, 1, 1]).view([1, 3]);
+    let calm = Tensor::from_slice(&[0.2f32, 0.0]).view([1, 2]);
+    let hot = Tensor::from_slice(&[0.9f32, 0.5]).view([1, 2]);
+    let m = Masks::stack(&[&SampleMask::all(4, 2)], 4, 2);
+    let a = ActionTensors::from_actions(
+        &[HybridAction::Change {
+            service: 1,
+            node_type: 0,
+            delta_replicas: 1,
+            delta_cpu: 0.2,
+        }],
+        4,
+        2,
+    );
+    for global in [true, false] {
+        tch::manual_seed(9);
+        let vs = VarStore::new(Device::Cpu);
+        let heads = PolicyHeads::new(&vs.root(), 16, 2, 32, global);
+        let (lp_calm, _, v_calm) = tch::no_grad(|| heads.evaluate(&e, &types, &calm, &m, &a));
+        let (lp_hot, _, v_hot) = tch::no_grad(|| heads.evaluate(&e, &types, &hot, &m, &a));
+        let moved = (lp_calm - lp_hot).abs().double_value(&[0]);
+        assert!((v_calm - v_hot).abs().double_value(&[0]) > 1e-6);
+        if global {
+            assert!(moved > 1e-6, "the actor ignores the global scalars");
+        } else {
+            assert_eq!(moved, 0.0, "the actor reads what it should not");
+        }
+    }
 }

@@ -243,6 +243,7 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
             },
             a2c_learning_rate: 7e-4,
             init: None,
+            checkpointing: None,
         };
         let mut log = vec![];
         let mut seen = 0;
@@ -276,6 +277,7 @@ fn the_same_seed_trains_the_same_weights() {
             },
             a2c_learning_rate: 7e-4,
             init: None,
+            checkpointing: None,
         };
         train::train(envs, spec, &cfg, 64, 9, &mut std::io::sink(), &mut |_| {}).unwrap()
     };
@@ -340,4 +342,154 @@ fn sac_runs_on_the_twin_and_its_actor_serves() {
     for i in [0, 7, 44, n - 2, n - 1] {
         assert_eq!(graph_sac::encode(&graph_sac::decode(i, n, k), n, k), i);
     }
+}
+
+/// A training stopped after update 3 of 6 and resumed from its saved state ends where an
+/// uninterrupted one does: the same number of updates, decisions and learning-rate schedule,
+/// from exactly the weights it saved; its log continues without a second header; a state of
+/// another training is refused with the difference.
+#[test]
+fn a_stopped_training_resumes_where_it_saved() {
+    use graphscaler_learn::optim::{Rule, Stateful};
+    use graphscaler_learn::resume::{self, Checkpointing, Identity, ResumeError};
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.resume");
+    let envs = |seed: u64| -> Vec<TwinEnv> {
+        (0..2)
+            .map(|i| TwinEnv::new(env_config(1), seed + i).unwrap())
+            .collect()
+    };
+    let gat = spec(&envs(60)[0], EncoderKind::Gat);
+    let cfg = |resume: bool, stop_after: Option<usize>| TrainConfig {
+        algo: Algo::Ppo,
+        ppo: PpoConfig {
+            num_steps: 16,
+            ..PpoConfig::default()
+        },
+        a2c_learning_rate: 7e-4,
+        init: None,
+        checkpointing: Some(Checkpointing {
+            dir: state.clone(),
+            every: 2,
+            resume,
+            deadline: None,
+            stop_after,
+        }),
+    };
+    let total = 6 * 2 * 16;
+    let mut log = vec![];
+    let first = train::train(
+        envs(60),
+        gat.clone(),
+        &cfg(false, Some(3)),
+        total,
+        5,
+        &mut log,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((first.stopped, first.iterations), (Some(3), 6));
+    assert_eq!(first.updates.len(), 3);
+    let saved = resume::read_state(&state).unwrap().unwrap();
+    assert_eq!((saved.iteration, saved.global_step), (3, 96));
+    // One weights file: the one state.json names (update 2's was removed).
+    let files: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert_eq!(files, std::slice::from_ref(&saved.weights));
+
+    // The saved state is the stopped training's model, to the bit.
+    let id = Identity {
+        spec: &gat,
+        algo: "ppo",
+        settings: format!(
+            "{:?} a2c_learning_rate={}",
+            cfg(false, None).ppo,
+            cfg(false, None).a2c_learning_rate
+        ),
+        envs: 2,
+        total_steps: total,
+    };
+    let mut vs = VarStore::new(Device::Cpu);
+    let _model = GraphAgent::new(&vs.root(), gat.clone());
+    let rule = Rule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-5,
+    };
+    let mut opt = Stateful::new(&vs, rule, 1e-3);
+    resume::load(&state, &mut vs, &mut opt, &id).unwrap();
+    let theirs = first.vs.variables();
+    for (k, t) in vs.variables() {
+        assert!(t.equal(&theirs[&k]), "{k}");
+    }
+    assert!(opt.steps() > 0);
+
+    // Resumed (on fresh episodes), it does the three updates left.
+    let rest = train::train(
+        envs(70),
+        gat.clone(),
+        &cfg(true, None),
+        total,
+        5,
+        &mut log,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(rest.stopped, None);
+    assert_eq!(rest.resumed_at, [3]);
+    let steps: Vec<usize> = first
+        .updates
+        .iter()
+        .chain(&rest.updates)
+        .map(|u| u.diagnostics.global_step)
+        .collect();
+    assert_eq!(steps, [32, 64, 96, 128, 160, 192]);
+    let lr: Vec<f64> = first
+        .updates
+        .iter()
+        .chain(&rest.updates)
+        .map(|u| u.diagnostics.learning_rate)
+        .collect();
+    let expected: Vec<f64> = (0..6).map(|k| (1.0 - k as f64 / 6.0) * 2.5e-4).collect();
+    for (a, b) in lr.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-12, "{lr:?} vs {expected:?}");
+    }
+    let text = String::from_utf8(log).unwrap();
+    assert_eq!(text.lines().count(), 7, "{text}");
+    assert_eq!(text.matches("global_step").count(), 1);
+    assert!(rest.wall_s >= first.wall_s);
+
+    // Another length or another model is not this state's training; no state, nothing to resume.
+    let e = train::train(
+        envs(70),
+        gat.clone(),
+        &cfg(true, None),
+        2 * total,
+        5,
+        &mut std::io::sink(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("decisions planned"), "{e}");
+    let other = spec(&envs(60)[0], EncoderKind::Gcn);
+    let e = train::train(
+        envs(70),
+        other,
+        &cfg(true, None),
+        total,
+        5,
+        &mut std::io::sink(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("another model"), "{e}");
+    let mut vs = VarStore::new(Device::Cpu);
+    let _model = GraphAgent::new(&vs.root(), gat.clone());
+    let mut opt = Stateful::new(&vs, rule, 1e-3);
+    let e = resume::load(&dir.path().join("none"), &mut vs, &mut opt, &id).unwrap_err();
+    assert!(matches!(e, ResumeError::Missing { .. }), "{e}");
 }

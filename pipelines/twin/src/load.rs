@@ -15,7 +15,7 @@
 //! | peak | ramps from off-peak to `peak` over `min(1200, D/10)` s, holds with a ±5% 10-minute wobble, ramps back down over the last `min(1200, D/10)` s |
 //! | rush | `rush_base`, plus flash crowds starting at 25% and 60% of D: a linear rise to `rush_peak` in 60 s, a hold of `min(900, D/8)` s, then an exponential decay back with τ = 180 s |
 //! | fluctuating | `mid + 1.25·amp·(0.87 sin(2πt/P) + 0.13 sin(6πt/P + 0.7))` with `mid ± amp` = [min, max], clipped to that range |
-//! | trace | counts per bucket of a CSV, rescaled so that the busiest bucket is `trace_peak`; looped when the run is longer than the trace, linear between bucket centres |
+//! | trace | counts per bucket of a CSV, rescaled so that the busiest bucket is `trace_peak`; looped when the run is longer than the trace, linear between bucket centres. A recorded load ([`Trace::from_rates`]) is replayed at its own rates |
 //! | burst | `burst_base · (1 + max_k (x_k − 1)·e_k(t))`: flash crowds of a Markov-modulated Poisson process ([`Bursts`]), drawn from the run's seed |
 //!
 //! **Burst** is a two-state Markov-modulated Poisson process (MMPP): the rate switches between a
@@ -137,7 +137,7 @@ impl Shape {
                         * (0.87 * (2.0 * PI * t / p).sin() + 0.13 * (6.0 * PI * t / p + 0.7).sin());
                 v.clamp(c.fluctuating_min_rps, c.fluctuating_max_rps)
             }
-            Shape::Trace(tr) => tr.rate(t) * c.trace_peak_rps,
+            Shape::Trace(tr) => tr.rate(t) * tr.peak_rps.unwrap_or(c.trace_peak_rps),
             Shape::Burst(b) => c.burst_base_rps * b.factor(t, c),
         }
     }
@@ -219,6 +219,9 @@ pub struct Trace {
     pub bucket_s: f64,
     /// Relative rate per bucket, max 1.
     pub levels: Vec<f64>,
+    /// The rate of a level of 1, rps, when the trace is absolute ([`Trace::from_rates`]: a
+    /// recorded load replayed as it was); `None`: `trace_peak_rps` of the load config.
+    pub peak_rps: Option<f64>,
 }
 
 impl Trace {
@@ -308,6 +311,39 @@ impl Trace {
             name,
             bucket_s,
             levels,
+            peak_rps: None,
+        })
+    }
+
+    /// An absolute trace: `rates` (rps, one per bucket of `bucket_s` s) replayed as they are,
+    /// whatever `trace_peak_rps` says — a recorded load (the entry request rates of stored
+    /// snapshots). An error names the first rate that is not finite and ≥ 0, or says that
+    /// there is none or every one is zero.
+    pub fn from_rates(name: &str, bucket_s: f64, rates: &[f64]) -> Result<Self> {
+        let bad = |line: usize, message: String| TwinError::Trace {
+            path: name.to_owned(),
+            line,
+            message,
+        };
+        if !(bucket_s.is_finite() && bucket_s > 0.0) {
+            return Err(bad(0, format!("bucket width {bucket_s} s must be > 0")));
+        }
+        if let Some((i, r)) = rates
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !(r.is_finite() && **r >= 0.0))
+        {
+            return Err(bad(i + 1, format!("rate {r} must be finite and >= 0")));
+        }
+        let max = rates.iter().cloned().fold(0.0, f64::max);
+        if max <= 0.0 {
+            return Err(bad(0, "no rate above zero".into()));
+        }
+        Ok(Trace {
+            name: name.to_owned(),
+            bucket_s,
+            levels: rates.iter().map(|r| r / max).collect(),
+            peak_rps: Some(max),
         })
     }
 
@@ -354,6 +390,28 @@ mod tests {
         assert!((min(&Shape::Fluctuating) - 150.0).abs() < 1.0);
         assert!((max(&Shape::Fluctuating) - 400.0).abs() < 1.0);
         assert!((Shape::Peak.rps(0.0, d, &c) - 50.0).abs() < 1e-9);
+    }
+
+    /// A recorded load is replayed at its own rates, whatever `trace_peak_rps` says; bad rates
+    /// are refused by position.
+    #[test]
+    fn a_recorded_load_replays_its_own_rates() {
+        let c = TwinConfig::default().load;
+        let tr = Trace::from_rates("run-1", 30.0, &[100.0, 300.0, 200.0]).unwrap();
+        assert_eq!(tr.duration_s(), 90.0);
+        let shape = Shape::Trace(tr);
+        // At the bucket centres, the recorded rates; between them, linear.
+        assert!((shape.rps(15.0, 90.0, &c) - 100.0).abs() < 1e-9);
+        assert!((shape.rps(45.0, 90.0, &c) - 300.0).abs() < 1e-9);
+        assert!((shape.rps(60.0, 90.0, &c) - 250.0).abs() < 1e-9);
+        assert_eq!(shape.name(), "trace:run-1");
+        let e = Trace::from_rates("run-2", 30.0, &[1.0, f64::NAN]).unwrap_err();
+        assert!(
+            e.to_string().contains("line 2") && e.to_string().contains("NaN"),
+            "{e}"
+        );
+        assert!(Trace::from_rates("run-3", 30.0, &[0.0, 0.0]).is_err());
+        assert!(Trace::from_rates("run-4", 0.0, &[1.0]).is_err());
     }
 
     /// The burst generator: flash crowds of several times the base rate, each reached in

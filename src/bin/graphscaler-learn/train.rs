@@ -8,6 +8,7 @@ use graphscaler_learn::agent::{AgentSpec, EncoderKind};
 use graphscaler_learn::checkpoint;
 use graphscaler_learn::envs::twin::{Handover, TwinEnv, TwinEnvConfig};
 use graphscaler_learn::factory::{Checkpoints, OnlineSetup};
+use graphscaler_learn::resume::Checkpointing;
 use graphscaler_learn::tensorboard::{CsvTee, EventWriter};
 use graphscaler_learn::train::{self, Algo, FromSettings, TrainConfig};
 use graphscaler_twin::Topology;
@@ -41,25 +42,51 @@ fn algo(s: &str) -> Result<AlgoArg> {
 
 /// Runs `graphscaler train`.
 pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
+    // --time-limit counts from here: the bootstrap and the set-up are part of the session.
+    let began = std::time::Instant::now();
     let encoder = EncoderKind::parse(&a.encoder)
         .with_context(|| format!("unknown encoder `{}`: gat, gcn, dysat or mlp", a.encoder))?;
     let algo_arg = algo(&a.algo)?;
     graphscaler_learn::tch::set_num_threads(a.torch_threads.max(1));
     let topology = cfg.topology(a.topology.as_deref())?;
-    let scenarios = if a.scenario == "mix" {
-        graphscaler_twin::Shape::all_named()
-    } else {
-        graphscaler::scenarios(&a.scenario)?
-    };
     let l = &cfg.learn;
     let t = &l.train;
+    let rows = if a.from.is_empty() {
+        vec![]
+    } else {
+        graphscaler_graph::store::read_paths(&a.from)?
+    };
+    let scenario = a.scenario.clone().unwrap_or_else(|| {
+        if a.from.is_empty() || a.steps == 0 {
+            "mix".into()
+        } else {
+            "recorded".into()
+        }
+    });
+    let episode_s = a.episode.unwrap_or(t.episode_s);
+    let scenarios = match scenario.as_str() {
+        "mix" => graphscaler_twin::Shape::all_named(),
+        "recorded" if a.from.is_empty() => {
+            bail!("--scenario recorded replays the load stored in the snapshots that --from names: give --from")
+        }
+        "recorded" => {
+            let loads = graphscaler_learn::offline::recorded_loads(&rows, episode_s)
+                .context("the fine-tuning load (--scenario recorded)")?;
+            say!(
+                "fine-tuning load: the recorded entry request rates, {} episode(s) of up to {episode_s:.0} s",
+                loads.len()
+            );
+            loads
+        }
+        s => graphscaler::scenarios(s)?,
+    };
     let n_envs = a.envs.unwrap_or(t.num_envs).max(1);
     let env_cfg = TwinEnvConfig {
         topology: topology.clone(),
         twin: cfg.twin.clone(),
         slo: cfg.slo.clone(),
         scenarios,
-        episode_s: a.episode.unwrap_or(t.episode_s),
+        episode_s,
         reward: cfg.reward(),
         rules: l.actions.clone(),
         window: 1,
@@ -76,20 +103,29 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let mut rules = l.actions.clone();
     rules.min_replicas = cfg.twin.limits.min_replicas;
     rules.max_replicas = cfg.twin.limits.max_replicas;
-    let spec = AgentSpec::new(
+    let mut spec = AgentSpec::new(
         encoder,
         topology_name(&topology),
         probe.services().to_vec(),
         probe.node_types().to_vec(),
         rules,
     );
+    spec.actor_global = !a.no_actor_global;
+    if let Some(init) = &a.init {
+        // A second stage keeps the first's model: the actor of a checkpoint written before the
+        // actor read the global scalars goes on without them.
+        let m = checkpoint::manifest(init)?;
+        spec.actor_global = m
+            .config
+            .get("agent")
+            .and_then(|s| s.get("actor_global"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+    }
     let env_cfg = TwinEnvConfig {
         window: spec.window,
         ..env_cfg
     };
-    let envs = (0..n_envs)
-        .map(|i| TwinEnv::new(env_cfg.clone(), a.seed * 1000 + i as u64))
-        .collect::<Result<Vec<_>, _>>()?;
     let algo_name = match algo_arg {
         AlgoArg::OnPolicy(x) => x.name(),
         AlgoArg::Sac => "sac",
@@ -102,7 +138,52 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let bootstrapped = if a.from.is_empty() {
+    // The state a stopped training saved, to resume or to replace.
+    let state_dir = checkpoint::file(&out, "resume");
+    let saved = if algo_arg == AlgoArg::Sac {
+        if a.resume || a.time_limit.is_some() {
+            bail!("--resume and --time-limit are for PPO and A2C: SAC's replay buffer is not saved, so a SAC training cannot be resumed");
+        }
+        None
+    } else {
+        graphscaler_learn::resume::read_state(&state_dir)?
+    };
+    match (&saved, a.resume) {
+        (None, true) => bail!(
+            "--resume: no saved training state in {} (a training saves one every --save-every updates and when it stops early); start without --resume",
+            state_dir.display()
+        ),
+        (Some(s), true) => say!(
+            "resuming after update {} of {} ({} decisions; resumed {} time(s) before) from {}",
+            s.iteration,
+            s.iterations,
+            s.global_step,
+            s.resumed_at.len(),
+            state_dir.display()
+        ),
+        (Some(s), false) => {
+            say!(
+                "replacing the saved state of an unfinished training in {} (update {} of {}; --resume continues it instead)",
+                state_dir.display(),
+                s.iteration,
+                s.iterations
+            );
+            std::fs::remove_dir_all(&state_dir)
+                .with_context(|| format!("removing {}", state_dir.display()))?;
+        }
+        (None, false) => {}
+    }
+    let resumed = saved.as_ref().filter(|_| a.resume);
+    // A resumed run's episodes start afresh, from seeds of their own.
+    let env_seed = |i: usize| {
+        let k = resumed.map_or(0, |s| s.resumed_at.len() as u64 + 1);
+        a.seed * 1000 + i as u64 + 1_000_000 * k
+    };
+    let envs = (0..n_envs)
+        .map(|i| TwinEnv::new(env_cfg.clone(), env_seed(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bootstrapped = if a.from.is_empty() || resumed.is_some() {
+        // Resuming, the saved state holds the model the bootstrap started.
         None
     } else {
         if algo_arg == AlgoArg::Sac {
@@ -115,7 +196,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             name.push("-bc");
             out.with_file_name(name)
         };
-        bootstrap(cfg, &a, &spec, &clone_out)?;
+        bootstrap(cfg, &a, &rows, &spec, &clone_out)?;
         Some(clone_out)
     };
     if a.steps == 0 {
@@ -126,10 +207,34 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     }
     let init = bootstrapped.or_else(|| a.init.clone());
     let log_path = checkpoint::file(&out, "csv");
-    let csv = std::io::BufWriter::new(
-        std::fs::File::create(&log_path)
+    let csv = std::io::BufWriter::new(match resumed {
+        // The header and the rows of the updates the state counts; rows logged after it go.
+        Some(s) => {
+            let text = std::fs::read_to_string(&log_path)
+                .with_context(|| format!("reading {} to resume it", log_path.display()))?;
+            let kept: String = text
+                .lines()
+                .take(s.iteration + 1)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if kept.lines().count() != s.iteration + 1 {
+                bail!(
+                    "{} has {} rows, the saved state counts {} updates: it is not this training's log",
+                    log_path.display(),
+                    kept.lines().count().saturating_sub(1),
+                    s.iteration
+                );
+            }
+            std::fs::write(&log_path, kept)
+                .with_context(|| format!("rewriting {}", log_path.display()))?;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("opening {}", log_path.display()))?
+        }
+        None => std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?,
-    );
+    });
     let mut log: Box<dyn Write> = match &a.tensorboard {
         Some(dir) => {
             let events = EventWriter::create(dir)
@@ -146,6 +251,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar.set_position(resumed.map_or(0, |s| s.global_step as u64));
     let started = std::time::Instant::now();
     let mut on_update = |u: &train::Update| {
         bar.set_position(u.diagnostics.global_step as u64);
@@ -154,6 +260,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
         ));
     };
+    let (mut resumed_at, mut wall_s) = (vec![], 0.0);
     let (agent, vs, updates, reward_norm) = match algo_arg {
         AlgoArg::OnPolicy(algo) => {
             let mut ppo = t.ppo(spec.hidden);
@@ -165,6 +272,15 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 ppo,
                 a2c_learning_rate: t.a2c_learning_rate,
                 init: init.clone(),
+                checkpointing: Some(Checkpointing {
+                    dir: state_dir.clone(),
+                    every: a.save_every,
+                    resume: resumed.is_some(),
+                    deadline: a
+                        .time_limit
+                        .map(|s| began + std::time::Duration::from_secs_f64(s)),
+                    stop_after: None,
+                }),
             };
             let r = train::train(
                 envs,
@@ -175,6 +291,19 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 &mut log,
                 &mut on_update,
             )?;
+            if let Some(k) = r.stopped {
+                log.flush()?;
+                bar.finish_and_clear();
+                say!(
+                    "stopped at the time limit after update {k} of {} ({} decisions): the state is in {}; the same command with --resume continues",
+                    r.iterations,
+                    r.updates.last().map_or(0, |u| u.diagnostics.global_step),
+                    state_dir.display()
+                );
+                return Ok(());
+            }
+            resumed_at = r.resumed_at;
+            wall_s = r.wall_s;
             (r.agent, r.vs, r.updates, Some(r.reward_norm))
         }
         AlgoArg::Sac => {
@@ -197,7 +326,12 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     };
     log.flush()?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
+    // Over every run of a resumed training.
+    let secs = if algo_arg == AlgoArg::Sac {
+        started.elapsed().as_secs_f64()
+    } else {
+        wall_s
+    };
     let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
     // Settings given through the environment shape the run as much as the arguments do.
     let mut env: Vec<String> = graphscaler_vars()
@@ -206,16 +340,37 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         .collect();
     env.sort();
     let command = format!(
-        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}",
+        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}{}{}{}",
         env.concat(),
         encoder.name(),
         algo_name,
-        a.scenario,
+        scenario,
         a.steps,
         a.seed,
         a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
-        init.as_ref()
-            .map_or(String::new(), |p| format!(" --init {}", p.display()))
+        if a.no_actor_global {
+            " --no-actor-global"
+        } else {
+            ""
+        },
+        // The command the user gave: with --from, the clone it fine-tunes from is its own.
+        a.init
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --init {}", p.display())),
+        a.bc_epochs
+            .map_or(String::new(), |n| format!(" --bc-epochs {n}")),
+        if a.from.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " --from {}",
+                a.from
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
     );
     let m = agent.save(
         &out,
@@ -226,15 +381,21 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             "steps": steps,
             "seed": a.seed,
             "envs": n_envs,
-            "scenarios": a.scenario,
+            "scenarios": scenario,
             "episode_s": env_cfg.episode_s,
             "reward": cfg.learn.reward,
             "init": init.as_ref().map(|p| p.display().to_string()),
             "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "reward_norm": reward_norm,
             "wall_s": secs,
+            "resumed_at": resumed_at,
         }),
     )?;
+    if state_dir.exists() {
+        // The checkpoint is the result; the state was only the way to it.
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("removing {}", state_dir.display()))?;
+    }
     say!(
         "trained {name} for {steps} decisions in {secs:.0} s ({:.0} decisions/s); {} parameters",
         steps as f64 / secs,
@@ -264,7 +425,13 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
 
 /// The bootstrap of `graphscaler train --from`: clones the stored decisions into a fresh `spec`
 /// model (or `--init`'s weights), fits its critic on the stored rewards and writes it to `out`.
-fn bootstrap(cfg: &Config, a: &TrainArgs, spec: &AgentSpec, out: &Path) -> Result<()> {
+fn bootstrap(
+    cfg: &Config,
+    a: &TrainArgs,
+    rows: &[graphscaler_graph::store::Transition],
+    spec: &AgentSpec,
+    out: &Path,
+) -> Result<()> {
     use graphscaler_learn::offline::{self, BootstrapConfig};
     let b = &cfg.learn.bootstrap;
     let t = &cfg.learn.train;
@@ -278,7 +445,6 @@ fn bootstrap(cfg: &Config, a: &TrainArgs, spec: &AgentSpec, out: &Path) -> Resul
         holdout_share: b.holdout_share,
         gamma: t.gamma,
     };
-    let rows = graphscaler_graph::store::read_paths(&a.from)?;
     let named = a
         .from
         .iter()
@@ -286,7 +452,7 @@ fn bootstrap(cfg: &Config, a: &TrainArgs, spec: &AgentSpec, out: &Path) -> Resul
         .collect::<Vec<_>>()
         .join(" ");
     let data =
-        offline::dataset(&rows, spec, &bcfg).with_context(|| format!("learning from {named}"))?;
+        offline::dataset(rows, spec, &bcfg).with_context(|| format!("learning from {named}"))?;
     let d = &data.summary;
     say!(
         "{named}: {} rows in {} run(s), {} decided ({}), {} rewarded; training on {} windows ({} sub-decisions), holding out {} ({})",
