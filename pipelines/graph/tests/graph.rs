@@ -354,10 +354,11 @@ fn snapshots_round_trip_through_parquet_and_bad_files_are_named() {
     let back = store::read(&old).unwrap();
     assert_eq!(back.len(), snaps.len());
     for (a, b) in back.iter().zip(&snaps) {
-        assert!(a.entry.is_none() && a.cpu_request_cores.is_empty());
+        assert!(a.entry.is_none() && a.entry_rps.is_none() && a.cpu_request_cores.is_empty());
         assert!(a.cpu_limit_cores.is_empty() && a.service_missing.is_empty() && !a.global_missing);
         let mut a = a.clone();
         a.entry = b.entry;
+        a.entry_rps = b.entry_rps;
         a.cpu_request_cores = b.cpu_request_cores.clone();
         a.cpu_limit_cores = b.cpu_limit_cores.clone();
         a.service_missing = b.service_missing.clone();
