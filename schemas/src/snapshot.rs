@@ -236,6 +236,18 @@ pub enum SnapshotError {
         /// The value.
         value: f64,
     },
+    /// A replica count no cluster has (above [`MAX_REPLICAS`]).
+    #[error("`{field}` of service `{service}` is {value}, above the {max} a snapshot may carry")]
+    Implausible {
+        /// `replicas_spec` or `replicas_ready`.
+        field: &'static str,
+        /// The service.
+        service: String,
+        /// The count.
+        value: u32,
+        /// [`MAX_REPLICAS`].
+        max: u32,
+    },
     /// A service or node name appears twice.
     #[error("{kind} `{name}` appears twice")]
     Duplicate {
@@ -246,6 +258,11 @@ pub enum SnapshotError {
     },
 }
 
+/// The most replicas of one service a snapshot may carry: a third of the 150,000 pods
+/// Kubernetes supports in a whole cluster. A count above it is damage, not a cluster, and is
+/// refused before a policy (the HPA reasons pod by pod) tries to hold that many.
+pub const MAX_REPLICAS: u32 = 50_000;
+
 impl Snapshot {
     /// Whether service `i`'s features are known (see [`Snapshot::service_missing`]).
     pub fn service_known(&self, i: usize) -> bool {
@@ -255,7 +272,7 @@ impl Snapshot {
     /// Checks that the parts agree before any policy reads them: every per-service list as long
     /// as `services` (the optional ones empty or as long), `node_x` as long as `nodes`, every
     /// edge's indices in range and its attributes of the relation's width, names unique, and
-    /// every number finite.
+    /// every number finite, replica counts at most [`MAX_REPLICAS`].
     pub fn validate(&self) -> Result<(), SnapshotError> {
         let n_s = self.services.len();
         let n_n = self.nodes.len();
@@ -308,6 +325,19 @@ impl Snapshot {
             true,
         )?;
         len("node_x", self.node_x.len(), n_n, "nodes", false)?;
+        for (field, counts) in [
+            ("replicas_spec", &self.replicas_spec),
+            ("replicas_ready", &self.replicas_ready),
+        ] {
+            if let Some((i, &value)) = counts.iter().enumerate().find(|(_, &c)| c > MAX_REPLICAS) {
+                return Err(SnapshotError::Implausible {
+                    field,
+                    service: self.services[i].clone(),
+                    value,
+                    max: MAX_REPLICAS,
+                });
+            }
+        }
         for (kind, names) in [("service", &self.services), ("node", &self.nodes)] {
             let mut seen = std::collections::HashSet::with_capacity(names.len());
             for n in names {
@@ -801,6 +831,15 @@ mod validate_tests {
         assert_eq!(
             bad(&|s| s.service_missing = vec![true]),
             "`service_missing` has 1 entries for 2 services"
+        );
+        // A replica count no cluster has: the HPA would hold a pod per replica.
+        assert_eq!(
+            bad(&|s| s.replicas_spec[0] = u32::MAX),
+            "`replicas_spec` of service `db` is 4294967295, above the 50000 a snapshot may carry"
+        );
+        assert_eq!(
+            bad(&|s| s.replicas_ready[1] = MAX_REPLICAS + 1),
+            "`replicas_ready` of service `web` is 50001, above the 50000 a snapshot may carry"
         );
         // The optional lists may be empty (older snapshots).
         let mut old = good.clone();
