@@ -410,6 +410,8 @@ pub struct TrainedAgent {
     pub resumed_at: Vec<usize>,
     /// Seconds spent training, over every run of a resumed training.
     pub wall_s: f64,
+    /// Decisions so far, over all environments (and every run of a resumed training).
+    pub global_step: usize,
 }
 
 /// Trains a fresh `spec` agent for `total_steps` decisions on `envs`, seeded, writing
@@ -604,5 +606,6 @@ pub fn train(
         stopped,
         resumed_at: state.resumed_at,
         wall_s: prior_wall_s + started.elapsed().as_secs_f64(),
+        global_step: envs.global_step,
     })
 }

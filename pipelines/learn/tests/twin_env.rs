@@ -462,6 +462,24 @@ fn a_stopped_training_resumes_where_it_saved() {
     assert_eq!(text.lines().count(), 7, "{text}");
     assert_eq!(text.matches("global_step").count(), 1);
     assert!(rest.wall_s >= first.wall_s);
+    assert_eq!(rest.global_step, 192);
+    // Killed after its last save and before its checkpoint was written, it resumes to nothing
+    // left to do and still knows how far it went.
+    let again = train::train(
+        envs(80),
+        gat.clone(),
+        &cfg(true, None),
+        total,
+        5,
+        &mut std::io::sink(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(again.updates.is_empty());
+    assert_eq!(
+        (again.global_step, again.resumed_at.clone()),
+        (192, vec![3, 6])
+    );
 
     // Another length or another model is not this state's training; no state, nothing to resume.
     let e = train::train(

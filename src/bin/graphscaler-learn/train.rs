@@ -260,7 +260,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
         ));
     };
-    let (mut resumed_at, mut wall_s) = (vec![], 0.0);
+    let (mut resumed_at, mut wall_s, mut global_step) = (vec![], 0.0, 0);
     let (agent, vs, updates, reward_norm) = match algo_arg {
         AlgoArg::OnPolicy(algo) => {
             let mut ppo = t.ppo(spec.hidden);
@@ -304,6 +304,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             }
             resumed_at = r.resumed_at;
             wall_s = r.wall_s;
+            global_step = r.global_step;
             (r.agent, r.vs, r.updates, Some(r.reward_norm))
         }
         AlgoArg::Sac => {
@@ -332,7 +333,10 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     } else {
         wall_s
     };
-    let steps = updates.last().map_or(0, |u| u.diagnostics.global_step);
+    // A training resumed after its last update has none of its own to count from.
+    let steps = updates
+        .last()
+        .map_or(global_step, |u| u.diagnostics.global_step);
     // Settings given through the environment shape the run as much as the arguments do.
     let mut env: Vec<String> = graphscaler_vars()
         .into_iter()
