@@ -101,6 +101,25 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
+    /// The specification in the manifest of the checkpoint at `path` (`config.agent`); an error
+    /// names a manifest that has none or one that does not parse.
+    pub fn of_checkpoint(path: &Path) -> Result<Self, CheckpointError> {
+        let m = checkpoint::manifest(path)?;
+        m.config
+            .get("agent")
+            .cloned()
+            .ok_or_else(|| CheckpointError::Manifest {
+                path: checkpoint::file(path, "json"),
+                message: "no `config.agent`: not a graph agent's checkpoint".into(),
+            })
+            .and_then(|v| {
+                serde_json::from_value(v).map_err(|e| CheckpointError::Manifest {
+                    path: checkpoint::file(path, "json"),
+                    message: format!("config.agent: {e}"),
+                })
+            })
+    }
+
     /// The defaults of `encoder` for a cluster.
     pub fn new(
         encoder: EncoderKind,
@@ -369,21 +388,7 @@ impl GraphAgent {
         path: &Path,
         topology: &str,
     ) -> Result<(Self, VarStore, Manifest), CheckpointError> {
-        let m = checkpoint::manifest(path)?;
-        let spec: AgentSpec = m
-            .config
-            .get("agent")
-            .cloned()
-            .ok_or_else(|| CheckpointError::Manifest {
-                path: checkpoint::file(path, "json"),
-                message: "no `config.agent`: not a graph agent's checkpoint".into(),
-            })
-            .and_then(|v| {
-                serde_json::from_value(v).map_err(|e| CheckpointError::Manifest {
-                    path: checkpoint::file(path, "json"),
-                    message: format!("config.agent: {e}"),
-                })
-            })?;
+        let spec = AgentSpec::of_checkpoint(path)?;
         let mut vs = VarStore::new(Device::Cpu);
         let agent = GraphAgent::new(&vs.root(), spec);
         let m = checkpoint::load(path, &mut vs, topology)?;

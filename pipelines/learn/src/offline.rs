@@ -104,6 +104,14 @@ pub enum OfflineError {
         /// Rows read.
         rows: usize,
     },
+    /// A piece of the recorded load holds a rate no trace can replay.
+    #[error("the recorded load's piece {piece}: {message}")]
+    BadRates {
+        /// The piece.
+        piece: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The model cannot be cloned into.
     #[error("behaviour cloning needs the PPO heads (ppo, a2c); SAC's discrete actor is not bootstrapped yet")]
     Heads,
@@ -119,11 +127,13 @@ pub enum OfflineError {
 /// ([`Snapshot::entry_rps`], one per window) cut where the rate is unknown or time skips a
 /// window, then into pieces of `episode_s` (the remainder joins the last piece; a part shorter
 /// than an episode stands alone and the twin loops it), each an absolute trace
-/// ([`Trace::from_rates`]) named `recorded-r<run>-p<piece>`. The rates are those the recorded
+/// ([`Trace::from_rates`]) named `recorded-r<run>-p<piece>`. A piece without a single request
+/// is left out, with a warning that counts them; a rate a trace refuses is an error. The rates are those the recorded
 /// system served, not what its users would have sent to an instant one: a recording of a
 /// policy that kept up replays its load closely, one of a saturated system lower.
 pub fn recorded_loads(rows: &[Transition], episode_s: f64) -> Result<Vec<Shape>, OfflineError> {
     let mut out = vec![];
+    let mut idle = 0usize;
     for (r, run) in runs(rows).into_iter().enumerate() {
         let mut parts: Vec<Vec<&Snapshot>> = vec![];
         let mut cur: Vec<&Snapshot> = vec![];
@@ -156,14 +166,29 @@ pub fn recorded_loads(rows: &[Transition], episode_s: f64) -> Result<Vec<Shape>,
                     .filter_map(|s| s.entry_rps.map(f64::from))
                     .collect();
                 piece += 1;
-                // A piece without requests (an idle recording) has no load to replay.
-                if let Ok(tr) =
-                    Trace::from_rates(&format!("recorded-r{}-p{piece}", r + 1), window, &rates)
-                {
-                    out.push(Shape::Trace(tr));
+                // A piece without requests (an idle recording) has no load to replay: left out,
+                // and said below. Any other rate a trace refuses is an error.
+                if rates.iter().all(|x| *x == 0.0) {
+                    idle += 1;
+                    continue;
                 }
+                let name = format!("recorded-r{}-p{piece}", r + 1);
+                let tr = Trace::from_rates(&name, window, &rates).map_err(|e| {
+                    OfflineError::BadRates {
+                        piece: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                out.push(Shape::Trace(tr));
             }
         }
+    }
+    if idle > 0 {
+        tracing::warn!(
+            idle,
+            replayed = out.len(),
+            "recorded pieces without a single request are not replayed"
+        );
     }
     if out.is_empty() {
         return Err(OfflineError::NoRates { rows: rows.len() });

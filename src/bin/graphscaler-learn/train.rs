@@ -114,13 +114,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     if let Some(init) = &a.init {
         // A second stage keeps the first's model: the actor of a checkpoint written before the
         // actor read the global scalars goes on without them.
-        let m = checkpoint::manifest(init)?;
-        spec.actor_global = m
-            .config
-            .get("agent")
-            .and_then(|s| s.get("actor_global"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
+        spec.actor_global = AgentSpec::of_checkpoint(init)?.actor_global;
     }
     let env_cfg = TwinEnvConfig {
         window: spec.window,
@@ -297,7 +291,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 say!(
                     "stopped at the time limit after update {k} of {} ({} decisions): the state is in {}; the same command with --resume continues",
                     r.iterations,
-                    r.updates.last().map_or(0, |u| u.diagnostics.global_step),
+                    r.global_step,
                     state_dir.display()
                 );
                 return Ok(());
