@@ -9,7 +9,7 @@ use crate::config::parse_duration;
 /// `graphscaler train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// gat, gcn, dysat or mlp.
+    /// gat, gcn, dysat, tgat or mlp.
     #[arg(long, default_value = "gat")]
     pub encoder: String,
     /// ppo, a2c or sac.

@@ -17,6 +17,7 @@ use crate::gcn_encoder::{GcnEncoder, GcnEncoderConfig};
 use crate::graph::HeteroGraph;
 use crate::graph_sac::SacActor;
 use crate::policy::{ActionTensors, Masks, PolicyHeads, SampleMask, Step};
+use crate::tgat::{Tgat, TgatConfig};
 
 /// Which encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,17 +29,20 @@ pub enum EncoderKind {
     Gcn,
     /// DySAT over a window of snapshots.
     Dysat,
+    /// TGAT over a window of snapshots.
+    Tgat,
     /// The flat MLP (no topology).
     Mlp,
 }
 
 impl EncoderKind {
-    /// Parses `gat`, `gcn`, `dysat` or `mlp`.
+    /// Parses `gat`, `gcn`, `dysat`, `tgat` or `mlp`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "gat" => Some(Self::Gat),
             "gcn" => Some(Self::Gcn),
             "dysat" => Some(Self::Dysat),
+            "tgat" => Some(Self::Tgat),
             "mlp" => Some(Self::Mlp),
             _ => None,
         }
@@ -50,6 +54,7 @@ impl EncoderKind {
             Self::Gat => "gat",
             Self::Gcn => "gcn",
             Self::Dysat => "dysat",
+            Self::Tgat => "tgat",
             Self::Mlp => "mlp",
         }
     }
@@ -130,6 +135,7 @@ impl AgentSpec {
     ) -> Self {
         let (layers, window) = match encoder {
             EncoderKind::Dysat => (1, DysatConfig::default().window),
+            EncoderKind::Tgat => (TgatConfig::default().layers, TgatConfig::default().window),
             _ => (2, 1),
         };
         Self {
@@ -211,6 +217,16 @@ pub fn build_encoder(p: &nn::Path, spec: &AgentSpec) -> Box<dyn Encoder> {
                 heads: spec.heads,
                 layers: spec.layers,
                 window: spec.window,
+            },
+        )),
+        EncoderKind::Tgat => Box::new(Tgat::new(
+            p,
+            TgatConfig {
+                dim: spec.dim,
+                heads: spec.heads,
+                layers: spec.layers,
+                window: spec.window,
+                ..TgatConfig::default()
             },
         )),
         EncoderKind::Mlp => Box::new(MlpFlat::new(p, spec.dim)),

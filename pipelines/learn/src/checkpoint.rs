@@ -26,7 +26,7 @@ pub struct Manifest {
     pub format: u32,
     /// `ppo`, `a2c`, `sac`.
     pub algo: String,
-    /// `gat`, `gcn`, `dysat`, `mlp`.
+    /// `gat`, `gcn`, `dysat`, `tgat`, `mlp`.
     pub encoder: String,
     /// The feature schema the model reads ([`graphscaler_schemas::SCHEMA_VERSION`]).
     pub schema_version: u32,

@@ -111,6 +111,7 @@ pub fn scale(g: &HeteroGraph) -> HeteroGraph {
         x_node,
         edges,
         global: g.global.shallow_clone(),
+        time: g.time.shallow_clone(),
         graphs: g.graphs,
         services: g.services,
         nodes: g.nodes,

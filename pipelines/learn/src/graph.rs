@@ -72,6 +72,9 @@ pub struct HeteroGraph {
     pub edges: Vec<(Relation, Tensor, Tensor)>,
     /// Global scalars `[B, 2]`.
     pub global: Tensor,
+    /// Each graph's snapshot time in seconds `[B]` (float64: a Unix time keeps its seconds), for
+    /// encoders that read the age of older snapshots.
+    pub time: Tensor,
     /// Graphs in the batch `B`.
     pub graphs: i64,
     /// Services per graph `S`.
@@ -146,6 +149,7 @@ impl HeteroGraph {
             global: Tensor::from_slice(&s.global)
                 .view([1, global_feature::COUNT as i64])
                 .to_device(device),
+            time: Tensor::from_slice(&[s.time_s]).to_device(device),
             graphs: 1,
             services: s.services.len() as i64,
             nodes: s.nodes.len() as i64,
@@ -194,6 +198,7 @@ impl HeteroGraph {
             x_node: cat(&|g| &g.x_node),
             edges,
             global: cat(&|g| &g.global),
+            time: cat(&|g| &g.time),
             graphs: graphs.iter().map(|g| g.graphs).sum(),
             services: first.services,
             nodes: first.nodes,
@@ -281,6 +286,7 @@ mod tests {
         assert_eq!((b.graphs, b.services, b.nodes), (2, 2, 1));
         assert_eq!(b.x_service.size(), [4, 7]);
         assert_eq!(b.global.size(), [2, 2]);
+        assert_eq!(Vec::<f64>::try_from(&b.time).unwrap(), [30.0, 30.0]);
         let (_, i, _) = &b.edges[1];
         assert_eq!(
             Vec::<i64>::try_from(i.view([-1])).unwrap(),

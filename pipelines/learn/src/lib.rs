@@ -39,4 +39,5 @@ pub mod rollout;
 pub mod sac;
 pub mod serve;
 pub mod tensorboard;
+pub mod tgat;
 pub mod train;

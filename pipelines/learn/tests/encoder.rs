@@ -6,6 +6,7 @@
 use graphscaler_learn::dysat::{Dysat, DysatConfig};
 use graphscaler_learn::encoder::{Encoder, GatEncoder, GatEncoderConfig, MlpFlat};
 use graphscaler_learn::gcn_encoder::{GcnEncoder, GcnEncoderConfig};
+use graphscaler_learn::tgat::{Tgat, TgatConfig};
 use graphscaler_learn::HeteroGraph;
 use graphscaler_schemas::Snapshot;
 use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
@@ -100,6 +101,7 @@ fn a_batch_encodes_each_graph_as_alone() {
             GcnEncoderConfig::default(),
         )),
         Box::new(MlpFlat::new(&(vs.root() / "mlp"), 32)),
+        Box::new(Tgat::new(&(vs.root() / "tgat"), TgatConfig::default())),
     ];
     tch::no_grad(|| {
         for enc in &encoders {
@@ -107,12 +109,15 @@ fn a_batch_encodes_each_graph_as_alone() {
             for (i, g) in gs.iter().enumerate() {
                 let one = enc.encode(g);
                 let i = i as i64;
-                assert!(
-                    max_diff(&all.service.narrow(0, i, 1), &one.service) < 1e-5,
-                    "{enc:?}"
-                );
-                assert!(max_diff(&all.node.narrow(0, i, 1), &one.node) < 1e-5);
-                assert!(max_diff(&all.pooled.narrow(0, i, 1), &one.pooled) < 1e-5);
+                // Float sums in another order: 1e-5 of the embeddings' scale.
+                let close = |a: &Tensor, b: &Tensor| {
+                    let scale = b.abs().max().double_value(&[]).max(1.0);
+                    let d = max_diff(a, b);
+                    assert!(d < 1e-5 * scale, "{enc:?}: {d:e} at scale {scale}");
+                };
+                close(&all.service.narrow(0, i, 1), &one.service);
+                close(&all.node.narrow(0, i, 1), &one.node);
+                close(&all.pooled.narrow(0, i, 1), &one.pooled);
             }
         }
     });
@@ -149,4 +154,83 @@ fn dysat_reads_the_window() {
     }
     // A shorter window (the start of an episode) works.
     assert_eq!(d.encode_window(&refs[2..]).pooled.size(), [1, 128]);
+}
+
+#[test]
+fn tgat_reads_the_window_by_age() {
+    tch::manual_seed(3);
+    let snaps = snapshots(8);
+    let gs: Vec<HeteroGraph> = snaps
+        .iter()
+        .map(|s| HeteroGraph::from_snapshot(s, Device::Cpu))
+        .collect();
+    let vs = VarStore::new(Device::Cpu);
+    let t = Tgat::new(&vs.root(), TgatConfig::default());
+    assert_eq!(t.window(), 4);
+    let refs: Vec<&HeteroGraph> = gs[..4].iter().collect();
+    let e = t.encode_window(&refs);
+    let (ns, nn) = (snaps[0].services.len() as i64, snaps[0].nodes.len() as i64);
+    assert_eq!(e.service.size(), [1, ns, 128]);
+    assert_eq!(e.node.size(), [1, nn, 128]);
+    assert_eq!(e.pooled.size(), [1, 128]);
+    assert_eq!(e.service.isfinite().all().int64_value(&[]), 1);
+    tch::no_grad(|| {
+        // An older snapshot changes the embedding ...
+        let other = [&gs[3], &gs[1], &gs[2], &gs[3]];
+        assert!(max_diff(&t.encode_window(&other).service, &e.service) > 1e-5);
+        // ... and so does its age alone: the same snapshots, the older ones stamped earlier.
+        let mut aged: Vec<Snapshot> = snaps[..4].to_vec();
+        for (k, s) in aged.iter_mut().enumerate().take(3) {
+            s.time_s -= 60.0 * (3 - k) as f64;
+        }
+        let ag: Vec<HeteroGraph> = aged
+            .iter()
+            .map(|s| HeteroGraph::from_snapshot(s, Device::Cpu))
+            .collect();
+        let ar: Vec<&HeteroGraph> = ag.iter().collect();
+        assert!(max_diff(&t.encode_window(&ar).service, &e.service) > 1e-5);
+        // A Unix time keeps its seconds: the same window stamped 1.7e9 s later encodes the same.
+        let mut late: Vec<Snapshot> = snaps[..4].to_vec();
+        for s in &mut late {
+            s.time_s += 1.7e9;
+        }
+        let lg: Vec<HeteroGraph> = late
+            .iter()
+            .map(|s| HeteroGraph::from_snapshot(s, Device::Cpu))
+            .collect();
+        let lr: Vec<&HeteroGraph> = lg.iter().collect();
+        assert!(max_diff(&t.encode_window(&lr).service, &e.service) < 1e-5);
+        // Windows batched encode as each alone (graphs of a batch keep their own ages).
+        let pair: Vec<HeteroGraph> = (0..4)
+            .map(|k| HeteroGraph::batch(&[&gs[k], &ag[k]]).unwrap())
+            .collect();
+        let pr: Vec<&HeteroGraph> = pair.iter().collect();
+        let both = t.encode_window(&pr);
+        let alone = t.encode_window(&ar);
+        assert!(max_diff(&both.service.narrow(0, 0, 1), &e.service) < 1e-5);
+        assert!(max_diff(&both.service.narrow(0, 1, 1), &alone.service) < 1e-5);
+        assert!(max_diff(&both.node.narrow(0, 1, 1), &alone.node) < 1e-5);
+        assert!(max_diff(&both.pooled.narrow(0, 1, 1), &alone.pooled) < 1e-5);
+        // A shorter window (the start of an episode) works; a longer one reads its last T.
+        assert_eq!(t.encode_window(&refs[2..]).pooled.size(), [1, 128]);
+        let long: Vec<&HeteroGraph> = gs[..6].iter().collect();
+        let last4 = t.encode_window(&long[2..]);
+        assert!(max_diff(&t.encode_window(&long).service, &last4.service) < 1e-6);
+    });
+    // Gradients reach the time encoding, every relation's attention and the merge.
+    e.pooled.sum(Kind::Float).backward();
+    for (name, v) in vs.variables() {
+        let read = name == "time.freq"
+            || name.starts_with("layer0.calls.k")
+            || name.starts_with("layer0.hosts.v")
+            || name.starts_with("layer0.service_history.q")
+            || name.starts_with("layer1.node_history.v")
+            || name.starts_with("layer1.merge_service.fc1");
+        if read {
+            assert!(
+                v.grad().defined() && v.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                "{name}"
+            );
+        }
+    }
 }

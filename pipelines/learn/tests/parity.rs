@@ -92,6 +92,7 @@ fn graph(f: &Value) -> HeteroGraph {
             ),
         ],
         global: Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)),
+        time: Tensor::zeros([1], (Kind::Double, Device::Cpu)),
     }
 }
 

@@ -120,6 +120,7 @@ fn checkpoints_round_trip_and_refuse_what_does_not_fit() {
         EncoderKind::Gat,
         EncoderKind::Gcn,
         EncoderKind::Dysat,
+        EncoderKind::Tgat,
         EncoderKind::Mlp,
     ] {
         let vs = VarStore::new(Device::Cpu);

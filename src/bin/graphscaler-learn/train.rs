@@ -44,8 +44,12 @@ fn algo(s: &str) -> Result<AlgoArg> {
 pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     // --time-limit counts from here: the bootstrap and the set-up are part of the session.
     let began = std::time::Instant::now();
-    let encoder = EncoderKind::parse(&a.encoder)
-        .with_context(|| format!("unknown encoder `{}`: gat, gcn, dysat or mlp", a.encoder))?;
+    let encoder = EncoderKind::parse(&a.encoder).with_context(|| {
+        format!(
+            "unknown encoder `{}`: gat, gcn, dysat, tgat or mlp",
+            a.encoder
+        )
+    })?;
     let algo_arg = algo(&a.algo)?;
     graphscaler_learn::tch::set_num_threads(a.torch_threads.max(1));
     let topology = cfg.topology(a.topology.as_deref())?;
