@@ -1,0 +1,98 @@
+//! Why a shipped baseline does nothing: the evidence behind docs/learning.md's account of
+//! `checkpoints/dysat-a2c`, whose rows in the served loop equal `static`'s.
+//!
+//!     cargo test --workspace --test baselines -- --nocapture
+//!
+//! prints the figures the docs quote.
+
+#![allow(clippy::unwrap_used)]
+
+use graphscaler_learn::agent::{GraphAgent, Obs};
+use graphscaler_learn::envs::twin::{TwinEnv, TwinEnvConfig};
+use graphscaler_learn::policy::HybridAction;
+use graphscaler_learn::reward::RewardConfig;
+use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig};
+
+/// Whether `a` changes replicas or the CPU quota under `deadband` (a node-type preference alone
+/// moves nothing).
+fn moves(a: &HybridAction, deadband: f64) -> bool {
+    match a {
+        HybridAction::Nothing => false,
+        HybridAction::Change {
+            delta_replicas,
+            delta_cpu,
+            ..
+        } => *delta_replicas != 0 || delta_cpu.abs() >= deadband,
+    }
+}
+
+/// DySAT-A2C's most likely action, state after state of a Rush hour, changes neither replicas
+/// nor the CPU quota: its distribution is spread thin (the most likely pair holds a few percent),
+/// the mode of Δreplicas given that pair is 0, and the Beta's mode of Δcpu-quota sits under the
+/// deadband. Sampled, the same policy moves something in most decisions: it is not "nothing"
+/// that it learned but a flat policy whose single most likely outcome is a no-op.
+#[test]
+fn dysat_a2c_mode_is_a_change_that_moves_nothing() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (agent, _vs, _) = GraphAgent::load(&root.join("checkpoints/dysat-a2c"), "*").unwrap();
+    let twin = TwinConfig::default();
+    let topology = Topology::from_file(
+        &root.join("data/topologies/online-boutique.json"),
+        &twin.fanout_parameters,
+    )
+    .unwrap();
+    let rules = agent.spec.rules.clone();
+    let deadband = rules.cpu_deadband;
+    let cfg = TwinEnvConfig {
+        topology,
+        twin,
+        slo: SloConfig::default(),
+        scenarios: vec![Shape::Rush],
+        episode_s: 3600.0,
+        reward: RewardConfig::default(),
+        rules,
+        window: agent.spec.window,
+        handover: None,
+        graph: graphscaler_graph::GraphConfig::default(),
+        rails: graphscaler_actuate::Guardrails::default(),
+    };
+    let mut env = TwinEnv::new(cfg, 1).unwrap();
+    let (states, draws) = (60, 64);
+    let (mut mode_moves, mut sampled_moves, mut sampled_nothing) = (0usize, 0usize, 0usize);
+    let mut top_pair = 0.0;
+    for _ in 0..states {
+        let o = Obs::new(&env.window(), env.mask());
+        let mode = tch::no_grad(|| agent.act(&[&o], true)).actions.remove(0);
+        let refs: Vec<&Obs> = (0..draws).map(|_| &o).collect();
+        let drawn = tch::no_grad(|| agent.act(&refs, false)).actions;
+        let mut pairs = std::collections::HashMap::<(i64, i64), usize>::new();
+        for a in &drawn {
+            sampled_moves += usize::from(moves(a, deadband));
+            match a {
+                HybridAction::Nothing => sampled_nothing += 1,
+                HybridAction::Change {
+                    service, node_type, ..
+                } => *pairs.entry((*service, *node_type)).or_default() += 1,
+            }
+        }
+        top_pair += *pairs.values().max().unwrap_or(&0) as f64 / draws as f64;
+        mode_moves += usize::from(moves(&mode, deadband));
+        // The loop serves the mode: step on it, as `eval` and `run` do.
+        env.step(&mode).unwrap();
+    }
+    let n = (states * draws) as f64;
+    let (moved, nothing) = (sampled_moves as f64 / n, sampled_nothing as f64 / n);
+    let top = top_pair / states as f64;
+    println!(
+        "dysat-a2c on Rush (seed 1), {states} decisions: the mode moves replicas or CPU in {mode_moves}; \
+         sampled ({draws} draws per state): {:.1}% move something, {:.1}% are \"nothing\", \
+         the most likely pair holds {:.1}% on average",
+        100.0 * moved,
+        100.0 * nothing,
+        100.0 * top
+    );
+    assert_eq!(mode_moves, 0, "the mode moved something");
+    assert!(moved > 0.3, "sampled decisions that move: {moved}");
+    assert!(nothing < 0.1, "sampled \"nothing\": {nothing}");
+    assert!(top < 0.25, "the most likely pair's share: {top}");
+}
