@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// (e.g. `50m`); `--resume` continues.
     #[arg(long, value_parser = parse_duration)]
     pub time_limit: Option<f64>,
+    /// Also keep the model every this many decisions as a candidate checkpoint,
+    /// `<out>-at<decisions>` (.safetensors + .json), to choose one on validation seeds; 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub keep_every: usize,
     /// Passes over the stored rows (default: learn.bootstrap.epochs).
     #[arg(long)]
     pub bc_epochs: Option<usize>,

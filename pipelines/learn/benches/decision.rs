@@ -197,6 +197,7 @@ fn throughput() {
         a2c_learning_rate: 7e-4,
         init: None,
         checkpointing: None,
+        keep: None,
     };
     let steps = 8 * 64 * 3;
     let t0 = Instant::now();

@@ -251,6 +251,7 @@ pub fn train(
     log_every: usize,
     log: &mut dyn Write,
     progress: &mut dyn FnMut(&Update),
+    keep: Option<&crate::train::Keep>,
 ) -> std::io::Result<SacTrainedAgent> {
     tch::manual_seed(seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -407,6 +408,9 @@ pub fn train(
             progress(&u);
             updates.push(u);
             (ticks, rewards, terms, nothing, refused, decisions) = (0, 0.0, [0.0; 4], 0, 0, 0);
+        }
+        if let Some(k) = keep {
+            k.maybe_save(global_step - n, global_step, &agent, &actor_vs)?;
         }
     }
     Ok(SacTrainedAgent {

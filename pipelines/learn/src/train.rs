@@ -101,6 +101,63 @@ pub struct TrainConfig {
     pub init: Option<std::path::PathBuf>,
     /// Save the training's state and stop or resume it ([`crate::resume`]); `None`: neither.
     pub checkpointing: Option<Checkpointing>,
+    /// Keep candidate checkpoints along the way, for choosing one on validation seeds.
+    pub keep: Option<Keep>,
+}
+
+/// Candidate checkpoints kept during a training (`graphscaler train --keep-every`): after the
+/// first update at or past each multiple of `every` decisions, the model as it is then, written
+/// as `<prefix>-at<decisions>` (safetensors and manifest, loadable like the final checkpoint), so
+/// that a protocol can choose among them on validation seeds rather than take the last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keep {
+    /// Decisions between candidates (over all environments); 0 keeps none.
+    pub every: usize,
+    /// Path prefix of the candidates.
+    pub prefix: std::path::PathBuf,
+    /// The algorithm's name in the manifests.
+    pub algo: String,
+    /// The producing command, for the manifests.
+    pub produced_by: String,
+    /// The manifests' `training` section (its `steps` set to the candidate's decisions).
+    pub extra: serde_json::Value,
+}
+
+impl Keep {
+    /// The candidate written at `decisions`.
+    pub fn path(&self, decisions: usize) -> std::path::PathBuf {
+        let mut p = self.prefix.clone().into_os_string();
+        p.push(format!("-at{decisions}"));
+        p.into()
+    }
+
+    /// Writes the candidate if `decisions` passed a multiple of `every` since `before`.
+    pub fn maybe_save(
+        &self,
+        before: usize,
+        decisions: usize,
+        agent: &GraphAgent,
+        vs: &VarStore,
+    ) -> std::io::Result<()> {
+        if self.every == 0 || decisions / self.every == before / self.every {
+            return Ok(());
+        }
+        let mut extra = self.extra.clone();
+        if let Some(m) = extra.as_object_mut() {
+            m.insert("steps".into(), decisions.into());
+            m.insert("candidate".into(), true.into());
+        }
+        agent
+            .save(
+                &self.path(decisions),
+                vs,
+                &self.algo,
+                &self.produced_by,
+                extra,
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
 }
 
 /// One rollout over every environment, step-major.
@@ -511,6 +568,7 @@ pub fn train(
             Algo::Ppo => p.gae_lambda,
             Algo::A2c => 1.0,
         };
+        let before = envs.global_step;
         let r = envs.rollout(&agent, p.num_steps, p.gamma, lambda)?;
         let mut d = Diagnostics {
             global_step: envs.global_step,
@@ -568,6 +626,9 @@ pub fn train(
         writeln!(log, "{}", u.csv())?;
         progress(&u);
         updates.push(u);
+        if let Some(k) = &cfg.keep {
+            k.maybe_save(before, envs.global_step, &agent, &vs)?;
+        }
         if let Some(c) = ck {
             let stop = iteration < iterations
                 && (c.stop_after.is_some_and(|k| iteration >= k)

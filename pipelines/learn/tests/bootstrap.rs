@@ -269,6 +269,7 @@ fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() 
             a2c_learning_rate: 7e-4,
             init,
             checkpointing: None,
+            keep: None,
         };
         let t = train::train(
             envs,

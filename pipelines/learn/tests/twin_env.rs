@@ -245,6 +245,7 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
             a2c_learning_rate: 7e-4,
             init: None,
             checkpointing: None,
+            keep: None,
         };
         let mut log = vec![];
         let mut seen = 0;
@@ -265,7 +266,15 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
 #[test]
 fn the_same_seed_trains_the_same_weights() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let run = || {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = train::Keep {
+        every: 32,
+        prefix: dir.path().join("gat"),
+        algo: "ppo".into(),
+        produced_by: "tests/twin_env.rs".into(),
+        extra: serde_json::json!({ "seed": 9 }),
+    };
+    let run = |keep: Option<train::Keep>| {
         let envs: Vec<TwinEnv> = (0..2)
             .map(|i| TwinEnv::new(env_config(1), 40 + i).unwrap())
             .collect();
@@ -279,15 +288,43 @@ fn the_same_seed_trains_the_same_weights() {
             a2c_learning_rate: 7e-4,
             init: None,
             checkpointing: None,
+            keep,
         };
         train::train(envs, spec, &cfg, 64, 9, &mut std::io::sink(), &mut |_| {}).unwrap()
     };
-    let (a, b) = (run(), run());
+    // Keeping candidates along the way does not change the training.
+    let (a, b) = (run(Some(keep.clone())), run(None));
     let (va, vb) = (a.vs.variables(), b.vs.variables());
     assert_eq!(va.len(), vb.len());
     for (name, t) in &va {
         assert!(t.equal(&vb[name]), "{name} differs");
     }
+    // One candidate per 32 decisions (2 envs x 16 per update), loadable; the last is the result.
+    let mut kept: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "gat-at32.json",
+            "gat-at32.safetensors",
+            "gat-at64.json",
+            "gat-at64.safetensors"
+        ]
+    );
+    let (_, vs, m) = GraphAgent::load(&keep.path(64), "online-boutique").unwrap();
+    assert_eq!(m.config["training"]["steps"], 64);
+    assert_eq!(m.config["training"]["candidate"], true);
+    for (name, t) in &vs.variables() {
+        assert!(t.equal(&va[name]), "{name} differs from the result");
+    }
+    let (_, first, _) = GraphAgent::load(&keep.path(32), "online-boutique").unwrap();
+    assert!(first
+        .variables()
+        .iter()
+        .any(|(name, t)| !t.equal(&va[name])));
 }
 
 #[test]
@@ -311,8 +348,34 @@ fn sac_runs_on_the_twin_and_its_actor_serves() {
         ..SacConfig::default()
     };
     let mut log = vec![];
-    let t = graph_sac::train(envs, spec, &cfg, 96, 2, 48, &mut log, &mut |_| {}).unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let keep = train::Keep {
+        every: 48,
+        prefix: kept.path().join("sac"),
+        algo: "sac".into(),
+        produced_by: "tests/twin_env.rs".into(),
+        extra: serde_json::json!({}),
+    };
+    let t = graph_sac::train(
+        envs,
+        spec,
+        &cfg,
+        96,
+        2,
+        48,
+        &mut log,
+        &mut |_| {},
+        Some(&keep),
+    )
+    .unwrap();
     assert_eq!(t.updates.len(), 2);
+    // Its candidates are actors like the result: the last one is the result.
+    let (_, last, m) = GraphAgent::load(&keep.path(96), "online-boutique").unwrap();
+    assert_eq!(m.algo, "sac");
+    for (name, w) in &last.variables() {
+        assert!(w.equal(&t.vs.variables()[name]), "{name}");
+    }
+    assert!(keep.path(48).with_extension("json").exists());
     let text = String::from_utf8(log).unwrap();
     assert!(text
         .lines()
@@ -377,6 +440,7 @@ fn a_stopped_training_resumes_where_it_saved() {
             deadline: None,
             stop_after,
         }),
+        keep: None,
     };
     let total = 6 * 2 * 16;
     let mut log = vec![];

@@ -258,6 +258,61 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
         ));
     };
+    // Settings given through the environment shape the run as much as the arguments do.
+    let mut env: Vec<String> = graphscaler_vars()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    env.sort();
+    let command = format!(
+        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}{}{}{}",
+        env.concat(),
+        encoder.name(),
+        algo_name,
+        scenario,
+        a.steps,
+        a.seed,
+        a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
+        if a.no_actor_global {
+            " --no-actor-global"
+        } else {
+            ""
+        },
+        // The command the user gave: with --from, the clone it fine-tunes from is its own.
+        a.init
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --init {}", p.display())),
+        a.bc_epochs
+            .map_or(String::new(), |n| format!(" --bc-epochs {n}")),
+        if a.from.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " --from {}",
+                a.from
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    );
+    let keep = train::Keep {
+        every: a.keep_every,
+        prefix: out.clone(),
+        algo: algo_name.to_string(),
+        produced_by: command.clone(),
+        extra: serde_json::json!({
+            "seed": a.seed,
+            "envs": n_envs,
+            "scenarios": scenario,
+            "episode_s": env_cfg.episode_s,
+            "reward": cfg.learn.reward,
+            "init": init.as_ref().map(|p| p.display().to_string()),
+            "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        }),
+    };
+    let keep = (a.keep_every > 0).then_some(keep);
     let (mut resumed_at, mut wall_s, mut global_step) = (vec![], 0.0, 0);
     let (agent, vs, updates, reward_norm) = match algo_arg {
         AlgoArg::OnPolicy(algo) => {
@@ -279,6 +334,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                         .map(|s| began + std::time::Duration::from_secs_f64(s)),
                     stop_after: None,
                 }),
+                keep: keep.clone(),
             };
             let r = train::train(
                 envs,
@@ -319,6 +375,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 512,
                 &mut log,
                 &mut on_update,
+                keep.as_ref(),
             )?;
             (r.agent, r.vs, r.updates, None)
         }
@@ -335,45 +392,6 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let steps = updates
         .last()
         .map_or(global_step, |u| u.diagnostics.global_step);
-    // Settings given through the environment shape the run as much as the arguments do.
-    let mut env: Vec<String> = graphscaler_vars()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v} "))
-        .collect();
-    env.sort();
-    let command = format!(
-        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}{}{}{}",
-        env.concat(),
-        encoder.name(),
-        algo_name,
-        scenario,
-        a.steps,
-        a.seed,
-        a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
-        if a.no_actor_global {
-            " --no-actor-global"
-        } else {
-            ""
-        },
-        // The command the user gave: with --from, the clone it fine-tunes from is its own.
-        a.init
-            .as_ref()
-            .map_or(String::new(), |p| format!(" --init {}", p.display())),
-        a.bc_epochs
-            .map_or(String::new(), |n| format!(" --bc-epochs {n}")),
-        if a.from.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " --from {}",
-                a.from
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        }
-    );
     let m = agent.save(
         &out,
         &vs,
