@@ -139,6 +139,9 @@ pub struct PipelineConfig {
     pub policy: String,
     /// Address of the stages' /metrics; empty: none.
     pub metrics_listen: String,
+    /// `/readyz` answers 503 once a stage has made no progress (a poll of the bus answered, a
+    /// scrape pass published) for this many seconds.
+    pub ready_after_s: f64,
     /// Directory of the graph stage's snapshot store (each window appended as it closes, with
     /// the decision taken on it and the reward after it); empty: none.
     pub snapshot_store: String,
@@ -189,6 +192,14 @@ impl Config {
         errs.extend(pipeline.map(|e| format!("pipeline.{e}")));
         if p.store_windows_per_file == 0 {
             errs.push("pipeline.store_windows_per_file must be at least 1".into());
+        }
+        if !(graphscaler_schemas::defaults::is_duration_or_zero(p.ready_after_s)
+            && p.ready_after_s > 0.0)
+        {
+            errs.push(format!(
+                "pipeline.ready_after_s must be a finite number of seconds above 0, at most a year, got {}",
+                p.ready_after_s
+            ));
         }
         if !graphscaler_schemas::defaults::is_duration_or_zero(p.grace_s) {
             errs.push(format!(

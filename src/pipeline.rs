@@ -225,9 +225,15 @@ pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Res
                 .with_context(|| format!("pipeline.metrics_listen {}", p.metrics_listen))?;
             let m = vec![metrics.clone()];
             let mut s = stop.clone();
-            tokio::spawn(graphscaler_bus::metrics::serve(listener, m, async move {
-                let _ = s.changed().await;
-            }));
+            let limit = Duration::from_secs_f64(p.ready_after_s);
+            tokio::spawn(graphscaler_bus::metrics::serve(
+                listener,
+                m,
+                limit,
+                async move {
+                    let _ = s.changed().await;
+                },
+            ));
         }
         let publisher = Publisher::kafka(&bus)?;
         let out = match which {

@@ -110,6 +110,38 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
                         Some(vec!["ALL".to_string()]),
                         "{stage}"
                     );
+                    // Probes on the port the stage serves its metrics on.
+                    let listen = c
+                        .env
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|e| e.name == "GRAPHSCALER_PIPELINE__METRICS_LISTEN")
+                        .and_then(|e| e.value)
+                        .unwrap_or_else(|| panic!("{stage}: no metrics_listen"));
+                    let port: i32 = listen.rsplit(':').next().unwrap().parse().unwrap();
+                    let declared: Vec<i32> = c
+                        .ports
+                        .clone()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|p| p.container_port)
+                        .collect();
+                    assert_eq!(declared, [port], "{stage}");
+                    for (probe, path) in [
+                        (c.liveness_probe.clone(), "/healthz"),
+                        (c.readiness_probe.clone(), "/readyz"),
+                    ] {
+                        let get = probe
+                            .and_then(|p| p.http_get)
+                            .unwrap_or_else(|| panic!("{stage}: no {path} probe"));
+                        assert_eq!(get.path.as_deref(), Some(path), "{stage}");
+                        assert_eq!(
+                            get.port,
+                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port),
+                            "{stage}"
+                        );
+                    }
                     stages.push(stage);
                 }
             }

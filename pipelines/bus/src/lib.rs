@@ -47,6 +47,9 @@ pub enum BusError {
         /// What is wrong.
         message: String,
     },
+    /// A request to the bus that did not come back.
+    #[error("the bus did not answer: {0}")]
+    Unanswered(String),
     /// An event that could not be serialised.
     #[error("encoding an event for {topic}: {message}")]
     Encode {
@@ -149,7 +152,8 @@ pub const TELEMETRY_TOPICS: [&str; 6] = [
 
 /// Reads topics in a consumer group.
 pub struct Consumer {
-    inner: StreamConsumer,
+    inner: std::sync::Arc<StreamConsumer>,
+    topics: Vec<String>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -213,7 +217,21 @@ impl Consumer {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         inner.subscribe(topics)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner: std::sync::Arc::new(inner),
+            topics: topics.iter().map(|t| (*t).to_string()).collect(),
+        })
+    }
+
+    /// Whether the brokers answer: the metadata of the first subscribed topic fetched within
+    /// `timeout` (on a blocking thread; librdkafka's fetch blocks).
+    pub async fn reachable(&self, timeout: Duration) -> Result<(), BusError> {
+        let c = self.inner.clone();
+        let topic = self.topics.first().cloned();
+        tokio::task::spawn_blocking(move || c.fetch_metadata(topic.as_deref(), timeout))
+            .await
+            .map_err(|e| BusError::Unanswered(format!("the metadata fetch stopped: {e}")))??;
+        Ok(())
     }
 
     /// The next message, or `None` if none arrives within `wait`.

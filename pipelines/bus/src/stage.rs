@@ -62,7 +62,14 @@ pub struct Inbox {
     metrics: Metrics,
     stop: watch::Receiver<bool>,
     errors: u32,
+    probed: Option<std::time::Instant>,
+    unanswered: bool,
 }
+
+/// How often an idle stage asks the bus whether it answers.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How long it waits for the answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Inbox {
     /// Reads `sub` until `stop` is set, counting in `metrics`.
@@ -72,6 +79,8 @@ impl Inbox {
             metrics,
             stop,
             errors: 0,
+            probed: None,
+            unanswered: false,
         }
     }
 
@@ -79,6 +88,9 @@ impl Inbox {
     pub async fn poll(&mut self) -> Polled {
         let got = match self.sub.next(POLL).await {
             Ok(m) => {
+                if m.is_some() {
+                    self.metrics.progressed();
+                }
                 if self.errors > 0 {
                     tracing::info!(after = self.errors, "the bus is back");
                     self.errors = 0;
@@ -99,6 +111,9 @@ impl Inbox {
                 None
             }
         };
+        if got.is_none() && self.errors == 0 {
+            self.probe().await;
+        }
         match got {
             Some(msg) => {
                 self.metrics
@@ -107,6 +122,33 @@ impl Inbox {
             }
             None if stopped(&self.stop) => Polled::Stopped,
             None => Polled::Idle,
+        }
+    }
+
+    /// While idle, asks the bus every [`PROBE_EVERY`] whether it answers: an answer is progress
+    /// (what `/readyz` reads); no answer is warned once per streak and counted
+    /// (`graphscaler_bus_unanswered_total`).
+    async fn probe(&mut self) {
+        if self.probed.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return;
+        }
+        self.probed = Some(std::time::Instant::now());
+        match self.sub.reachable(PROBE_TIMEOUT).await {
+            Ok(()) => {
+                if self.unanswered {
+                    tracing::info!("the bus answers again");
+                    self.unanswered = false;
+                }
+                self.metrics.progressed();
+            }
+            Err(e) => {
+                if !self.unanswered {
+                    tracing::warn!(error = %e, "the bus does not answer; /readyz will say so (warned once until it does)");
+                    self.unanswered = true;
+                }
+                self.metrics
+                    .add("graphscaler_bus_unanswered_total", &[], 1.0);
+            }
         }
     }
 

@@ -217,6 +217,15 @@ impl Subscriber {
         )?))
     }
 
+    /// Whether the bus answers (on Kafka: the brokers give the topic's metadata within
+    /// `timeout`; in process: always).
+    pub async fn reachable(&self, timeout: Duration) -> Result<(), BusError> {
+        match self {
+            Subscriber::Memory(..) => Ok(()),
+            Subscriber::Kafka(c) => c.reachable(timeout).await,
+        }
+    }
+
     /// The next message, or `None` if none arrives within `wait` (or the bus closed).
     pub async fn next(&mut self, wait: Duration) -> Result<Option<Message>, BusError> {
         match self {

@@ -89,6 +89,7 @@ pub async fn scrape(
             );
             tracing::debug!(count = c.rejected.len(), first = %c.rejected[0], "items rejected");
         }
+        let answered = !c.events.is_empty();
         pending.extend(c.events);
         while let Some(e) = pending.front() {
             let (topic, _) = e.topic_and_key();
@@ -102,6 +103,10 @@ pub async fn scrape(
             metrics.add("graphscaler_events_out_total", &[("topic", topic)], 1.0);
             sum.published += 1;
             pending.pop_front();
+        }
+        // Progress: a pass that read something and published all of it.
+        if answered && pending.is_empty() {
+            metrics.progressed();
         }
         let wait = interval.saturating_sub(started.elapsed());
         tokio::select! {

@@ -1,0 +1,155 @@
+//! `/healthz` and `/readyz` of a stage as users run it: `graphscaler policy` on a real tansu
+//! broker. Alive while the process answers; ready once the stage made progress (the bus answered
+//! it) and only while it keeps making it: with the broker gone, `/readyz` says which stage stopped
+//! and for how long, while `/healthz` still answers.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graphscaler_testkit::{create_topic, free_port, tansu, wait_port, Proc};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `GET path` on loopback `port`: the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+/// Polls `path` until its status is `want` (within `limit`), returning the body.
+fn until(port: u16, path: &str, want: u16, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (code, body) = get(port, path);
+        if code == want {
+            return body;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{path} stayed {code} ({body}) for {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_stage_is_ready_while_its_bus_answers_and_alive_throughout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = tansu(dir.path(), port, "memory://tansu/");
+    create_topic(port, "graphscaler.graph.snapshots.v1", 1);
+    let listen = free_port();
+    let log = std::fs::File::create(dir.path().join("policy.log")).unwrap();
+    let stage = Proc(
+        Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+            .arg("policy")
+            .current_dir(repo())
+            .env(
+                "GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP",
+                format!("127.0.0.1:{port}"),
+            )
+            .env(
+                "GRAPHSCALER_PIPELINE__METRICS_LISTEN",
+                format!("127.0.0.1:{listen}"),
+            )
+            .env("GRAPHSCALER_PIPELINE__READY_AFTER_S", "4")
+            .env("GRAPHSCALER_PIPELINE__CLIENT_ID", format!("health-{port}"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(listen, "the policy stage's metrics server");
+    assert_eq!(get(listen, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(
+        until(listen, "/readyz", 200, Duration::from_secs(30)),
+        "ready\n"
+    );
+    let (_, metrics) = get(listen, "/metrics");
+    assert!(
+        metrics.contains("graphscaler_last_progress_timestamp_seconds{stage=\"policy\"}"),
+        "{metrics}"
+    );
+
+    // The broker goes away: no more progress, so not ready, naming the stage; still alive.
+    drop(broker);
+    let why = until(listen, "/readyz", 503, Duration::from_secs(30));
+    assert!(
+        why.starts_with("not ready: policy: no progress for ")
+            && why.contains("the limit is 4.0 s"),
+        "{why}"
+    );
+    assert_eq!(get(listen, "/healthz"), (200, "ok\n".into()));
+    // Counted and warned: librdkafka reports the lost broker to the consumer (a bus error) or,
+    // where it does not, the idle stage's probe goes unanswered.
+    let (_, metrics) = get(listen, "/metrics");
+    assert!(
+        metrics
+            .contains("graphscaler_events_rejected_total{stage=\"policy\",reason=\"bus_error\"}")
+            || metrics.contains("graphscaler_bus_unanswered_total{stage=\"policy\"}"),
+        "{metrics}"
+    );
+    drop(stage);
+    let log = std::fs::read_to_string(dir.path().join("policy.log")).unwrap();
+    assert!(
+        log.contains("reading from the bus failed") || log.contains("the bus does not answer"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stage_whose_bus_never_answered_is_never_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nobody, listen) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("policy.log")).unwrap();
+    let _stage = Proc(
+        Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+            .arg("policy")
+            .current_dir(repo())
+            .env(
+                "GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP",
+                format!("127.0.0.1:{nobody}"),
+            )
+            .env(
+                "GRAPHSCALER_PIPELINE__METRICS_LISTEN",
+                format!("127.0.0.1:{listen}"),
+            )
+            .env("GRAPHSCALER_PIPELINE__READY_AFTER_S", "2")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(listen, "the policy stage's metrics server");
+    // Past a probe (every 5 s) and its timeout (2 s): still alive, never ready.
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(get(listen, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(
+        get(listen, "/readyz"),
+        (
+            503,
+            "not ready: policy: no progress since it started\n".into()
+        )
+    );
+}
