@@ -282,9 +282,7 @@ pub async fn serve(
                 }
             }),
         );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    graphscaler_http::serve(listener, app, graphscaler_http::Limits::default(), shutdown).await
 }
 
 #[cfg(test)]

@@ -78,9 +78,13 @@ pub async fn serve(
             }
         }
     });
-    let out = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let out = graphscaler_http::serve(
+        listener,
+        router(state),
+        graphscaler_http::Limits::default(),
+        shutdown,
+    )
+    .await;
     clock.abort();
     out
 }
