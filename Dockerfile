@@ -9,13 +9,13 @@
 # librdkafka (rdkafka's bundled copy) and the dataflow crates; the full one links libtorch from the
 # torch==2.13.0 wheel (as scripts/setup.sh does): expect several minutes and a few GB.
 FROM rust:1.95-bookworm AS build-slim
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --no-default-features --bin graphscaler
 
 FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake python3-venv && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config python3-venv && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir torch==2.13.0 \
@@ -24,7 +24,7 @@ RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir torch==2.13.0 
 RUN cargo build --release --locked --bin graphscaler --bin graphscaler-learn
 
 FROM debian:bookworm-slim AS slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /graphscaler graphscaler
 WORKDIR /graphscaler
 COPY --from=build-slim /src/target/release/graphscaler /usr/local/bin/graphscaler

@@ -19,7 +19,8 @@ export GS_ROOT
 
 # prometheus: the real Prometheus server the end-to-end tests scrape the twin with; python3-venv:
 # the venv that holds torch.
-APT_PACKAGES=(prometheus python3-venv)
+# libssl-dev, pkg-config: librdkafka with TLS and SASL (rdkafka's `ssl` feature).
+APT_PACKAGES=(prometheus python3-venv libssl-dev pkg-config)
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 

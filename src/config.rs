@@ -123,6 +123,9 @@ pub struct PipelineConfig {
     pub kafka_bootstrap: String,
     /// Kafka client id prefix.
     pub client_id: String,
+    /// librdkafka's security properties for every client (`security.protocol`, `sasl.*`,
+    /// `ssl.*`, `enable.ssl.certificate.verification`); empty: plaintext, unauthenticated.
+    pub kafka_properties: std::collections::BTreeMap<String, String>,
     /// Snapshot window, s.
     pub window_s: f64,
     /// Windows before unrefreshed entities leave.
@@ -190,6 +193,15 @@ impl Config {
             .chain(p.collect.problems())
             .chain(p.guardrails.problems());
         errs.extend(pipeline.map(|e| format!("pipeline.{e}")));
+        for (k, v) in &p.kafka_properties {
+            if !graphscaler_bus::passed_through(k) {
+                errs.push(format!(
+                    "pipeline.kafka_properties: `{k}` is not passed to the Kafka clients (only security.protocol, sasl.*, ssl.* and enable.ssl.certificate.verification are; the others are graphscaler's own)"
+                ));
+            } else if v.trim().is_empty() {
+                errs.push(format!("pipeline.kafka_properties: `{k}` is empty"));
+            }
+        }
         if p.store_windows_per_file == 0 {
             errs.push("pipeline.store_windows_per_file must be at least 1".into());
         }
@@ -249,6 +261,20 @@ impl Config {
 }
 
 impl PipelineConfig {
+    /// The Kafka connection of client `name` (`<client_id>-<name>`), with the security
+    /// properties.
+    pub fn bus(&self, name: &str) -> graphscaler_bus::BusConfig {
+        graphscaler_bus::BusConfig {
+            bootstrap: self.kafka_bootstrap.clone(),
+            client_id: format!("{}-{name}", self.client_id),
+            properties: self
+                .kafka_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// The graph job's settings.
     pub fn graph(&self) -> GraphConfig {
         GraphConfig {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use graphscaler_bus::stage::Clock;
 use graphscaler_bus::transport::{Publisher, Subscriber};
-use graphscaler_bus::{BusConfig, Metrics};
+use graphscaler_bus::Metrics;
 use graphscaler_graph::stage::GraphStage;
 use graphscaler_policy::{PolicySpec, SnapshotPolicy};
 use graphscaler_schemas::events::{ActionsTopic, ServicesTopic, SnapshotsTopic};
@@ -203,10 +203,7 @@ pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Res
             which.name()
         );
     }
-    let bus = BusConfig {
-        bootstrap: p.kafka_bootstrap.clone(),
-        client_id: format!("{}-{}", p.client_id, which.name()),
-    };
+    let bus = p.bus(which.name());
     let group = bus.client_id.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -380,10 +377,7 @@ pub fn replay_into(
         if p.kafka_bootstrap.is_empty() {
             bail!("--publish needs pipeline.kafka_bootstrap (or GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP)");
         }
-        let bus = BusConfig {
-            bootstrap: p.kafka_bootstrap.clone(),
-            client_id: format!("{}-replay", p.client_id),
-        };
+        let bus = p.bus("replay");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;

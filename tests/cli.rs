@@ -209,7 +209,12 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[twin]\nstep_s = 0.0\n[slo]\nerror_rate = 2.0\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[twin]\nstep_s = 0.0\n[slo]\nerror_rate = 2.0\n[pipeline]\nready_after_s = nan\n\
+         [pipeline.kafka_properties]\n\"group.id\" = \"other\"\n\"sasl.password\" = \" \"\n",
+    )
+    .unwrap();
     let o = graphscaler(&["--config", cfg.to_str().unwrap(), "config"]);
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -217,6 +222,24 @@ fn bad_names_and_configuration_are_refused_with_every_problem() {
         e.contains("twin.step_s") && e.contains("slo.error_rate"),
         "{e}"
     );
+    assert!(e.contains("pipeline.ready_after_s must be"), "{e}");
+    assert!(
+        e.contains("pipeline.kafka_properties: `group.id` is not passed to the Kafka clients"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pipeline.kafka_properties: `sasl.password` is empty"),
+        "{e}"
+    );
+    // Security settings are accepted and shown.
+    std::fs::write(
+        &cfg,
+        "[pipeline.kafka_properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n",
+    )
+    .unwrap();
+    let o = graphscaler(&["--config", cfg.to_str().unwrap(), "config"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("SCRAM-SHA-512"), "{}", stdout(&o));
 
     // Environment variables override the file and the defaults.
     let o = graphscaler_with(

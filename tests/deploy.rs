@@ -253,6 +253,8 @@ fn the_compose_stack_names_real_stages_and_settings() {
         !slim.contains("libtorch") && !slim.contains("checkpoints"),
         "the slim image ships no libtorch and no model: {slim}"
     );
+    // librdkafka is built with TLS and SASL against the system OpenSSL: the runtime has it.
+    assert!(slim.contains("libssl3"), "{slim}");
     let twin: Vec<String> =
         serde_yaml_ng::from_value(d["services"]["twin"]["command"].clone()).unwrap();
     let args: Vec<&str> = twin.iter().map(String::as_str).collect();

@@ -72,12 +72,33 @@ where
 }
 
 /// Connection settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BusConfig {
     /// `bootstrap.servers`.
     pub bootstrap: String,
     /// `client.id`.
     pub client_id: String,
+    /// librdkafka properties passed to every client: the security ones only
+    /// ([`passed_through`]), e.g. `security.protocol`, `sasl.mechanism`, `ssl.ca.location`.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Whether `key` is a librdkafka property the configuration may pass to the clients: the security
+/// ones (`security.protocol`, `sasl.*`, `ssl.*`, `enable.ssl.certificate.verification`); the
+/// others are graphscaler's own (group, offsets, commits, timeouts) and are not overridden.
+pub fn passed_through(key: &str) -> bool {
+    key == "security.protocol"
+        || key == "enable.ssl.certificate.verification"
+        || key.starts_with("sasl.")
+        || key.starts_with("ssl.")
+}
+
+/// `c` with `cfg`'s properties set.
+fn with_properties(mut c: ClientConfig, cfg: &BusConfig) -> ClientConfig {
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
 }
 
 /// Publishes envelopes.
@@ -94,7 +115,7 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     /// An idempotent producer.
     pub fn new(cfg: &BusConfig) -> Result<Self, BusError> {
-        let inner = ClientConfig::new()
+        let inner = with_properties(ClientConfig::new(), cfg)
             .set("bootstrap.servers", &cfg.bootstrap)
             .set("client.id", &cfg.client_id)
             .set("enable.idempotence", "true")
@@ -200,7 +221,7 @@ impl Consumer {
         topics: &[&str],
         reset: Reset,
     ) -> Result<Self, BusError> {
-        let inner: StreamConsumer = ClientConfig::new()
+        let inner: StreamConsumer = with_properties(ClientConfig::new(), cfg)
             .set("bootstrap.servers", &cfg.bootstrap)
             .set("client.id", &cfg.client_id)
             .set("group.id", group)
@@ -292,6 +313,44 @@ pub fn decode(msg: &Received) -> Result<TelemetryEvent, BusError> {
 mod tests {
     use super::*;
     use graphscaler_schemas::CallEdgeObs;
+
+    #[tokio::test]
+    async fn security_properties_reach_librdkafka_which_has_tls_and_sasl() {
+        assert!(passed_through("security.protocol"));
+        assert!(passed_through("sasl.password") && passed_through("ssl.ca.location"));
+        assert!(!passed_through("group.id") && !passed_through("enable.auto.commit"));
+        let cfg = |props: &[(&str, &str)]| BusConfig {
+            bootstrap: "127.0.0.1:1".into(),
+            client_id: "t".into(),
+            properties: props
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        };
+        // TLS with SCRAM: built in (without OpenSSL librdkafka refuses SASL_SSL at creation).
+        let scram = cfg(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "graphscaler"),
+            ("sasl.password", "secret"),
+        ]);
+        Producer::new(&scram).unwrap();
+        Consumer::new(&scram, "g", &["t"]).unwrap();
+        // The settings are read, not dropped: a CA file that is not there is named.
+        let ca = cfg(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", "/nonexistent/graphscaler-ca.pem"),
+        ]);
+        let e = Producer::new(&ca).unwrap_err().to_string();
+        assert!(
+            e.contains("/nonexistent/graphscaler-ca.pem") || e.contains("ssl.ca.location"),
+            "{e}"
+        );
+        let e = Consumer::new(&cfg(&[("sasl.nonsense", "1")]), "g", &["t"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sasl.nonsense"), "{e}");
+    }
 
     #[test]
     fn decode_names_the_message() {

@@ -34,6 +34,7 @@ impl Broker {
         BusConfig {
             bootstrap: format!("127.0.0.1:{}", self.port),
             client_id: client.into(),
+            ..BusConfig::default()
         }
     }
 }

@@ -229,6 +229,7 @@ async fn main() {
     let cfg = move |name: &str| BusConfig {
         bootstrap: format!("127.0.0.1:{port}"),
         client_id: format!("bench-{name}"),
+        ..BusConfig::default()
     };
     let mut p = start(
         move |n| Publisher::kafka(&cfg(n)).unwrap(),

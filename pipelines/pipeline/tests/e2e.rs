@@ -66,6 +66,7 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     let bus = |name: &str| BusConfig {
         bootstrap: format!("127.0.0.1:{kafka_port}"),
         client_id: format!("e2e-{name}"),
+        ..BusConfig::default()
     };
 
     let collect = CollectConfig {

@@ -232,6 +232,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_stages_move_on() {
     let bus = |name: &str| BusConfig {
         bootstrap: format!("127.0.0.1:{port}"),
         client_id: format!("safety-{name}"),
+        ..BusConfig::default()
     };
     let publisher = Publisher::kafka(&bus("producer")).unwrap();
 
