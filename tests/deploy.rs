@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde::Deserialize;
 
@@ -53,9 +53,10 @@ fn grants(rules: &[PolicyRule]) -> BTreeSet<String> {
 
 #[test]
 fn cluster_manifests_are_typed_least_privilege_and_configured() {
-    let mut cluster_grants = BTreeSet::new();
-    let mut ns_grants = BTreeSet::new();
-    let mut kinds = vec![];
+    // Roles by (namespace or "" for cluster-wide, name) and which service accounts they bind.
+    let mut roles: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut bound: Vec<(String, String)> = vec![];
+    let mut no_token = BTreeSet::new();
     let mut config = None;
     let mut stages = vec![];
     for d in docs("deploy/kubernetes/graphscaler.yaml") {
@@ -63,19 +64,36 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
         match kind.as_str() {
             "ClusterRole" => {
                 let r: ClusterRole = serde_yaml_ng::from_value(d).unwrap();
-                cluster_grants.extend(grants(&r.rules.unwrap_or_default()));
+                let key = format!("cluster/{}", r.metadata.name.unwrap());
+                roles.insert(key, grants(&r.rules.unwrap_or_default()));
             }
             "Role" => {
                 let r: Role = serde_yaml_ng::from_value(d).unwrap();
-                ns_grants.extend(grants(&r.rules.unwrap_or_default()));
+                let key = format!(
+                    "{}/{}",
+                    r.metadata.namespace.unwrap(),
+                    r.metadata.name.unwrap()
+                );
+                roles.insert(key, grants(&r.rules.unwrap_or_default()));
             }
             "ClusterRoleBinding" => {
                 let b: ClusterRoleBinding = serde_yaml_ng::from_value(d).unwrap();
-                assert_eq!(b.subjects.unwrap()[0].name, "graphscaler");
+                for sub in b.subjects.unwrap() {
+                    bound.push((sub.name, format!("cluster/{}", b.role_ref.name)));
+                }
             }
             "RoleBinding" => {
                 let b: RoleBinding = serde_yaml_ng::from_value(d).unwrap();
-                assert_eq!(b.subjects.unwrap()[0].name, "graphscaler");
+                let ns = b.metadata.namespace.unwrap();
+                for sub in b.subjects.unwrap() {
+                    bound.push((sub.name, format!("{ns}/{}", b.role_ref.name)));
+                }
+            }
+            "ServiceAccount" => {
+                let sa: ServiceAccount = serde_yaml_ng::from_value(d).unwrap();
+                if sa.automount_service_account_token == Some(false) {
+                    no_token.insert(sa.metadata.name.unwrap());
+                }
             }
             "ConfigMap" => {
                 let c: ConfigMap = serde_yaml_ng::from_value(d).unwrap();
@@ -84,15 +102,23 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
             "Deployment" => {
                 let dep: Deployment = serde_yaml_ng::from_value(d).unwrap();
                 let pod = dep.spec.template.spec.unwrap();
-                assert_eq!(pod.service_account_name.as_deref(), Some("graphscaler"));
                 let psc = pod.security_context.unwrap();
                 assert_eq!(psc.run_as_non_root, Some(true));
                 assert_eq!(
                     psc.seccomp_profile.map(|p| p.type_),
                     Some("RuntimeDefault".to_string())
                 );
+                // One stage per Deployment, under its own service account.
+                assert_eq!(pod.containers.len(), 1);
                 for c in pod.containers {
                     let stage = c.args.clone().unwrap().last().unwrap().clone();
+                    assert_eq!(
+                        pod.service_account_name.as_deref(),
+                        Some(format!("graphscaler-{stage}").as_str())
+                    );
+                    if stage == "graph" || stage == "policy" {
+                        assert_eq!(pod.automount_service_account_token, Some(false), "{stage}");
+                    }
                     // Pinned images: the slim one (no libtorch) but for the policy stage.
                     let image = c.image.clone().unwrap();
                     let version = env!("CARGO_PKG_VERSION");
@@ -145,36 +171,56 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
                     stages.push(stage);
                 }
             }
-            "Namespace" | "ServiceAccount" => {}
+            "Namespace" => {}
             other => panic!("unexpected kind {other}"),
         }
-        kinds.push(kind);
     }
+    // Every service account's grants: what its bindings' roles allow.
+    let of = |sa: &str| -> BTreeSet<String> {
+        bound
+            .iter()
+            .filter(|(s, _)| s == sa)
+            .flat_map(|(_, r)| roles[r].iter().cloned())
+            .collect()
+    };
     let want = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let read_cluster = [
+        "/nodes:get",
+        "/nodes:list",
+        "/nodes:watch",
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
+    ];
+    let mut scrape = want(&read_cluster);
+    scrape.extend(want(&[
+        "apps/deployments:get",
+        "apps/deployments:list",
+        "apps/deployments:watch",
+    ]));
+    assert_eq!(of("graphscaler-scrape"), scrape, "scrape: read only");
+    let mut actuate = want(&read_cluster);
+    actuate.extend(want(&[
+        "apps/deployments:get",
+        "apps/deployments:patch",
+        "apps/deployments/scale:get",
+        "apps/deployments/scale:patch",
+    ]));
     assert_eq!(
-        cluster_grants,
-        want(&[
-            "/nodes:get",
-            "/nodes:list",
-            "/nodes:watch",
-            "/pods:get",
-            "/pods:list",
-            "/pods:watch"
-        ]),
-        "cluster-wide: read nodes and pods, nothing else"
+        of("graphscaler-actuate"),
+        actuate,
+        "actuate: the only one that patches"
     );
-    assert_eq!(
-        ns_grants,
-        want(&[
-            "apps/deployments:get",
-            "apps/deployments:list",
-            "apps/deployments:watch",
-            "apps/deployments:patch",
-            "apps/deployments/scale:get",
-            "apps/deployments/scale:patch",
-        ]),
-        "in the managed namespace: read deployments, patch them and their scale"
-    );
+    for sa in ["graphscaler-graph", "graphscaler-policy"] {
+        assert!(of(sa).is_empty(), "{sa} is granted {:?}", of(sa));
+        assert!(no_token.contains(sa), "{sa} mounts a token");
+    }
+    // Only the managed namespace's roles patch anything.
+    for (name, g) in &roles {
+        if g.iter().any(|x| x.ends_with(":patch")) {
+            assert_eq!(name, "boutique/graphscaler-scale");
+        }
+    }
     assert_eq!(stages, ["scrape", "graph", "policy", "actuate"]);
     // The binary accepts the ConfigMap's configuration.
     let dir = tempfile::tempdir().unwrap();
