@@ -46,8 +46,14 @@ pub struct CollectConfig {
     pub kubernetes_url: String,
     /// Keep watches on nodes, pods and deployments (true), or list them on every pass (false).
     pub kubernetes_watch: bool,
-    /// File holding a bearer token for Prometheus and Kiali (empty: none).
+    /// File holding a bearer token (empty: none).
     pub bearer_token_file: String,
+    /// Which endpoints receive the token: `prometheus`, `kiali`; the others get no
+    /// `Authorization` header.
+    pub bearer_token_targets: Vec<String>,
+    /// Send the token over plain `http://` as well (only for a network that protects it, such as
+    /// a mesh with mTLS); false: a token target must be `https://`.
+    pub allow_plain_http_token: bool,
     /// A PEM CA bundle to trust for Prometheus and Kiali (empty: system roots only).
     pub ca_file: String,
     /// Seconds between passes.
@@ -91,7 +97,34 @@ impl CollectConfig {
         if self.namespace.is_empty() || self.entry_service.is_empty() {
             errs.push("collect.namespace and collect.entry_service must be set".into());
         }
+        if !self.bearer_token_file.is_empty() {
+            if self.bearer_token_targets.is_empty() {
+                errs.push("collect.bearer_token_file is set but collect.bearer_token_targets names no endpoint to receive it (prometheus, kiali)".into());
+            }
+            for t in &self.bearer_token_targets {
+                let url = match t.as_str() {
+                    "prometheus" => &self.prometheus_url,
+                    "kiali" => &self.kiali_url,
+                    other => {
+                        errs.push(format!(
+                            "collect.bearer_token_targets: unknown endpoint `{other}` (prometheus, kiali)"
+                        ));
+                        continue;
+                    }
+                };
+                if !url.starts_with("https://") && !self.allow_plain_http_token {
+                    errs.push(format!(
+                        "collect.bearer_token_targets sends the token to {t} at `{url}`, not https: use https (ca_file for a private CA), leave {t} out, or set collect.allow_plain_http_token = true where the network protects it"
+                    ));
+                }
+            }
+        }
         errs
+    }
+
+    /// Whether requests to `target` carry the bearer token.
+    pub fn token_for(&self, target: &str) -> bool {
+        !self.bearer_token_file.is_empty() && self.bearer_token_targets.iter().any(|t| t == target)
     }
 }
 
@@ -183,6 +216,8 @@ pub struct Collector {
     cfg: CollectConfig,
     slo: (f64, f64),
     http: reqwest::Client,
+    /// The client that sends the bearer token, for [`CollectConfig::token_for`]'s targets.
+    http_token: Option<reqwest::Client>,
     kube: ::kube::Client,
     watched: Option<reader::Watched>,
     /// Pods published by the last successful Kubernetes read (for deletes).
@@ -200,15 +235,19 @@ impl Collector {
     pub async fn new(cfg: CollectConfig, slo: (f64, f64)) -> anyhow::Result<Self> {
         let mut t = TargetConfig::new("prometheus", &cfg.prometheus_url);
         t.timeout = Duration::from_secs_f64(cfg.timeout_s);
-        if !cfg.bearer_token_file.is_empty() {
-            let tok = std::fs::read_to_string(&cfg.bearer_token_file)
-                .map_err(|e| anyhow::anyhow!("bearer token file {}: {e}", cfg.bearer_token_file))?;
-            t.bearer_token = Some(tok);
-        }
         if !cfg.ca_file.is_empty() {
             t.ca_cert = Some(cfg.ca_file.clone().into());
         }
+        // Two clients: the token goes only to the endpoints configured to receive it.
         let http = http_client(&t)?;
+        let http_token = if cfg.bearer_token_file.is_empty() {
+            None
+        } else {
+            let tok = std::fs::read_to_string(&cfg.bearer_token_file)
+                .map_err(|e| anyhow::anyhow!("bearer token file {}: {e}", cfg.bearer_token_file))?;
+            t.bearer_token = Some(tok);
+            Some(http_client(&t)?)
+        };
         let url = (!cfg.kubernetes_url.is_empty()).then_some(cfg.kubernetes_url.as_str());
         let kube = reader::client(url).await?;
         let watched = cfg
@@ -218,6 +257,7 @@ impl Collector {
             cfg,
             slo,
             http,
+            http_token,
             kube,
             watched,
             last_pods: None,
@@ -230,8 +270,11 @@ impl Collector {
         url: &str,
         query: &[(&str, &str)],
     ) -> Result<Vec<u8>, ScrapeError> {
-        let resp = self
-            .http
+        let client = match &self.http_token {
+            Some(c) if self.cfg.token_for(target) => c,
+            _ => &self.http,
+        };
+        let resp = client
             .get(url)
             .query(query)
             .send()

@@ -156,3 +156,84 @@ fn client_errors() {
         .to_string()
         .contains("bearer token"));
 }
+
+/// The bearer token goes only to the endpoints configured to receive it: Kiali here, not
+/// Prometheus (a collector pass against one local server playing both, recording every request's
+/// `Authorization`); and a token target over plain http is refused unless allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_only_where_it_is_configured_to() {
+    use graphscaler_scrape::collect::{CollectConfig, Collector};
+    type Seen = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
+    let record = |seen: Seen, path: &'static str, body: &'static str| {
+        get(move |h: HeaderMap| async move {
+            let auth = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            seen.lock().unwrap().push((path.to_string(), auth));
+            (StatusCode::OK, body)
+        })
+    };
+    let app = Router::new()
+        .route(
+            "/api/v1/query",
+            record(
+                seen.clone(),
+                "prometheus",
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            ),
+        )
+        .route(
+            "/api/namespaces/graph",
+            record(
+                seen.clone(),
+                "kiali",
+                r#"{"elements":{"nodes":[],"edges":[]}}"#,
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = std::env::temp_dir().join(format!("gs-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "secret\n").unwrap();
+    let cfg = CollectConfig {
+        namespace: "boutique".into(),
+        prometheus_url: url.clone(),
+        kiali_url: url.clone(),
+        kubernetes_url: url.clone(),
+        kubernetes_watch: false,
+        bearer_token_file: token.to_string_lossy().into_owned(),
+        bearer_token_targets: vec!["kiali".into()],
+        allow_plain_http_token: false,
+        ..CollectConfig::default()
+    };
+    // Over plain http the configuration is refused, naming the endpoint ...
+    let problems = cfg.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("sends the token to kiali at `http://") && p.contains("not https")),
+        "{problems:?}"
+    );
+    // ... and allowed explicitly, the token reaches Kiali only.
+    let cfg = CollectConfig {
+        allow_plain_http_token: true,
+        ..cfg
+    };
+    assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    let mut c = Collector::new(cfg, (200.0, 0.01)).await.unwrap();
+    c.collect(1.7e9).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(p, _)| p == "prometheus"), "{seen:?}");
+    assert!(seen.iter().any(|(p, _)| p == "kiali"), "{seen:?}");
+    for (path, auth) in &seen {
+        match path.as_str() {
+            "kiali" => assert_eq!(auth.as_deref(), Some("Bearer secret")),
+            _ => assert_eq!(auth, &None, "{path} got the token"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
