@@ -17,6 +17,7 @@ macro_rules! say {
 
 pub mod config;
 mod pipeline;
+mod probe;
 pub mod train_args;
 
 use std::path::PathBuf;
@@ -101,6 +102,12 @@ enum Command {
     Actuate,
     /// Print the effective configuration as TOML.
     Config,
+    /// GET a stage's /healthz or /readyz (for container healthchecks): exit 0 on a 2xx
+    /// answer, else print the status and the stage's reason and exit 1.
+    Probe {
+        /// For example http://127.0.0.1:9464/readyz.
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,6 +343,10 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
     match cli.command {
         Command::Config => {
             say!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(())
+        }
+        Command::Probe { url } => {
+            say!("{}", probe::probe(&url)?);
             Ok(())
         }
         Command::Twin(TwinCommand::SynthTopology {

@@ -308,6 +308,28 @@ fn the_compose_stack_names_real_stages_and_settings() {
     let mut help = args[..2].to_vec();
     help.push("--help");
     assert!(graphscaler(&help, &[]).status.success());
+    // Every stage's healthcheck probes its own /readyz with a command the binary has.
+    for name in ["scrape", "graph", "policy", "actuate"] {
+        let st = &d["services"][name];
+        let listen = st["environment"]["GRAPHSCALER_PIPELINE__METRICS_LISTEN"]
+            .as_str()
+            .unwrap();
+        let port = listen.rsplit(':').next().unwrap();
+        let test: Vec<String> =
+            serde_yaml_ng::from_value(st["healthcheck"]["test"].clone()).unwrap();
+        assert_eq!(
+            test,
+            [
+                "CMD".to_string(),
+                "graphscaler".into(),
+                "probe".into(),
+                format!("http://127.0.0.1:{port}/readyz")
+            ],
+            "{name}"
+        );
+    }
+    let o = graphscaler(&["probe", "--help"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The Prometheus configuration scrapes the twin at the address compose gives it.
     let prom = std::fs::read_to_string(repo().join("config/prometheus/prometheus.yml")).unwrap();
     assert!(prom.contains("twin:8080") && twin.iter().any(|a| a == "0.0.0.0:8080"));

@@ -86,6 +86,16 @@ fn a_stage_is_ready_while_its_bus_answers_and_alive_throughout() {
         until(listen, "/readyz", 200, Duration::from_secs(30)),
         "ready\n"
     );
+    // `graphscaler probe`, the compose healthcheck, agrees.
+    let probe = |path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_graphscaler"))
+            .args(["probe", &format!("http://127.0.0.1:{listen}{path}")])
+            .output()
+            .unwrap()
+    };
+    let o = probe("/readyz");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ready");
     let (_, metrics) = get(listen, "/metrics");
     assert!(
         metrics.contains("graphscaler_last_progress_timestamp_seconds{stage=\"policy\"}"),
@@ -101,6 +111,14 @@ fn a_stage_is_ready_while_its_bus_answers_and_alive_throughout() {
         "{why}"
     );
     assert_eq!(get(listen, "/healthz"), (200, "ok\n".into()));
+    let o = probe("/readyz");
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("503") && e.contains("policy: no progress for"),
+        "{e}"
+    );
+    assert!(probe("/healthz").status.success());
     // Counted and warned: librdkafka reports the lost broker to the consumer (a bus error) or,
     // where it does not, the idle stage's probe goes unanswered.
     let (_, metrics) = get(listen, "/metrics");
