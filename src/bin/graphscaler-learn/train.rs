@@ -297,20 +297,23 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             )
         }
     );
+    // The manifests' `training` section: the candidates' as it is, the result's with its
+    // decisions, reward scale and time added.
+    let training = serde_json::json!({
+        "seed": a.seed,
+        "envs": n_envs,
+        "scenarios": scenario,
+        "episode_s": env_cfg.episode_s,
+        "reward": cfg.learn.reward,
+        "init": init.as_ref().map(|p| p.display().to_string()),
+        "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    });
     let keep = train::Keep {
         every: a.keep_every,
         prefix: out.clone(),
         algo: algo_name.to_string(),
         produced_by: command.clone(),
-        extra: serde_json::json!({
-            "seed": a.seed,
-            "envs": n_envs,
-            "scenarios": scenario,
-            "episode_s": env_cfg.episode_s,
-            "reward": cfg.learn.reward,
-            "init": init.as_ref().map(|p| p.display().to_string()),
-            "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        }),
+        extra: training.clone(),
     };
     let keep = (a.keep_every > 0).then_some(keep);
     let (mut resumed_at, mut wall_s, mut global_step) = (vec![], 0.0, 0);
@@ -392,25 +395,14 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let steps = updates
         .last()
         .map_or(global_step, |u| u.diagnostics.global_step);
-    let m = agent.save(
-        &out,
-        &vs,
-        algo_name,
-        &command,
-        serde_json::json!({
-            "steps": steps,
-            "seed": a.seed,
-            "envs": n_envs,
-            "scenarios": scenario,
-            "episode_s": env_cfg.episode_s,
-            "reward": cfg.learn.reward,
-            "init": init.as_ref().map(|p| p.display().to_string()),
-            "from": a.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "reward_norm": reward_norm,
-            "wall_s": secs,
-            "resumed_at": resumed_at,
-        }),
-    )?;
+    let mut training = training;
+    if let Some(t) = training.as_object_mut() {
+        t.insert("steps".into(), steps.into());
+        t.insert("reward_norm".into(), serde_json::to_value(reward_norm)?);
+        t.insert("wall_s".into(), secs.into());
+        t.insert("resumed_at".into(), serde_json::to_value(&resumed_at)?);
+    }
+    let m = agent.save(&out, &vs, algo_name, &command, training)?;
     if state_dir.exists() {
         // The checkpoint is the result; the state was only the way to it.
         std::fs::remove_dir_all(&state_dir)
