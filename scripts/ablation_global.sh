@@ -9,13 +9,9 @@
 # evaluation, summary.md). Rerun after an interruption, it keeps what is done.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_apt_packages
-ensure_torch
-cd "$GS_ROOT"
+release_build
 seeds=${SEEDS:-5}
 [ -f "results/bootstrap/tuned-$seeds.json" ] || ./scripts/bootstrap.sh
-cargo build --release --locked --bins
-gs="${CARGO_TARGET_DIR:-target}/release/graphscaler"
 store=results/bootstrap/store
 out=results/ablation-global
 steps=${STEPS:-30000}
@@ -23,13 +19,8 @@ trace="trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.c
 mkdir -p "$out"
 policies=tuned-hpa
 for s in $(seq 1 "$seeds"); do
-    if [ ! -f "$out/nog-$s.json" ]; then
-        resume=()
-        [ -f "$out/nog-$s.resume/state.json" ] && resume=(--resume)
-        "$gs" train --encoder gat --algo ppo --no-actor-global --from "$store" --steps "$steps" \
-            --seed "$s" --out "$out/nog-$s" --time-limit "${TIME_LIMIT:-10h}" "${resume[@]}"
-        [ -f "$out/nog-$s.json" ] || { echo "nog-$s stopped at the time limit: rerun to resume" >&2; exit 3; }
-    fi
+    train_resumable "$out/nog-$s" --encoder gat --algo ppo --no-actor-global --from "$store" \
+        --steps "$steps" --seed "$s"
     policies="$policies,global-$s=results/bootstrap/tuned-$s,nog-$s=$out/nog-$s"
 done
 "$gs" eval --policies "$policies" --scenarios "off-peak,peak,rush,fluctuating,burst,$trace" \

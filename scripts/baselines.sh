@@ -22,11 +22,7 @@
 # is not saved).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_apt_packages
-ensure_torch
-cd "$GS_ROOT"
-cargo build --release --locked --bins
-export gs="${CARGO_TARGET_DIR:-target}/release/graphscaler"
+release_build
 export out=${OUT:-results/baselines}
 export steps=${STEPS:-200000}
 seeds=${SEEDS:-5}
@@ -42,15 +38,15 @@ train_one() {
     local enc=${name%-*} algo=${name##*-}
     local dst="$out/$name-$seed"
     [ -f "$dst.json" ] && return 0
-    local extra=()
-    if [ "$algo" != sac ]; then
-        extra=(--time-limit "${TIME_LIMIT:-10h}")
-        [ -f "$dst.resume/state.json" ] && extra+=(--resume)
+    local args=(--encoder "$enc" --algo "$algo" --scenario bursty-mix --steps "$steps" --seed "$seed"
+        --keep-every "$every")
+    if [ "$algo" = sac ]; then
+        "$gs" train "${args[@]}" --out "$dst" >"$dst.log" 2>&1 ||
+            { echo "training $name-$seed failed: see $dst.log" >&2; return 1; }
+    else
+        train_resumable "$dst" "${args[@]}" >"$dst.log" 2>&1 ||
+            { echo "training $name-$seed failed or stopped at the time limit: see $dst.log" >&2; return 1; }
     fi
-    "$gs" train --encoder "$enc" --algo "$algo" --scenario bursty-mix --steps "$steps" \
-        --seed "$seed" --keep-every "$every" --out "$dst" "${extra[@]}" >"$dst.log" 2>&1 ||
-        { echo "training $name-$seed failed: see $dst.log" >&2; return 1; }
-    [ -f "$dst.json" ] || { echo "$name-$seed stopped at the time limit: rerun to resume" >&2; return 1; }
 }
 export -f train_one
 

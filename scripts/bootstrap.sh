@@ -13,11 +13,7 @@
 # already written and resumes a stopped fine-tuning (`--resume`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_apt_packages
-ensure_torch
-cd "$GS_ROOT"
-cargo build --release --locked --bins
-gs="${CARGO_TARGET_DIR:-target}/release/graphscaler"
+release_build
 out=results/bootstrap
 steps=${STEPS:-30000}
 seeds=${SEEDS:-5}
@@ -36,13 +32,8 @@ policies=tuned-hpa,static,gat-ppo
 for s in $(seq 1 "$seeds"); do
     [ -f "$out/clone-$s.json" ] ||
         "$gs" train --encoder gat --algo ppo --from "$out/store" --steps 0 --seed "$s" --out "$out/clone-$s"
-    if [ ! -f "$out/tuned-$s.json" ]; then
-        resume=()
-        [ -f "$out/tuned-$s.resume/state.json" ] && resume=(--resume)
-        "$gs" train --encoder gat --algo ppo --from "$out/store" --steps "$steps" --seed "$s" \
-            --out "$out/tuned-$s" --time-limit "${TIME_LIMIT:-10h}" "${resume[@]}"
-        [ -f "$out/tuned-$s.json" ] || { echo "tuned-$s stopped at the time limit: rerun to resume" >&2; exit 3; }
-    fi
+    train_resumable "$out/tuned-$s" --encoder gat --algo ppo --from "$out/store" --steps "$steps" \
+        --seed "$s"
     policies="$policies,clone-$s=$out/clone-$s,tuned-$s=$out/tuned-$s"
 done
 "$gs" eval --policies "$policies" --scenarios "off-peak,peak,rush,fluctuating,burst,$trace" \

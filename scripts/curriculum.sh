@@ -16,12 +16,9 @@
 # About 50 minutes for GAT, 25 for MLP, on one core.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_torch
-cd "$GS_ROOT"
+release_build
 enc="${1:?usage: scripts/curriculum.sh ENCODER [FIRST_STAGE]}"
 first="${2:-1}"
-cargo build --release --locked --bins
-gs=./target/release/graphscaler
 stage() {
     local n="$1"
     shift

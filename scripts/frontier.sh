@@ -8,11 +8,7 @@
 # both commands.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_apt_packages
-ensure_torch
-cd "$GS_ROOT"
-cargo build --release --locked --bins
-gs=./target/release/graphscaler
+release_build
 scenarios=off-peak,peak,rush,fluctuating,burst
 "$gs" hpa-sweep --targets 30,40,50,60,70,80,90 --scenarios "$scenarios" --replays 5 \
     --duration 4h --out results/frontier "$@"

@@ -7,11 +7,8 @@
 # arguments go to `graphscaler eval`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_apt_packages
-ensure_torch
-cd "$GS_ROOT"
-cargo build --release --locked --bins
-./target/release/graphscaler run --scenario rush --duration 4h --policy gat-ppo
+release_build
+"$gs" run --scenario rush --duration 4h --policy gat-ppo
 echo
-exec ./target/release/graphscaler eval \
+exec "$gs" eval \
     --policies static,hpa,tuned-hpa,gat-ppo --scenarios all --replays 5 --duration 4h --out results "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what graphscaler needs on a fresh Debian machine, skipping what is already there.
-# Sourced by scripts/main.sh (which needs only Rust) and scripts/test.sh (which also calls
-# ensure_test_services); safe to run again.
+# Sourced by every script: scripts/test.sh calls ensure_test_services, main.sh and the campaigns
+# release_build (and train_resumable); safe to run again.
 #
 # What it checks or installs:
 #   - a Rust toolchain (cargo) — required; it cannot be downloaded here, so its absence is an error
@@ -78,6 +78,34 @@ ensure_torch() {
 
 # What every command needs; test.sh adds the test services (ensure_test_services).
 ensure_rust
+
+# The scripts that run the release binary (main.sh and the campaigns): what it needs, the build,
+# and $gs naming it (under CARGO_TARGET_DIR when that is set); the working directory becomes the
+# repository's root.
+release_build() {
+    ensure_apt_packages
+    ensure_torch
+    cd "$GS_ROOT"
+    cargo build --release --locked --bins
+    gs="${CARGO_TARGET_DIR:-target}/release/graphscaler"
+    export gs
+}
+
+# `$gs train ARGS... --out DST` under $TIME_LIMIT (default 10h), resumed from DST.resume/ where an
+# earlier run stopped (PPO and A2C; a SAC training cannot resume: call "$gs" train for it); a
+# training already done (DST.json) is skipped. Returns 1 when the training failed, 3 when it
+# stopped at the time limit (rerun to resume).
+train_resumable() {
+    local dst=$1
+    shift
+    [ -f "$dst.json" ] && return 0
+    local resume=()
+    [ -f "$dst.resume/state.json" ] && resume=(--resume)
+    "$gs" train "$@" --out "$dst" --time-limit "${TIME_LIMIT:-10h}" "${resume[@]}" ||
+        { echo "training $dst failed" >&2; return 1; }
+    [ -f "$dst.json" ] || { echo "$dst stopped at the time limit: rerun to resume" >&2; return 3; }
+}
+export -f train_resumable
 
 ensure_test_services() {
     ensure_apt_packages

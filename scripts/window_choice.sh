@@ -9,11 +9,7 @@
 # eval outputs to results/window-<s>/. Extra arguments go to both evals.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-ensure_apt_packages
-ensure_torch
-cd "$GS_ROOT"
-cargo build --release --locked --bins
-gs=./target/release/graphscaler
+release_build
 for w in 15 30; do
     echo "== pipeline.window_s = $w"
     GRAPHSCALER_PIPELINE__WINDOW_S=$w "$gs" eval --policies tuned-hpa,gat-ppo --scenarios all \

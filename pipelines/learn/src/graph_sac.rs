@@ -28,8 +28,8 @@ use crate::policy::{
     mlp, pair_features, pair_or_nothing, ActionTensors, HybridAction, Masks, Step, DELTAS,
     GLOBAL_W, NEG,
 };
-use crate::sac::{due, soft_update, SacBatch, SacConfig, SacLearner, SacNets};
-use crate::train::{RewardNorm, Update};
+use crate::sac::{due, soft_update, SacBatch, SacConfig, SacLearner, SacLosses, SacNets};
+use crate::train::{RewardNorm, Tally, Update};
 
 /// Δcpu-quota values the discrete action chooses from (with the default dead band of 0.5, ±0.5
 /// changes the limit by ×√2 or ×1/√2; 0 leaves it).
@@ -228,6 +228,61 @@ struct Transition {
     done: f32,
 }
 
+/// The twin critics and their targets.
+struct Critics {
+    q1: QNet,
+    q2: QNet,
+    q1_t: QNet,
+    q2_t: QNet,
+}
+
+/// One gradient step of actor, critics and temperature on a minibatch drawn from `buffer`.
+fn gradient_step(
+    agent: &GraphAgent,
+    c: &Critics,
+    learner: &mut SacLearner,
+    buffer: &[Transition],
+    cfg: &SacConfig,
+    k: i64,
+    rng: &mut ChaCha8Rng,
+) -> SacLosses {
+    let idx: Vec<usize> = (0..cfg.batch_size)
+        .map(|_| rng.random_range(0..buffer.len()))
+        .collect();
+    let obs: Vec<&Obs> = idx.iter().map(|&i| buffer[i].obs.as_ref()).collect();
+    let nxt: Vec<&Obs> = idx.iter().map(|&i| buffer[i].next.as_ref()).collect();
+    let pick = |f: &dyn Fn(&Transition) -> f32| {
+        Tensor::from_slice(&idx.iter().map(|&i| f(&buffer[i])).collect::<Vec<_>>())
+    };
+    let bo = agent.inputs(&obs);
+    let bn = agent.inputs(&nxt);
+    // The target entropy over the valid actions of each state.
+    let valid = joint_mask(&bo.masks, k)
+        .to_kind(Kind::Float)
+        .sum_dim_intlist(1, false, Kind::Float);
+    learner.step(
+        &SacNets {
+            q: &|| (c.q1.forward(&bo), c.q2.forward(&bo)),
+            policy: &|| {
+                let lp = agent.sac_log_probs(&bo);
+                (lp.exp(), lp)
+            },
+            next: &|| {
+                let lp = agent.sac_log_probs(&bn);
+                let q = c.q1_t.forward(&bn).minimum(&c.q2_t.forward(&bn));
+                (lp.exp(), lp, q)
+            },
+        },
+        &SacBatch {
+            actions: Tensor::from_slice(&idx.iter().map(|&i| buffer[i].action).collect::<Vec<_>>()),
+            rewards: pick(&|t| t.reward),
+            discounts: pick(&|t| t.discount),
+            dones: pick(&|t| t.done),
+            target_entropy: (valid.log() * cfg.target_entropy_scale).unsqueeze(1),
+        },
+    )
+}
+
 /// What training produced: the actor (a [`GraphAgent`] with SAC heads).
 #[derive(Debug)]
 pub struct SacTrainedAgent {
@@ -265,11 +320,14 @@ pub fn train(
     let actor_vs = VarStore::new(Device::Cpu);
     let agent = GraphAgent::new(&actor_vs.root(), spec.clone());
     let q_vs = VarStore::new(Device::Cpu);
-    let q1 = QNet::new(&(q_vs.root() / "qf1"), &spec);
-    let q2 = QNet::new(&(q_vs.root() / "qf2"), &spec);
     let mut t_vs = VarStore::new(Device::Cpu);
-    let q1_t = QNet::new(&(t_vs.root() / "qf1"), &spec);
-    let q2_t = QNet::new(&(t_vs.root() / "qf2"), &spec);
+    // Created in this order (the critics, then their targets), as the seed's draws expect.
+    let critics = Critics {
+        q1: QNet::new(&(q_vs.root() / "qf1"), &spec),
+        q2: QNet::new(&(q_vs.root() / "qf2"), &spec),
+        q1_t: QNet::new(&(t_vs.root() / "qf1"), &spec),
+        q2_t: QNet::new(&(t_vs.root() / "qf2"), &spec),
+    };
     soft_update(&mut t_vs, &q_vs, 1.0);
     let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs).map_err(err)?;
     let n = envs.len();
@@ -288,8 +346,7 @@ pub fn train(
     )?;
     let mut updates = vec![];
     let mut u = Update::default();
-    let (mut ticks, mut rewards, mut terms, mut nothing, mut refused, mut decisions) =
-        (0usize, 0.0, [0.0; 4], 0usize, 0usize, 0usize);
+    let mut tally = Tally::default();
     let mut losses = [0.0f64; 4];
     let mut global_step = 0;
     while global_step < total_steps {
@@ -298,24 +355,12 @@ pub fn train(
         let mut next_obs = Vec::with_capacity(n);
         for (i, env) in envs.iter_mut().enumerate() {
             let a = &step.actions[i];
-            nothing += usize::from(matches!(a, HybridAction::Nothing));
             let r = env
                 .step(a)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            refused += r.refused;
+            tally.record(a, &r);
             let g = if r.advanced { cfg.gamma } else { 1.0 };
             let scaled = norm.scale(i, f64::from(r.reward), g, r.truncated) as f32;
-            if let Some(t) = r.terms {
-                ticks += 1;
-                rewards += t.value;
-                for (acc, x) in
-                    terms
-                        .iter_mut()
-                        .zip([t.slo_vio, t.slack, t.overshoot, t.replica_lag])
-                {
-                    *acc += x;
-                }
-            }
             let next = Rc::new(Obs::new(&env.window(), env.mask()));
             let tr = Transition {
                 obs: current[i].clone(),
@@ -336,66 +381,28 @@ pub fn train(
         }
         current = next_obs;
         global_step += n;
-        decisions += n;
         let learning = global_step >= cfg.learning_starts && buffer.len() >= cfg.batch_size;
         // As CleanRL schedules them: the target update is due on its own clock, not only
         // when a gradient step is.
         let (gradient, target) = due(cfg, global_step / n);
         if learning && gradient {
-            let idx: Vec<usize> = (0..cfg.batch_size)
-                .map(|_| rng.random_range(0..buffer.len()))
-                .collect();
-            let obs: Vec<&Obs> = idx.iter().map(|&i| buffer[i].obs.as_ref()).collect();
-            let nxt: Vec<&Obs> = idx.iter().map(|&i| buffer[i].next.as_ref()).collect();
-            let pick = |f: &dyn Fn(&Transition) -> f32| {
-                Tensor::from_slice(&idx.iter().map(|&i| f(&buffer[i])).collect::<Vec<_>>())
-            };
-            let bo = agent.inputs(&obs);
-            let bn = agent.inputs(&nxt);
-            // The target entropy over the valid actions of each state.
-            let valid = joint_mask(&bo.masks, k)
-                .to_kind(Kind::Float)
-                .sum_dim_intlist(1, false, Kind::Float);
-            let l = learner.step(
-                &SacNets {
-                    q: &|| (q1.forward(&bo), q2.forward(&bo)),
-                    policy: &|| {
-                        let lp = agent.sac_log_probs(&bo);
-                        (lp.exp(), lp)
-                    },
-                    next: &|| {
-                        let lp = agent.sac_log_probs(&bn);
-                        let q = q1_t.forward(&bn).minimum(&q2_t.forward(&bn));
-                        (lp.exp(), lp, q)
-                    },
-                },
-                &SacBatch {
-                    actions: Tensor::from_slice(
-                        &idx.iter().map(|&i| buffer[i].action).collect::<Vec<_>>(),
-                    ),
-                    rewards: pick(&|t| t.reward),
-                    discounts: pick(&|t| t.discount),
-                    dones: pick(&|t| t.done),
-                    target_entropy: (valid.log() * cfg.target_entropy_scale).unsqueeze(1),
-                },
-            );
+            let l = gradient_step(&agent, &critics, &mut learner, &buffer, cfg, k, &mut rng);
             losses = [l.qf, l.actor, l.alpha, l.alpha_loss];
             u.diagnostics.entropy = l.entropy;
         }
         if learning && target {
             soft_update(&mut t_vs, &q_vs, cfg.tau);
         }
-        if decisions >= log_every || global_step >= total_steps {
-            let t = ticks.max(1) as f64;
+        if tally.decisions() >= log_every || global_step >= total_steps {
             u.diagnostics.global_step = global_step;
             u.diagnostics.learning_rate = cfg.policy_lr;
             u.diagnostics.value_loss = losses[0];
             u.diagnostics.policy_loss = losses[1];
-            u.ticks += ticks;
-            u.mean_reward = rewards / t;
-            u.terms = terms.map(|x| x / t);
-            u.nothing = nothing as f64 / decisions as f64;
-            u.refused = refused;
+            u.ticks += tally.ticks();
+            u.mean_reward = tally.mean_reward();
+            u.terms = tally.mean_terms();
+            u.nothing = tally.nothing_share();
+            u.refused = tally.refused();
             writeln!(
                 log,
                 "{},{},{},{},{}",
@@ -407,7 +414,7 @@ pub fn train(
             )?;
             progress(&u);
             updates.push(u);
-            (ticks, rewards, terms, nothing, refused, decisions) = (0, 0.0, [0.0; 4], 0, 0, 0);
+            tally = Tally::default();
         }
         if let Some(k) = keep {
             k.maybe_save(global_step - n, global_step, &agent, &actor_vs)?;

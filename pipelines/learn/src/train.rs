@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 use crate::a2c;
 use crate::agent::{AgentSpec, GraphAgent, Obs};
 use crate::config::TrainSettings;
-use crate::envs::twin::TwinEnv;
+use crate::envs::twin::{StepResult, TwinEnv};
 use crate::optim::{Optim, Rule, Stateful};
 use crate::policy::ActionTensors;
 use crate::ppo::{self, Diagnostics, PpoConfig};
@@ -330,8 +330,7 @@ impl GraphEnvs {
         let (mut logp, mut val) = (Vec::<f32>::new(), Vec::<f32>::new());
         let (mut rew, mut disc, mut nonterm) = (vec![], vec![], vec![]);
         let mut tick_rewards = vec![];
-        let mut terms = [0.0; 4];
-        let (mut nothing, mut refused) = (0usize, 0usize);
+        let mut tally = Tally::default();
         let mut current = self.observe();
         for _ in 0..num_steps {
             let refs: Vec<&Obs> = current.iter().collect();
@@ -342,11 +341,8 @@ impl GraphEnvs {
             logp.extend(Vec::<f32>::try_from(&step.logprob).map_err(err)?);
             val.extend(Vec::<f32>::try_from(&step.value).map_err(err)?);
             for (i, (env, a)) in self.envs.iter_mut().zip(&step.actions).enumerate() {
-                if matches!(a, crate::policy::HybridAction::Nothing) {
-                    nothing += 1;
-                }
                 let r = env.step(a).map_err(err)?;
-                refused += r.refused;
+                tally.record(a, &r);
                 let g = if r.advanced { gamma } else { 1.0 };
                 rew.push(self.norm.scale(i, f64::from(r.reward), g, r.truncated) as f32);
                 disc.push(g as f32);
@@ -354,13 +350,6 @@ impl GraphEnvs {
                 if let Some(t) = r.terms {
                     self.ticks += 1;
                     tick_rewards.push(t.value);
-                    for (acc, x) in
-                        terms
-                            .iter_mut()
-                            .zip([t.slo_vio, t.slack, t.overshoot, t.replica_lag])
-                    {
-                        *acc += x;
-                    }
                 }
             }
             self.global_step += n;
@@ -388,7 +377,6 @@ impl GraphEnvs {
         }
         let values = Tensor::from_slice(&val);
         let advantages = Tensor::from_slice(&adv);
-        let k = tick_rewards.len().max(1) as f64;
         Ok(GraphRollout {
             obs,
             actions: ActionTensors {
@@ -401,10 +389,74 @@ impl GraphEnvs {
             values,
             advantages,
             tick_rewards,
-            terms: terms.map(|x| x / k),
-            nothing: nothing as f64 / batch as f64,
-            refused,
+            terms: tally.mean_terms(),
+            nothing: tally.nothing_share(),
+            refused: tally.refused(),
         })
+    }
+}
+
+/// What a stretch of decisions saw, as the training log reports it: the reward and its terms per
+/// observation tick, the share of "nothing", the cluster actions refused (PPO and A2C per rollout,
+/// SAC per logged stretch).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tally {
+    decisions: usize,
+    ticks: usize,
+    reward: f64,
+    terms: [f64; 4],
+    nothing: usize,
+    refused: usize,
+}
+
+impl Tally {
+    /// Counts decision `a` and what its step returned.
+    pub(crate) fn record(&mut self, a: &crate::policy::HybridAction, r: &StepResult) {
+        self.decisions += 1;
+        self.nothing += usize::from(matches!(a, crate::policy::HybridAction::Nothing));
+        self.refused += r.refused;
+        if let Some(t) = &r.terms {
+            self.ticks += 1;
+            self.reward += t.value;
+            for (acc, x) in
+                self.terms
+                    .iter_mut()
+                    .zip([t.slo_vio, t.slack, t.overshoot, t.replica_lag])
+            {
+                *acc += x;
+            }
+        }
+    }
+
+    /// Decisions.
+    pub(crate) fn decisions(&self) -> usize {
+        self.decisions
+    }
+
+    /// Observation ticks.
+    pub(crate) fn ticks(&self) -> usize {
+        self.ticks
+    }
+
+    /// Mean reward per tick.
+    pub(crate) fn mean_reward(&self) -> f64 {
+        self.reward / self.ticks.max(1) as f64
+    }
+
+    /// Mean SLO_vio, Slack, Overshoot, ReplicaLag per tick.
+    pub(crate) fn mean_terms(&self) -> [f64; 4] {
+        let k = self.ticks.max(1) as f64;
+        self.terms.map(|x| x / k)
+    }
+
+    /// Share of "nothing" decisions.
+    pub(crate) fn nothing_share(&self) -> f64 {
+        self.nothing as f64 / self.decisions.max(1) as f64
+    }
+
+    /// Cluster actions refused.
+    pub(crate) fn refused(&self) -> usize {
+        self.refused
     }
 }
 

@@ -108,11 +108,15 @@ impl Exposition {
     pub fn render(&self, obs: &ClusterObservation) -> String {
         let ns = esc(&self.namespace);
         let mut o = String::with_capacity(64 * 1024);
-        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
+        self.cadvisor(&mut o, obs, &ns);
+        kube_state_metrics(&mut o, obs, &ns);
+        self.istio(&mut o, &ns);
+        self.redis_exporter(&mut o, obs);
+        o
+    }
 
-        // cAdvisor (kubelet /metrics/cadvisor): one series per running container.
+    /// cAdvisor (kubelet /metrics/cadvisor): one series per running container.
+    fn cadvisor(&self, o: &mut String, obs: &ClusterObservation, ns: &str) {
         type PodValue<'a> = Box<dyn Fn(&PodObs) -> f64 + 'a>;
         let cadvisor: [(&str, &str, &str, PodValue); 4] = [
             (
@@ -143,7 +147,7 @@ impl Exposition {
             ),
         ];
         for (name, kind, help, value) in &cadvisor {
-            head(&mut o, name, kind, help);
+            head(o, name, kind, help);
             for p in obs.pods.iter().filter(|p| p.node.is_some()) {
                 let _ = writeln!(
                     o,
@@ -155,141 +159,11 @@ impl Exposition {
                 );
             }
         }
+    }
 
-        // kube-state-metrics.
-        head(
-            &mut o,
-            "kube_deployment_spec_replicas",
-            "gauge",
-            "Number of desired pods for a deployment.",
-        );
-        for s in &obs.services {
-            let _ = writeln!(
-                o,
-                "kube_deployment_spec_replicas{{namespace=\"{ns}\",deployment=\"{}\"}} {}",
-                esc(&s.name),
-                s.replicas_spec
-            );
-        }
-        head(
-            &mut o,
-            "kube_deployment_status_replicas_ready",
-            "gauge",
-            "The number of ready replicas per deployment.",
-        );
-        for s in &obs.services {
-            let _ = writeln!(
-                o,
-                "kube_deployment_status_replicas_ready{{namespace=\"{ns}\",deployment=\"{}\"}} {}",
-                esc(&s.name),
-                s.replicas_ready
-            );
-        }
-        for (name, help, limit) in [
-            (
-                "kube_pod_container_resource_requests",
-                "The number of requested request resource by a container.",
-                false,
-            ),
-            (
-                "kube_pod_container_resource_limits",
-                "The number of requested limit resource by a container.",
-                true,
-            ),
-        ] {
-            head(&mut o, name, "gauge", help);
-            for p in &obs.pods {
-                let Some(s) = obs.service(&p.service) else {
-                    continue;
-                };
-                let (cpu, mem) = if limit {
-                    (s.cpu_limit_cores, s.mem_limit_bytes)
-                } else {
-                    (p.cpu_request_cores, s.mem_request_bytes)
-                };
-                let node = esc(p.node.as_deref().unwrap_or_default());
-                let _ = writeln!(o, "{name}{{namespace=\"{ns}\",pod=\"{}\",container=\"{}\",node=\"{node}\",resource=\"cpu\",unit=\"core\"}} {}", esc(&p.name), esc(&p.service), num(cpu));
-                let _ = writeln!(o, "{name}{{namespace=\"{ns}\",pod=\"{}\",container=\"{}\",node=\"{node}\",resource=\"memory\",unit=\"byte\"}} {}", esc(&p.name), esc(&p.service), num(mem));
-            }
-        }
-        head(&mut o, "kube_pod_info", "gauge", "Information about pod.");
-        for p in &obs.pods {
-            let _ = writeln!(
-                o,
-                "kube_pod_info{{namespace=\"{ns}\",pod=\"{}\",node=\"{}\",created_by_kind=\"ReplicaSet\",created_by_name=\"{}\"}} 1",
-                esc(&p.name),
-                esc(p.node.as_deref().unwrap_or_default()),
-                esc(&p.service)
-            );
-        }
-        head(
-            &mut o,
-            "kube_pod_status_ready",
-            "gauge",
-            "Describes whether the pod is ready to serve requests.",
-        );
-        for p in &obs.pods {
-            for (cond, v) in [("true", p.ready), ("false", !p.ready)] {
-                let _ = writeln!(o, "kube_pod_status_ready{{namespace=\"{ns}\",pod=\"{}\",condition=\"{cond}\"}} {}", esc(&p.name), u8::from(v));
-            }
-        }
-        head(
-            &mut o,
-            "kube_pod_status_phase",
-            "gauge",
-            "The pods current phase.",
-        );
-        for p in &obs.pods {
-            for (phase, v) in [
-                ("Pending", p.phase == PodPhase::Pending),
-                ("Running", p.phase == PodPhase::Running),
-            ] {
-                let _ = writeln!(
-                    o,
-                    "kube_pod_status_phase{{namespace=\"{ns}\",pod=\"{}\",phase=\"{phase}\"}} {}",
-                    esc(&p.name),
-                    u8::from(v)
-                );
-            }
-        }
-        head(
-            &mut o,
-            "kube_node_status_allocatable",
-            "gauge",
-            "The allocatable for different resources of a node that are available for scheduling.",
-        );
-        for n in &obs.nodes {
-            let _ = writeln!(
-                o,
-                "kube_node_status_allocatable{{node=\"{}\",resource=\"cpu\",unit=\"core\"}} {}",
-                esc(&n.name),
-                num(n.allocatable_cpu_cores)
-            );
-            let _ = writeln!(
-                o,
-                "kube_node_status_allocatable{{node=\"{}\",resource=\"memory\",unit=\"byte\"}} {}",
-                esc(&n.name),
-                num(n.allocatable_mem_bytes)
-            );
-        }
-        head(
-            &mut o,
-            "kube_node_labels",
-            "gauge",
-            "Kubernetes labels converted to Prometheus labels.",
-        );
-        for n in &obs.nodes {
-            let _ = writeln!(
-                o,
-                "kube_node_labels{{node=\"{}\",label_node_kubernetes_io_instance_type=\"{}\",label_feature_node_kubernetes_io_cpu_model_id=\"{}\"}} 1",
-                esc(&n.name),
-                esc(&n.node_type),
-                n.cpu_model_id
-            );
-        }
-
-        // Istio standard metrics, reported by the destination sidecar.
-        head(&mut o, "istio_requests_total", "counter", "Total requests.");
+    /// Istio standard metrics, reported by the destination sidecar.
+    fn istio(&self, o: &mut String, ns: &str) {
+        head(o, "istio_requests_total", "counter", "Total requests.");
         for ((src, dst), c) in &self.edges {
             let grpc = c.protocol == "grpc";
             // gRPC failures travel as HTTP 200 with a gRPC status (14, UNAVAILABLE); HTTP ones as 503.
@@ -307,7 +181,7 @@ impl Exposition {
                     o,
                     "istio_requests_total{{reporter=\"destination\",source_workload=\"{s}\",source_workload_namespace=\"{sns}\",destination_workload=\"{d}\",destination_workload_namespace=\"{ns}\",destination_service=\"{d}.{ns}.svc.cluster.local\",request_protocol=\"{p}\",response_code=\"{code}\"{grpc_status}}} {v}",
                     s = esc(src),
-                    sns = if src == "unknown" { "unknown".to_string() } else { ns.clone() },
+                    sns = if src == "unknown" { "unknown".to_string() } else { ns.to_string() },
                     d = esc(dst),
                     p = esc(&c.protocol),
                     v = num(v)
@@ -315,7 +189,7 @@ impl Exposition {
             }
         }
         head(
-            &mut o,
+            o,
             "istio_request_duration_milliseconds",
             "histogram",
             "Request duration in milliseconds.",
@@ -351,10 +225,12 @@ impl Exposition {
                 num(total)
             );
         }
+    }
 
-        // redis_exporter.
+    /// redis_exporter.
+    fn redis_exporter(&self, o: &mut String, obs: &ClusterObservation) {
         head(
-            &mut o,
+            o,
             "redis_connected_slaves",
             "gauge",
             "Number of connected slaves.",
@@ -368,7 +244,7 @@ impl Exposition {
             );
         }
         head(
-            &mut o,
+            o,
             "redis_connected_slave_lag_seconds",
             "gauge",
             "Lag of connected slave.",
@@ -381,12 +257,7 @@ impl Exposition {
                 num(st.max_replica_lag_s)
             );
         }
-        head(
-            &mut o,
-            "redis_keyspace_hits_total",
-            "counter",
-            "Keyspace hits.",
-        );
+        head(o, "redis_keyspace_hits_total", "counter", "Keyspace hits.");
         for (svc, (hits, _)) in &self.redis {
             let _ = writeln!(
                 o,
@@ -396,7 +267,7 @@ impl Exposition {
             );
         }
         head(
-            &mut o,
+            o,
             "redis_keyspace_misses_total",
             "counter",
             "Keyspace misses.",
@@ -409,6 +280,148 @@ impl Exposition {
                 num(*misses)
             );
         }
-        o
+    }
+}
+
+fn head(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// kube-state-metrics: deployments, pods' resources, readiness and phase, nodes.
+fn kube_state_metrics(o: &mut String, obs: &ClusterObservation, ns: &str) {
+    head(
+        o,
+        "kube_deployment_spec_replicas",
+        "gauge",
+        "Number of desired pods for a deployment.",
+    );
+    for s in &obs.services {
+        let _ = writeln!(
+            o,
+            "kube_deployment_spec_replicas{{namespace=\"{ns}\",deployment=\"{}\"}} {}",
+            esc(&s.name),
+            s.replicas_spec
+        );
+    }
+    head(
+        o,
+        "kube_deployment_status_replicas_ready",
+        "gauge",
+        "The number of ready replicas per deployment.",
+    );
+    for s in &obs.services {
+        let _ = writeln!(
+            o,
+            "kube_deployment_status_replicas_ready{{namespace=\"{ns}\",deployment=\"{}\"}} {}",
+            esc(&s.name),
+            s.replicas_ready
+        );
+    }
+    for (name, help, limit) in [
+        (
+            "kube_pod_container_resource_requests",
+            "The number of requested request resource by a container.",
+            false,
+        ),
+        (
+            "kube_pod_container_resource_limits",
+            "The number of requested limit resource by a container.",
+            true,
+        ),
+    ] {
+        head(o, name, "gauge", help);
+        for p in &obs.pods {
+            let Some(s) = obs.service(&p.service) else {
+                continue;
+            };
+            let (cpu, mem) = if limit {
+                (s.cpu_limit_cores, s.mem_limit_bytes)
+            } else {
+                (p.cpu_request_cores, s.mem_request_bytes)
+            };
+            let node = esc(p.node.as_deref().unwrap_or_default());
+            let _ = writeln!(o, "{name}{{namespace=\"{ns}\",pod=\"{}\",container=\"{}\",node=\"{node}\",resource=\"cpu\",unit=\"core\"}} {}", esc(&p.name), esc(&p.service), num(cpu));
+            let _ = writeln!(o, "{name}{{namespace=\"{ns}\",pod=\"{}\",container=\"{}\",node=\"{node}\",resource=\"memory\",unit=\"byte\"}} {}", esc(&p.name), esc(&p.service), num(mem));
+        }
+    }
+    head(o, "kube_pod_info", "gauge", "Information about pod.");
+    for p in &obs.pods {
+        let _ = writeln!(
+                o,
+                "kube_pod_info{{namespace=\"{ns}\",pod=\"{}\",node=\"{}\",created_by_kind=\"ReplicaSet\",created_by_name=\"{}\"}} 1",
+                esc(&p.name),
+                esc(p.node.as_deref().unwrap_or_default()),
+                esc(&p.service)
+            );
+    }
+    head(
+        o,
+        "kube_pod_status_ready",
+        "gauge",
+        "Describes whether the pod is ready to serve requests.",
+    );
+    for p in &obs.pods {
+        for (cond, v) in [("true", p.ready), ("false", !p.ready)] {
+            let _ = writeln!(
+                o,
+                "kube_pod_status_ready{{namespace=\"{ns}\",pod=\"{}\",condition=\"{cond}\"}} {}",
+                esc(&p.name),
+                u8::from(v)
+            );
+        }
+    }
+    head(
+        o,
+        "kube_pod_status_phase",
+        "gauge",
+        "The pods current phase.",
+    );
+    for p in &obs.pods {
+        for (phase, v) in [
+            ("Pending", p.phase == PodPhase::Pending),
+            ("Running", p.phase == PodPhase::Running),
+        ] {
+            let _ = writeln!(
+                o,
+                "kube_pod_status_phase{{namespace=\"{ns}\",pod=\"{}\",phase=\"{phase}\"}} {}",
+                esc(&p.name),
+                u8::from(v)
+            );
+        }
+    }
+    head(
+        o,
+        "kube_node_status_allocatable",
+        "gauge",
+        "The allocatable for different resources of a node that are available for scheduling.",
+    );
+    for n in &obs.nodes {
+        let _ = writeln!(
+            o,
+            "kube_node_status_allocatable{{node=\"{}\",resource=\"cpu\",unit=\"core\"}} {}",
+            esc(&n.name),
+            num(n.allocatable_cpu_cores)
+        );
+        let _ = writeln!(
+            o,
+            "kube_node_status_allocatable{{node=\"{}\",resource=\"memory\",unit=\"byte\"}} {}",
+            esc(&n.name),
+            num(n.allocatable_mem_bytes)
+        );
+    }
+    head(
+        o,
+        "kube_node_labels",
+        "gauge",
+        "Kubernetes labels converted to Prometheus labels.",
+    );
+    for n in &obs.nodes {
+        let _ = writeln!(
+                o,
+                "kube_node_labels{{node=\"{}\",label_node_kubernetes_io_instance_type=\"{}\",label_feature_node_kubernetes_io_cpu_model_id=\"{}\"}} 1",
+                esc(&n.name),
+                esc(&n.node_type),
+                n.cpu_model_id
+            );
     }
 }

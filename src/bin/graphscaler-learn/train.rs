@@ -60,70 +60,10 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     } else {
         graphscaler_graph::store::read_paths(&a.from)?
     };
-    let scenario = a.scenario.clone().unwrap_or_else(|| {
-        if a.from.is_empty() || a.steps == 0 {
-            "mix".into()
-        } else {
-            "recorded".into()
-        }
-    });
     let episode_s = a.episode.unwrap_or(t.episode_s);
-    let scenarios = match scenario.as_str() {
-        "mix" => graphscaler_twin::Shape::all_named(),
-        "recorded" if a.from.is_empty() => {
-            bail!("--scenario recorded replays the load stored in the snapshots that --from names: give --from")
-        }
-        "recorded" => {
-            let loads = graphscaler_learn::offline::recorded_loads(&rows, episode_s)
-                .context("the fine-tuning load (--scenario recorded)")?;
-            say!(
-                "fine-tuning load: the recorded entry request rates, {} episode(s) of up to {episode_s:.0} s",
-                loads.len()
-            );
-            loads
-        }
-        s => graphscaler::scenarios(s)?,
-    };
+    let (scenario, scenarios) = training_load(&a, &rows, episode_s)?;
     let n_envs = a.envs.unwrap_or(t.num_envs).max(1);
-    let env_cfg = TwinEnvConfig {
-        topology: topology.clone(),
-        twin: cfg.twin.clone(),
-        slo: cfg.slo.clone(),
-        scenarios,
-        episode_s,
-        reward: cfg.reward(),
-        rules: l.actions.clone(),
-        window: 1,
-        handover: (t.handover_share > 0.0).then(|| Handover {
-            hpa: cfg.hpa.clone(),
-            target: cfg.hpa.tuned_target_cpu_utilization,
-            share: t.handover_share,
-            max_s: t.handover_max_s,
-        }),
-        graph: cfg.pipeline.graph(),
-        rails: cfg.pipeline.guardrails.clone(),
-    };
-    let probe = TwinEnv::new(env_cfg.clone(), a.seed)?;
-    let mut rules = l.actions.clone();
-    rules.min_replicas = cfg.twin.limits.min_replicas;
-    rules.max_replicas = cfg.twin.limits.max_replicas;
-    let mut spec = AgentSpec::new(
-        encoder,
-        topology_name(&topology),
-        probe.services().to_vec(),
-        probe.node_types().to_vec(),
-        rules,
-    );
-    spec.actor_global = !a.no_actor_global;
-    if let Some(init) = &a.init {
-        // A second stage keeps the first's model: the actor of a checkpoint written before the
-        // actor read the global scalars goes on without them.
-        spec.actor_global = AgentSpec::of_checkpoint(init)?.actor_global;
-    }
-    let env_cfg = TwinEnvConfig {
-        window: spec.window,
-        ..env_cfg
-    };
+    let (env_cfg, spec) = environment_and_model(cfg, &a, &topology, scenarios, episode_s, encoder)?;
     let algo_name = match algo_arg {
         AlgoArg::OnPolicy(x) => x.name(),
         AlgoArg::Sac => "sac",
@@ -138,40 +78,8 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     }
     // The state a stopped training saved, to resume or to replace.
     let state_dir = checkpoint::file(&out, "resume");
-    let saved = if algo_arg == AlgoArg::Sac {
-        if a.resume || a.time_limit.is_some() {
-            bail!("--resume and --time-limit are for PPO and A2C: SAC's replay buffer is not saved, so a SAC training cannot be resumed");
-        }
-        None
-    } else {
-        graphscaler_learn::resume::read_state(&state_dir)?
-    };
-    match (&saved, a.resume) {
-        (None, true) => bail!(
-            "--resume: no saved training state in {} (a training saves one every --save-every updates and when it stops early); start without --resume",
-            state_dir.display()
-        ),
-        (Some(s), true) => say!(
-            "resuming after update {} of {} ({} decisions; resumed {} time(s) before) from {}",
-            s.iteration,
-            s.iterations,
-            s.global_step,
-            s.resumed_at.len(),
-            state_dir.display()
-        ),
-        (Some(s), false) => {
-            say!(
-                "replacing the saved state of an unfinished training in {} (update {} of {}; --resume continues it instead)",
-                state_dir.display(),
-                s.iteration,
-                s.iterations
-            );
-            std::fs::remove_dir_all(&state_dir)
-                .with_context(|| format!("removing {}", state_dir.display()))?;
-        }
-        (None, false) => {}
-    }
-    let resumed = saved.as_ref().filter(|_| a.resume);
+    let saved = saved_state(&a, algo_arg, &state_dir)?;
+    let resumed = saved.as_ref();
     // A resumed run's episodes start afresh, from seeds of their own.
     let env_seed = |i: usize| {
         let k = resumed.map_or(0, |s| s.resumed_at.len() as u64 + 1);
@@ -205,43 +113,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     }
     let init = bootstrapped.or_else(|| a.init.clone());
     let log_path = checkpoint::file(&out, "csv");
-    let csv = std::io::BufWriter::new(match resumed {
-        // The header and the rows of the updates the state counts; rows logged after it go.
-        Some(s) => {
-            let text = std::fs::read_to_string(&log_path)
-                .with_context(|| format!("reading {} to resume it", log_path.display()))?;
-            let kept: String = text
-                .lines()
-                .take(s.iteration + 1)
-                .map(|l| format!("{l}\n"))
-                .collect();
-            if kept.lines().count() != s.iteration + 1 {
-                bail!(
-                    "{} has {} rows, the saved state counts {} updates: it is not this training's log",
-                    log_path.display(),
-                    kept.lines().count().saturating_sub(1),
-                    s.iteration
-                );
-            }
-            std::fs::write(&log_path, kept)
-                .with_context(|| format!("rewriting {}", log_path.display()))?;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("opening {}", log_path.display()))?
-        }
-        None => std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?,
-    });
-    let mut log: Box<dyn Write> = match &a.tensorboard {
-        Some(dir) => {
-            let events = EventWriter::create(dir)
-                .with_context(|| format!("creating TensorBoard events in {}", dir.display()))?;
-            say!("TensorBoard events: {}", events.path().display());
-            Box::new(CsvTee::new(csv, events))
-        }
-        None => Box::new(csv),
-    };
+    let mut log = open_log(&log_path, resumed, a.tensorboard.as_deref())?;
     let bar = ProgressBar::new(a.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -258,45 +130,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             u.mean_reward, u.terms[0], u.terms[1], u.terms[2]
         ));
     };
-    // Settings given through the environment shape the run as much as the arguments do.
-    let mut env: Vec<String> = graphscaler_vars()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v} "))
-        .collect();
-    env.sort();
-    let command = format!(
-        "{}graphscaler train --encoder {} --algo {} --scenario {} --steps {} --seed {}{}{}{}{}{}",
-        env.concat(),
-        encoder.name(),
-        algo_name,
-        scenario,
-        a.steps,
-        a.seed,
-        a.envs.map_or(String::new(), |n| format!(" --envs {n}")),
-        if a.no_actor_global {
-            " --no-actor-global"
-        } else {
-            ""
-        },
-        // The command the user gave: with --from, the clone it fine-tunes from is its own.
-        a.init
-            .as_ref()
-            .map_or(String::new(), |p| format!(" --init {}", p.display())),
-        a.bc_epochs
-            .map_or(String::new(), |n| format!(" --bc-epochs {n}")),
-        if a.from.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " --from {}",
-                a.from
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        }
-    );
+    let command = command_line(&a, encoder, algo_name, &scenario);
     // The manifests' `training` section: the candidates' as it is, the result's with its
     // decisions, reward scale and time added.
     let training = serde_json::json!({
@@ -408,13 +242,10 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         std::fs::remove_dir_all(&state_dir)
             .with_context(|| format!("removing {}", state_dir.display()))?;
     }
+    let params: i64 = m.params.values().map(|s| s.iter().product::<i64>()).sum();
     say!(
-        "trained {name} for {steps} decisions in {secs:.0} s ({:.0} decisions/s); {} parameters",
+        "trained {name} for {steps} decisions in {secs:.0} s ({:.0} decisions/s); {params} parameters",
         steps as f64 / secs,
-        m.params
-            .values()
-            .map(|s| s.iter().product::<i64>())
-            .sum::<i64>()
     );
     if let Some(u) = updates.last() {
         say!(
@@ -433,6 +264,220 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         log_path.display()
     );
     Ok(())
+}
+
+/// The twin environments' settings and the model's specification (its services and node types
+/// those of the twin on `topology`; an `--init` checkpoint's actor keeps its inputs).
+fn environment_and_model(
+    cfg: &Config,
+    a: &TrainArgs,
+    topology: &Topology,
+    scenarios: Vec<graphscaler_twin::Shape>,
+    episode_s: f64,
+    encoder: EncoderKind,
+) -> Result<(TwinEnvConfig, AgentSpec)> {
+    let env_cfg = TwinEnvConfig {
+        topology: topology.clone(),
+        twin: cfg.twin.clone(),
+        slo: cfg.slo.clone(),
+        scenarios,
+        episode_s,
+        reward: cfg.reward(),
+        rules: cfg.learn.actions.clone(),
+        window: 1,
+        handover: (cfg.learn.train.handover_share > 0.0).then(|| Handover {
+            hpa: cfg.hpa.clone(),
+            target: cfg.hpa.tuned_target_cpu_utilization,
+            share: cfg.learn.train.handover_share,
+            max_s: cfg.learn.train.handover_max_s,
+        }),
+        graph: cfg.pipeline.graph(),
+        rails: cfg.pipeline.guardrails.clone(),
+    };
+    let probe = TwinEnv::new(env_cfg.clone(), a.seed)?;
+    let mut rules = cfg.learn.actions.clone();
+    rules.min_replicas = cfg.twin.limits.min_replicas;
+    rules.max_replicas = cfg.twin.limits.max_replicas;
+    let mut spec = AgentSpec::new(
+        encoder,
+        topology_name(topology),
+        probe.services().to_vec(),
+        probe.node_types().to_vec(),
+        rules,
+    );
+    spec.actor_global = !a.no_actor_global;
+    if let Some(init) = &a.init {
+        // A second stage keeps the first's model: the actor of a checkpoint written before the
+        // actor read the global scalars goes on without them.
+        spec.actor_global = AgentSpec::of_checkpoint(init)?.actor_global;
+    }
+    let env_cfg = TwinEnvConfig {
+        window: spec.window,
+        ..env_cfg
+    };
+    Ok((env_cfg, spec))
+}
+
+/// The training load: the scenario's name (`--scenario`, by default `mix`, or `recorded` when
+/// `--from` bootstraps a fine-tuning) and its loads (for `recorded`, the entry request rates the
+/// store's snapshots recorded, cut into episodes of `episode_s`).
+fn training_load(
+    a: &TrainArgs,
+    rows: &[graphscaler_graph::store::Transition],
+    episode_s: f64,
+) -> Result<(String, Vec<graphscaler_twin::Shape>)> {
+    let scenario = a.scenario.clone().unwrap_or_else(|| {
+        if a.from.is_empty() || a.steps == 0 {
+            "mix".into()
+        } else {
+            "recorded".into()
+        }
+    });
+    let loads = match scenario.as_str() {
+        "mix" => graphscaler_twin::Shape::all_named(),
+        "recorded" if a.from.is_empty() => {
+            bail!("--scenario recorded replays the load stored in the snapshots that --from names: give --from")
+        }
+        "recorded" => {
+            let loads = graphscaler_learn::offline::recorded_loads(rows, episode_s)
+                .context("the fine-tuning load (--scenario recorded)")?;
+            say!(
+                "fine-tuning load: the recorded entry request rates, {} episode(s) of up to {episode_s:.0} s",
+                loads.len()
+            );
+            loads
+        }
+        s => graphscaler::scenarios(s)?,
+    };
+    Ok((scenario, loads))
+}
+
+/// The state a stopped training saved in `state_dir`: returned when `--resume` asks for it (an
+/// error when there is none), removed (and `None`) when a new training replaces it. SAC saves
+/// none, so it refuses `--resume` and `--time-limit`.
+fn saved_state(
+    a: &TrainArgs,
+    algo: AlgoArg,
+    state_dir: &Path,
+) -> Result<Option<graphscaler_learn::resume::SavedState>> {
+    let saved = if algo == AlgoArg::Sac {
+        if a.resume || a.time_limit.is_some() {
+            bail!("--resume and --time-limit are for PPO and A2C: SAC's replay buffer is not saved, so a SAC training cannot be resumed");
+        }
+        None
+    } else {
+        graphscaler_learn::resume::read_state(state_dir)?
+    };
+    match (saved, a.resume) {
+        (None, true) => bail!(
+            "--resume: no saved training state in {} (a training saves one every --save-every updates and when it stops early); start without --resume",
+            state_dir.display()
+        ),
+        (Some(s), true) => {
+            say!(
+                "resuming after update {} of {} ({} decisions; resumed {} time(s) before) from {}",
+                s.iteration,
+                s.iterations,
+                s.global_step,
+                s.resumed_at.len(),
+                state_dir.display()
+            );
+            Ok(Some(s))
+        }
+        (Some(s), false) => {
+            say!(
+                "replacing the saved state of an unfinished training in {} (update {} of {}; --resume continues it instead)",
+                state_dir.display(),
+                s.iteration,
+                s.iterations
+            );
+            std::fs::remove_dir_all(state_dir)
+                .with_context(|| format!("removing {}", state_dir.display()))?;
+            Ok(None)
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+/// The training's log: the CSV at `path` (new, or for a resumed training its header and the rows
+/// of the updates the state counts, rows logged after it dropped), teed to TensorBoard events in
+/// `tensorboard` when given.
+fn open_log(
+    path: &Path,
+    resumed: Option<&graphscaler_learn::resume::SavedState>,
+    tensorboard: Option<&Path>,
+) -> Result<Box<dyn Write>> {
+    let csv = std::io::BufWriter::new(match resumed {
+        Some(s) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {} to resume it", path.display()))?;
+            let kept: String = text
+                .lines()
+                .take(s.iteration + 1)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if kept.lines().count() != s.iteration + 1 {
+                bail!(
+                    "{} has {} rows, the saved state counts {} updates: it is not this training's log",
+                    path.display(),
+                    kept.lines().count().saturating_sub(1),
+                    s.iteration
+                );
+            }
+            std::fs::write(path, kept).with_context(|| format!("rewriting {}", path.display()))?;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?
+        }
+        None => {
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?
+        }
+    });
+    Ok(match tensorboard {
+        Some(dir) => {
+            let events = EventWriter::create(dir)
+                .with_context(|| format!("creating TensorBoard events in {}", dir.display()))?;
+            say!("TensorBoard events: {}", events.path().display());
+            Box::new(CsvTee::new(csv, events))
+        }
+        None => Box::new(csv),
+    })
+}
+
+/// The command that made a checkpoint, for its manifest: the settings given through the
+/// environment (they shape the run as much as the arguments do) and the arguments the user gave
+/// (with `--from`, the clone it fine-tunes from is its own, not an `--init`).
+fn command_line(a: &TrainArgs, encoder: EncoderKind, algo: &str, scenario: &str) -> String {
+    let mut env: Vec<String> = graphscaler_vars()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    env.sort();
+    let mut cmd = format!(
+        "{}graphscaler train --encoder {} --algo {algo} --scenario {scenario} --steps {} --seed {}",
+        env.concat(),
+        encoder.name(),
+        a.steps,
+        a.seed,
+    );
+    if let Some(n) = a.envs {
+        cmd += &format!(" --envs {n}");
+    }
+    if a.no_actor_global {
+        cmd += " --no-actor-global";
+    }
+    if let Some(p) = &a.init {
+        cmd += &format!(" --init {}", p.display());
+    }
+    if let Some(n) = a.bc_epochs {
+        cmd += &format!(" --bc-epochs {n}");
+    }
+    if !a.from.is_empty() {
+        let from: Vec<String> = a.from.iter().map(|p| p.display().to_string()).collect();
+        cmd += &format!(" --from {}", from.join(" "));
+    }
+    cmd
 }
 
 /// The bootstrap of `graphscaler train --from`: clones the stored decisions into a fresh `spec`
