@@ -254,9 +254,14 @@ impl Config {
         let path = override_path
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.twin.topology.clone().into());
-        graphscaler_twin::Topology::from_file(&path, &self.twin.fanout_parameters).with_context(
-            || "loading the topology (set twin.topology or pass --topology)".to_string(),
-        )
+        let t = graphscaler_twin::Topology::from_file(&path, &self.twin.fanout_parameters)
+            .with_context(|| {
+                "loading the topology (set twin.topology or pass --topology)".to_string()
+            })?;
+        for line in self.twin.defaulted(&t) {
+            tracing::warn!("{}: {line}", path.display());
+        }
+        Ok(t)
     }
 }
 

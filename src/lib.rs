@@ -144,6 +144,21 @@ enum TwinCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Bucket a file of one row per request into a trace (request counts per bucket,
+    /// `offset_s,requests`) for `--scenario trace:<file>`.
+    Bucket {
+        /// The per-request CSV (a header, a timestamp per row: seconds or YYYY-MM-DD HH:MM:SS).
+        file: PathBuf,
+        /// The timestamp column (default: the first).
+        #[arg(long)]
+        column: Option<String>,
+        /// Bucket width, s.
+        #[arg(long, default_value_t = 1.0)]
+        bucket_s: f64,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +373,21 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
             std::fs::write(&out, serde_json::to_string_pretty(&v)?)
                 .with_context(|| format!("writing {}", out.display()))?;
             say!("wrote {} ({services} services)", out.display());
+            Ok(())
+        }
+        Command::Twin(TwinCommand::Bucket {
+            file,
+            column,
+            bucket_s,
+            out,
+        }) => {
+            let csv = graphscaler_twin::load::bucket_requests(&file, column.as_deref(), bucket_s)?;
+            std::fs::write(&out, &csv).with_context(|| format!("writing {}", out.display()))?;
+            say!(
+                "wrote {} ({} buckets of {bucket_s} s)",
+                out.display(),
+                csv.lines().count() - 1
+            );
             Ok(())
         }
         Command::Twin(TwinCommand::Shapes {

@@ -1296,3 +1296,111 @@ fn a_stopped_or_killed_training_resumes() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_per_request_file_is_refused_as_a_trace_and_bucketed_into_one_that_replays() {
+    let raw = "data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv";
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "1m",
+        "--no-plots",
+        "--scenario",
+        &format!("trace:{raw}"),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("AzureLLMInferenceTrace_conv.csv")
+            && e.contains("line 1")
+            && e.contains("graphscaler twin bucket"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let counts = dir.path().join("per-minute.csv");
+    let o = graphscaler(&[
+        "twin",
+        "bucket",
+        raw,
+        "--column",
+        "TIMESTAMP",
+        "--bucket-s",
+        "60",
+        "--out",
+        counts.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("59 buckets of 60 s"), "{}", stdout(&o));
+    let shipped = std::fs::read_to_string(
+        repo().join("data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv"),
+    )
+    .unwrap();
+    let ours = std::fs::read_to_string(&counts).unwrap();
+    let tail = |text: &str, skip: usize| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').skip(skip).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(tail(&ours, 0), tail(&shipped, 1));
+    let out = dir.path().join("run");
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "10m",
+        "--no-plots",
+        "--scenario",
+        &format!("trace:{}", counts.display()),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_topology_without_cpu_costs_runs_with_a_warning_naming_its_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("synthetic.json");
+    let o = graphscaler(&[
+        "twin",
+        "synth-topology",
+        "--services",
+        "8",
+        "--out",
+        topo.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "2m",
+        "--no-plots",
+        "--topology",
+        topo.to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("synthetic.json")
+            && e.contains("services take the default CPU cost per request (1 ms")
+            && e.contains("entry"),
+        "{e}"
+    );
+    // Online Boutique gives every service its own: no warning.
+    let o = graphscaler(&[
+        "twin",
+        "run",
+        "--duration",
+        "2m",
+        "--no-plots",
+        "--out",
+        dir.path().join("ob").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("default CPU cost"), "{}", stderr(&o));
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TwinError};
-use crate::topology::{Topology, UserTask};
+use crate::topology::{ServiceSpec, Topology, UserTask};
 
 pub use graphscaler_schemas::defaults::DEFAULT_TOML;
 
@@ -315,29 +315,35 @@ impl TwinConfig {
         }
     }
 
-    /// CPU seconds per request of `service` at speed 1.0.
-    pub fn cpu_cost_s(&self, service: &str) -> f64 {
+    /// CPU seconds per request of service `s` at speed 1.0: the configuration's value for its name
+    /// if it has one (an override), else the topology's, else the configuration's `default`.
+    pub fn cpu_cost_s(&self, s: &ServiceSpec) -> f64 {
         self.cpu_cost_ms
-            .get(service)
-            .or_else(|| self.cpu_cost_ms.get("default"))
+            .get(&s.name)
             .copied()
+            .or(s.cpu_cost_ms)
+            .or_else(|| self.cpu_cost_ms.get("default").copied())
             .unwrap_or(1.0)
             / 1000.0
     }
 
-    /// Time from binding a pod of `service` (written in `language`) to its Ready condition, s:
-    /// the first readiness probe at or after container creation plus application start.
-    pub fn startup_delay(&self, service: &str, language: &str) -> f64 {
+    /// Time from binding a pod of service `s` to its Ready condition, s: the first readiness
+    /// probe at or after container creation plus application start. Each of the two comes from
+    /// the configuration's value for its name if any, else the topology's, else the
+    /// configuration's (application start by its language, then `default`).
+    pub fn startup_delay(&self, s: &ServiceSpec) -> f64 {
         let app = self
             .app_start_s
-            .get(service)
-            .or_else(|| self.app_start_s.get(language))
-            .or_else(|| self.app_start_s.get("default"))
+            .get(&s.name)
             .copied()
+            .or(s.app_start_s)
+            .or_else(|| self.app_start_s.get(&s.language).copied())
+            .or_else(|| self.app_start_s.get("default").copied())
             .unwrap_or(5.0);
         let probe = self
             .readiness_probe
-            .get(service)
+            .get(&s.name)
+            .or(s.readiness_probe.as_ref())
             .or_else(|| self.readiness_probe.get("default"))
             .cloned()
             .unwrap_or(ProbeConfig {
@@ -349,6 +355,56 @@ impl TwinConfig {
             .ceil()
             .max(0.0);
         self.container_create_s + probe.initial_delay_s + k * probe.period_s
+    }
+
+    /// What of `topology`'s simulated services comes from the configuration's `default` entries,
+    /// because neither the topology nor a configuration entry of its name gives it: one line
+    /// per parameter, naming the services (the first five and a count). A topology written for
+    /// the twin gives every service its CPU cost; a default is a guess to report, not to hide.
+    pub fn defaulted(&self, topology: &Topology) -> Vec<String> {
+        let list = |names: Vec<&str>| {
+            let more = names.len().saturating_sub(5);
+            let mut s = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+            if more > 0 {
+                s += &format!(" and {more} more");
+            }
+            s
+        };
+        let mut out = vec![];
+        let cost: Vec<&str> = topology
+            .services
+            .iter()
+            .filter(|s| s.cpu_cost_ms.is_none() && !self.cpu_cost_ms.contains_key(&s.name))
+            .map(|s| s.name.as_str())
+            .collect();
+        if !cost.is_empty() {
+            out.push(format!(
+                "{} of {} services take the default CPU cost per request ({} ms; set `cpu_cost_ms` in the topology file): {}",
+                cost.len(),
+                topology.services.len(),
+                self.cpu_cost_ms.get("default").copied().unwrap_or(1.0),
+                list(cost)
+            ));
+        }
+        let start: Vec<&str> = topology
+            .services
+            .iter()
+            .filter(|s| {
+                s.app_start_s.is_none()
+                    && !self.app_start_s.contains_key(&s.name)
+                    && !self.app_start_s.contains_key(&s.language)
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if !start.is_empty() {
+            out.push(format!(
+                "{} of {} services take the default application start time (their language is not in twin.app_start_s; set `app_start_s` in the topology file): {}",
+                start.len(),
+                topology.services.len(),
+                list(start)
+            ));
+        }
+        out
     }
 
     /// The user tasks for `topology`: its own if it carries them, the configured ones otherwise.
@@ -400,13 +456,32 @@ mod tests {
         let c = TwinConfig::default();
         c.validate().unwrap();
         assert_eq!(SloConfig::default().latency_ms, 200.0);
-        assert_eq!(c.cpu_cost_s("frontend"), 0.0025);
-        // adservice: JVM up after 25 s; probes at 20, 35, … → Ready 2 + 35 s after binding.
-        assert_eq!(c.startup_delay("adservice", "Java"), 37.0);
+        let t = Topology::from_file(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../data/topologies/online-boutique.json"),
+            &c.fanout_parameters,
+        )
+        .unwrap();
+        let svc = |n: &str| t.services[t.service_index(n).unwrap()].clone();
+        // The topology's own CPU cost.
+        assert_eq!(c.cpu_cost_s(&svc("frontend")), 0.0025);
+        // adservice: JVM up after 25 s; its probes at 20, 35, … → Ready 2 + 35 s after binding.
+        assert_eq!(c.startup_delay(&svc("adservice")), 37.0);
         // frontend: Go up after 2 s; first probe at 10 s.
-        assert_eq!(c.startup_delay("frontend", "Go"), 12.0);
-        // currencyservice: Node.js up after 4 s; default probes at 0, 10 → 10 s.
-        assert_eq!(c.startup_delay("currencyservice", "Node.js"), 12.0);
+        assert_eq!(c.startup_delay(&svc("frontend")), 12.0);
+        // currencyservice: Node.js up after 4 s; no probe of its own, the default's at 0, 10 → 10 s.
+        assert_eq!(c.startup_delay(&svc("currencyservice")), 12.0);
+        assert!(c.defaulted(&t).is_empty(), "{:?}", c.defaulted(&t));
+        // A name in the configuration overrides the topology; the default fills what neither has.
+        let mut o = c.clone();
+        o.cpu_cost_ms.insert("frontend".into(), 5.0);
+        assert_eq!(o.cpu_cost_s(&svc("frontend")), 0.005);
+        let mut bare = svc("frontend");
+        bare.cpu_cost_ms = None;
+        bare.readiness_probe = None;
+        assert_eq!(c.cpu_cost_s(&bare), 0.001);
+        // Go up after 2 s, default probes at 0, 10 → 10 s.
+        assert_eq!(c.startup_delay(&bare), 12.0);
     }
 
     #[test]

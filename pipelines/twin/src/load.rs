@@ -29,6 +29,7 @@
 //! once per run from its seed (a `ChaCha8` stream of its own, so that they do not depend on
 //! the rest of the simulation): the same seed, the same crowds.
 
+use std::cmp::Ordering;
 use std::f64::consts::PI;
 use std::path::Path;
 
@@ -210,6 +211,122 @@ impl Bursts {
     }
 }
 
+/// Buckets a file of one row per request into a trace ([`Trace::from_csv`]'s format): the
+/// request counts per `bucket_s`-second bucket from the first request's, as
+/// `offset_s,requests` CSV text, every bucket up to the last request's (one without a row is one
+/// without a request: 0). `column` names the timestamp column (by default the first); a
+/// timestamp is seconds (a number) or a UTC date and time `YYYY-MM-DD HH:MM:SS[.frac]` (`T`
+/// between them and a trailing `Z` accepted). Rows may come in any order. An error names the
+/// line of a timestamp it cannot read.
+pub fn bucket_requests(path: &Path, column: Option<&str>, bucket_s: f64) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|source| TwinError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let p = path.display().to_string();
+    let bad = |line: usize, message: String| TwinError::Trace {
+        path: p.clone(),
+        line,
+        message,
+    };
+    if !(bucket_s.is_finite() && bucket_s > 0.0) {
+        return Err(bad(0, format!("bucket width {bucket_s} s must be > 0")));
+    }
+    let mut lines = text.lines().enumerate();
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| bad(1, "empty file, expected a header".into()))?;
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = match column {
+        None => 0,
+        Some(c) => cols
+            .iter()
+            .position(|x| *x == c)
+            .ok_or_else(|| bad(1, format!("no column `{c}` in header `{header}`")))?,
+    };
+    let mut times = vec![];
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f = line.split(',').map(str::trim).nth(col).unwrap_or_default();
+        let t = parse_instant(f).ok_or_else(|| {
+            bad(
+                i + 1,
+                format!(
+                    "`{f}` in column `{}` is neither seconds nor a date and time YYYY-MM-DD HH:MM:SS[.frac]",
+                    cols[col]
+                ),
+            )
+        })?;
+        times.push(t);
+    }
+    // Whole seconds and their fraction apart: a Unix time's microseconds would not survive one
+    // f64 (its resolution there is about 2e-7 s), and a request must not change bucket for it.
+    let Some(&first) = times
+        .iter()
+        .min_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal))
+    else {
+        return Err(bad(2, "no request rows".into()));
+    };
+    let mut counts: Vec<u64> = vec![];
+    for &(whole, frac) in &times {
+        let since = (whole - first.0) as f64 + (frac - first.1);
+        let k = (since / bucket_s).floor() as usize;
+        if counts.len() <= k {
+            counts.resize(k + 1, 0);
+        }
+        counts[k] += 1;
+    }
+    let mut out = String::from("offset_s,requests\n");
+    for (k, c) in counts.iter().enumerate() {
+        out += &format!("{},{c}\n", k as f64 * bucket_s);
+    }
+    Ok(out)
+}
+
+/// Seconds since the Unix epoch of a timestamp, whole and fraction: a number of seconds, or a
+/// UTC date and time `YYYY-MM-DD HH:MM:SS[.frac]` (`T` between them, a trailing `Z`).
+fn parse_instant(s: &str) -> Option<(i64, f64)> {
+    if let Ok(v) = s.parse::<f64>() {
+        return v.is_finite().then(|| (v.floor() as i64, v - v.floor()));
+    }
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    let ([y, m, day], [h, mi, sec]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    let (y, m, day): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, day.parse().ok()?);
+    let (h, mi): (i64, i64) = (h.parse().ok()?, mi.parse().ok()?);
+    let (whole_s, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let whole_s: i64 = whole_s.parse().ok()?;
+    let frac: f64 = if frac.is_empty() {
+        0.0
+    } else if frac.bytes().all(|b| b.is_ascii_digit()) {
+        format!("0.{frac}").parse().ok()?
+    } else {
+        return None;
+    };
+    if !((1..=12).contains(&m)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&h)
+        && (0..60).contains(&mi)
+        && (0..61).contains(&whole_s))
+    {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + mi * 60 + whole_s, frac))
+}
+
 /// A recorded load trace: request counts per fixed-width bucket, normalised to a peak of 1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -225,9 +342,14 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Reads a CSV with a header. The count column is `requests` (or `count`, or the last
-    /// column); the bucket width comes from an `offset_s` column when present, otherwise from the
-    /// file name (`per_minute` → 60 s, else 1 s).
+    /// Reads a trace: a CSV with a header, one row per bucket, with an `offset_s` column (the
+    /// bucket's start in seconds from the first) and a `requests` (or `count`) column; other
+    /// columns (`bucket_start`, …) are ignored. The offsets declare the bucket: they start
+    /// anywhere and step by the same width on every row — a gap (a missing bucket), a duplicate
+    /// or an offset out of order is refused, naming its line, never filled: a missing count is not
+    /// zero requests. Counts are finite and ≥ 0, not all zero. A file of one row per request
+    /// (timestamps, token counts) is refused with the command that buckets it
+    /// ([`bucket_requests`], `graphscaler twin bucket`).
     pub fn from_csv(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| TwinError::Io {
             path: path.to_owned(),
@@ -244,27 +366,44 @@ impl Trace {
             .next()
             .ok_or_else(|| bad(1, "empty file, expected a header".into()))?;
         let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+        let convert = format!(
+            "a trace is request counts per bucket (`offset_s,requests`); a file of one row per request is bucketed by `graphscaler twin bucket {p} --column <timestamp column> --bucket-s 1 --out <counts.csv>`"
+        );
         let count_col = cols
             .iter()
             .position(|c| *c == "requests" || *c == "count")
-            .unwrap_or(cols.len() - 1);
-        let offset_col = cols.iter().position(|c| *c == "offset_s");
+            .ok_or_else(|| {
+                bad(
+                    1,
+                    format!("no `requests` (or `count`) column in header `{header}`: {convert}"),
+                )
+            })?;
+        let offset_col = cols.iter().position(|c| *c == "offset_s").ok_or_else(|| {
+            bad(
+                1,
+                format!(
+                    "no `offset_s` column in header `{header}`: the offsets (s) declare the bucket width (0, 1, 2, … per second; 0, 60, 120, … per minute); {convert}"
+                ),
+            )
+        })?;
         let mut levels = Vec::new();
-        let mut offsets = Vec::new();
+        let mut bucket: Option<f64> = None;
+        let mut last: Option<(f64, usize)> = None;
         for (i, line) in lines {
+            let n = i + 1;
             if line.trim().is_empty() {
                 continue;
             }
             let f: Vec<&str> = line.split(',').map(str::trim).collect();
             if f.len() != cols.len() {
                 return Err(bad(
-                    i + 1,
+                    n,
                     format!("expected {} fields, found {}", cols.len(), f.len()),
                 ));
             }
             let v: f64 = f[count_col].parse().map_err(|_| {
                 bad(
-                    i + 1,
+                    n,
                     format!(
                         "`{}` in column `{}` is not a number",
                         f[count_col], cols[count_col]
@@ -272,29 +411,52 @@ impl Trace {
                 )
             })?;
             if !(v.is_finite() && v >= 0.0) {
-                return Err(bad(i + 1, format!("count {v} must be finite and >= 0")));
+                return Err(bad(n, format!("count {v} must be finite and >= 0")));
             }
-            if let Some(oc) = offset_col {
-                let o: f64 = f[oc]
-                    .parse()
-                    .map_err(|_| bad(i + 1, format!("offset `{}` is not a number", f[oc])))?;
-                offsets.push(o);
+            let o: f64 = f[offset_col]
+                .parse()
+                .ok()
+                .filter(|o: &f64| o.is_finite())
+                .ok_or_else(|| bad(n, format!("offset `{}` is not a number", f[offset_col])))?;
+            if let Some((prev, prev_line)) = last {
+                let step = o - prev;
+                if step <= 0.0 {
+                    return Err(bad(
+                        n,
+                        format!(
+                            "offset {o} s does not follow line {prev_line}'s {prev} s: a duplicate or out-of-order bucket"
+                        ),
+                    ));
+                }
+                let w = *bucket.get_or_insert(step);
+                if (step - w).abs() > 1e-6 * w.max(1.0) {
+                    let what = if step > w && ((step / w).round() * w - step).abs() <= 1e-6 * w {
+                        format!(
+                            "{} missing bucket(s) after line {prev_line}",
+                            (step / w).round() as u64 - 1
+                        )
+                    } else {
+                        "an offset off the bucket grid".into()
+                    };
+                    return Err(bad(
+                        n,
+                        format!(
+                            "offset {o} s is {step} s after line {prev_line}'s, the bucket is {w} s: {what} (gaps are not filled: a missing count is not zero requests)"
+                        ),
+                    ));
+                }
             }
+            last = Some((o, n));
             levels.push(v);
         }
-        if levels.is_empty() {
-            return Err(bad(2, "no data rows".into()));
-        }
-        let bucket_s = if offsets.len() >= 2 {
-            let w = offsets[1] - offsets[0];
-            if w.is_nan() || w <= 0.0 {
-                return Err(bad(3, format!("offsets must increase, step is {w}")));
-            }
-            w
-        } else if p.contains("per_minute") {
-            60.0
-        } else {
-            1.0
+        let Some(bucket_s) = bucket else {
+            return Err(bad(
+                2,
+                format!(
+                    "{} data row(s): a trace needs two rows at least, their offsets giving the bucket width",
+                    levels.len()
+                ),
+            ));
         };
         let max = levels.iter().cloned().fold(0.0, f64::max);
         if max <= 0.0 {
@@ -486,6 +648,75 @@ mod tests {
             Err(TwinError::Io { .. })
         ));
         assert!(matches!(Shape::parse("storm"), Err(TwinError::Scenario(_))));
+    }
+
+    /// Every malformed trace of `tests/fixtures/traces` is refused with its file, its line and
+    /// what is wrong.
+    #[test]
+    fn malformed_traces_are_refused_naming_what_is_wrong() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/traces");
+        for (file, line, what) in [
+            ("five-minute-without-offsets.csv", 1, "no `offset_s` column"),
+            ("per-request.csv", 1, "graphscaler twin bucket"),
+            ("gap.csv", 5, "1 missing bucket(s) after line 4"),
+            ("duplicate.csv", 4, "a duplicate or out-of-order bucket"),
+            ("off-grid.csv", 4, "off the bucket grid"),
+            ("one-row.csv", 2, "two rows at least"),
+            ("negative.csv", 3, "must be finite and >= 0"),
+        ] {
+            let msg = Trace::from_csv(&dir.join(file)).unwrap_err().to_string();
+            assert!(
+                msg.contains(file) && msg.contains(&format!("line {line}:")) && msg.contains(what),
+                "{file}: {msg}"
+            );
+        }
+    }
+
+    /// `bucket_requests` turns Azure's per-request file into exactly the per-second and
+    /// per-minute traces shipped beside it (binned independently, by the provenance's recipe).
+    #[test]
+    fn bucketing_the_azure_requests_gives_the_shipped_traces() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/traces/azure-llm-2023");
+        let raw = dir.join("AzureLLMInferenceTrace_conv.csv");
+        for (bucket_s, shipped) in [
+            (1.0, "AzureLLMInferenceTrace_conv_per_second.csv"),
+            (60.0, "AzureLLMInferenceTrace_conv_per_minute.csv"),
+        ] {
+            let ours = bucket_requests(&raw, Some("TIMESTAMP"), bucket_s).unwrap();
+            let theirs = std::fs::read_to_string(dir.join(shipped)).unwrap();
+            let counts = |text: &str, col: usize| -> Vec<(f64, u64)> {
+                text.lines()
+                    .skip(1)
+                    .map(|l| {
+                        let f: Vec<&str> = l.split(',').collect();
+                        (f[col].parse().unwrap(), f[col + 1].parse().unwrap())
+                    })
+                    .collect()
+            };
+            assert_eq!(counts(&ours, 0), counts(&theirs, 1), "{shipped}");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let seconds = tmp.path().join("s.csv");
+        std::fs::write(&seconds, "t,x\n10.5,a\n9.9,b\n12.0,c\n").unwrap();
+        assert_eq!(
+            bucket_requests(&seconds, None, 1.0).unwrap(),
+            "offset_s,requests\n0,2\n1,0\n2,1\n"
+        );
+        let bad = tmp.path().join("bad.csv");
+        std::fs::write(
+            &bad,
+            "TIMESTAMP\n2023-11-16 18:15:46\n2023-13-16 18:15:47\n",
+        )
+        .unwrap();
+        let msg = bucket_requests(&bad, None, 1.0).unwrap_err().to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains("2023-13-16"),
+            "{msg}"
+        );
+        let msg = bucket_requests(&raw, Some("time"), 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("no column `time`"), "{msg}");
     }
 
     #[test]

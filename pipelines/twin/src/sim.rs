@@ -248,6 +248,16 @@ struct Own {
 /// latency, its square and success (`m*`, `ok` per service; `e*`, `eok` per edge), the requests
 /// over the SLO, and each route's truth.
 #[derive(Debug)]
+/// A tick's per-service observations and truths, gathered service by service.
+#[derive(Default)]
+struct Observed {
+    services: Vec<ServiceObs>,
+    truths: Vec<ServiceTruth>,
+    pods: Vec<PodObs>,
+    pod_truth: Vec<PodTruth>,
+    stateful: Vec<StatefulObs>,
+}
+
 struct Composed {
     m0: Vec<f64>,
     m1: Vec<f64>,
@@ -386,8 +396,8 @@ impl Twin {
                 prefer: None,
                 pods: vec![],
                 backlog: 0.0,
-                cost_s: cfg.cpu_cost_s(&s.name),
-                startup_s: cfg.startup_delay(&s.name, &s.language),
+                cost_s: cfg.cpu_cost_s(s),
+                startup_s: cfg.startup_delay(s),
                 leaf: !topo.edges.iter().any(|e| e.from == i),
                 acc: Acc::default(),
             })
@@ -913,24 +923,8 @@ impl Twin {
         let c = self.compose(&own);
         let ns = self.svc.len();
 
-        let pct = |m0: f64, m1: f64, m2: f64| -> (f64, [f64; 3]) {
-            if m0 <= 0.0 {
-                return (0.0, [0.0; 3]);
-            }
-            let mean = m1 / m0;
-            let var = (m2 / m0 - mean * mean).max(0.0);
-            (
-                mean,
-                [
-                    gamma_quantile(mean, var, Z50),
-                    gamma_quantile(mean, var, Z95),
-                    gamma_quantile(mean, var, Z99),
-                ],
-            )
-        };
-
         let entry = self.topo.entry;
-        let (entry_mean, entry_p) = pct(c.m0[entry], c.m1[entry], c.m2[entry]);
+        let (entry_mean, entry_p) = percentiles(c.m0[entry], c.m1[entry], c.m2[entry]);
         let entry_err = if c.m0[entry] > 0.0 {
             1.0 - c.ok[entry] / c.m0[entry]
         } else {
@@ -942,127 +936,177 @@ impl Twin {
             self.slo_history.pop_front();
         }
 
-        // Observations.
-        let mut services = Vec::with_capacity(ns);
-        let mut truths = Vec::with_capacity(ns);
-        let mut pods = Vec::new();
-        let mut stateful = Vec::new();
-        let mut pod_truth = Vec::new();
-        let mw = self.cfg.metrics_window_s;
-        for (s, sv) in self.svc.iter().enumerate() {
-            let (_, mixed) = pct(c.m0[s], c.m1[s], c.m2[s]);
-            let p = if sv.leaf { own[s].p } else { mixed };
-            let err = if c.m0[s] > 0.0 {
-                1.0 - c.ok[s] / c.m0[s]
-            } else {
-                own[s].err
-            };
-            let ready = sv.pods.iter().filter(|p| p.ready(now)).count() as u32;
-            let bound = sv.pods.iter().filter(|p| p.node.is_some()).count() as u32;
-            let in_flight = (sv.acc.arrivals / w) * (c.m1[s] / c.m0[s].max(1e-12));
-            let mut ws = 0.0;
-            let mut max_lag: f64 = 0.0;
-            let mut sum_lag = 0.0;
-            let write_rate = sv.acc.writes / w;
-            for (i, p) in sv.pods.iter().enumerate() {
-                let is_replica = sv.stateful && i > 0;
-                let working = if p.node.is_some() {
-                    (self.cfg.mem_base_fraction * p.mem_req
-                        + self.cfg.mem_per_inflight_mib * MIB * in_flight / ready.max(1) as f64)
-                        .min(sv.mem_lim)
+        let mut o = Observed::default();
+        for s in 0..ns {
+            self.observe_service(s, &c, &own, &mut o);
+        }
+        let (edge_truth, edges) = self.observe_edges(&c, &own);
+        let (nodes, used_total, alloc_total) = self.observe_nodes();
+        let entry_requests = self.svc[entry].acc.arrivals;
+        let truth = TickTruth {
+            time_s: now,
+            window_s: w,
+            offered_rps: self.shape.rps(now, self.duration_s, &self.cfg.load),
+            entry_requests,
+            entry_errors: entry_requests * entry_err,
+            requests_over_slo: c.over_slo,
+            entry_p95_ms: entry_p[1] * 1000.0,
+            entry_mean_ms: entry_mean * 1000.0,
+            slo_violated: violated,
+            services: o.truths,
+            routes: c.route_truth,
+            edges: edge_truth,
+            pods: o.pod_truth,
+        };
+        let obs = ClusterObservation {
+            time_s: now,
+            window_s: w,
+            services: o.services,
+            edges,
+            nodes,
+            pods: o.pods,
+            stateful: o.stateful,
+            global: GlobalObs {
+                cluster_cpu_utilization: if alloc_total > 0.0 {
+                    used_total / alloc_total
                 } else {
                     0.0
-                };
-                ws += working;
-                if p.node.is_some() {
-                    pod_truth.push(PodTruth {
-                        name: p.name.clone(),
-                        service: s,
-                        cpu_cores: p.cpu_acc / w,
-                        working_set_bytes: working,
-                    });
-                }
-                if is_replica && p.node.is_some() {
-                    let lag = replica_lag(p, now, write_rate);
-                    max_lag = max_lag.max(lag);
-                    sum_lag += lag;
-                }
-                // metrics-server serves the sample of its previous scrape: the HPA sees
-                // usage one window old, and nothing for a pod younger than two windows.
-                let sample = p.sample;
-                pods.push(PodObs {
+                },
+                slo_violation_rate: self.slo_history.iter().filter(|v| **v).count() as f64
+                    / self.slo_history.len().max(1) as f64,
+                entry_p95_ms: entry_p[1] * 1000.0,
+                entry_error_rate: entry_err.clamp(0.0, 1.0),
+                entry_rps: entry_requests / w,
+            },
+        };
+        self.reset_tick();
+        (obs, truth)
+    }
+
+    /// One service's observation and truth for the tick, with its pods' (and, stateful, its
+    /// replication's), added to `o`.
+    fn observe_service(&self, s: usize, c: &Composed, own: &[Own], o: &mut Observed) {
+        let (now, w) = (self.now, self.cfg.observe_every_s);
+        let mw = self.cfg.metrics_window_s;
+        let sv = &self.svc[s];
+        let (_, mixed) = percentiles(c.m0[s], c.m1[s], c.m2[s]);
+        let p = if sv.leaf { own[s].p } else { mixed };
+        let err = if c.m0[s] > 0.0 {
+            1.0 - c.ok[s] / c.m0[s]
+        } else {
+            own[s].err
+        };
+        let ready = sv.pods.iter().filter(|p| p.ready(now)).count() as u32;
+        let bound = sv.pods.iter().filter(|p| p.node.is_some()).count() as u32;
+        let in_flight = (sv.acc.arrivals / w) * (c.m1[s] / c.m0[s].max(1e-12));
+        let mut ws = 0.0;
+        let mut max_lag: f64 = 0.0;
+        let mut sum_lag = 0.0;
+        let write_rate = sv.acc.writes / w;
+        for (i, p) in sv.pods.iter().enumerate() {
+            let is_replica = sv.stateful && i > 0;
+            let working = if p.node.is_some() {
+                (self.cfg.mem_base_fraction * p.mem_req
+                    + self.cfg.mem_per_inflight_mib * MIB * in_flight / ready.max(1) as f64)
+                    .min(sv.mem_lim)
+            } else {
+                0.0
+            };
+            ws += working;
+            if p.node.is_some() {
+                o.pod_truth.push(PodTruth {
                     name: p.name.clone(),
-                    service: sv.name.clone(),
-                    node: p.node.map(|n| self.nodes[n].name.clone()),
-                    phase: if p.node.is_some() {
-                        PodPhase::Running
-                    } else {
-                        PodPhase::Pending
-                    },
-                    ready: p.ready(now),
-                    start_time_s: p.start_s,
-                    ready_transition_s: p.ready_s.filter(|r| *r <= now + 1e-9),
-                    cpu_request_cores: p.cpu_req,
-                    cpu_usage_cores: sample.map(|s| s.0),
-                    metric_time_s: sample.map(|s| s.1),
-                    metric_window_s: mw,
+                    service: s,
+                    cpu_cores: p.cpu_acc / w,
+                    working_set_bytes: working,
                 });
             }
-            let replicas = sv.pods.iter().skip(1).filter(|p| p.node.is_some()).count() as u32;
-            if sv.stateful {
-                stateful.push(StatefulObs {
-                    service: sv.name.clone(),
-                    connected_replicas: sv
-                        .pods
-                        .iter()
-                        .skip(1)
-                        .filter(|p| matches!(p.sync_done_s, Some(d) if d <= now))
-                        .count() as u32,
-                    max_replica_lag_s: max_lag,
-                    mean_replica_lag_s: if replicas > 0 {
-                        sum_lag / replicas as f64
-                    } else {
-                        0.0
-                    },
-                    hit_ratio: if sv.acc.reads > 0.0 {
-                        sv.acc.hits / sv.acc.reads
-                    } else {
-                        self.cfg.stateful.base_hit_ratio
-                    },
-                });
+            if is_replica && p.node.is_some() {
+                let lag = replica_lag(p, now, write_rate);
+                max_lag = max_lag.max(lag);
+                sum_lag += lag;
             }
-            services.push(ServiceObs {
-                name: sv.name.clone(),
-                replicas_spec: sv.spec_replicas,
-                replicas_ready: ready,
-                replicas_unready: sv.pods.len() as u32 - ready,
-                cpu_request_cores: sv.cpu_req,
-                cpu_limit_cores: sv.cpu_lim,
-                mem_request_bytes: sv.mem_req,
-                mem_limit_bytes: sv.mem_lim,
-                cpu_usage_cores: sv.acc.used_cpu / w,
-                mem_working_set_bytes: ws,
-                rps: sv.acc.arrivals / w,
-                p50_ms: p[0] * 1000.0,
-                p95_ms: p[1] * 1000.0,
-                p99_ms: p[2] * 1000.0,
-                error_rate: err.clamp(0.0, 1.0),
-                stateful: sv.stateful,
-                missing: vec![],
-            });
-            truths.push(ServiceTruth {
-                replicas_spec: sv.spec_replicas,
-                pods_ready: ready,
-                pods_bound: bound,
-                pods_unschedulable: sv.pods.len() as u32 - bound,
-                cpu_request_cores: sv.cpu_req,
-                allocated_cpu_cores: sv.acc.alloc_cpu_int / w,
-                allocated_mem_bytes: sv.acc.alloc_mem_int / w,
-                used_cpu_cores: sv.acc.used_cpu / w,
-                demand_cpu_cores: sv.acc.demand_cpu / w,
-                max_replica_lag_s: max_lag,
+            // metrics-server serves the sample of its previous scrape: the HPA sees
+            // usage one window old, and nothing for a pod younger than two windows.
+            let sample = p.sample;
+            o.pods.push(PodObs {
+                name: p.name.clone(),
+                service: sv.name.clone(),
+                node: p.node.map(|n| self.nodes[n].name.clone()),
+                phase: if p.node.is_some() {
+                    PodPhase::Running
+                } else {
+                    PodPhase::Pending
+                },
+                ready: p.ready(now),
+                start_time_s: p.start_s,
+                ready_transition_s: p.ready_s.filter(|r| *r <= now + 1e-9),
+                cpu_request_cores: p.cpu_req,
+                cpu_usage_cores: sample.map(|s| s.0),
+                metric_time_s: sample.map(|s| s.1),
+                metric_window_s: mw,
             });
         }
+        let replicas = sv.pods.iter().skip(1).filter(|p| p.node.is_some()).count() as u32;
+        if sv.stateful {
+            o.stateful.push(StatefulObs {
+                service: sv.name.clone(),
+                connected_replicas: sv
+                    .pods
+                    .iter()
+                    .skip(1)
+                    .filter(|p| matches!(p.sync_done_s, Some(d) if d <= now))
+                    .count() as u32,
+                max_replica_lag_s: max_lag,
+                mean_replica_lag_s: if replicas > 0 {
+                    sum_lag / replicas as f64
+                } else {
+                    0.0
+                },
+                hit_ratio: if sv.acc.reads > 0.0 {
+                    sv.acc.hits / sv.acc.reads
+                } else {
+                    self.cfg.stateful.base_hit_ratio
+                },
+            });
+        }
+        o.services.push(ServiceObs {
+            name: sv.name.clone(),
+            replicas_spec: sv.spec_replicas,
+            replicas_ready: ready,
+            replicas_unready: sv.pods.len() as u32 - ready,
+            cpu_request_cores: sv.cpu_req,
+            cpu_limit_cores: sv.cpu_lim,
+            mem_request_bytes: sv.mem_req,
+            mem_limit_bytes: sv.mem_lim,
+            cpu_usage_cores: sv.acc.used_cpu / w,
+            mem_working_set_bytes: ws,
+            rps: sv.acc.arrivals / w,
+            p50_ms: p[0] * 1000.0,
+            p95_ms: p[1] * 1000.0,
+            p99_ms: p[2] * 1000.0,
+            error_rate: err.clamp(0.0, 1.0),
+            stateful: sv.stateful,
+            missing: vec![],
+        });
+        o.truths.push(ServiceTruth {
+            replicas_spec: sv.spec_replicas,
+            pods_ready: ready,
+            pods_bound: bound,
+            pods_unschedulable: sv.pods.len() as u32 - bound,
+            cpu_request_cores: sv.cpu_req,
+            allocated_cpu_cores: sv.acc.alloc_cpu_int / w,
+            allocated_mem_bytes: sv.acc.alloc_mem_int / w,
+            used_cpu_cores: sv.acc.used_cpu / w,
+            demand_cpu_cores: sv.acc.demand_cpu / w,
+            max_replica_lag_s: max_lag,
+        });
+    }
+
+    /// The tick's call edges: the truth (moments of each edge's latency, the entry's included)
+    /// and what Istio reports (rates, p95, error rates of the edges that carried requests).
+    fn observe_edges(&self, c: &Composed, own: &[Own]) -> (Vec<EdgeTruth>, Vec<CallEdgeObs>) {
+        let (entry, w) = (self.topo.entry, self.cfg.observe_every_s);
         let moments = |n: f64, s1: f64, s2: f64| {
             let mean = s1 / n;
             (mean, (s2 / n - mean * mean).max(0.0))
@@ -1098,7 +1142,7 @@ impl Twin {
             .enumerate()
             .filter(|(e, _)| c.e0[*e] > 0.0)
             .map(|(e, &(from, to))| {
-                let (_, p) = pct(c.e0[e], c.e1[e], c.e2[e]);
+                let (_, p) = percentiles(c.e0[e], c.e1[e], c.e2[e]);
                 let p95 = if self.svc[to].leaf {
                     own[to].p[1]
                 } else {
@@ -1113,6 +1157,12 @@ impl Twin {
                 }
             })
             .collect();
+        (edge_truth, edges)
+    }
+
+    /// The nodes' observations, with the cluster's used and allocatable CPU (cores).
+    fn observe_nodes(&self) -> (Vec<NodeObs>, f64, f64) {
+        let w = self.cfg.observe_every_s;
         let mut used_total = 0.0;
         let mut alloc_total = 0.0;
         let nodes = self
@@ -1135,44 +1185,13 @@ impl Twin {
                 }
             })
             .collect();
-        let entry_requests = self.svc[entry].acc.arrivals;
-        let truth = TickTruth {
-            time_s: now,
-            window_s: w,
-            offered_rps: self.shape.rps(now, self.duration_s, &self.cfg.load),
-            entry_requests,
-            entry_errors: entry_requests * entry_err,
-            requests_over_slo: c.over_slo,
-            entry_p95_ms: entry_p[1] * 1000.0,
-            entry_mean_ms: entry_mean * 1000.0,
-            slo_violated: violated,
-            services: truths,
-            routes: c.route_truth,
-            edges: edge_truth,
-            pods: pod_truth,
-        };
-        let obs = ClusterObservation {
-            time_s: now,
-            window_s: w,
-            services,
-            edges,
-            nodes,
-            pods,
-            stateful,
-            global: GlobalObs {
-                cluster_cpu_utilization: if alloc_total > 0.0 {
-                    used_total / alloc_total
-                } else {
-                    0.0
-                },
-                slo_violation_rate: self.slo_history.iter().filter(|v| **v).count() as f64
-                    / self.slo_history.len().max(1) as f64,
-                entry_p95_ms: entry_p[1] * 1000.0,
-                entry_error_rate: entry_err.clamp(0.0, 1.0),
-                entry_rps: entry_requests / w,
-            },
-        };
-        // Reset the tick's accumulators.
+        (nodes, used_total, alloc_total)
+    }
+
+    /// Resets the tick's accumulators; a pod running for a whole metrics window keeps its CPU
+    /// sample for metrics-server's next answer.
+    fn reset_tick(&mut self) {
+        let (now, w) = (self.now, self.cfg.observe_every_s);
         for sv in &mut self.svc {
             sv.acc = Acc::default();
             for p in &mut sv.pods {
@@ -1188,7 +1207,6 @@ impl Twin {
         for t in &mut self.route_tick {
             *t = 0.0;
         }
-        (obs, truth)
     }
 
     /// Applies an action in full, or refuses it with a reason and changes nothing.
@@ -1325,6 +1343,24 @@ fn serving(p: &Pod, now: f64, is_replica: bool) -> bool {
 
 /// A replica's lag, s: while it syncs, the time since the sync began; afterwards its
 /// replication backlog over the write rate.
+/// The mean and the p50, p95 and p99 (gamma quantiles) of a latency from its moments: `m0`
+/// requests, sums `m1` of latency and `m2` of its square; zeros for no request.
+fn percentiles(m0: f64, m1: f64, m2: f64) -> (f64, [f64; 3]) {
+    if m0 <= 0.0 {
+        return (0.0, [0.0; 3]);
+    }
+    let mean = m1 / m0;
+    let var = (m2 / m0 - mean * mean).max(0.0);
+    (
+        mean,
+        [
+            gamma_quantile(mean, var, Z50),
+            gamma_quantile(mean, var, Z95),
+            gamma_quantile(mean, var, Z99),
+        ],
+    )
+}
+
 fn replica_lag(p: &Pod, now: f64, write_rate: f64) -> f64 {
     match (p.ready_s, p.sync_done_s) {
         // During the initial transfer: the writes since the snapshot, which it will replay.

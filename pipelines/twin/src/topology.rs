@@ -5,7 +5,10 @@
 //!
 //! * `services[]`: `name`, `language`, `cpu_request_m`, `cpu_limit_m`, `mem_request_mi`,
 //!   `mem_limit_mi`, `stateful`, `container_port` (null for a load generator),
-//!   `replicas_in_manifest`.
+//!   `replicas_in_manifest`, and the twin's parameters of the service, each optional (the
+//!   configuration's defaults otherwise): `cpu_cost_ms` (CPU per request at speed 1.0),
+//!   `app_start_s` (container start to the application answering its probe) and
+//!   `readiness_probe` (`{initial_delay_s, period_s}`, as the manifest's `readinessProbe`).
 //! * `calls[]`: `from`, `to`, `protocol`, `rpcs`. In `rpcs`, the words `errors ignored` make the
 //!   edge optional (the caller ignores its failures) and `timeout N ms` sets the caller's deadline.
 //! * `frontend_endpoint_fanout`: one entry per route of the entry service, a list of call strings
@@ -16,6 +19,8 @@
 //!   count    := integer | parameter-name | "(" text ")"     -- "(…, <=5)" counts 5
 //!   ```
 //!
+//!   Each string is one call, read whole: text the grammar does not read (a second call, words
+//!   after the count) is an error naming the route, the string and the byte where it starts.
 //!   An entry that starts with `(` is a route without calls. A call with no nested list calls
 //!   each of its service's outgoing `calls` edges once (so `cartservice` reaches `redis-cart`).
 //!   Parameter names (`N_products`, `cart_items`) come from the file's `parameters` object or the
@@ -25,7 +30,10 @@
 //!   `parameters`.
 //!
 //! Services without a container port and without callers (the load generator) are not
-//! simulated: the twin's load model replaces them.
+//! simulated: the twin's load model replaces them. Every simulated service needs all four
+//! resources, positive: one missing or `null` (a manifest that declares none) is an error naming
+//! the service and the field — the twin schedules pods by their requests and throttles them at
+//! their limits, and no default would be the cluster's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +41,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::ProbeConfig;
 use crate::error::{Result, TwinError};
 
 /// One simulated workload.
@@ -54,6 +63,13 @@ pub struct ServiceSpec {
     pub stateful: bool,
     /// Replicas in the manifest (the starting point).
     pub replicas: u32,
+    /// CPU per request, ms at speed 1.0 (`None`: the configuration's `twin.cpu_cost_ms`).
+    pub cpu_cost_ms: Option<f64>,
+    /// Time from container start until the application answers its readiness probe, s (`None`:
+    /// the configuration's `twin.app_start_s`, by language).
+    pub app_start_s: Option<f64>,
+    /// Its readiness probe (`None`: the configuration's `twin.readiness_probe`).
+    pub readiness_probe: Option<ProbeConfig>,
 }
 
 /// A call edge between two simulated services.
@@ -126,16 +142,24 @@ struct RawService {
     name: String,
     #[serde(default)]
     language: String,
-    cpu_request_m: f64,
-    cpu_limit_m: f64,
-    mem_request_mi: f64,
-    mem_limit_mi: f64,
+    // Options, so that a manifest's `null` (a container declaring no resources) is refused
+    // naming its service and field rather than by the JSON reader's type error.
+    cpu_request_m: Option<f64>,
+    cpu_limit_m: Option<f64>,
+    mem_request_mi: Option<f64>,
+    mem_limit_mi: Option<f64>,
     #[serde(default)]
     stateful: bool,
     #[serde(default)]
     container_port: Option<u32>,
     #[serde(default = "one")]
     replicas_in_manifest: u32,
+    #[serde(default)]
+    cpu_cost_ms: Option<f64>,
+    #[serde(default)]
+    app_start_s: Option<f64>,
+    #[serde(default)]
+    readiness_probe: Option<ProbeConfig>,
 }
 
 fn one() -> u32 {
@@ -169,6 +193,286 @@ struct RawTopology {
     user_tasks: Option<BTreeMap<String, UserTask>>,
 }
 
+/// Where a topology's errors point: the file (or source) they name.
+#[derive(Clone, Copy)]
+struct Located<'a>(&'a str);
+
+impl Located<'_> {
+    fn at(self, field: String, message: String) -> TwinError {
+        TwinError::Topology {
+            path: self.0.to_owned(),
+            field,
+            message,
+        }
+    }
+}
+
+/// The simulated services, checked, and the load generators (services that declare no port and
+/// nobody calls: they are not simulated).
+fn read_services(raw: &RawTopology, err: Located) -> Result<(Vec<ServiceSpec>, Vec<String>)> {
+    // Which services are load generators (not simulated)?
+    let callee_names: std::collections::HashSet<&str> =
+        raw.calls.iter().map(|c| c.to.as_str()).collect();
+    let mut services = Vec::new();
+    let mut generators = Vec::new();
+    for (i, s) in raw.services.iter().enumerate() {
+        let field = format!("services[{i}]");
+        if s.name.is_empty() {
+            return Err(err.at(format!("{field}.name"), "empty service name".into()));
+        }
+        if services.iter().any(|x: &ServiceSpec| x.name == s.name) || generators.contains(&s.name) {
+            return Err(err.at(
+                format!("{field}.name"),
+                format!("duplicate service `{}`", s.name),
+            ));
+        }
+        if s.container_port.is_none() && !callee_names.contains(s.name.as_str()) {
+            generators.push(s.name.clone());
+            continue;
+        }
+        let mut resources = [0.0; 4];
+        for (r, (v, f)) in resources.iter_mut().zip([
+            (s.cpu_request_m, "cpu_request_m"),
+            (s.cpu_limit_m, "cpu_limit_m"),
+            (s.mem_request_mi, "mem_request_mi"),
+            (s.mem_limit_mi, "mem_limit_mi"),
+        ]) {
+            *r = match v {
+                Some(v) if v.is_finite() && v > 0.0 => v,
+                Some(v) => {
+                    return Err(err.at(
+                        format!("{field}.{f}"),
+                        format!("service `{}`: must be a positive number, got {v}", s.name),
+                    ))
+                }
+                None => {
+                    return Err(err.at(
+                        format!("{field}.{f}"),
+                        format!(
+                            "service `{}` declares no {f} (missing or null): the twin schedules and throttles by requests and limits, so every simulated service needs all four; write the values the cluster gives it (a LimitRange's defaults, or its observed usage)",
+                            s.name
+                        ),
+                    ))
+                }
+            };
+        }
+        let [cpu_request_m, cpu_limit_m, mem_request_mi, mem_limit_mi] = resources;
+        if let Some(c) = s.cpu_cost_ms.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(err.at(
+                format!("{field}.cpu_cost_ms"),
+                format!("service `{}`: must be a positive number, got {c}", s.name),
+            ));
+        }
+        if let Some(a) = s.app_start_s.filter(|a| !(a.is_finite() && *a >= 0.0)) {
+            return Err(err.at(
+                format!("{field}.app_start_s"),
+                format!("service `{}`: must be a number >= 0, got {a}", s.name),
+            ));
+        }
+        if let Some(p) = s.readiness_probe.as_ref().filter(|p| {
+            !(p.period_s.is_finite()
+                && p.period_s > 0.0
+                && p.initial_delay_s.is_finite()
+                && p.initial_delay_s >= 0.0)
+        }) {
+            return Err(err.at(
+                format!("{field}.readiness_probe"),
+                format!(
+                    "service `{}`: needs period_s > 0 and initial_delay_s >= 0, got {} and {}",
+                    s.name, p.period_s, p.initial_delay_s
+                ),
+            ));
+        }
+        if cpu_limit_m < cpu_request_m {
+            return Err(err.at(
+                format!("{field}.cpu_limit_m"),
+                format!(
+                    "service `{}`: limit {cpu_limit_m} m is below the request {cpu_request_m} m",
+                    s.name
+                ),
+            ));
+        }
+        services.push(ServiceSpec {
+            name: s.name.clone(),
+            language: s.language.clone(),
+            cpu_request_m,
+            cpu_limit_m,
+            mem_request_mi,
+            mem_limit_mi,
+            stateful: s.stateful,
+            replicas: s.replicas_in_manifest.max(1),
+            cpu_cost_ms: s.cpu_cost_ms,
+            app_start_s: s.app_start_s,
+            readiness_probe: s.readiness_probe.clone(),
+        });
+    }
+    if services.is_empty() {
+        return Err(err.at("services".into(), "no simulated service".into()));
+    }
+    Ok((services, generators))
+}
+
+fn service_index(services: &[ServiceSpec], name: &str) -> Option<usize> {
+    services.iter().position(|s| s.name == name)
+}
+
+/// The call edges between simulated services, and the service a load generator calls (the
+/// entry, unless the file names one).
+fn read_calls(
+    raw: &RawTopology,
+    services: &[ServiceSpec],
+    generators: &[String],
+    err: Located,
+) -> Result<(Vec<EdgeSpec>, Option<usize>)> {
+    let index = |name: &str| service_index(services, name);
+    let mut edges = Vec::new();
+    let mut entry_from_generator = None;
+    for (i, c) in raw.calls.iter().enumerate() {
+        if generators.contains(&c.from) {
+            let to = index(&c.to).ok_or_else(|| {
+                err.at(
+                    format!("calls[{i}].to"),
+                    format!("unknown service `{}`", c.to),
+                )
+            })?;
+            entry_from_generator = Some(to);
+            continue;
+        }
+        let from = index(&c.from).ok_or_else(|| {
+            err.at(
+                format!("calls[{i}].from"),
+                format!("unknown service `{}`", c.from),
+            )
+        })?;
+        let to = index(&c.to).ok_or_else(|| {
+            err.at(
+                format!("calls[{i}].to"),
+                format!("unknown service `{}`", c.to),
+            )
+        })?;
+        edges.push(EdgeSpec {
+            from,
+            to,
+            optional: c.rpcs.contains("errors ignored"),
+            client_timeout_s: parse_timeout_ms(&c.rpcs).map(|ms| ms / 1000.0),
+            protocol: c.protocol.clone(),
+        });
+    }
+    Ok((edges, entry_from_generator))
+}
+
+/// The entry service: the file's `entry`, else the one a load generator calls, else the only
+/// service nobody calls.
+fn find_entry(
+    raw: &RawTopology,
+    services: &[ServiceSpec],
+    edges: &[EdgeSpec],
+    entry_from_generator: Option<usize>,
+    err: Located,
+) -> Result<usize> {
+    let index = |name: &str| service_index(services, name);
+    Ok(match (&raw.entry, entry_from_generator) {
+        (Some(name), _) => index(name)
+            .ok_or_else(|| err.at("entry".into(), format!("unknown service `{name}`")))?,
+        (None, Some(e)) => e,
+        (None, None) => {
+            let roots: Vec<usize> = (0..services.len())
+                .filter(|&i| !edges.iter().any(|e| e.to == i))
+                .collect();
+            match roots.as_slice() {
+                [r] => *r,
+                _ => {
+                    return Err(err.at(
+                        "entry".into(),
+                        "cannot tell the entry service: give `entry` or a load generator".into(),
+                    ))
+                }
+            }
+        }
+    })
+}
+
+/// The entry's routes (`frontend_endpoint_fanout`), each call string parsed against the services
+/// and `params`, its implicit calls expanded and its edges checked; and `user_tasks`' routes.
+fn read_routes(
+    raw: &RawTopology,
+    services: &[ServiceSpec],
+    edges: &[EdgeSpec],
+    entry: usize,
+    params: &BTreeMap<String, f64>,
+    err: Located,
+) -> Result<Vec<Route>> {
+    let mut routes = Vec::new();
+    for (name, v) in &raw.frontend_endpoint_fanout {
+        if name.starts_with('_') {
+            continue;
+        }
+        let field = format!("frontend_endpoint_fanout[\"{name}\"]");
+        let items = v
+            .as_array()
+            .ok_or_else(|| err.at(field.clone(), "expected a list of call strings".into()))?;
+        let mut calls = Vec::new();
+        for (j, item) in items.iter().enumerate() {
+            let s = item
+                .as_str()
+                .ok_or_else(|| err.at(format!("{field}[{j}]"), "expected a string".into()))?;
+            let s = s.trim();
+            if s.starts_with('(') || s.is_empty() {
+                continue; // a route without calls: "(no RPC)"
+            }
+            let mut p = CallParser {
+                s: s.as_bytes(),
+                pos: 0,
+                services,
+                params,
+            };
+            let node = p
+                .call()
+                .map_err(|m| err.at(format!("{field}[{j}]"), format!("{m} in `{s}`")))?;
+            // The whole string is the call: nothing the grammar does not read is dropped.
+            p.ws();
+            if p.pos < p.s.len() {
+                return Err(err.at(
+                    format!("{field}[{j}]"),
+                    format!(
+                        "unexpected `{}` at byte {} in `{s}` (a call is `service[.Method] [x COUNT] [(-> nested calls) or (a note)]`)",
+                        String::from_utf8_lossy(&p.s[p.pos..]),
+                        p.pos
+                    ),
+                ));
+            }
+            calls.push(node);
+        }
+        for c in &mut calls {
+            expand_implicit(c, edges, 0).map_err(|m| err.at(field.clone(), m))?;
+            check_edges(entry, c, edges, services).map_err(|m| err.at(field.clone(), m))?;
+        }
+        routes.push(Route {
+            name: name.clone(),
+            calls,
+        });
+    }
+    if routes.is_empty() {
+        return Err(err.at(
+            "frontend_endpoint_fanout".into(),
+            "no route of the entry service".into(),
+        ));
+    }
+    if let Some(tasks) = &raw.user_tasks {
+        for (t, task) in tasks {
+            for r in &task.requests {
+                if !routes.iter().any(|x| &x.name == r) {
+                    return Err(err.at(
+                        format!("user_tasks[\"{t}\"].requests"),
+                        format!("unknown route `{r}`"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(routes)
+}
+
 impl Topology {
     /// Reads and validates a topology file. `parameters` supplies fan-out counts that the file
     /// leaves symbolic (the file's own `parameters` win).
@@ -199,185 +503,13 @@ impl Topology {
         source: &str,
         parameters: &BTreeMap<String, f64>,
     ) -> Result<Self> {
-        let err = |field: String, message: String| TwinError::Topology {
-            path: source.to_owned(),
-            field,
-            message,
-        };
+        let err = Located(source);
         let mut params = parameters.clone();
         params.extend(raw.parameters.clone());
-
-        // Which services are load generators (not simulated)?
-        let callee_names: std::collections::HashSet<&str> =
-            raw.calls.iter().map(|c| c.to.as_str()).collect();
-        let mut services = Vec::new();
-        let mut generators = Vec::new();
-        for (i, s) in raw.services.iter().enumerate() {
-            let field = format!("services[{i}]");
-            if s.name.is_empty() {
-                return Err(err(format!("{field}.name"), "empty service name".into()));
-            }
-            if services.iter().any(|x: &ServiceSpec| x.name == s.name)
-                || generators.contains(&s.name)
-            {
-                return Err(err(
-                    format!("{field}.name"),
-                    format!("duplicate service `{}`", s.name),
-                ));
-            }
-            if s.container_port.is_none() && !callee_names.contains(s.name.as_str()) {
-                generators.push(s.name.clone());
-                continue;
-            }
-            for (v, f) in [
-                (s.cpu_request_m, "cpu_request_m"),
-                (s.cpu_limit_m, "cpu_limit_m"),
-                (s.mem_request_mi, "mem_request_mi"),
-                (s.mem_limit_mi, "mem_limit_mi"),
-            ] {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(err(
-                        format!("{field}.{f}"),
-                        format!("must be a positive number, got {v}"),
-                    ));
-                }
-            }
-            if s.cpu_limit_m < s.cpu_request_m {
-                return Err(err(
-                    format!("{field}.cpu_limit_m"),
-                    format!(
-                        "limit {} m is below the request {} m",
-                        s.cpu_limit_m, s.cpu_request_m
-                    ),
-                ));
-            }
-            services.push(ServiceSpec {
-                name: s.name.clone(),
-                language: s.language.clone(),
-                cpu_request_m: s.cpu_request_m,
-                cpu_limit_m: s.cpu_limit_m,
-                mem_request_mi: s.mem_request_mi,
-                mem_limit_mi: s.mem_limit_mi,
-                stateful: s.stateful,
-                replicas: s.replicas_in_manifest.max(1),
-            });
-        }
-        if services.is_empty() {
-            return Err(err("services".into(), "no simulated service".into()));
-        }
-        let index = |name: &str| services.iter().position(|s| s.name == name);
-
-        let mut edges = Vec::new();
-        let mut entry_from_generator = None;
-        for (i, c) in raw.calls.iter().enumerate() {
-            if generators.contains(&c.from) {
-                let to = index(&c.to).ok_or_else(|| {
-                    err(
-                        format!("calls[{i}].to"),
-                        format!("unknown service `{}`", c.to),
-                    )
-                })?;
-                entry_from_generator = Some(to);
-                continue;
-            }
-            let from = index(&c.from).ok_or_else(|| {
-                err(
-                    format!("calls[{i}].from"),
-                    format!("unknown service `{}`", c.from),
-                )
-            })?;
-            let to = index(&c.to).ok_or_else(|| {
-                err(
-                    format!("calls[{i}].to"),
-                    format!("unknown service `{}`", c.to),
-                )
-            })?;
-            edges.push(EdgeSpec {
-                from,
-                to,
-                optional: c.rpcs.contains("errors ignored"),
-                client_timeout_s: parse_timeout_ms(&c.rpcs).map(|ms| ms / 1000.0),
-                protocol: c.protocol.clone(),
-            });
-        }
-
-        let entry = match (&raw.entry, entry_from_generator) {
-            (Some(name), _) => index(name)
-                .ok_or_else(|| err("entry".into(), format!("unknown service `{name}`")))?,
-            (None, Some(e)) => e,
-            (None, None) => {
-                let roots: Vec<usize> = (0..services.len())
-                    .filter(|&i| !edges.iter().any(|e| e.to == i))
-                    .collect();
-                match roots.as_slice() {
-                    [r] => *r,
-                    _ => {
-                        return Err(err(
-                            "entry".into(),
-                            "cannot tell the entry service: give `entry` or a load generator"
-                                .into(),
-                        ))
-                    }
-                }
-            }
-        };
-
-        let mut routes = Vec::new();
-        for (name, v) in &raw.frontend_endpoint_fanout {
-            if name.starts_with('_') {
-                continue;
-            }
-            let field = format!("frontend_endpoint_fanout[\"{name}\"]");
-            let items = v
-                .as_array()
-                .ok_or_else(|| err(field.clone(), "expected a list of call strings".into()))?;
-            let mut calls = Vec::new();
-            for (j, item) in items.iter().enumerate() {
-                let s = item
-                    .as_str()
-                    .ok_or_else(|| err(format!("{field}[{j}]"), "expected a string".into()))?;
-                let s = s.trim();
-                if s.starts_with('(') || s.is_empty() {
-                    continue; // a route without calls: "(no RPC)"
-                }
-                let mut p = CallParser {
-                    s: s.as_bytes(),
-                    pos: 0,
-                    services: &services,
-                    params: &params,
-                };
-                let node = p
-                    .call()
-                    .map_err(|m| err(format!("{field}[{j}]"), format!("{m} in `{s}`")))?;
-                calls.push(node);
-            }
-            for c in &mut calls {
-                expand_implicit(c, &edges, 0).map_err(|m| err(field.clone(), m))?;
-                check_edges(entry, c, &edges, &services).map_err(|m| err(field.clone(), m))?;
-            }
-            routes.push(Route {
-                name: name.clone(),
-                calls,
-            });
-        }
-        if routes.is_empty() {
-            return Err(err(
-                "frontend_endpoint_fanout".into(),
-                "no route of the entry service".into(),
-            ));
-        }
-        if let Some(tasks) = &raw.user_tasks {
-            for (t, task) in tasks {
-                for r in &task.requests {
-                    if !routes.iter().any(|x| &x.name == r) {
-                        return Err(err(
-                            format!("user_tasks[\"{t}\"].requests"),
-                            format!("unknown route `{r}`"),
-                        ));
-                    }
-                }
-            }
-        }
+        let (services, generators) = read_services(&raw, err)?;
+        let (edges, entry_from_generator) = read_calls(&raw, &services, &generators, err)?;
+        let entry = find_entry(&raw, &services, &edges, entry_from_generator, err)?;
+        let routes = read_routes(&raw, &services, &edges, entry, &params, err)?;
         Ok(Topology {
             source: source.to_owned(),
             services,
@@ -390,7 +522,7 @@ impl Topology {
 
     /// Index of service `name`.
     pub fn service_index(&self, name: &str) -> Option<usize> {
-        self.services.iter().position(|s| s.name == name)
+        service_index(&self.services, name)
     }
 
     /// The edge `from → to`, if declared.
@@ -736,6 +868,38 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../data/topologies/online-boutique.json");
         Topology::from_file(&path, &params()).unwrap()
+    }
+
+    /// Every malformed topology of `tests/fixtures/topologies` is refused naming the file, the
+    /// field (service or route) and the offending text.
+    #[test]
+    fn malformed_topologies_are_refused_naming_what_is_wrong() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/topologies");
+        for (file, field, what) in [
+            (
+                "not-the-grammar.json",
+                "frontend_endpoint_fanout[\"GET /\"][1]",
+                "unexpected `THIS IS NOT THE GRAMMAR x999 (-> no-such-service.Foo x999)` at byte 22",
+            ),
+            (
+                "null-resources.json",
+                "services[6].cpu_request_m",
+                "service `emailservice` declares no cpu_request_m (missing or null)",
+            ),
+            (
+                "two-calls-in-one-string.json",
+                "frontend_endpoint_fanout[\"POST /cart\"][0]",
+                "unexpected `, cartservice.GetCart`",
+            ),
+        ] {
+            let msg = Topology::from_file(&dir.join(file), &params())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains(file) && msg.contains(field) && msg.contains(what),
+                "{file}: {msg}"
+            );
+        }
     }
 
     #[test]

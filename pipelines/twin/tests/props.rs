@@ -66,3 +66,94 @@ proptest! {
         }
     }
 }
+
+/// Online Boutique's topology text with `edits` applied: each `(position, kind, byte)` deletes,
+/// replaces or inserts one byte (from the grammar's own characters, digits and letters, so that
+/// many mutants still parse as JSON and reach the call-string parser and the checks behind it).
+fn mutate(text: &str, edits: &[(usize, u8, u8)]) -> String {
+    const ALPHABET: &[u8] = b"(),.x-> 0123456789<=\"{}[]:nulabcXYZ_";
+    let mut b = text.as_bytes().to_vec();
+    for &(at, kind, c) in edits {
+        if b.is_empty() {
+            break;
+        }
+        let i = at % b.len();
+        let c = ALPHABET[c as usize % ALPHABET.len()];
+        match kind % 3 {
+            0 => {
+                b.remove(i);
+            }
+            1 => b[i] = c,
+            _ => b.insert(i, c),
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A mutation fuzz of the topology reader: whatever the text, it answers Ok or an error
+    /// (never a panic), and a topology it accepts simulates without panic.
+    #[test]
+    fn the_topology_reader_never_panics_and_what_it_accepts_runs(
+        edits in proptest::collection::vec((0usize..40_000, 0u8..3, 0u8..64), 1..6),
+        seed in 0u64..100,
+    ) {
+        let cfg = TwinConfig::default();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/topologies/online-boutique.json"
+        ))
+        .unwrap();
+        let mutant = mutate(&text, &edits);
+        if let Ok(topo) = Topology::from_json_str(&mutant, "<mutant>", &cfg.fanout_parameters) {
+            if let Ok(mut twin) = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 300.0, seed) {
+                for _ in 0..20 {
+                    let (obs, _) = twin.advance();
+                    prop_assert!(obs.services.iter().all(|s| s.p95_ms.is_finite()));
+                }
+            }
+        }
+    }
+
+    /// A fuzz of the trace reader: any text answers Ok or an error naming the file, never a
+    /// panic; a trace it accepts has a positive bucket and levels in [0, 1] that replay.
+    #[test]
+    fn the_trace_reader_never_panics_and_what_it_accepts_replays(
+        rows in proptest::collection::vec(
+            (prop_oneof![Just(String::new()), "[0-9]{1,3}", "-?[0-9]{1,2}\\.[0-9]", "[a-z]{1,3}", Just("NaN".to_string())],
+             prop_oneof!["[0-9]{1,4}", "-?[0-9]\\.[0-9]", Just("inf".to_string()), Just(String::new())],
+             proptest::bool::weighted(0.1)),
+            0..12),
+        header in prop_oneof![Just("offset_s,requests"), Just("requests,offset_s"), Just("bucket_start,offset_s,count"), Just("t,x")],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.csv");
+        let cols = header.split(',').count();
+        let mut text = format!("{header}\n");
+        for (offset, count, extra_field) in &rows {
+            let mut fields = vec![offset.clone(), count.clone()];
+            if cols == 3 {
+                fields.insert(0, "x".into());
+            }
+            if *extra_field {
+                fields.push("1".into());
+            }
+            text += &format!("{}\n", fields.join(","));
+        }
+        std::fs::write(&path, text).unwrap();
+        match graphscaler_twin::Trace::from_csv(&path) {
+            Ok(t) => {
+                prop_assert!(t.bucket_s > 0.0);
+                prop_assert!(t.levels.iter().all(|l| (0.0..=1.0).contains(l)));
+                let shape = Shape::Trace(t);
+                let load = TwinConfig::default().load;
+                for k in 0..50 {
+                    prop_assert!(shape.rps(k as f64 * 7.3, 3600.0, &load).is_finite());
+                }
+            }
+            Err(e) => prop_assert!(e.to_string().contains("fuzz.csv"), "{}", e),
+        }
+    }
+}
