@@ -211,6 +211,33 @@ impl Bursts {
     }
 }
 
+/// A CSV file read whole: its text, its name and how to name one of its lines in an error.
+struct CsvFile {
+    text: String,
+    p: String,
+    bad: Box<dyn Fn(usize, String) -> TwinError>,
+}
+
+impl CsvFile {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TwinError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let p = path.display().to_string();
+        let name = p.clone();
+        Ok(Self {
+            text,
+            p,
+            bad: Box::new(move |line, message| TwinError::Trace {
+                path: name.clone(),
+                line,
+                message,
+            }),
+        })
+    }
+}
+
 /// Buckets a file of one row per request into a trace ([`Trace::from_csv`]'s format): the
 /// request counts per `bucket_s`-second bucket from the first request's, as
 /// `offset_s,requests` CSV text, every bucket up to the last request's (one without a row is one
@@ -219,16 +246,7 @@ impl Bursts {
 /// between them and a trailing `Z` accepted). Rows may come in any order. An error names the
 /// line of a timestamp it cannot read.
 pub fn bucket_requests(path: &Path, column: Option<&str>, bucket_s: f64) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|source| TwinError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let p = path.display().to_string();
-    let bad = |line: usize, message: String| TwinError::Trace {
-        path: p.clone(),
-        line,
-        message,
-    };
+    let CsvFile { text, bad, .. } = CsvFile::read(path)?;
     if !(bucket_s.is_finite() && bucket_s > 0.0) {
         return Err(bad(0, format!("bucket width {bucket_s} s must be > 0")));
     }
@@ -351,16 +369,7 @@ impl Trace {
     /// (timestamps, token counts) is refused with the command that buckets it
     /// ([`bucket_requests`], `graphscaler twin bucket`).
     pub fn from_csv(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| TwinError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let p = path.display().to_string();
-        let bad = |line: usize, message: String| TwinError::Trace {
-            path: p.clone(),
-            line,
-            message,
-        };
+        let CsvFile { text, p, bad } = CsvFile::read(path)?;
         let mut lines = text.lines().enumerate();
         let (_, header) = lines
             .next()
