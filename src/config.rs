@@ -140,6 +140,9 @@ pub struct PipelineConfig {
     pub grace_s: f64,
     /// The policy stage's policy.
     pub policy: String,
+    /// What decides when a learned policy cannot (a snapshot it cannot trust): static, hpa,
+    /// tuned-hpa or hpa-<percent>.
+    pub fallback_policy: String,
     /// Address of the stages' /metrics; empty: none.
     pub metrics_listen: String,
     /// `/readyz` answers 503 once a stage has made no progress (a poll of the bus answered, a
@@ -201,6 +204,13 @@ impl Config {
             } else if v.trim().is_empty() {
                 errs.push(format!("pipeline.kafka_properties: `{k}` is empty"));
             }
+        }
+        match graphscaler_policy::PolicySpec::parse(&p.fallback_policy) {
+            Ok(graphscaler_policy::PolicySpec::Learned { .. }) | Err(_) => errs.push(format!(
+                "pipeline.fallback_policy must be static, hpa, tuned-hpa or hpa-<percent>, got `{}`",
+                p.fallback_policy
+            )),
+            Ok(_) => {}
         }
         if p.store_windows_per_file == 0 {
             errs.push("pipeline.store_windows_per_file must be at least 1".into());

@@ -830,6 +830,7 @@ fn campaign(
         eval: cfg.eval.clone(),
         graph: cfg.pipeline.graph(),
         rails: cfg.pipeline.guardrails.clone(),
+        fallback: PolicySpec::parse(&cfg.pipeline.fallback_policy)?,
     };
     let c = Campaign {
         policies,

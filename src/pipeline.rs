@@ -54,7 +54,8 @@ pub fn snapshot_policy(
 ) -> Result<Box<dyn SnapshotPolicy>> {
     let spec = PolicySpec::parse(name)?;
     let learned = learning.map(|l| l.policies(cfg, None));
-    Ok(spec.build_stage(&cfg.hpa, learned.as_deref())?)
+    let fallback = PolicySpec::parse(&cfg.pipeline.fallback_policy)?;
+    Ok(spec.build_served(&cfg.hpa, &fallback, learned.as_deref())?)
 }
 
 /// `graphscaler run`.

@@ -1404,3 +1404,58 @@ fn a_topology_without_cpu_costs_runs_with_a_warning_naming_its_services() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("default CPU cost"), "{}", stderr(&o));
 }
+
+/// The shipped GAT-PPO on an application whose services are not its model's (Online
+/// Boutique with `emailservice` renamed, under the same file name): it cannot decide on any
+/// snapshot, and rather than a run that silently does nothing, the fallback HPA acts, the
+/// problem is warned with the services named, and the summary counts every fallback.
+#[test]
+fn a_learned_policy_that_cannot_decide_falls_back_to_the_hpa_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("online-boutique.json");
+    let text = std::fs::read_to_string(repo().join("data/topologies/online-boutique.json"))
+        .unwrap()
+        .replace("emailservice", "mailer");
+    std::fs::write(&other, text).unwrap();
+    let o = graphscaler(&[
+        "run",
+        "--policy",
+        "gat-ppo",
+        "--topology",
+        other.to_str().unwrap(),
+        "--scenario",
+        "rush",
+        "--duration",
+        "20m",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        err.contains("cannot decide")
+            && err.contains("missing [\"emailservice\"], unknown [\"mailer\"]")
+            && err.matches("cannot decide").count() == 1,
+        "warned once per streak: {err}"
+    );
+    assert!(
+        out.contains("41 snapshots decided by the fallback `hpa-70` (gat-ppo could not decide)"),
+        "{out}"
+    );
+    let acted = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("policy    41 snapshots in, "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(acted > 0, "the fallback acted: {out}");
+    // A learned fallback is refused before anything runs.
+    let o = graphscaler_with(
+        &["run", "--policy", "gat-ppo", "--duration", "1m"],
+        &[("GRAPHSCALER_PIPELINE__FALLBACK_POLICY", "gat-ppo")],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pipeline.fallback_policy must be static, hpa, tuned-hpa or hpa-<percent>, got `gat-ppo`"),
+        "{}",
+        stderr(&o)
+    );
+}

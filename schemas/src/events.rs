@@ -180,6 +180,10 @@ pub struct DecisionRecord {
     /// Relative actions that could not be made absolute, and why (dropped, not published).
     #[serde(default)]
     pub dropped: Vec<String>,
+    /// Set when the configured policy could not decide on the snapshot and its fallback did
+    /// (`policy` then names the fallback): why the configured one could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// A topic: its name and its payload type.

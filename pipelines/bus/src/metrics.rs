@@ -13,6 +13,7 @@
 //! | `graphscaler_consumer_lag_seconds` | gauge | `stage` — now minus the observation time of the last event consumed |
 //! | `graphscaler_snapshot_latency_seconds` | gauge | `stage` — last window's cut to publication |
 //! | `graphscaler_actions_total` | counter | `stage`, `outcome` (`applied`, `refused`, `dry_run`) |
+//! | `graphscaler_policy_fallback_total` | counter | `stage` — snapshots the policy could not decide on, decided by its fallback |
 //! | `graphscaler_bus_unanswered_total` | counter | `stage` — probes of an idle stage's bus unanswered |
 //! | `graphscaler_last_progress_timestamp_seconds` | gauge | `stage` — Unix time of its last progress (a message read, the bus answering a probe, a scrape pass published) |
 
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-const HELP: [(&str, &str, &str); 14] = [
+const HELP: [(&str, &str, &str); 15] = [
     ("graphscaler_events_in_total", "counter", "Events consumed."),
     (
         "graphscaler_events_out_total",
@@ -71,6 +72,11 @@ const HELP: [(&str, &str, &str); 14] = [
         "graphscaler_actions_dropped_total",
         "counter",
         "Actions the policy stage could not publish and dropped.",
+    ),
+    (
+        "graphscaler_policy_fallback_total",
+        "counter",
+        "Snapshots the policy could not decide on (a learned policy on data it cannot trust), decided by the fallback policy instead.",
     ),
     (
         "graphscaler_actuator_state_write_failures_total",
@@ -308,6 +314,7 @@ mod tests {
             "graphscaler_dead_letters_total",
             "graphscaler_store_failures_total",
             "graphscaler_actions_dropped_total",
+            "graphscaler_policy_fallback_total",
             "graphscaler_actuator_state_write_failures_total",
             "graphscaler_scrape_missing_total",
             "graphscaler_something_new_total",

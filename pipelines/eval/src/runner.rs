@@ -68,6 +68,8 @@ pub struct Setup {
     pub graph: GraphConfig,
     /// The actuator's guardrails.
     pub rails: Guardrails,
+    /// What decides when a learned policy cannot (`pipeline.fallback_policy`).
+    pub fallback: PolicySpec,
 }
 
 /// One point of a run's time series (for plots and Parquet).
@@ -133,7 +135,18 @@ pub fn run_policy(
         duration_s,
         seed,
     )?;
-    Ok(Served::new(twin, &setup.graph, Cut::Dataflow, setup.rails.clone()).run(policy)?)
+    let run = Served::new(twin, &setup.graph, Cut::Dataflow, setup.rails.clone()).run(policy)?;
+    if run.counts.fallbacks > 0 {
+        // A learned policy that could not decide is not measured as itself: say so per run.
+        tracing::warn!(
+            policy = %policy.name(),
+            seed,
+            "{} of {} snapshots were decided by the fallback policy (the policy could not decide on them)",
+            run.counts.fallbacks,
+            run.counts.snapshots
+        );
+    }
+    Ok(run)
 }
 
 /// The actions the actuator applied and refused after `warmup_s`.
@@ -222,7 +235,7 @@ impl Campaign {
     ) -> Result<Vec<RunResult>> {
         for p in &self.policies {
             if matches!(p, PolicySpec::Learned { .. }) {
-                p.build_stage(&setup.hpa, learned)?;
+                p.build_served(&setup.hpa, &setup.fallback, learned)?;
             }
         }
         let policies = self.all_policies();
@@ -252,7 +265,7 @@ impl Campaign {
                     let scenario = shape.name();
                     let warmup = setup.eval.warmup_s;
                     let out = policy
-                        .build_stage(&setup.hpa, learned)
+                        .build_served(&setup.hpa, &setup.fallback, learned)
                         .map_err(EvalError::from)
                         .and_then(|mut p| {
                             run_policy(setup, p.as_mut(), shape, self.duration_s, seed)

@@ -103,7 +103,7 @@ impl SnapshotPolicy for StagePolicy {
         self.name.clone()
     }
 
-    fn decide(&mut self, snap: &Snapshot) -> Vec<Action> {
+    fn try_decide(&mut self, snap: &Snapshot) -> Result<Vec<Action>, String> {
         let decided = match &mut self.policy {
             Served::Fixed(p) => p.decide_snapshot(snap, None),
             Served::Online(o) => {
@@ -115,7 +115,16 @@ impl SnapshotPolicy for StagePolicy {
                 d
             }
         };
-        match decided {
+        decided.map_err(|e| {
+            self.refused += 1;
+            e.to_string()
+        })
+    }
+
+    /// Without a fallback ([`graphscaler_policy::WithFallback`] warns then): no action on a
+    /// snapshot it cannot trust, warned once per streak.
+    fn decide(&mut self, snap: &Snapshot) -> Vec<Action> {
+        match self.try_decide(snap) {
             Ok(a) => {
                 if self.refusing {
                     tracing::info!(policy = %self.name, time_s = snap.time_s, refused = self.refused, "deciding again");
@@ -124,7 +133,6 @@ impl SnapshotPolicy for StagePolicy {
                 a
             }
             Err(e) => {
-                self.refused += 1;
                 if !self.refusing {
                     tracing::warn!(policy = %self.name, time_s = snap.time_s, "no decision: {e} (warned once until a decision comes back; counted)");
                     self.refusing = true;
@@ -137,7 +145,7 @@ impl SnapshotPolicy for StagePolicy {
     fn summary(&self) -> Option<String> {
         let refused = (self.refused > 0).then(|| {
             format!(
-                "{} snapshots got no decision (data the policy cannot trust)",
+                "{} snapshots it could not decide on (data it cannot trust)",
                 self.refused
             )
         });

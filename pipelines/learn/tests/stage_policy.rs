@@ -43,5 +43,8 @@ fn untrusted_snapshots_get_no_action_and_are_counted() {
         p.decide(s);
     }
     let summary = p.summary().unwrap();
-    assert!(summary.contains("4 snapshots got no decision"), "{summary}");
+    assert!(
+        summary.contains("4 snapshots it could not decide on"),
+        "{summary}"
+    );
 }

@@ -102,6 +102,8 @@ pub struct ServedCounts {
     pub snapshots: u64,
     /// Snapshots that failed validation (the policy stage dead-letters them; never decided on).
     pub invalid_snapshots: u64,
+    /// Snapshots the policy could not decide on, decided by its fallback.
+    pub fallbacks: u64,
     /// Actions that reached the actuator.
     pub actions: u64,
     /// Relative actions that could not be made absolute (dropped, as the policy stage does).
@@ -270,7 +272,14 @@ impl Served {
             return vec![];
         }
         let actions = policy.decide(snap);
-        let by = source(policy);
+        // What a fallback decided is published as its own, as the policy stage does.
+        let by = match policy.fell_back() {
+            Some((fallback, _)) => {
+                self.counts.fallbacks += 1;
+                format!("policy/{fallback}")
+            }
+            None => source(policy),
+        };
         let d = decided(&by, snap, actions);
         if let Some(st) = &mut self.store {
             let actions = d.actions.iter().map(|e| e.payload.clone()).collect();

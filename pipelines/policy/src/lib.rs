@@ -25,6 +25,10 @@ pub enum PolicyError {
     /// A learned policy in a build without the learning crate.
     #[error("policy `{0}` is learned and this build has no learned policies (build with the `learn` feature)")]
     NotBuilt(String),
+    /// A learned policy named as a fallback: the fallback is what decides when a learned one
+    /// cannot.
+    #[error("fallback policy `{0}` is learned: a fallback must be static, hpa, tuned-hpa or hpa-<percent>")]
+    Fallback(String),
     /// A learned policy whose checkpoint could not be loaded.
     #[error("policy `{name}`: {message}")]
     Load {
@@ -50,6 +54,102 @@ pub trait SnapshotPolicy: Send {
     /// What it has to say at the end (a learning policy's counters).
     fn summary(&self) -> Option<String> {
         None
+    }
+    /// Decides on one snapshot, or says why it cannot (a learned policy on a snapshot it cannot
+    /// trust: services not its model's, a non-finite feature). [`WithFallback`] asks its
+    /// fallback then. By default a policy always decides.
+    fn try_decide(&mut self, snap: &Snapshot) -> Result<Vec<Action>, String> {
+        Ok(self.decide(snap))
+    }
+    /// When the last decision came from a fallback: its name and why the policy could not
+    /// decide ([`WithFallback`]); `None` otherwise.
+    fn fell_back(&self) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// A policy that may be unable to decide, with the policy that decides when it cannot (the
+/// configured `pipeline.fallback_policy`, the HPA by default): no snapshot goes undecided in
+/// silence. The fallback sees every snapshot, so that its own state (the HPA's stabilisation
+/// window) is current when it takes over; its decision is used only when the policy cannot
+/// decide. The first snapshot of each streak the policy cannot decide on is warned with the
+/// reason; every one is counted (the summary, and the policy stage's
+/// `graphscaler_policy_fallback_total`), and [`SnapshotPolicy::fell_back`] says so per decision.
+pub struct WithFallback {
+    policy: Box<dyn SnapshotPolicy>,
+    fallback: Box<dyn SnapshotPolicy>,
+    fallbacks: u64,
+    last: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for WithFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithFallback")
+            .field("policy", &self.policy.name())
+            .field("fallback", &self.fallback.name())
+            .field("fallbacks", &self.fallbacks)
+            .finish()
+    }
+}
+
+impl WithFallback {
+    /// `policy`, falling back to `fallback`.
+    pub fn new(policy: Box<dyn SnapshotPolicy>, fallback: Box<dyn SnapshotPolicy>) -> Self {
+        Self {
+            policy,
+            fallback,
+            fallbacks: 0,
+            last: None,
+        }
+    }
+
+    /// Snapshots the fallback decided.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks
+    }
+}
+
+impl SnapshotPolicy for WithFallback {
+    fn name(&self) -> String {
+        self.policy.name()
+    }
+
+    fn decide(&mut self, snap: &Snapshot) -> Vec<Action> {
+        let theirs = self.fallback.decide(snap);
+        match self.policy.try_decide(snap) {
+            Ok(ours) => {
+                if self.last.take().is_some() {
+                    tracing::info!(policy = %self.policy.name(), time_s = snap.time_s, fallbacks = self.fallbacks, "deciding again; the fallback stands down");
+                }
+                ours
+            }
+            Err(why) => {
+                self.fallbacks += 1;
+                if self.last.is_none() {
+                    tracing::warn!(policy = %self.policy.name(), fallback = %self.fallback.name(), time_s = snap.time_s, "cannot decide: {why}; the fallback decides (warned once per streak, every one counted)");
+                }
+                self.last = Some((self.fallback.name(), why));
+                theirs
+            }
+        }
+    }
+
+    fn fell_back(&self) -> Option<(String, String)> {
+        self.last.clone()
+    }
+
+    fn summary(&self) -> Option<String> {
+        let ours = self.policy.summary();
+        if self.fallbacks == 0 {
+            return ours;
+        }
+        let fell = format!(
+            "{} snapshots decided by the fallback `{}` ({} could not decide)",
+            self.fallbacks,
+            self.fallback.name(),
+            self.policy.name()
+        );
+        Some(ours.map_or(fell.clone(), |o| format!("{o}; {fell}")))
     }
 }
 
@@ -198,6 +298,29 @@ impl PolicySpec {
                 .ok_or_else(|| PolicyError::NotBuilt(name.clone()))?
                 .build(name, path.as_deref()),
             _ => Ok(Box::new(Static)),
+        }
+    }
+
+    /// The policy on snapshots as the policy stage and `eval` serve it: [`PolicySpec::build_stage`],
+    /// a learned one wrapped [`WithFallback`] to `fallback` (which must not be learned).
+    pub fn build_served(
+        &self,
+        hpa: &HpaConfig,
+        fallback: &PolicySpec,
+        learned: Option<&dyn Learned>,
+    ) -> Result<Box<dyn SnapshotPolicy>, PolicyError> {
+        let policy = self.build_stage(hpa, learned)?;
+        match self {
+            PolicySpec::Learned { .. } => {
+                if let PolicySpec::Learned { name, .. } = fallback {
+                    return Err(PolicyError::Fallback(name.clone()));
+                }
+                Ok(Box::new(WithFallback::new(
+                    policy,
+                    fallback.build_stage(hpa, None)?,
+                )))
+            }
+            _ => Ok(policy),
         }
     }
 

@@ -95,6 +95,8 @@ pub struct PolicySummary {
     /// Relative actions that could not be made absolute (the snapshot lacked what they
     /// change), dropped and counted.
     pub dropped: u64,
+    /// Snapshots its fallback decided because the policy could not ([`crate::WithFallback`]).
+    pub fallbacks: u64,
     /// The policy's own summary ([`SnapshotPolicy::summary`]).
     pub note: Option<String>,
 }
@@ -126,16 +128,26 @@ pub async fn policy(
         match decoded {
             Ok(env) => {
                 sum.snapshots += 1;
-                let (snap, actions) = worker.decide(env.payload).await?;
-                let out = decided(&source, &snap, actions);
+                let (snap, actions, fell) = worker.decide(env.payload).await?;
+                // What a fallback decided is published as its own.
+                let by = match &fell {
+                    Some((fallback, _)) => {
+                        sum.fallbacks += 1;
+                        metrics.add("graphscaler_policy_fallback_total", &[], 1.0);
+                        format!("policy/{fallback}")
+                    }
+                    None => source.clone(),
+                };
+                let out = decided(&by, &snap, actions);
                 let record = Envelope::new(
-                    &source,
+                    &by,
                     snap.time_s,
                     snap.window_s,
                     DecisionRecord {
-                        policy: source.clone(),
+                        policy: by.clone(),
                         actions: out.actions.iter().map(|e| e.payload.clone()).collect(),
                         dropped: out.dropped.clone(),
+                        fallback: fell.map(|(_, why)| why),
                     },
                 );
                 for why in out.dropped {
@@ -168,10 +180,10 @@ pub async fn policy(
     Ok(sum)
 }
 
-type Job = (
-    Snapshot,
-    tokio::sync::oneshot::Sender<(Snapshot, Vec<Action>)>,
-);
+/// A decision: the snapshot, the actions, and who decided when a fallback did (with why).
+type Decision = (Snapshot, Vec<Action>, Option<(String, String)>);
+
+type Job = (Snapshot, tokio::sync::oneshot::Sender<Decision>);
 
 /// The policy on a thread of its own: a decision — and an online learner's update, which runs
 /// inside one — never blocks the async runtime, whose other tasks (the bus, `/metrics`, the other
@@ -189,7 +201,8 @@ impl Worker {
             .spawn(move || {
                 for (snap, reply) in rx {
                     let actions = policy.decide(&snap);
-                    let _ = reply.send((snap, actions));
+                    let fell = policy.fell_back();
+                    let _ = reply.send((snap, actions, fell));
                 }
                 policy.summary()
             })?;
@@ -199,7 +212,7 @@ impl Worker {
         })
     }
 
-    async fn decide(&mut self, snap: Snapshot) -> anyhow::Result<(Snapshot, Vec<Action>)> {
+    async fn decide(&mut self, snap: Snapshot) -> anyhow::Result<Decision> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self
             .jobs

@@ -141,3 +141,110 @@ async fn a_policy_that_panics_ends_the_stage_with_its_message() {
     let e = stage.await.unwrap().unwrap_err().to_string();
     assert!(e.contains("fragile broke on snapshot 2"), "{e}");
 }
+
+/// Cannot decide on its first `refuse` snapshots (as a learned policy on services that are not
+/// its model's); then asks for nothing.
+struct Picky {
+    refuse: usize,
+    seen: usize,
+}
+
+impl SnapshotPolicy for Picky {
+    fn name(&self) -> String {
+        "picky".into()
+    }
+    fn decide(&mut self, snap: &Snapshot) -> Vec<Action> {
+        self.try_decide(snap).unwrap_or_default()
+    }
+    fn try_decide(&mut self, snap: &Snapshot) -> Result<Vec<Action>, String> {
+        self.seen += 1;
+        if self.seen <= self.refuse {
+            Err(format!(
+                "services {:?} are not the model's",
+                &snap.services[..2]
+            ))
+        } else {
+            Ok(vec![])
+        }
+    }
+}
+
+/// A policy that cannot decide never does nothing in silence: its fallback (an HPA) decides on
+/// those snapshots, its actions and decision records carry the fallback's name and the reason,
+/// and `graphscaler_policy_fallback_total` counts each; when the policy decides again the
+/// fallback stands down.
+#[tokio::test(flavor = "current_thread")]
+async fn the_fallback_acts_when_the_policy_cannot_decide_and_is_counted() {
+    use graphscaler_policy::{HpaConfig, PolicySpec, WithFallback};
+    use graphscaler_schemas::events::DecisionsTopic;
+    let bus = MemoryBus::default();
+    let publisher = Publisher::Memory(bus.clone());
+    let sub = bus.subscribe(&[SnapshotsTopic::NAME]);
+    let mut actions = bus.subscribe(&[ActionsTopic::NAME]);
+    let mut decisions = bus.subscribe(&[DecisionsTopic::NAME]);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // A 1 % CPU target: any load is above it, so the HPA asks for more replicas at once.
+    #[derive(serde::Deserialize)]
+    struct F {
+        hpa: HpaConfig,
+    }
+    let defaults: F = toml::from_str(graphscaler_twin::DEFAULT_TOML).unwrap();
+    let hpa = PolicySpec::HpaAt(1)
+        .build_stage(&defaults.hpa, None)
+        .unwrap();
+    let policy = WithFallback::new(Box::new(Picky { refuse: 4, seen: 0 }), hpa);
+    let metrics = Metrics::new("policy");
+    let stage = tokio::spawn(graphscaler_policy::stage::policy(
+        sub,
+        publisher.clone(),
+        Box::new(policy),
+        metrics.clone(),
+        stop,
+    ));
+    let snaps = snapshots(6);
+    for s in &snaps {
+        let env = Envelope::new("test", s.time_s, s.window_s, s.clone());
+        publisher.publish::<SnapshotsTopic>(&env).await.unwrap();
+    }
+    let mut records = vec![];
+    while records.len() < 6 {
+        let m = decisions
+            .next(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        records.push(m.decode::<DecisionsTopic>().unwrap());
+        decisions.commit(&m).unwrap();
+    }
+    for r in &records[..4] {
+        assert_eq!(r.payload.policy, "policy/hpa-1");
+        let why = r.payload.fallback.as_deref().unwrap();
+        assert!(why.contains("are not the model's"), "{why}");
+    }
+    for r in &records[4..] {
+        assert_eq!(r.payload.policy, "policy/picky");
+        assert_eq!(r.payload.fallback, None);
+        assert!(r.payload.actions.is_empty());
+    }
+    let acted: usize = records[..4].iter().map(|r| r.payload.actions.len()).sum();
+    assert!(
+        acted > 0,
+        "the fallback HPA acted on none of the refused snapshots"
+    );
+    let mut sources = vec![];
+    while let Some(m) = actions.next(Duration::from_millis(200)).await.unwrap() {
+        sources.push(m.decode::<ActionsTopic>().unwrap().source);
+        actions.commit(&m).unwrap();
+    }
+    assert_eq!(sources.len(), acted);
+    assert!(sources.iter().all(|s| s == "policy/hpa-1"), "{sources:?}");
+    assert_eq!(metrics.total("graphscaler_policy_fallback_total"), 4.0);
+    stop_tx.send(true).unwrap();
+    let sum = stage.await.unwrap().unwrap();
+    assert_eq!(sum.fallbacks, 4);
+    let note = sum.note.unwrap();
+    assert!(
+        note.contains("4 snapshots decided by the fallback `hpa-1` (picky could not decide)"),
+        "{note}"
+    );
+}
