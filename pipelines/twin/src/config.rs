@@ -322,9 +322,14 @@ impl TwinConfig {
             .get(&s.name)
             .copied()
             .or(s.cpu_cost_ms)
-            .or_else(|| self.cpu_cost_ms.get("default").copied())
-            .unwrap_or(1.0)
+            .unwrap_or_else(|| self.default_cpu_cost_ms())
             / 1000.0
+    }
+
+    /// The CPU cost per request of a service that neither the topology nor a configuration
+    /// entry of its name gives one, ms (`cpu_cost_ms.default`, which validation requires).
+    fn default_cpu_cost_ms(&self) -> f64 {
+        self.cpu_cost_ms.get("default").copied().unwrap_or(1.0)
     }
 
     /// Time from binding a pod of service `s` to its Ready condition, s: the first readiness
@@ -382,7 +387,7 @@ impl TwinConfig {
                 "{} of {} services take the default CPU cost per request ({} ms; set `cpu_cost_ms` in the topology file): {}",
                 cost.len(),
                 topology.services.len(),
-                self.cpu_cost_ms.get("default").copied().unwrap_or(1.0),
+                self.default_cpu_cost_ms(),
                 list(cost)
             ));
         }
