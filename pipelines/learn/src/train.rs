@@ -169,8 +169,8 @@ pub struct GraphRollout {
     values: Tensor,
     advantages: Tensor,
     returns: Tensor,
-    /// Rewards of the steps that advanced time.
-    pub tick_rewards: Vec<f64>,
+    /// Mean reward of the steps that advanced time.
+    pub mean_reward: f64,
     /// Mean SLO_vio, Slack, Overshoot, ReplicaLag over those steps.
     pub terms: [f64; 4],
     /// Share of decisions that were "nothing".
@@ -329,7 +329,6 @@ impl GraphEnvs {
         let (mut choice, mut reps, mut cpu) = (vec![], vec![], vec![]);
         let (mut logp, mut val) = (Vec::<f32>::new(), Vec::<f32>::new());
         let (mut rew, mut disc, mut nonterm) = (vec![], vec![], vec![]);
-        let mut tick_rewards = vec![];
         let mut tally = Tally::default();
         let mut current = self.observe();
         for _ in 0..num_steps {
@@ -347,15 +346,12 @@ impl GraphEnvs {
                 rew.push(self.norm.scale(i, f64::from(r.reward), g, r.truncated) as f32);
                 disc.push(g as f32);
                 nonterm.push(if r.truncated { 0.0f32 } else { 1.0 });
-                if let Some(t) = r.terms {
-                    self.ticks += 1;
-                    tick_rewards.push(t.value);
-                }
             }
             self.global_step += n;
             obs.append(&mut current);
             current = self.observe();
         }
+        self.ticks += tally.ticks();
         let refs: Vec<&Obs> = current.iter().collect();
         let next_value: Vec<f32> =
             Vec::try_from(&tch::no_grad(|| agent.value(&refs))).map_err(err)?;
@@ -388,7 +384,7 @@ impl GraphEnvs {
             returns: &advantages + &values,
             values,
             advantages,
-            tick_rewards,
+            mean_reward: tally.mean_reward(),
             terms: tally.mean_terms(),
             nothing: tally.nothing_share(),
             refused: tally.refused(),
@@ -670,7 +666,7 @@ pub fn train(
         let u = Update {
             diagnostics: d,
             ticks: envs.ticks,
-            mean_reward: r.tick_rewards.iter().sum::<f64>() / r.tick_rewards.len().max(1) as f64,
+            mean_reward: r.mean_reward,
             terms: r.terms,
             nothing: r.nothing,
             refused: r.refused,
