@@ -28,7 +28,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home /graphscaler graphscaler
 WORKDIR /graphscaler
 COPY --from=build-slim /src/target/release/graphscaler /usr/local/bin/graphscaler
-# The twin's topology and traces (twin.topology is relative to the working directory).
+# Topologies and traces to name by path (Online Boutique and the bursty-mix trace are compiled in).
 COPY data ./data
 COPY config ./config
 USER 10001

@@ -24,5 +24,5 @@ for s in $(seq 1 "$seeds"); do
     policies="$policies,global-$s=results/bootstrap/tuned-$s,nog-$s=$out/nog-$s"
 done
 "$gs" eval --policies "$policies" --scenarios "off-peak,peak,rush,fluctuating,burst,$trace" \
-    --replays 5 --duration 4h --out "$out/eval"
+    --replays 5 --duration 4h --resume --out "$out/eval"
 python3 scripts/seeds.py "$out/eval/runs.csv" "$out/summary.md" slo_violation_pct caf requests_over_slo_pct

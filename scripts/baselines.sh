@@ -17,9 +17,10 @@
 # same protocol runs the ablations (e.g. BASELINES="tgat-ppo gcn-ppo dysat-ppo gat-a2c gat-sac").
 # JOBS (default 1) trainings run at a time, each on one libtorch thread; DURATION (default 4h)
 # is each evaluation run's length (shorter only to try the script out). Writes
-# results/baselines/ (OUT overrides). Rerun after an interruption, it keeps what is done and
+# results/baselines/ (OUT overrides). Rerun after an interruption, it keeps what is done,
 # resumes a stopped PPO or A2C training (`--resume`; a SAC training restarts: its replay buffer
-# is not saved).
+# is not saved) and a stopped validation or evaluation (`eval --resume`: the runs already in its
+# journal are not run again).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 release_build
@@ -70,7 +71,7 @@ for b in $baselines; do
 done
 if [ ! -f "$out/validation/runs.csv" ]; then
     "$gs" eval --policies "${candidates#,}" --scenarios "$loads" --seed 101 --replays 2 \
-        --duration "${DURATION:-4h}" --out "$out/validation.partial"
+        --duration "${DURATION:-4h}" --resume --out "$out/validation.partial"
     rm -rf "$out/validation"
     mv "$out/validation.partial" "$out/validation"
 fi
@@ -89,7 +90,7 @@ while read -r name candidate; do
 done <"$out/chosen.txt"
 if [ ! -f "$out/eval/runs.csv" ]; then
     "$gs" eval --policies "$policies" --scenarios "$loads" --replays 5 --duration "${DURATION:-4h}" \
-        --out "$out/eval.partial"
+        --resume --out "$out/eval.partial"
     rm -rf "$out/eval"
     mv "$out/eval.partial" "$out/eval"
 fi

@@ -11,6 +11,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 release_build
 scenarios=off-peak,peak,rush,fluctuating,burst
 "$gs" hpa-sweep --targets 30,40,50,60,70,80,90 --scenarios "$scenarios" --replays 5 \
-    --duration 4h --out results/frontier "$@"
+    --duration 4h --resume --out results/frontier "$@"
 "$gs" eval --policies "${POLICIES:-tuned-hpa,gat-ppo}" --scenarios "$scenarios" --replays 5 \
-    --duration 4h --frontier results/frontier/frontier.csv --out results/frontier-eval "$@"
+    --duration 4h --resume --frontier results/frontier/frontier.csv --out results/frontier-eval "$@"

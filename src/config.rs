@@ -259,17 +259,20 @@ impl Config {
         })
     }
 
-    /// The topology the configuration names, or `override_path`.
+    /// The topology the configuration names, or `override_path`; neither: Online Boutique,
+    /// compiled in.
     pub fn topology(&self, override_path: Option<&Path>) -> Result<graphscaler_twin::Topology> {
-        let path = override_path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.twin.topology.clone().into());
-        let t = graphscaler_twin::Topology::from_file(&path, &self.twin.fanout_parameters)
-            .with_context(|| {
-                "loading the topology (set twin.topology or pass --topology)".to_string()
-            })?;
+        use graphscaler_twin::Topology;
+        let path = override_path.map(Path::to_path_buf).or_else(|| {
+            (!self.twin.topology.is_empty()).then(|| self.twin.topology.clone().into())
+        });
+        let t = match &path {
+            Some(path) => Topology::from_file(path, &self.twin.fanout_parameters),
+            None => Topology::online_boutique(&self.twin.fanout_parameters),
+        }
+        .context("loading the topology (set twin.topology or pass --topology)")?;
         for line in self.twin.defaulted(&t) {
-            tracing::warn!("{}: {line}", path.display());
+            tracing::warn!("{}: {line}", t.source);
         }
         Ok(t)
     }
@@ -453,6 +456,7 @@ mod tests {
             c.learn.online,
             graphscaler_learn_config::config::OnlineConfig::default()
         );
+        assert_eq!(c.hpa, graphscaler_policy::hpa::HpaConfig::default());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(

@@ -26,7 +26,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use graphscaler_eval::{report, sweep, Campaign, RunResult, Setup};
 use graphscaler_policy::{Learned, PolicySpec};
-use graphscaler_twin::{Shape, Topology};
+use graphscaler_twin::load::{AZURE_CONV_PER_MINUTE, AZURE_CONV_PER_SECOND};
+use graphscaler_twin::{Shape, Topology, Trace};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{parse_duration, Config};
@@ -181,6 +182,10 @@ struct Common {
     /// Skip the PNG plots.
     #[arg(long)]
     no_plots: bool,
+    /// Go on from the runs a stopped campaign with the same arguments and settings left in the
+    /// output directory (its runs.journal); without it a campaign starts a new journal.
+    #[arg(long)]
+    resume: bool,
 }
 
 fn default_threads() -> usize {
@@ -397,9 +402,7 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
         }) => {
             let shapes = if names == "all" {
                 let mut v = Shape::all_named();
-                v.push(Shape::parse(
-                    "trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv",
-                )?);
+                v.push(Shape::Trace(Trace::shipped(AZURE_CONV_PER_MINUTE)?));
                 v.push(Shape::parse("burst")?);
                 v
             } else {
@@ -714,10 +717,6 @@ fn serve(cfg: &Config, a: ServeArgs) -> Result<()> {
     })
 }
 
-/// The shipped Azure conversation trace (per second), relative to the repository root.
-pub const AZURE_CONV_TRACE: &str =
-    "data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv";
-
 /// `all` (the four shapes), `bursty-mix` (the four shapes, the burst generator and the
 /// shipped Azure conversation trace: the training load with bursts in it) or comma-separated
 /// scenarios.
@@ -728,7 +727,7 @@ pub fn scenarios(s: &str) -> Result<Vec<Shape>> {
     if s == "bursty-mix" {
         let mut v = Shape::all_named();
         v.push(Shape::parse("burst")?);
-        v.push(Shape::parse(&format!("trace:{AZURE_CONV_TRACE}"))?);
+        v.push(Shape::Trace(Trace::shipped(AZURE_CONV_PER_SECOND)?));
         return Ok(v);
     }
     let out = s
@@ -810,6 +809,35 @@ fn against_frontier(
     Ok(())
 }
 
+/// What a campaign's journal must know of its learned policies beyond their names: how they act
+/// (`learn.act`, the settings they are built with) and the SHA-256 of each one's checkpoint files,
+/// so that a retrained checkpoint under the same name is another campaign.
+fn learned_parts(cfg: &Config, policies: &[PolicySpec]) -> Vec<(String, String)> {
+    use sha2::{Digest, Sha256};
+    let mut parts = vec![];
+    for p in policies {
+        let PolicySpec::Learned { name, path } = p else {
+            continue;
+        };
+        let base = path.clone().map_or_else(
+            || std::path::Path::new(&cfg.learn.checkpoint_dir).join(name),
+            PathBuf::from,
+        );
+        let mut digests = vec![];
+        for ext in ["safetensors", "json"] {
+            let f = PathBuf::from(format!("{}.{ext}", base.display()));
+            if let Ok(bytes) = std::fs::read(&f) {
+                digests.push(format!("{}: {:x}", f.display(), Sha256::digest(&bytes)));
+            }
+        }
+        parts.push((format!("checkpoint of {name}"), digests.join(", ")));
+    }
+    if !parts.is_empty() {
+        parts.push(("learn settings".into(), format!("{:?}", cfg.learn)));
+    }
+    parts
+}
+
 fn campaign(
     cfg: &Config,
     policies: Vec<PolicySpec>,
@@ -849,7 +877,22 @@ fn campaign(
     );
     let started = std::time::Instant::now();
     let learned = learning.map(|l| l.policies(cfg, Some(&setup.topology)));
-    let runs = c.run_with(&setup, learned.as_deref(), &|r| {
+    let out = out_dir(cfg, common);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let journal = graphscaler_eval::journal::Journal::open(
+        &out.join(graphscaler_eval::journal::FILE),
+        &c.header(&setup, learned_parts(cfg, &c.policies)),
+        common.resume,
+    )?;
+    if journal.held() > 0 {
+        say!(
+            "resuming: {} of {} runs are in {} already",
+            journal.held(),
+            c.run_count(),
+            out.join(graphscaler_eval::journal::FILE).display()
+        );
+    }
+    let runs = c.run_journaled(&setup, learned.as_deref(), Some(&journal), &|r| {
         bar.set_message(format!("{} on {} #{}", r.policy, r.scenario, r.replay));
         bar.inc(1);
     })?;
@@ -869,7 +912,6 @@ fn campaign(
     );
     say!("{}", report::table(&summary, &deltas));
     say!("mean ± 95% CI half-width (Student t); δ = Cliff's delta against tuned-hpa (negative: lower values)");
-    let out = out_dir(cfg, common);
     report::write_files(&out, &runs, &summary, &deltas)?;
     let mut written = vec![
         "runs.csv",

@@ -16,9 +16,14 @@ fn graphscaler(args: &[&str]) -> Output {
 
 /// `graphscaler args` with the environment variables `env` set.
 fn graphscaler_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    graphscaler_in(&repo(), args, env)
+}
+
+/// `graphscaler args` run in directory `dir`, with the environment variables `env` set.
+fn graphscaler_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_graphscaler"))
         .args(args)
-        .current_dir(repo())
+        .current_dir(dir)
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .output()
@@ -578,41 +583,54 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         "{}",
         stdout(&o)
     );
-    // Again with online learning: the stage learns from the stream and keeps versions.
-    let online = dir.path().join("online");
-    let conf = dir.path().join("online.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[learn.online]\nenabled = true\ndir = \"{}\"\nupdate_every = 32\nminibatch = 16\nrollback_ticks = 0\nmin_gain = -1e9\nmax_kl = 10.0\n",
-            online.display()
-        ),
-    )
-    .unwrap();
-    let o = graphscaler(&[
-        "run",
-        "--config",
-        conf.to_str().unwrap(),
-        "--duration",
-        "30m",
-        "--scenario",
-        "rush",
-        "--policy",
-        &pol,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let text = stdout(&o);
-    assert!(
-        text.contains("counts match end to end") && text.contains("online learning:"),
-        "{text}"
-    );
-    assert!(online.join("v0000.safetensors").is_file());
-    assert!(online.join("v0001.safetensors").is_file(), "{text}");
-    let csv = std::fs::read_to_string(online.join("updates.csv")).unwrap();
-    assert!(
-        csv.lines().count() >= 2 && csv.contains(",promoted,"),
-        "{csv}"
-    );
+    // Again with online learning: the stage learns from the stream and keeps versions; three
+    // runs of the same seed learn the same (the same updates, verdicts and figures).
+    let online_run = |i: usize| {
+        let online = dir.path().join(format!("online-{i}"));
+        let conf = dir.path().join(format!("online-{i}.toml"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[learn.online]\nenabled = true\ndir = \"{}\"\nupdate_every = 32\nminibatch = 16\nrollback_ticks = 0\nmin_gain = -1e9\nmax_kl = 10.0\n",
+                online.display()
+            ),
+        )
+        .unwrap();
+        let o = graphscaler(&[
+            "run",
+            "--config",
+            conf.to_str().unwrap(),
+            "--duration",
+            "30m",
+            "--scenario",
+            "rush",
+            "--policy",
+            &pol,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(
+            text.contains("counts match end to end") && text.contains("online learning:"),
+            "{text}"
+        );
+        assert!(online.join("v0000.safetensors").is_file());
+        assert!(online.join("v0001.safetensors").is_file(), "{text}");
+        let csv = std::fs::read_to_string(online.join("updates.csv")).unwrap();
+        assert!(
+            csv.lines().count() >= 2 && csv.contains(",promoted,"),
+            "{csv}"
+        );
+        // What the run did, without its wall time and its directory's name.
+        let did: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.replace(&online.display().to_string(), "DIR"))
+            .collect();
+        (did, csv)
+    };
+    let first = online_run(1);
+    assert_eq!(online_run(2), first);
+    assert_eq!(online_run(3), first);
     // A second stage of training from the first one's weights.
     let again = dir.path().join("ckpt/again");
     let o = train_tiny(
@@ -1458,4 +1476,124 @@ fn a_learned_policy_that_cannot_decide_falls_back_to_the_hpa_and_says_so() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Online Boutique and the shipped traces are compiled in: the twin, the loop and an evaluation
+/// on the training load run from a directory with nothing in it, and name what they ran.
+#[test]
+fn the_twin_and_its_loads_run_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path();
+    let run = |args: &[&str]| {
+        let o = graphscaler_in(here, args, &[]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let out = run(&[
+        "twin",
+        "run",
+        "--duration",
+        "2m",
+        "--no-plots",
+        "--out",
+        "t",
+    ]);
+    assert!(out.contains("online-boutique"), "{out}");
+    let out = run(&["run", "--duration", "5m", "--scenario", "peak"]);
+    assert!(out.contains("counts match end to end"), "{out}");
+    let out = run(&[
+        "eval",
+        "--policies",
+        "static,hpa",
+        "--scenarios",
+        "bursty-mix",
+        "--replays",
+        "1",
+        "--duration",
+        "10m",
+        "--no-plots",
+        "--out",
+        "e",
+    ]);
+    assert!(
+        out.contains("AzureLLMInferenceTrace_conv_per_second") && out.contains("burst"),
+        "{out}"
+    );
+    assert!(here.join("e/runs.csv").exists());
+    // A topology file given by path still wins over the compiled-in one, and a missing one is
+    // named.
+    let o = graphscaler_in(
+        here,
+        &[
+            "twin",
+            "run",
+            "--duration",
+            "2m",
+            "--no-plots",
+            "--topology",
+            "nope.json",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nope.json"), "{}", stderr(&o));
+}
+
+/// An evaluation keeps each finished run in its journal: with `--resume` it takes them from
+/// there (the same files come out), a run cut short by a kill is run again, another campaign's
+/// journal is refused naming what differs, and without `--resume` a campaign starts over.
+#[test]
+fn a_stopped_evaluation_resumes_from_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e");
+    let eval = |duration: &str, resume: bool| {
+        let mut args = vec![
+            "eval",
+            "--policies",
+            "static,hpa",
+            "--scenarios",
+            "peak",
+            "--replays",
+            "2",
+            "--duration",
+            duration,
+            "--no-plots",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        let o = graphscaler(&args);
+        (o.status.success(), stdout(&o), stderr(&o))
+    };
+    let (ok, _, e) = eval("20m", true);
+    assert!(ok, "with no journal yet, --resume starts one: {e}");
+    let runs = || std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let (csv, journal) = (runs(), out.join("runs.journal"));
+    let (ok, o, e) = eval("20m", true);
+    assert!(ok && o.contains("resuming: 6 of 6 runs"), "{o}{e}");
+    assert_eq!(runs(), csv);
+    // A kill in the middle of writing the last run: its record is cut short.
+    let len = std::fs::metadata(&journal).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    f.set_len(len - 100).unwrap();
+    let (ok, o, e) = eval("20m", true);
+    assert!(ok && o.contains("resuming: 5 of 6 runs"), "{o}{e}");
+    assert_eq!(runs(), csv, "the run done again gives the same figures");
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), len);
+    let (ok, _, e) = eval("30m", true);
+    assert!(!ok);
+    assert!(
+        e.contains("runs.journal") && e.contains("another campaign") && e.contains("duration"),
+        "{e}"
+    );
+    // Without --resume: a new campaign, a new journal.
+    let (ok, o, e) = eval("30m", false);
+    assert!(ok && !o.contains("resuming"), "{o}{e}");
+    let (ok, o, e) = eval("30m", true);
+    assert!(ok && o.contains("resuming: 6 of 6 runs"), "{o}{e}");
 }

@@ -239,7 +239,6 @@ topics! {
 pub const SCHEMA_DIR: &str = "schemas/json";
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::action::ActionKind;

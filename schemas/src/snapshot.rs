@@ -779,7 +779,6 @@ mod feature_position_tests {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod validate_tests {
     use super::tests::small;
     use super::*;

@@ -34,7 +34,7 @@
 pub mod k8s;
 pub mod stage;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 
 use graphscaler_bus::stage::Clock;
@@ -51,7 +51,7 @@ pub struct Guardrails {
     pub max_replicas: u32,
     /// Per-service `[min, max]` overriding the two above.
     #[serde(default)]
-    pub per_service: HashMap<String, (u32, u32)>,
+    pub per_service: BTreeMap<String, (u32, u32)>,
     /// Largest change of replicas in one action.
     pub max_step: u32,
     /// Seconds after a change during which the service is not changed again.
@@ -111,9 +111,7 @@ impl Guardrails {
                 self.min_cpu_limit_m, self.max_cpu_limit_m
             ));
         }
-        let mut services: Vec<_> = self.per_service.iter().collect();
-        services.sort();
-        for (name, (lo, hi)) in services {
+        for (name, (lo, hi)) in &self.per_service {
             if *lo == 0 || lo > hi {
                 errs.push(format!(
                     "guardrails.per_service.{name} needs 1 <= min <= max, got [{lo}, {hi}]"

@@ -275,15 +275,8 @@ impl Cluster for TwinCluster {
 
 #[test]
 fn in_front_of_the_twin() {
-    use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
-    let cfg = TwinConfig::default();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Peak, 600.0, 1).unwrap();
+    use graphscaler_twin::{Shape, Twin};
+    let mut twin = Twin::online_boutique(Shape::Peak, 600.0, 1).unwrap();
     let (obs, _) = twin.advance();
     let free: f64 = obs.nodes.iter().map(|n| n.free_cpu_cores()).sum();
     let mut cluster = TwinCluster(twin, free);

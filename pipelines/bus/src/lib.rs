@@ -309,7 +309,6 @@ pub fn decode(msg: &Received) -> Result<TelemetryEvent, BusError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use graphscaler_schemas::CallEdgeObs;

@@ -8,44 +8,26 @@
 //!
 //! Run: `cargo bench -p graphscaler-eval --bench twin_speed`
 
-use std::path::Path;
 use std::time::Instant;
 
 use graphscaler_policy::{Hpa, HpaConfig, Policy, Static};
-use graphscaler_twin::{Shape, SloConfig, TickTruth, Topology, Twin, TwinConfig, DEFAULT_TOML};
+use graphscaler_twin::{Shape, SloConfig, TickTruth, Topology, Twin, TwinConfig};
 
 const ROUNDS: usize = 7;
 const GOAL: f64 = 100_000.0;
 
-#[derive(serde::Deserialize)]
-struct File {
-    hpa: HpaConfig,
-}
-
-/// The twin alone (no graph job, no guardrails: see the served loop's benchmark for those),
-/// with `policy` deciding on each observation.
-struct Setup {
-    topology: Topology,
-    twin: TwinConfig,
-    slo: SloConfig,
-}
-
+/// The twin of `topology` alone, with the default settings (no graph job, no guardrails: see the
+/// served loop's benchmark for those), with `policy` deciding on each observation.
 fn run_policy(
-    setup: &Setup,
+    topology: &Topology,
     policy: &mut dyn Policy,
     shape: Shape,
     duration_s: f64,
     seed: u64,
 ) -> Vec<TickTruth> {
-    let mut twin = Twin::new(
-        setup.topology.clone(),
-        setup.twin.clone(),
-        setup.slo.clone(),
-        shape,
-        duration_s,
-        seed,
-    )
-    .expect("the bench setup is valid");
+    let (twin, slo) = (TwinConfig::default(), SloConfig::default());
+    let mut twin = Twin::new(topology.clone(), twin, slo, shape, duration_s, seed)
+        .expect("the bench setup is valid");
     let mut ticks = vec![];
     while !twin.done() {
         let (obs, truth) = twin.advance();
@@ -57,7 +39,7 @@ fn run_policy(
     ticks
 }
 
-fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Box<dyn Policy>) {
+fn case(name: &str, setup: &Topology, duration_s: f64, mut make: impl FnMut() -> Box<dyn Policy>) {
     let mut walls = vec![];
     for round in 0..ROUNDS {
         let mut policy = make();
@@ -85,37 +67,26 @@ fn case(name: &str, setup: &Setup, duration_s: f64, mut make: impl FnMut() -> Bo
 }
 
 fn main() {
-    let f: File = toml::from_str(DEFAULT_TOML).expect("embedded defaults");
     let twin = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let ob = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &twin.fanout_parameters,
-    )
-    .expect("Online Boutique topology");
-    let setup = |topology: Topology| Setup {
-        topology,
-        twin: twin.clone(),
-        slo: SloConfig::default(),
-    };
+    let ob = Topology::online_boutique(&twin.fanout_parameters).expect("Online Boutique topology");
     println!(
         "twin speed, peak shape, one thread (goal: >= {GOAL:.0}x real time for Online Boutique)"
     );
-    let s = setup(ob);
+    let s = ob;
     case(
         "online-boutique (11 services), no policy",
         &s,
         4.0 * 3600.0,
         || Box::new(Static),
     );
-    let hpa = f.hpa.clone();
+    let hpa = HpaConfig::default();
     case(
         "online-boutique (11 services), HPA",
         &s,
         4.0 * 3600.0,
         || Box::new(Hpa::new(70, &hpa)),
     );
-    let s = setup(Topology::synthetic(1000, 1));
+    let s = Topology::synthetic(1000, 1);
     case(
         "synthetic-1000 (1000 services), no policy",
         &s,

@@ -22,6 +22,14 @@ pub enum EvalError {
         /// The cause.
         message: String,
     },
+    /// A campaign's journal that cannot be read or written, or is another campaign's.
+    #[error("journal {path}: {message}")]
+    Journal {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),

@@ -4,6 +4,7 @@
 //! `graphscaler_policy`'s.
 
 pub mod error;
+pub mod journal;
 pub mod metrics;
 pub mod plot;
 pub mod report;

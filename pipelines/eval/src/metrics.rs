@@ -32,7 +32,7 @@ pub struct MetricSettings {
 }
 
 /// The metrics of one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunMetrics {
     /// % of ticks violating the SLO.
     pub slo_violation_pct: f64,

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::{EvalError, Result};
@@ -65,12 +67,13 @@ pub fn write_plots(dir: &Path, runs: &[RunResult], summary: &[SummaryRow]) -> Re
 }
 
 fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
-    let root = BitMapBackend::new(file, (1200, 1000)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(file, e))?;
-    let root = root
+    let names: Vec<String> = runs.iter().map(|r| r.policy.clone()).collect();
+    let pale = ("pale: CPU used".to_string(), RGBColor(190, 190, 190));
+    let root = canvas(file, (1180, 1000), &names, &[pale])?;
+    let main = root
         .titled(&format!("{scenario}: replay 0"), ("sans-serif", 24))
         .map_err(|e| err(file, e))?;
-    let panels = root.split_evenly((4, 1));
+    let panels = main.split_evenly((4, 1));
     let t_max = runs
         .iter()
         .flat_map(|r| r.series.last().map(|p| p.time_s))
@@ -94,55 +97,23 @@ fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
             * 1.1;
         let mut b = ChartBuilder::on(panel);
         b.margin(8).x_label_area_size(30).y_label_area_size(60);
+        let lines = Lines {
+            file,
+            label,
+            runs,
+            get,
+        };
         if log {
-            let mut chart = b
-                .build_cartesian_2d(0.0..t_max, (1.0..y_max.max(10.0)).log_scale())
-                .map_err(|e| err(file, e))?;
-            chart
-                .configure_mesh()
-                .x_desc("minutes")
-                .y_desc(label)
-                .draw()
-                .map_err(|e| err(file, e))?;
-            for (i, r) in runs.iter().enumerate() {
-                let c = COLORS[i % COLORS.len()];
-                chart
-                    .draw_series(LineSeries::new(
-                        r.series.iter().map(|p| (p.time_s / 60.0, get(p))),
-                        &c,
-                    ))
-                    .map_err(|e| err(file, e))?
-                    .label(r.policy.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(file, e))?;
+            lines.draw(
+                b.build_cartesian_2d(0.0..t_max, (1.0..y_max.max(10.0)).log_scale())
+                    .map_err(|e| err(file, e))?,
+            )?;
         } else {
             let mut chart = b
                 .build_cartesian_2d(0.0..t_max, 0.0..y_max)
                 .map_err(|e| err(file, e))?;
-            chart
-                .configure_mesh()
-                .x_desc("minutes")
-                .y_desc(label)
-                .draw()
-                .map_err(|e| err(file, e))?;
-            for (i, r) in runs.iter().enumerate() {
-                let c = COLORS[i % COLORS.len()];
-                chart
-                    .draw_series(LineSeries::new(
-                        r.series.iter().map(|p| (p.time_s / 60.0, get(p))),
-                        &c,
-                    ))
-                    .map_err(|e| err(file, e))?;
-            }
             if label.starts_with("allocated") {
-                // Used CPU of the first policy as a dashed reference is noisy; draw each policy's
-                // used CPU thin instead.
+                // Each policy's used CPU, thin and pale, under its allocation.
                 for (i, r) in runs.iter().enumerate() {
                     let c = COLORS[i % COLORS.len()].mix(0.4);
                     chart
@@ -153,18 +124,120 @@ fn timeseries(file: &Path, scenario: &str, runs: &[&RunResult]) -> Result<()> {
                         .map_err(|e| err(file, e))?;
                 }
             }
+            lines.draw(chart)?;
         }
     }
     root.present().map_err(|e| err(file, e))?;
     Ok(())
 }
 
-fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
-    let root = BitMapBackend::new(file, (1200, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(file, e))?;
-    let root = root
-        .titled("metrics: mean and 95% CI over replays", ("sans-serif", 24))
+/// One panel of a time-series plot: every run's `get` against minutes, in the policies' colours.
+struct Lines<'a> {
+    file: &'a Path,
+    label: &'a str,
+    runs: &'a [&'a RunResult],
+    get: Getter,
+}
+
+impl Lines<'_> {
+    fn draw<Y>(
+        &self,
+        mut chart: ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    ) -> Result<()>
+    where
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        let (file, get) = (self.file, self.get);
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .y_desc(self.label)
+            .draw()
+            .map_err(|e| err(file, e))?;
+        for (i, r) in self.runs.iter().enumerate() {
+            chart
+                .draw_series(LineSeries::new(
+                    r.series.iter().map(|p| (p.time_s / 60.0, get(p))),
+                    &COLORS[i % COLORS.len()],
+                ))
+                .map_err(|e| err(file, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A chart on `area` captioned `caption` (text, font size) over [0, x_max] × [0, y_max]
+/// (`axes`), its mesh drawn with the axes' descriptions `desc` (x, y).
+fn linear_chart<'a, 'b>(
+    file: &Path,
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: (&str, u32),
+    axes: (f64, f64),
+    desc: (&str, &str),
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption.0, ("sans-serif", caption.1))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..axes.0, 0.0..axes.1)
         .map_err(|e| err(file, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(desc.0)
+        .y_desc(desc.1)
+        .draw()
+        .map_err(|e| err(file, e))?;
+    Ok(chart)
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// A white picture for `file`: a `data` (width, height) area for the plot, returned, and beside it
+/// the legend of `names` and `extra` ([`side_legend`]), as wide as its longest name.
+fn canvas<'a>(
+    file: &'a Path,
+    data: (u32, u32),
+    names: &[String],
+    extra: &[(String, RGBColor)],
+) -> Result<Area<'a>> {
+    let longest = names
+        .iter()
+        .chain(extra.iter().map(|e| &e.0))
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0) as u32;
+    let root = BitMapBackend::new(file, (data.0 + 50 + 8 * longest, data.1)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(file, e))?;
+    let (main, legend) = root.split_horizontally(data.0);
+    side_legend(file, &legend, names, extra)?;
+    Ok(main)
+}
+
+/// The legend of a plot in its own area beside the data, never on it: a coloured dot and the
+/// name of each of `names` (in [`COLORS`] order), then the `extra` rows in their own colours.
+fn side_legend(
+    file: &Path,
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    names: &[String],
+    extra: &[(String, RGBColor)],
+) -> Result<()> {
+    let rows = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), COLORS[i % COLORS.len()]))
+        .chain(extra.iter().cloned());
+    for (i, (name, c)) in rows.enumerate() {
+        let y = 60 + 24 * i as i32;
+        area.draw(&Circle::new((15, y), 6, c.filled()))
+            .map_err(|e| err(file, e))?;
+        area.draw(&Text::new(name, (28, y - 7), ("sans-serif", 14)))
+            .map_err(|e| err(file, e))?;
+    }
+    Ok(())
+}
+
+fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
     let mut scenarios: Vec<String> = vec![];
     let mut policies: Vec<String> = vec![];
     for r in summary {
@@ -175,7 +248,11 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
             policies.push(r.policy.clone());
         }
     }
-    let panels = root.split_evenly((3, 1));
+    let root = canvas(file, (1180, 900), &policies, &[])?;
+    let main = root
+        .titled("metrics: mean and 95% CI over replays", ("sans-serif", 24))
+        .map_err(|e| err(file, e))?;
+    let panels = main.split_evenly((3, 1));
     let names = [
         ("slo_violation_pct", "SLO violation %"),
         ("slack_pct", "CPU slack %"),
@@ -229,9 +306,7 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
                     pts.iter()
                         .map(|&(x, m, lo, hi)| ErrorBar::new_vertical(x, lo, m, hi, c.filled(), 8)),
                 )
-                .map_err(|e| err(file, e))?
-                .label(p.clone())
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+                .map_err(|e| err(file, e))?;
             chart
                 .draw_series(
                     pts.iter()
@@ -239,12 +314,6 @@ fn metrics(file: &Path, summary: &[SummaryRow]) -> Result<()> {
                 )
                 .map_err(|e| err(file, e))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(file, e))?;
     }
     root.present().map_err(|e| err(file, e))?;
     Ok(())
@@ -258,8 +327,8 @@ pub fn lines(
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
     ensure_font();
-    let root = BitMapBackend::new(file, (1200, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(file, e))?;
+    let names: Vec<String> = series.iter().map(|s| s.0.clone()).collect();
+    let area = canvas(file, (1180, 500), &names, &[])?;
     let x_max = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.0))
@@ -269,35 +338,20 @@ pub fn lines(
         .flat_map(|s| s.1.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(|e| err(file, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .y_desc(y_desc)
-        .draw()
-        .map_err(|e| err(file, e))?;
-    for (i, (name, pts)) in series.iter().enumerate() {
+    let mut chart = linear_chart(
+        file,
+        &area,
+        (title, 22),
+        (x_max, y_max),
+        ("minutes", y_desc),
+    )?;
+    for (i, (_, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| err(file, e))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            .map_err(|e| err(file, e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(file, e))?;
-    root.present().map_err(|e| err(file, e))?;
+    area.present().map_err(|e| err(file, e))?;
     Ok(())
 }
 
@@ -345,26 +399,23 @@ pub fn frontier(
         .filter(|y| *y <= cap)
         .fold(hpa_top, f64::max)
         * 1.15;
-    let root = BitMapBackend::new(file, (900, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(file, e))?;
-    let (area, legend) = root.split_horizontally(700);
-    let mut chart = ChartBuilder::on(&area)
-        .caption(
-            format!("{scenario}: SLO violation % against CAF (HPA targets, policies)"),
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(|e| err(file, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("CAF (cost over the tuned HPA's, same scenario and seed)")
-        .y_desc("SLO violation % of ticks")
-        .draw()
-        .map_err(|e| err(file, e))?;
     let grey = RGBColor(110, 110, 110);
+    let names: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+    let hpa = ("HPA targets (Pareto joined)".to_string(), grey);
+    let area = canvas(file, (700, 600), &names, &[hpa])?;
+    let mut chart = linear_chart(
+        file,
+        &area,
+        (
+            &format!("{scenario}: SLO violation % against CAF (HPA targets, policies)"),
+            18,
+        ),
+        (x_max, y_max),
+        (
+            "CAF (cost over the tuned HPA's, same scenario and seed)",
+            "SLO violation % of ticks",
+        ),
+    )?;
     let mut pareto: Vec<(f64, f64)> = mine
         .iter()
         .filter(|p| p.pareto)
@@ -439,23 +490,6 @@ pub fn frontier(
             .draw_series(std::iter::once(Circle::new((x, y), 6, c.filled())))
             .map_err(|e| err(file, e))?;
     }
-    // The legend beside the chart, never on its points.
-    let mut rows: Vec<(String, RGBColor)> = vec![("HPA targets (Pareto joined)".into(), grey)];
-    rows.extend(
-        policies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.clone(), COLORS[i % COLORS.len()])),
-    );
-    for (i, (name, c)) in rows.iter().enumerate() {
-        let y = 60 + 24 * i as i32;
-        legend
-            .draw(&Circle::new((15, y), 6, c.filled()))
-            .map_err(|e| err(file, e))?;
-        legend
-            .draw(&Text::new(name.clone(), (28, y - 7), ("sans-serif", 14)))
-            .map_err(|e| err(file, e))?;
-    }
-    root.present().map_err(|e| err(file, e))?;
+    area.present().map_err(|e| err(file, e))?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use graphscaler_twin::{Shape, SloConfig, TickTruth, Topology, Twin, TwinConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
+use crate::journal::{Header, Journal};
 use crate::metrics::{compute, MetricSettings, RunMetrics};
 
 /// Settings of the evaluation harness (`[eval]` in `config/default.toml`).
@@ -73,7 +74,7 @@ pub struct Setup {
 }
 
 /// One point of a run's time series (for plots and Parquet).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesPoint {
     /// Time, s.
     pub time_s: f64,
@@ -96,7 +97,7 @@ pub struct SeriesPoint {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     /// Policy name.
     pub policy: String,
@@ -115,7 +116,26 @@ pub struct RunResult {
     /// Of them, ticks whose entry p95 or error rate broke the SLO.
     pub slo_violated_ticks: usize,
     /// Every decision of the actuator, the warm-up included.
+    #[serde(with = "decisions_as_json")]
     pub decisions: Vec<Decision>,
+}
+
+/// The decisions as JSON text inside a result's binary form (the [`crate::journal`]'s records):
+/// their types, the audit schema's, are written for JSON (tagged enums, optional fields), which a
+/// binary format does not read back; the metrics stay binary, NaN included.
+mod decisions_as_json {
+    use graphscaler_pipeline::served::Decision;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &[Decision], s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(d).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Decision>, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Runs `policy` on a fresh twin through the served loop: the twin's ground truth per tick and
@@ -233,6 +253,35 @@ impl Campaign {
         learned: Option<&dyn Learned>,
         progress: &(dyn Fn(&RunResult) + Sync),
     ) -> Result<Vec<RunResult>> {
+        self.run_journaled(setup, learned, None, progress)
+    }
+
+    /// What this campaign is on `setup`, for its [`Journal`]: the policies, scenarios, replays,
+    /// length and first seed, and every setting of `setup` (the topology included); `extra`
+    /// adds what the caller knows of the policies (the learned checkpoints' bytes, how a learned
+    /// policy acts).
+    pub fn header(&self, setup: &Setup, extra: Vec<(String, String)>) -> Header {
+        let mut parts = vec![
+            ("policies".to_string(), format!("{:?}", self.all_policies())),
+            ("scenarios".to_string(), format!("{:?}", self.scenarios)),
+            ("replays".to_string(), self.replays.to_string()),
+            ("duration".to_string(), format!("{:?}", self.duration_s)),
+            ("seed".to_string(), self.seed.to_string()),
+            ("settings".to_string(), format!("{setup:?}")),
+        ];
+        parts.extend(extra);
+        Header::new(parts)
+    }
+
+    /// [`Campaign::run_with`], taking the runs `journal` holds from it and recording every other
+    /// run in it as it finishes (before `progress` hears of it).
+    pub fn run_journaled(
+        &self,
+        setup: &Setup,
+        learned: Option<&dyn Learned>,
+        journal: Option<&Journal>,
+        progress: &(dyn Fn(&RunResult) + Sync),
+    ) -> Result<Vec<RunResult>> {
         for p in &self.policies {
             if matches!(p, PolicySpec::Learned { .. }) {
                 p.build_served(&setup.hpa, &setup.fallback, learned)?;
@@ -264,28 +313,41 @@ impl Campaign {
                     let seed = self.seed + replay as u64;
                     let scenario = shape.name();
                     let warmup = setup.eval.warmup_s;
-                    let out = policy
-                        .build_served(&setup.hpa, &setup.fallback, learned)
-                        .map_err(EvalError::from)
-                        .and_then(|mut p| {
-                            run_policy(setup, p.as_mut(), shape, self.duration_s, seed)
-                        })
-                        .map(|run| {
-                            let ticks = &run.ticks;
-                            let first = ticks.partition_point(|t| t.time_s <= warmup);
-                            let (applied, refused) = applied_and_refused(&run.decisions, warmup);
-                            RunResult {
-                                policy: policy.name(),
-                                scenario,
-                                replay,
-                                seed,
-                                metrics: compute(&ticks[first..], applied, refused, settings),
-                                series: series(ticks),
-                                ticks: ticks.len(),
-                                slo_violated_ticks: ticks.iter().filter(|t| t.slo_violated).count(),
-                                decisions: run.decisions,
-                            }
-                        });
+                    let held = journal
+                        .and_then(|j| j.take(&(policy.name(), scenario.clone(), replay, seed)));
+                    let out = match held {
+                        Some(r) => Ok(r),
+                        None => policy
+                            .build_served(&setup.hpa, &setup.fallback, learned)
+                            .map_err(EvalError::from)
+                            .and_then(|mut p| {
+                                run_policy(setup, p.as_mut(), shape, self.duration_s, seed)
+                            })
+                            .map(|run| {
+                                let ticks = &run.ticks;
+                                let first = ticks.partition_point(|t| t.time_s <= warmup);
+                                let (applied, refused) =
+                                    applied_and_refused(&run.decisions, warmup);
+                                RunResult {
+                                    policy: policy.name(),
+                                    scenario,
+                                    replay,
+                                    seed,
+                                    metrics: compute(&ticks[first..], applied, refused, settings),
+                                    series: series(ticks),
+                                    ticks: ticks.len(),
+                                    slo_violated_ticks: ticks
+                                        .iter()
+                                        .filter(|t| t.slo_violated)
+                                        .count(),
+                                    decisions: run.decisions,
+                                }
+                            })
+                            .and_then(|r| {
+                                journal.map_or(Ok(()), |j| j.record(&r))?;
+                                Ok(r)
+                            }),
+                    };
                     if let Ok(r) = &out {
                         progress(r);
                     }

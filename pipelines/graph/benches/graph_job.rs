@@ -11,7 +11,6 @@
 //!
 //! Run: `cargo bench -p graphscaler-graph --bench graph_job`
 
-use std::path::Path;
 use std::time::Instant;
 
 use graphscaler_graph::{recompute, run, GraphConfig};
@@ -19,26 +18,11 @@ use graphscaler_schemas::{
     CallEdgeObs, Envelope, GlobalObs, NodeObs, PodChange, PodObs, PodPhase, ServiceObs,
     TelemetryEvent,
 };
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use rand::{Rng, SeedableRng};
 
 fn twin_events() -> Vec<TelemetryEvent> {
-    let cfg = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .expect("topology");
-    let mut twin = Twin::new(
-        topo,
-        cfg,
-        SloConfig::default(),
-        Shape::Peak,
-        4.0 * 3600.0,
-        1,
-    )
-    .expect("twin");
+    let mut twin = Twin::online_boutique(Shape::Peak, 4.0 * 3600.0, 1).expect("twin");
     let mut out = vec![];
     while !twin.done() {
         let (mut obs, _) = twin.advance();
@@ -46,6 +30,11 @@ fn twin_events() -> Vec<TelemetryEvent> {
         out.extend(TelemetryEvent::from_observation(&obs, "twin"));
     }
     out
+}
+
+/// An event of the bench's source at `t`, over `dt` seconds.
+fn at<T: graphscaler_schemas::Keyed>(t: f64, dt: f64, payload: T) -> Envelope<T> {
+    Envelope::new("bench", t, dt, payload)
 }
 
 fn synthetic_events(windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
@@ -99,28 +88,17 @@ fn synthetic_events(windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
         let frac = if w == 0 { 1.0 } else { 0.05 };
         for i in 0..ns {
             if w == 0 || rng.random_bool(frac) {
-                out.push(TelemetryEvent::Service(Envelope::new(
-                    "bench",
-                    t,
-                    window_s,
-                    svc(i, &mut rng),
-                )));
+                out.push(TelemetryEvent::Service(at(t, window_s, svc(i, &mut rng))));
             }
         }
         for e in 0..ne {
             if w == 0 || rng.random_bool(frac) {
-                out.push(TelemetryEvent::Call(Envelope::new(
-                    "bench",
-                    t,
-                    window_s,
-                    call(e, &mut rng),
-                )));
+                out.push(TelemetryEvent::Call(at(t, window_s, call(e, &mut rng))));
             }
         }
         for p in 0..np {
             if w == 0 || rng.random_bool(frac) {
-                out.push(TelemetryEvent::Pod(Envelope::new(
-                    "bench",
+                out.push(TelemetryEvent::Pod(at(
                     t,
                     0.0,
                     PodChange::Upsert(pod(p, &mut rng)),
@@ -140,7 +118,7 @@ fn synthetic_events(windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
                     requested_mem_bytes: 8e9,
                     cpu_usage_cores: 2.0,
                 };
-                out.push(TelemetryEvent::Node(Envelope::new("bench", t, 0.0, node)));
+                out.push(TelemetryEvent::Node(at(t, 0.0, node)));
             }
         }
         let g = GlobalObs {
@@ -150,9 +128,7 @@ fn synthetic_events(windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
             entry_error_rate: 0.0,
             entry_rps: 1.0,
         };
-        out.push(TelemetryEvent::Global(Envelope::new(
-            "bench", t, window_s, g,
-        )));
+        out.push(TelemetryEvent::Global(at(t, window_s, g)));
     }
     out
 }

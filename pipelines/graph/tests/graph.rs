@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use graphscaler_graph::{recompute, run, GraphConfig};
 use graphscaler_schemas::{
     CallEdgeObs, Envelope, GlobalObs, NodeObs, PodChange, PodObs, ServiceObs, Snapshot,
     StatefulObs, TelemetryEvent,
 };
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -245,14 +243,7 @@ proptest! {
 /// (`Snapshot::from_observation`) give the same snapshot, bit for bit.
 #[test]
 fn the_stream_path_featurizes_like_the_in_process_path() {
-    let cfg = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 1800.0, 5).unwrap();
+    let mut twin = Twin::online_boutique(Shape::Rush, 1800.0, 5).unwrap();
     let mut events = vec![];
     let mut expected = vec![];
     let mut prev = None;

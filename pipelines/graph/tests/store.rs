@@ -3,33 +3,16 @@
 //! directories and globs read back in time order.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use graphscaler_graph::recorder::Recorder;
 use graphscaler_graph::store::{self, RecordedDecision, RecordedReward, Transition};
 use graphscaler_graph::{run, GraphConfig};
 use graphscaler_learn_config::reward::{reward_of_snapshot, RewardConfig};
 use graphscaler_schemas::{Action, ActionKind, Snapshot, TelemetryEvent};
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 
 /// Snapshots of 30 s windows of a rush on Online Boutique, as the graph job cuts them.
 fn snapshots(minutes: f64) -> Vec<Snapshot> {
-    let cfg = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = Twin::new(
-        topo,
-        cfg,
-        SloConfig::default(),
-        Shape::Rush,
-        minutes * 60.0,
-        3,
-    )
-    .unwrap();
+    let mut twin = Twin::online_boutique(Shape::Rush, minutes * 60.0, 3).unwrap();
     let mut events = vec![];
     let mut prev = None;
     while !twin.done() {

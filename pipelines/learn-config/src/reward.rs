@@ -239,7 +239,6 @@ pub fn reward_of_snapshot(snap: &Snapshot, c: &RewardConfig) -> Result<Reward, R
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use graphscaler_schemas::{GlobalObs, ServiceObs, StatefulObs};

@@ -157,11 +157,7 @@ fn latency(name: &str, topo: &Topology, reps: usize) {
 
 fn throughput() {
     let twin = TwinConfig::default();
-    let topology = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &twin.fanout_parameters,
-    )
-    .expect("topology");
+    let topology = Topology::online_boutique(&twin.fanout_parameters).expect("topology");
     let cfg = TwinEnvConfig {
         topology,
         twin,
@@ -215,11 +211,7 @@ fn throughput() {
 fn main() {
     tch::set_num_threads(1);
     let cfg = TwinConfig::default();
-    let ob = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .expect("topology");
+    let ob = Topology::online_boutique(&cfg.fanout_parameters).expect("topology");
     latency("online-boutique", &ob, 500);
     latency("synthetic-1000", &Topology::synthetic(1000, 1), 50);
     throughput();

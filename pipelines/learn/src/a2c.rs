@@ -130,7 +130,7 @@ pub fn train<E: DiscreteEnv>(
     log: &mut dyn Write,
 ) -> std::io::Result<Trained> {
     tch::manual_seed(seed);
-    let mut envs = Envs::new(envs);
+    let envs = Envs::new(envs);
     let vs = nn::VarStore::new(Device::Cpu);
     let agent = Agent::new(&vs.root(), envs.obs_dim(), envs.n_actions(), cfg.hidden);
     let mut opt = nn::RmsProp {
@@ -141,10 +141,8 @@ pub fn train<E: DiscreteEnv>(
     .build(&vs, cfg.learning_rate)
     .map_err(std::io::Error::other)?;
     let iterations = total_timesteps / (envs.len() * cfg.num_steps);
-    let mut updates = vec![];
-    writeln!(log, "{}", Diagnostics::HEADER)?;
-    for _ in 0..iterations {
-        let r = envs.rollout(&agent, cfg.num_steps, cfg.gamma, cfg.gae_lambda)?;
+    Trained::by_updates(agent, vs, envs, iterations, log, |agent, envs, _| {
+        let r = envs.rollout(agent, cfg.num_steps, cfg.gamma, cfg.gae_lambda)?;
         let (logp, entropy) = logprob_entropy(&agent.logits(&r.obs), &r.actions);
         let b = A2cBatch {
             logp,
@@ -160,13 +158,6 @@ pub fn train<E: DiscreteEnv>(
             ..Diagnostics::default()
         };
         update(&cfg.into(), &mut opt, &b, &mut d);
-        writeln!(log, "{}", d.csv())?;
-        updates.push(d);
-    }
-    Ok(Trained {
-        agent,
-        vs,
-        episodes: envs.episodes,
-        updates,
+        Ok(d)
     })
 }

@@ -230,7 +230,6 @@ impl HeteroGraph {
 pub const INDEX: Kind = Kind::Int64;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use graphscaler_schemas::snapshot::EdgeSet;

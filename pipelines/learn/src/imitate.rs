@@ -175,20 +175,12 @@ pub fn imitate(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+    use graphscaler_twin::{Shape, Twin};
 
     fn snapshot() -> Snapshot {
-        let cfg = TwinConfig::default();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let topo = Topology::from_file(
-            &root.join("data/topologies/online-boutique.json"),
-            &cfg.fanout_parameters,
-        )
-        .unwrap();
-        let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Peak, 600.0, 1).unwrap();
+        let mut twin = Twin::online_boutique(Shape::Peak, 600.0, 1).unwrap();
         let mut obs = None;
         for _ in 0..10 {
             obs = Some(twin.advance().0);

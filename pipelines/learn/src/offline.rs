@@ -662,6 +662,26 @@ impl Agreement {
     pub fn precision(&self) -> f64 {
         self.same_direction as f64 / self.policy_changes.max(1) as f64
     }
+
+    /// One line for a person: this agreement against the policy's `before` training (and a
+    /// policy that never acts).
+    pub fn describe(&self, before: &Agreement) -> String {
+        format!(
+            "held-out agreement with the recorded decisions: {:.1}% of {} windows decided alike (a policy that never acts: {:.1}%; before cloning: {:.1}%), {:.1}% of {} recorded replica changes made in the same direction ({} of {} scale-ups, {} of {} scale-downs), {:.1}% of the clone's {} changes recorded",
+            100.0 * self.share(),
+            self.windows,
+            100.0 * self.nothing_share(),
+            100.0 * before.share(),
+            100.0 * self.recall(),
+            self.recorded_changes,
+            self.ups.1,
+            self.ups.0,
+            self.downs.1,
+            self.downs.0,
+            100.0 * self.precision(),
+            self.policy_changes
+        )
+    }
 }
 
 /// Per service, the Δreplicas and whether the CPU changed.

@@ -185,6 +185,9 @@ fn remove_version(dir: &Path, v: u32) {
 
 const CSV_HEADER: &str = "time_s,version,train,holdout,epochs,losses/approx_kl,losses/clipfrac,losses/policy_loss,losses/value_loss,losses/entropy,holdout/approx_kl,holdout/gain,holdout/value_loss_live,holdout/value_loss_shadow,verdict,reason";
 
+/// The stream of online learning's updates ([`crate::serve::draw`]).
+const UPDATE_STREAM: u64 = 0x5a4d_504c_4500_0002;
+
 impl OnlineLearner {
     /// Starts learning from `live` (a PPO/A2C model): saves it as `v0000` under `cfg.dir` and
     /// starts `updates.csv`. `ppo` gives γ, λ and the loss's coefficients; `reward` the reward.
@@ -416,7 +419,11 @@ impl OnlineLearner {
     fn update(&mut self, time_s: f64) {
         self.stats.updates += 1;
         let buffer = std::mem::take(&mut self.buffer);
-        let report = match self.train_shadow(&buffer, time_s) {
+        // The update's minibatch order is the `updates`-th draw of its own stream: the same in
+        // every run of the same stream of snapshots.
+        let n = self.stats.updates as u64;
+        let trained = crate::serve::draw(UPDATE_STREAM, n, || self.train_shadow(&buffer, time_s));
+        let report = match trained {
             Ok(r) => r,
             Err(e) => UpdateReport {
                 time_s,

@@ -188,6 +188,34 @@ pub struct Trained {
     pub updates: Vec<Diagnostics>,
 }
 
+impl Trained {
+    /// The loop CartPole's PPO and A2C share: `iterations` updates of `agent` on `envs`, each
+    /// `step(agent, envs, iteration)` (from 1) giving its diagnostics, written as CSV to `log`
+    /// after the header.
+    pub(crate) fn by_updates<E: DiscreteEnv>(
+        agent: Agent,
+        vs: nn::VarStore,
+        mut envs: Envs<E>,
+        iterations: usize,
+        log: &mut dyn Write,
+        mut step: impl FnMut(&Agent, &mut Envs<E>, usize) -> std::io::Result<Diagnostics>,
+    ) -> std::io::Result<Trained> {
+        let mut updates = vec![];
+        writeln!(log, "{}", Diagnostics::HEADER)?;
+        for iteration in 1..=iterations {
+            let d = step(&agent, &mut envs, iteration)?;
+            writeln!(log, "{}", d.csv())?;
+            updates.push(d);
+        }
+        Ok(Trained {
+            agent,
+            vs,
+            episodes: envs.episodes,
+            updates,
+        })
+    }
+}
+
 /// One minibatch as the PPO loss reads it, `[M]` each.
 #[derive(Debug)]
 pub struct Batch {
@@ -322,7 +350,7 @@ pub fn train<E: DiscreteEnv>(
 ) -> std::io::Result<Trained> {
     tch::manual_seed(seed);
     let device = Device::Cpu;
-    let mut envs = Envs::new(envs);
+    let envs = Envs::new(envs);
     let n = envs.len();
     let vs = nn::VarStore::new(device);
     let agent = Agent::new(&vs.root(), envs.obs_dim(), envs.n_actions(), cfg.hidden);
@@ -335,47 +363,45 @@ pub fn train<E: DiscreteEnv>(
     let batch = n * cfg.num_steps;
     let minibatch = (batch / cfg.num_minibatches.max(1)).max(1);
     let iterations = total_timesteps / batch;
-    let mut updates = vec![];
-    writeln!(log, "{}", Diagnostics::HEADER)?;
-    for iteration in 1..=iterations {
-        let lr = if cfg.anneal_lr {
-            (1.0 - (iteration - 1) as f64 / iterations as f64) * cfg.learning_rate
-        } else {
-            cfg.learning_rate
-        };
-        opt.set_lr(lr);
-        let r = envs.rollout(&agent, cfg.num_steps, cfg.gamma, cfg.gae_lambda)?;
-        let mut d = Diagnostics {
-            global_step: envs.global_step,
-            learning_rate: lr,
-            ..Diagnostics::default()
-        };
-        update(cfg, &mut opt, batch, minibatch, &mut d, |idx| {
-            let mb = Tensor::from_slice(idx);
-            let obs = r.obs.index_select(0, &mb);
-            let (new_logp, entropy) =
-                logprob_entropy(&agent.logits(&obs), &r.actions.index_select(0, &mb));
-            Ok(Batch {
-                new_logp,
-                entropy,
-                new_value: agent.value(&obs),
-                old_logp: r.logprobs.index_select(0, &mb),
-                old_value: r.values.index_select(0, &mb),
-                advantages: r.advantages.index_select(0, &mb),
-                returns: r.returns.index_select(0, &mb),
-            })
-        })
-        .map_err(std::io::Error::other)?;
-        d.explained_variance = explained_variance(&r);
-        writeln!(log, "{}", d.csv())?;
-        updates.push(d);
-    }
-    Ok(Trained {
+    Trained::by_updates(
         agent,
         vs,
-        episodes: envs.episodes,
-        updates,
-    })
+        envs,
+        iterations,
+        log,
+        |agent, envs, iteration| {
+            let lr = if cfg.anneal_lr {
+                (1.0 - (iteration - 1) as f64 / iterations as f64) * cfg.learning_rate
+            } else {
+                cfg.learning_rate
+            };
+            opt.set_lr(lr);
+            let r = envs.rollout(agent, cfg.num_steps, cfg.gamma, cfg.gae_lambda)?;
+            let mut d = Diagnostics {
+                global_step: envs.global_step,
+                learning_rate: lr,
+                ..Diagnostics::default()
+            };
+            update(cfg, &mut opt, batch, minibatch, &mut d, |idx| {
+                let mb = Tensor::from_slice(idx);
+                let obs = r.obs.index_select(0, &mb);
+                let (new_logp, entropy) =
+                    logprob_entropy(&agent.logits(&obs), &r.actions.index_select(0, &mb));
+                Ok(Batch {
+                    new_logp,
+                    entropy,
+                    new_value: agent.value(&obs),
+                    old_logp: r.logprobs.index_select(0, &mb),
+                    old_value: r.values.index_select(0, &mb),
+                    advantages: r.advantages.index_select(0, &mb),
+                    returns: r.returns.index_select(0, &mb),
+                })
+            })
+            .map_err(std::io::Error::other)?;
+            d.explained_variance = explained_variance(&r);
+            Ok(d)
+        },
+    )
 }
 
 /// The greedy policy's mean return over `episodes` episodes of `env`.

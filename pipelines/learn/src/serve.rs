@@ -75,6 +75,8 @@ pub fn snapshot_capacity(snap: &Snapshot) -> Option<(Vec<f64>, f64)> {
 pub struct LearnedPolicy {
     agent: GraphAgent,
     vs: VarStore,
+    /// Draws of libtorch's generator so far (a sampling policy's decisions), for [`draw`].
+    draws: u64,
     /// The checkpoint's manifest.
     pub manifest: Manifest,
     state: DecisionState,
@@ -110,6 +112,28 @@ fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
     })
 }
 
+/// The stream of a sampling policy's decisions ([`draw`]).
+pub const SAMPLE_STREAM: u64 = 0x5a4d_504c_4500_0001;
+
+/// libtorch has one generator per process, and an evaluation runs several policies at once on
+/// its threads (a run's own stages share it too): `f` runs with the generator reseeded from
+/// (`stream`, `n`), under a process-wide lock, so that the `n`-th draw of a stream is the same
+/// in every run, whatever else draws beside it. A sampling policy's `n`-th decision and online
+/// learning's `n`-th update are such draws: `graphscaler run` and `eval` with `learn.act =
+/// "sample"` or online learning on give the same figures each time.
+pub fn draw<T>(stream: u64, n: u64, f: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // SplitMix64 of the pair: nearby (stream, n) give unrelated seeds.
+    let mut z = stream ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    tch::manual_seed((z ^ (z >> 31)) as i64);
+    f()
+}
+
 impl LearnedPolicy {
     /// Loads `path` for `topology` (`*`: any); `deterministic` takes the most likely action.
     pub fn load(path: &Path, topology: &str, deterministic: bool) -> Result<Self, CheckpointError> {
@@ -132,6 +156,7 @@ impl LearnedPolicy {
             state,
             history: VecDeque::new(),
             deterministic,
+            draws: 0,
             refused: (0, None),
         }
     }
@@ -188,7 +213,14 @@ impl LearnedPolicy {
         let mut decisions = vec![];
         while self.state.may_decide(&rules) {
             let obs = Obs::new(&window, self.state.mask(&rules, snap, capacity));
-            let step = tch::no_grad(|| self.agent.act(&[&obs], self.deterministic));
+            let step = if self.deterministic {
+                tch::no_grad(|| self.agent.act(&[&obs], true))
+            } else {
+                self.draws += 1;
+                draw(SAMPLE_STREAM, self.draws, || {
+                    tch::no_grad(|| self.agent.act(&[&obs], false))
+                })
+            };
             let applied = self.state.apply(&rules, &step.actions[0]);
             if record {
                 decisions.push(Decision {

@@ -292,7 +292,6 @@ fn decode_scalar(event: &[u8]) -> Option<(String, i64, f32)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -21,11 +21,7 @@ fn root() -> std::path::PathBuf {
 /// A Rush hour of Online Boutique (seed 1) as `agent` decides.
 fn rush(agent: &GraphAgent) -> TwinEnv {
     let twin = TwinConfig::default();
-    let topology = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &twin.fanout_parameters,
-    )
-    .unwrap();
+    let topology = Topology::online_boutique(&twin.fanout_parameters).unwrap();
     let cfg = TwinEnvConfig {
         topology,
         twin,

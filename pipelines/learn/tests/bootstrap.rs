@@ -25,22 +25,11 @@ use tch::Device;
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn topology(twin: &TwinConfig) -> Topology {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &twin.fanout_parameters,
-    )
-    .unwrap()
+    Topology::online_boutique(&twin.fanout_parameters).unwrap()
 }
 
 fn hpa() -> (u32, HpaConfig) {
-    #[derive(serde::Deserialize)]
-    struct F {
-        hpa: HpaConfig,
-    }
-    let h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
-        .unwrap()
-        .hpa;
+    let h = HpaConfig::default();
     (h.tuned_target_cpu_utilization, h)
 }
 
@@ -189,19 +178,8 @@ fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() 
     let epochs = offline::bootstrap(&agent, &vs, &data, &bcfg(), 1, &mut log, &mut |_| {}).unwrap();
     let after = offline::agreement(&agent, data.held_out());
     eprintln!(
-        "held out: {} windows, {:.1}% decided as the HPA (never acting: {:.1}%, untrained: {:.1}%); {:.1}% of {} HPA changes in the same direction ({} of {} ups, {} of {} downs), {:.1}% of the clone's {} changes the HPA's; nll {:.3} -> {:.3} (held out {:.3})",
-        after.windows,
-        100.0 * after.share(),
-        100.0 * after.nothing_share(),
-        100.0 * before.share(),
-        100.0 * after.recall(),
-        after.recorded_changes,
-        after.ups.1,
-        after.ups.0,
-        after.downs.1,
-        after.downs.0,
-        100.0 * after.precision(),
-        after.policy_changes,
+        "{}; nll {:.3} -> {:.3} (held out {:.3})",
+        after.describe(&before),
         epochs[0].nll,
         epochs.last().unwrap().nll,
         epochs.last().unwrap().held_out_nll,

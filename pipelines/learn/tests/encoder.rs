@@ -9,19 +9,12 @@ use graphscaler_learn::gcn_encoder::{GcnEncoder, GcnEncoderConfig};
 use graphscaler_learn::tgat::{Tgat, TgatConfig};
 use graphscaler_learn::HeteroGraph;
 use graphscaler_schemas::Snapshot;
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 fn snapshots(n: usize) -> Vec<Snapshot> {
-    let cfg = TwinConfig::default();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 3600.0, 1).unwrap();
+    let mut twin = Twin::online_boutique(Shape::Rush, 3600.0, 1).unwrap();
     (0..40 + n)
         .map(|_| Snapshot::from_observation(&twin.advance().0))
         .skip(40)

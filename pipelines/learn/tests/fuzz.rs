@@ -28,13 +28,8 @@ use serde_json::Value;
 fn corpus() -> &'static Vec<Vec<u8>> {
     static C: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     C.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let cfg = TwinConfig::default();
-        let topo = Topology::from_file(
-            &root.join("data/topologies/online-boutique.json"),
-            &cfg.fanout_parameters,
-        )
-        .unwrap();
+        let topo = Topology::online_boutique(&cfg.fanout_parameters).unwrap();
         let mut out = vec![];
         for (shape, seed) in [(Shape::Peak, 1), (Shape::Rush, 2)] {
             let mut twin = Twin::new(
@@ -75,13 +70,7 @@ fn policies() -> std::sync::MutexGuard<'static, Policies> {
         }
         .build_stage("gat-ppo", None)
         .unwrap();
-        #[derive(serde::Deserialize)]
-        struct F {
-            hpa: HpaConfig,
-        }
-        let h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
-            .unwrap()
-            .hpa;
+        let h = HpaConfig::default();
         Mutex::new(Policies {
             hpa: Hpa::new(h.tuned_target_cpu_utilization, &h),
             learned,

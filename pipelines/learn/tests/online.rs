@@ -14,7 +14,7 @@ use graphscaler_learn::ppo::PpoConfig;
 use graphscaler_learn::reward::{reward, reward_of_snapshot, RewardConfig};
 use graphscaler_learn::serve::LearnedPolicy;
 use graphscaler_schemas::Snapshot;
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
@@ -22,22 +22,7 @@ use tch::{Device, Tensor};
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn twin(seed: u64) -> Twin {
-    let cfg = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topology = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    Twin::new(
-        topology,
-        cfg,
-        SloConfig::default(),
-        Shape::Peak,
-        4.0 * 3600.0,
-        seed,
-    )
-    .unwrap()
+    Twin::online_boutique(Shape::Peak, 4.0 * 3600.0, seed).unwrap()
 }
 
 /// A small GAT-PPO model for the twin's cluster, saved under `dir/start`.

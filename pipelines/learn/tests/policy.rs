@@ -42,19 +42,17 @@ fn masks_log_probabilities_and_gradients() {
     let mut changes = 0;
     for _ in 0..300 {
         let step = tch::no_grad(|| heads.act(&e, &types, &global, &m, false));
-        match step.actions[0] {
-            HybridAction::Nothing => {}
-            HybridAction::Change {
-                service,
-                node_type,
-                delta_replicas,
-                delta_cpu,
-            } => {
-                changes += 1;
-                assert_eq!((service, node_type), (2, 1));
-                assert!(delta_replicas >= 0, "below the minimum: {delta_replicas}");
-                assert!((-1.0..=1.0).contains(&delta_cpu));
-            }
+        if let HybridAction::Change {
+            service: s,
+            node_type: k,
+            delta_replicas: r,
+            delta_cpu: c,
+        } = step.actions[0]
+        {
+            changes += 1;
+            assert_eq!((s, k), (2, 1));
+            assert!(r >= 0, "below the minimum: {r}");
+            assert!((-1.0..=1.0).contains(&c));
         }
         // The update recomputes the same log-probability, from the tensors and from the action.
         let (lp, ent, v) = tch::no_grad(|| heads.evaluate(&e, &types, &global, &m, &step.tensors));

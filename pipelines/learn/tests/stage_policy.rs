@@ -7,18 +7,12 @@ use std::path::Path;
 use graphscaler_learn::factory::Checkpoints;
 use graphscaler_policy::Learned;
 use graphscaler_schemas::Snapshot;
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 
 #[test]
 fn untrusted_snapshots_get_no_action_and_are_counted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cfg = TwinConfig::default();
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Peak, 900.0, 2).unwrap();
+    let mut twin = Twin::online_boutique(Shape::Peak, 900.0, 2).unwrap();
     let mut snaps = vec![];
     while !twin.done() {
         snaps.push(Snapshot::from_observation(&twin.advance().0));

@@ -21,12 +21,7 @@ static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn env_config(window: usize) -> TwinEnvConfig {
     let twin = TwinConfig::default();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topology = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &twin.fanout_parameters,
-    )
-    .unwrap();
+    let topology = Topology::online_boutique(&twin.fanout_parameters).unwrap();
     TwinEnvConfig {
         topology,
         twin,

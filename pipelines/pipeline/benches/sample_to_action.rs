@@ -14,7 +14,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use graphscaler_actuate::{Actuator, Cluster, Guardrails, Workload};
@@ -27,7 +26,7 @@ use graphscaler_graph::GraphConfig;
 use graphscaler_policy::SnapshotPolicy;
 use graphscaler_schemas::events::{ActionsTopic, AuditTopic, ServicesTopic, SnapshotsTopic};
 use graphscaler_schemas::{Action, ActionKind, Snapshot, TelemetryEvent, Topic};
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use tokio::sync::watch;
 
 /// One action per snapshot, on its busiest service.
@@ -69,22 +68,7 @@ impl Cluster for Instant0 {
 }
 
 fn ticks(n: usize) -> Vec<Vec<TelemetryEvent>> {
-    let cfg = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = Twin::new(
-        topo,
-        cfg,
-        SloConfig::default(),
-        Shape::Peak,
-        15.0 * n as f64 + 15.0,
-        3,
-    )
-    .unwrap();
+    let mut twin = Twin::online_boutique(Shape::Peak, 15.0 * n as f64 + 15.0, 3).unwrap();
     let mut prev = None;
     let mut out = vec![];
     while !twin.done() && out.len() < n {

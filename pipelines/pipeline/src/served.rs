@@ -69,7 +69,7 @@ pub enum Cut {
 }
 
 /// One decision of the actuator in the loop.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Decision {
     /// The time of the snapshot it was decided on, s.
     pub at_s: f64,

@@ -70,15 +70,8 @@ async fn the_loop_through_a_real_broker_and_a_real_prometheus() {
     };
 
     let collect = CollectConfig {
-        namespace: "boutique".into(),
-        prometheus_url: prom_url.clone(),
         kiali_url: twin_url.clone(),
-        kubernetes_url: twin_url.clone(),
-        interval_s: 1.0,
-        timeout_s: 5.0,
-        rate_window_s: 5,
-        slo_window_s: 30,
-        ..CollectConfig::default()
+        ..loopback_collect(&prom_url, &twin_url)
     };
     let slo = (200.0, 0.01);
     let (stop_scrape_tx, stop_scrape) = watch::channel(false);

@@ -23,7 +23,7 @@ use graphscaler_graph::GraphConfig;
 use graphscaler_policy::Hpa;
 use graphscaler_schemas::events::{ActionsTopic, ServicesTopic, SnapshotsTopic};
 use graphscaler_schemas::{Envelope, ServiceObs, Snapshot, TelemetryEvent, Topic};
-use graphscaler_scrape::collect::{CollectConfig, Collector};
+use graphscaler_scrape::collect::Collector;
 use graphscaler_scrape::k8s as kube_io;
 use graphscaler_twin_api::LiveTwin;
 use tokio::sync::watch;
@@ -53,16 +53,7 @@ async fn an_empty_prometheus_makes_no_stage_act() {
     );
     let before = replicas(&state);
 
-    let collect = CollectConfig {
-        namespace: "boutique".into(),
-        prometheus_url: prom_url,
-        kubernetes_url: twin_url.clone(),
-        interval_s: 1.0,
-        timeout_s: 5.0,
-        rate_window_s: 5,
-        slo_window_s: 30,
-        ..CollectConfig::default()
-    };
+    let collect = loopback_collect(&prom_url, &twin_url);
     // One pass by hand: Prometheus answered, so it is no failure, but every service lacks its
     // CPU and request rate, and no global scalars are published.
     let mut c = Collector::new(collect.clone(), (200.0, 0.01))

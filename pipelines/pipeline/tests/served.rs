@@ -12,16 +12,10 @@ use graphscaler_bus::Metrics;
 use graphscaler_graph::GraphConfig;
 use graphscaler_pipeline::served::{Cut, Served};
 use graphscaler_policy::{PolicySpec, SnapshotPolicy};
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 
 fn twin(shape: Shape, seed: u64) -> Twin {
-    let tcfg = TwinConfig::default();
-    let topo = Topology::from_file(
-        &common::root().join("data/topologies/online-boutique.json"),
-        &tcfg.fanout_parameters,
-    )
-    .unwrap();
-    Twin::new(topo, tcfg, SloConfig::default(), shape, 7200.0, seed).unwrap()
+    Twin::online_boutique(shape, 7200.0, seed).unwrap()
 }
 
 fn policy(name: &str) -> Box<dyn SnapshotPolicy> {

@@ -4,33 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use graphscaler_actuate::k8s::KubeCluster;
 use graphscaler_actuate::Cluster;
 use graphscaler_schemas::{Action, ActionKind};
 use graphscaler_scrape::k8s::{self as kube_io, Watched};
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use graphscaler_twin_api::{serve, LiveTwin, Shared};
 
 async fn twin(tick: Duration) -> (String, Shared) {
-    let cfg = TwinConfig::default();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let topo = Topology::from_file(
-        &root.join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let t = Twin::new(
-        topo,
-        cfg,
-        SloConfig::default(),
-        Shape::Peak,
-        24.0 * 3600.0,
-        1,
-    )
-    .unwrap();
+    let t = Twin::online_boutique(Shape::Peak, 24.0 * 3600.0, 1).unwrap();
     let state = LiveTwin::new(t, "boutique", "twin", 1.7e9).shared();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -60,6 +60,8 @@ pub struct HpaConfig {
     pub exclude: Vec<String>,
 }
 
+graphscaler_schemas::default_from!(HpaConfig, "hpa");
+
 impl HpaConfig {
     /// What is wrong with `[hpa]`, one message per problem (empty: nothing).
     pub fn problems(&self) -> Vec<String> {

@@ -343,7 +343,6 @@ impl PolicySpec {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -389,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_learned_policy_needs_a_factory() {
-        let hpa: HpaConfig = toml_hpa();
+        let hpa = HpaConfig::default();
         let e = PolicySpec::parse("gat-ppo")
             .unwrap()
             .build_stage(&hpa, None)
@@ -401,15 +400,5 @@ mod tests {
             .build_stage(&hpa, None)
             .unwrap();
         assert_eq!(p.name(), "hpa-60");
-    }
-
-    fn toml_hpa() -> HpaConfig {
-        #[derive(serde::Deserialize)]
-        struct F {
-            hpa: HpaConfig,
-        }
-        toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
-            .map(|f| f.hpa)
-            .unwrap_or_else(|_| panic!("the embedded defaults have an [hpa] table"))
     }
 }

@@ -9,12 +9,7 @@ use graphscaler_policy::hpa::{HpaConfig, HpaController, Reconcile};
 use graphscaler_schemas::{PodObs, PodPhase};
 
 fn cfg() -> HpaConfig {
-    let text = graphscaler_twin::DEFAULT_TOML;
-    #[derive(serde::Deserialize)]
-    struct F {
-        hpa: HpaConfig,
-    }
-    toml::from_str::<F>(text).unwrap().hpa
+    HpaConfig::default()
 }
 
 const NOW: f64 = 10_000.0;

@@ -34,23 +34,8 @@ impl SnapshotPolicy for Slow {
 }
 
 fn snapshots(n: usize) -> Vec<Snapshot> {
-    let cfg = graphscaler_twin::TwinConfig::default();
-    let topology = graphscaler_twin::Topology::from_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(&cfg.topology),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let mut twin = graphscaler_twin::Twin::new(
-        topology,
-        cfg,
-        graphscaler_twin::SloConfig::default(),
-        graphscaler_twin::Shape::parse("peak").unwrap(),
-        600.0,
-        1,
-    )
-    .unwrap();
+    let mut twin =
+        graphscaler_twin::Twin::online_boutique(graphscaler_twin::Shape::Peak, 600.0, 1).unwrap();
     (0..n)
         .map(|_| Snapshot::from_observation(&twin.advance().0))
         .collect()
@@ -184,13 +169,8 @@ async fn the_fallback_acts_when_the_policy_cannot_decide_and_is_counted() {
     let mut decisions = bus.subscribe(&[DecisionsTopic::NAME]);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // A 1 % CPU target: any load is above it, so the HPA asks for more replicas at once.
-    #[derive(serde::Deserialize)]
-    struct F {
-        hpa: HpaConfig,
-    }
-    let defaults: F = toml::from_str(graphscaler_twin::DEFAULT_TOML).unwrap();
     let hpa = PolicySpec::HpaAt(1)
-        .build_stage(&defaults.hpa, None)
+        .build_stage(&HpaConfig::default(), None)
         .unwrap();
     let policy = WithFallback::new(Box::new(Picky { refuse: 4, seen: 0 }), hpa);
     let metrics = Metrics::new("policy");

@@ -38,6 +38,10 @@ use crate::k8s::{self as reader, DeploymentInfo, KubeState};
 pub struct CollectConfig {
     /// Namespace of the managed workloads.
     pub namespace: String,
+    /// The managed cluster, as Kiali and Istio name it (`cluster` of Kiali's nodes,
+    /// `destination_cluster` of Istio's metrics); empty: the call graph must name one cluster at
+    /// most (a graph spanning several is a failure of the pass that asks for this setting).
+    pub cluster: String,
     /// Prometheus base URL (`http://prometheus:9090`).
     pub prometheus_url: String,
     /// Kiali base URL (`http://kiali:20001/kiali`); empty: call edges from Istio metrics only.
@@ -402,6 +406,13 @@ impl Collector {
                 (got.len() == 3).then(|| istio::edges(&got[0], &got[1], &got[2]))
             }
         };
+        let edges = edges.filter(|e| match cluster_problem(&self.cfg, e) {
+            Some(why) => {
+                out.failures.push(("kiali".into(), why));
+                false
+            }
+            None => true,
+        });
         let prom = prom_ok.then_some(prom);
         let sources_ok = prom.is_some() && kube.is_some();
         out.events = assemble(
@@ -502,28 +513,56 @@ pub fn assemble(
     ev
 }
 
-/// Kiali's edges into the managed namespace as `calls` events (TCP bytes per second become
-/// requests per second).
+/// Kiali's (or Istio's) edges into the managed namespace and cluster as `calls` events: the
+/// requests per second, TCP bytes per second counted as requests of `tcp_bytes_per_request`
+/// bytes. A caller in another cluster is named `<cluster>/<workload>` (a name no Kubernetes
+/// workload has), so that it never merges with a same-named workload of the managed cluster.
+/// ([`cluster_problem`] refuses edges into several clusters when `cluster` is not set.)
 fn call_events(cfg: &CollectConfig, edges: &[KialiEdge], now: f64, w: f64) -> Vec<TelemetryEvent> {
     edges
         .iter()
-        .filter(|k| k.destination_namespace == cfg.namespace || k.destination_namespace.is_empty())
+        .filter(|k| ours(cfg, k))
         .map(|k| {
-            let rps = if k.protocol == "tcp" {
-                k.rate / cfg.tcp_bytes_per_request
+            let source = if k.source_cluster.is_empty() || k.source_cluster == k.destination_cluster
+            {
+                k.source.clone()
             } else {
-                k.rate
+                format!("{}/{}", k.source_cluster, k.source)
             };
             let c = CallEdgeObs {
-                source: k.source.clone(),
+                source,
                 destination: k.destination.clone(),
-                rps,
+                rps: k.rps + k.tcp_bytes_per_s / cfg.tcp_bytes_per_request,
                 p95_ms: k.p95_ms.unwrap_or(0.0),
                 error_rate: k.error_rate,
             };
             TelemetryEvent::Call(Envelope::new("kiali", now, w, c))
         })
         .collect()
+}
+
+/// Whether `k` calls into the managed namespace and cluster.
+fn ours(cfg: &CollectConfig, k: &KialiEdge) -> bool {
+    (k.destination_namespace == cfg.namespace || k.destination_namespace.is_empty())
+        && (cfg.cluster.is_empty() || k.destination_cluster == cfg.cluster)
+}
+
+/// Why `edges` cannot be read as one cluster's calls: without `cluster` set, edges into the
+/// managed namespace of several clusters (their same-named workloads would merge).
+pub fn cluster_problem(cfg: &CollectConfig, edges: &[KialiEdge]) -> Option<String> {
+    let clusters: BTreeSet<&str> = edges
+        .iter()
+        .filter(|k| ours(cfg, k))
+        .map(|k| k.destination_cluster.as_str())
+        .filter(|c| !c.is_empty())
+        .collect();
+    (cfg.cluster.is_empty() && clusters.len() > 1).then(|| {
+        format!(
+            "the call graph of namespace {} spans clusters {}: set pipeline.collect.cluster to the one graphscaler manages",
+            cfg.namespace,
+            clusters.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 /// Deletes of the pods gone since the last read, then an upsert of every pod (with its CPU
@@ -717,7 +756,6 @@ fn global_obs(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::k8s::DeploymentInfo;
@@ -805,18 +843,75 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn every_source_becomes_its_events() {
-        let edges = [KialiEdge {
-            source: "web".into(),
+    /// `source` calling `destination` in namespace `boutique` of no named cluster: `rps` requests
+    /// and `tcp` bytes per second.
+    fn edge(source: &str, destination: &str, rps: f64, tcp: f64) -> KialiEdge {
+        KialiEdge {
+            source: source.into(),
             source_namespace: "boutique".into(),
-            destination: "db".into(),
+            source_cluster: String::new(),
+            destination: destination.into(),
             destination_namespace: "boutique".into(),
-            protocol: "tcp".into(),
-            rate: 1024.0,
+            destination_cluster: String::new(),
+            protocols: vec![if tcp > 0.0 { "tcp" } else { "http" }.into()],
+            rps,
+            tcp_bytes_per_s: tcp,
             error_rate: 0.0,
             p95_ms: None,
-        }];
+        }
+    }
+
+    #[test]
+    fn calls_are_read_for_the_managed_cluster_only() {
+        let in_cluster = |c: &str, e: KialiEdge| KialiEdge {
+            source_cluster: c.into(),
+            destination_cluster: c.into(),
+            ..e
+        };
+        let edges = [
+            in_cluster("east", edge("web", "db", 10.0, 0.0)),
+            in_cluster("west", edge("web", "db", 3.0, 0.0)),
+            // A caller in west calling east's db.
+            KialiEdge {
+                source_cluster: "west".into(),
+                destination_cluster: "east".into(),
+                ..edge("web", "db", 2.0, 512.0)
+            },
+        ];
+        // Unset, the two clusters' same-named workloads would merge: the pass says so.
+        let e = cluster_problem(&cfg(), &edges).unwrap();
+        assert!(
+            e.contains("east, west") && e.contains("pipeline.collect.cluster"),
+            "{e}"
+        );
+        let east = CollectConfig {
+            cluster: "east".into(),
+            ..cfg()
+        };
+        assert_eq!(cluster_problem(&east, &edges), None);
+        let calls: Vec<(String, String, f64)> = call_events(&east, &edges, 0.0, 30.0)
+            .into_iter()
+            .filter_map(|e| match e {
+                TelemetryEvent::Call(c) => {
+                    Some((c.payload.source, c.payload.destination, c.payload.rps))
+                }
+                _ => None,
+            })
+            .collect();
+        // West's own call is not east's; west's caller keeps its cluster in its name; its TCP
+        // bytes count as requests of 512 bytes.
+        assert_eq!(
+            calls,
+            [
+                ("web".to_string(), "db".to_string(), 10.0),
+                ("west/web".to_string(), "db".to_string(), 3.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_source_becomes_its_events() {
+        let edges = [edge("web", "db", 0.0, 1024.0)];
         let ev = assemble(
             &cfg(),
             &mut None,
@@ -912,14 +1007,11 @@ mod tests {
         }));
         // Kubernetes down: nothing but call edges.
         let edges = [KialiEdge {
-            source: "web".into(),
             source_namespace: String::new(),
-            destination: "db".into(),
             destination_namespace: String::new(),
-            protocol: "http".into(),
-            rate: 5.0,
             error_rate: 0.1,
             p95_ms: Some(3.0),
+            ..edge("web", "db", 5.0, 0.0)
         }];
         let ev = assemble(&cfg(), &mut None, 100.0, None, Some(&prom()), Some(&edges));
         assert_eq!(ev.len(), 1);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use graphscaler_scrape::parse::{kiali, kubernetes, prometheus};
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use graphscaler_twin_api::kiali::GraphQuery;
 use graphscaler_twin_api::kube::{self, Ctx};
 use graphscaler_twin_api::LiveTwin;
@@ -18,13 +18,7 @@ fn root() -> std::path::PathBuf {
 }
 
 fn live() -> LiveTwin {
-    let cfg = TwinConfig::default();
-    let topo = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 3600.0, 4).unwrap();
+    let twin = Twin::online_boutique(Shape::Rush, 3600.0, 4).unwrap();
     let mut t = LiveTwin::new(twin, "boutique", "twin", 1.7e9);
     for _ in 0..20 {
         t.tick();
@@ -53,16 +47,20 @@ fn kiali_round_trip() {
             .find(|x| x.source == e.source && x.destination == e.destination)
             .unwrap();
         assert_eq!(p.destination_namespace, "boutique");
-        if p.protocol == "tcp" {
-            assert!(
-                (p.rate / graphscaler_twin_api::kiali::TCP_BYTES_PER_REQUEST - e.rps).abs() < 0.01
-            );
+        assert_eq!(
+            p.protocols.len(),
+            1,
+            "the twin serves one protocol per pair"
+        );
+        if p.protocols[0] == "tcp" {
+            let rps = p.tcp_bytes_per_s / graphscaler_twin_api::kiali::TCP_BYTES_PER_REQUEST;
+            assert!((rps - e.rps).abs() < 0.01 && p.rps == 0.0);
             continue;
         }
         assert!(
-            (p.rate - e.rps).abs() <= 0.005 + 1e-9,
+            (p.rps - e.rps).abs() <= 0.005 + 1e-9,
             "{} vs {}",
-            p.rate,
+            p.rps,
             e.rps
         );
         assert!((p.error_rate - e.error_rate).abs() <= 0.0005 + 1e-9);

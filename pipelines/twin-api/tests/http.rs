@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
+use graphscaler_twin::{Shape, Twin};
 use graphscaler_twin_api::{serve, LiveTwin, Shared};
 use serde_json::Value;
 
@@ -24,21 +24,7 @@ fn shared_data(rel: &str) -> Value {
 
 /// Starts the twin (one 15 s tick per `tick_ms` of wall time) on an ephemeral loopback port.
 async fn start(tick_ms: u64) -> (String, Shared, tokio::sync::oneshot::Sender<()>) {
-    let cfg = TwinConfig::default();
-    let topo = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap();
-    let twin = Twin::new(
-        topo,
-        cfg,
-        SloConfig::default(),
-        Shape::Peak,
-        4.0 * 3600.0,
-        1,
-    )
-    .unwrap();
+    let twin = Twin::online_boutique(Shape::Peak, 4.0 * 3600.0, 1).unwrap();
     let state = LiveTwin::new(twin, "default", "twin", 1.7e9).shared();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -136,7 +136,8 @@ pub struct ProbeConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwinConfig {
-    /// Topology file.
+    /// Topology file; empty: Online Boutique, compiled in
+    /// ([`crate::topology::ONLINE_BOUTIQUE_JSON`]).
     pub topology: String,
     /// Simulation step, s.
     pub step_s: f64,
@@ -461,12 +462,7 @@ mod tests {
         let c = TwinConfig::default();
         c.validate().unwrap();
         assert_eq!(SloConfig::default().latency_ms, 200.0);
-        let t = Topology::from_file(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../data/topologies/online-boutique.json"),
-            &c.fanout_parameters,
-        )
-        .unwrap();
+        let t = Topology::online_boutique(&c.fanout_parameters).unwrap();
         let svc = |n: &str| t.services[t.service_index(n).unwrap()].clone();
         // The topology's own CPU cost.
         assert_eq!(c.cpu_cost_s(&svc("frontend")), 0.0025);

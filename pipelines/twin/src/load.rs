@@ -224,9 +224,13 @@ impl CsvFile {
             path: path.to_owned(),
             source,
         })?;
-        let p = path.display().to_string();
+        Ok(Self::of_text(text, path.display().to_string()))
+    }
+
+    /// `text`, named `p` in errors.
+    fn of_text(text: String, p: String) -> Self {
         let name = p.clone();
-        Ok(Self {
+        Self {
             text,
             p,
             bad: Box::new(move |line, message| TwinError::Trace {
@@ -234,9 +238,23 @@ impl CsvFile {
                 line,
                 message,
             }),
-        })
+        }
     }
 }
+
+/// The shipped Azure LLM inference conversation trace (`data/traces/azure-llm-2023`, CC BY 4.0;
+/// provenance in `data/PROVENANCE.md`) bucketed per second, compiled in: the trace of the
+/// `bursty-mix` scenario, so that it runs from any directory.
+pub const AZURE_CONV_PER_SECOND: (&str, &str) = (
+    "data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv",
+    include_str!("../../../data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv"),
+);
+
+/// The same trace per minute, compiled in (`graphscaler twin shapes all`).
+pub const AZURE_CONV_PER_MINUTE: (&str, &str) = (
+    "data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv",
+    include_str!("../../../data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_minute.csv"),
+);
 
 /// Buckets a file of one row per request into a trace ([`Trace::from_csv`]'s format): the
 /// request counts per `bucket_s`-second bucket from the first request's, as
@@ -369,7 +387,16 @@ impl Trace {
     /// (timestamps, token counts) is refused with the command that buckets it
     /// ([`bucket_requests`], `graphscaler twin bucket`).
     pub fn from_csv(path: &Path) -> Result<Self> {
-        let CsvFile { text, p, bad } = CsvFile::read(path)?;
+        Self::from_csv_file(CsvFile::read(path)?)
+    }
+
+    /// A shipped trace ([`AZURE_CONV_PER_SECOND`], [`AZURE_CONV_PER_MINUTE`]): (its path in the
+    /// repository, its text), read as [`Trace::from_csv`] reads the file, with the same name.
+    pub fn shipped((path, text): (&str, &str)) -> Result<Self> {
+        Self::from_csv_file(CsvFile::of_text(text.to_owned(), path.to_owned()))
+    }
+
+    fn from_csv_file(CsvFile { text, p, bad }: CsvFile) -> Result<Self> {
         let mut lines = text.lines().enumerate();
         let (_, header) = lines
             .next()
@@ -474,7 +501,7 @@ impl Trace {
         for l in &mut levels {
             *l /= max;
         }
-        let name = path
+        let name = Path::new(&p)
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();

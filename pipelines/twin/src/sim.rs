@@ -303,6 +303,14 @@ pub struct Twin {
 }
 
 impl Twin {
+    /// Online Boutique (compiled in) with the default configuration and SLO, under `shape` for
+    /// `duration_s` seconds, seeded: the twin that tests, benchmarks and examples start.
+    pub fn online_boutique(shape: Shape, duration_s: f64, seed: u64) -> Result<Self> {
+        let cfg = TwinConfig::default();
+        let topo = Topology::online_boutique(&cfg.fanout_parameters)?;
+        Self::new(topo, cfg, SloConfig::default(), shape, duration_s, seed)
+    }
+
     /// A twin of `topo` under `shape` for `duration_s` seconds, seeded.
     pub fn new(
         topo: Topology,

@@ -473,7 +473,21 @@ fn read_routes(
     Ok(routes)
 }
 
+/// Where the compiled-in Online Boutique topology comes from, and the name it goes by in errors
+/// and checkpoints (the same as when the file is read from a checkout).
+pub const ONLINE_BOUTIQUE_SOURCE: &str = "data/topologies/online-boutique.json";
+
+/// Online Boutique's topology file, compiled in: the default of `twin.topology`, so that every
+/// command works from any directory, and what tests and benchmarks start from.
+pub const ONLINE_BOUTIQUE_JSON: &str =
+    include_str!("../../../data/topologies/online-boutique.json");
+
 impl Topology {
+    /// Online Boutique as shipped ([`ONLINE_BOUTIQUE_JSON`]), compiled in.
+    pub fn online_boutique(parameters: &BTreeMap<String, f64>) -> Result<Self> {
+        Self::from_json_str(ONLINE_BOUTIQUE_JSON, ONLINE_BOUTIQUE_SOURCE, parameters)
+    }
+
     /// Reads and validates a topology file. `parameters` supplies fan-out counts that the file
     /// leaves symbolic (the file's own `parameters` win).
     pub fn from_file(path: &Path, parameters: &BTreeMap<String, f64>) -> Result<Self> {
@@ -865,9 +879,7 @@ mod tests {
     }
 
     fn ob() -> Topology {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../data/topologies/online-boutique.json");
-        Topology::from_file(&path, &params()).unwrap()
+        Topology::online_boutique(&params()).unwrap()
     }
 
     /// Every malformed topology of `tests/fixtures/topologies` is refused naming the file, the

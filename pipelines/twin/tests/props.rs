@@ -31,10 +31,7 @@ proptest! {
         plan in proptest::collection::vec((0usize..12, kind()), 1..40),
     ) {
         let cfg = TwinConfig::default();
-        let topo = Topology::from_file(
-            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/topologies/online-boutique.json")),
-            &cfg.fanout_parameters,
-        ).unwrap();
+        let topo = Topology::online_boutique(&cfg.fanout_parameters).unwrap();
         let names: Vec<String> = topo.services.iter().map(|s| s.name.clone()).chain(["ghost".to_string()]).collect();
         let lim = cfg.limits.clone();
         let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::Rush, 15.0 * plan.len() as f64, seed).unwrap();
@@ -141,18 +138,14 @@ proptest! {
 fn the_topology_reader_never_panics_and_what_it_accepts_runs() {
     use rand::{Rng, SeedableRng};
     let cfg = TwinConfig::default();
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/topologies/online-boutique.json"
-    ))
-    .unwrap();
+    let text = graphscaler_twin::topology::ONLINE_BOUTIQUE_JSON;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..600 {
         let edits: Vec<(usize, u8, u8)> = (0..rng.random_range(1..=5))
             .map(|_| (rng.random_range(0..text.len()), rng.random(), rng.random()))
             .collect();
-        let mutant = mutate(&text, &edits);
+        let mutant = mutate(text, &edits);
         match Topology::from_json_str(&mutant, "<mutant>", &cfg.fanout_parameters) {
             Ok(topo) => {
                 accepted += 1;

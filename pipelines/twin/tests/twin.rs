@@ -17,25 +17,12 @@ fn root() -> &'static Path {
 }
 
 fn online_boutique(cfg: &TwinConfig) -> Topology {
-    Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &cfg.fanout_parameters,
-    )
-    .unwrap()
+    Topology::online_boutique(&cfg.fanout_parameters).unwrap()
 }
 
 /// Online Boutique on the default twin.
 fn ob_twin(shape: Shape, duration_s: f64, seed: u64) -> Twin {
-    let cfg = TwinConfig::default();
-    Twin::new(
-        online_boutique(&cfg),
-        cfg,
-        SloConfig::default(),
-        shape,
-        duration_s,
-        seed,
-    )
-    .unwrap()
+    Twin::online_boutique(shape, duration_s, seed).unwrap()
 }
 
 /// One service `api` (limit = request = `cpu_m`), one route, one task.

@@ -570,21 +570,7 @@ fn bootstrap(
     log.flush()?;
     let after = offline::agreement(&agent, data.held_out());
     let secs = started.elapsed().as_secs_f64();
-    say!(
-        "held-out agreement with the recorded decisions: {:.1}% of {} windows decided alike (a policy that never acts: {:.1}%; before cloning: {:.1}%), {:.1}% of {} recorded replica changes made in the same direction ({} of {} scale-ups, {} of {} scale-downs), {:.1}% of the clone's {} changes recorded",
-        100.0 * after.share(),
-        after.windows,
-        100.0 * after.nothing_share(),
-        100.0 * before.share(),
-        100.0 * after.recall(),
-        after.recorded_changes,
-        after.ups.1,
-        after.ups.0,
-        after.downs.1,
-        after.downs.0,
-        100.0 * after.precision(),
-        after.policy_changes
-    );
+    say!("{}", after.describe(&before));
     let algo = a.algo.as_str();
     let command = format!(
         "graphscaler train --encoder {} --algo {algo} --from {named} --steps 0 --seed {}{}",

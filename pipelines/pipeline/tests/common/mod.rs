@@ -10,6 +10,7 @@ use graphscaler_bus::stage::unix_now;
 use graphscaler_bus::transport::Subscriber;
 use graphscaler_bus::BusConfig;
 use graphscaler_policy::HpaConfig;
+use graphscaler_scrape::collect::CollectConfig;
 use graphscaler_twin::{Shape, SloConfig, Topology, Twin, TwinConfig};
 use graphscaler_twin_api::{serve, LiveTwin, Shared};
 
@@ -68,16 +69,11 @@ pub async fn wait_until(
 
 /// The HPA of the embedded configuration, syncing every 2 s (one twin tick per second).
 pub fn hpa_config() -> HpaConfig {
-    #[derive(serde::Deserialize)]
-    struct F {
-        hpa: HpaConfig,
-    }
-    let mut h = toml::from_str::<F>(graphscaler_twin::DEFAULT_TOML)
-        .unwrap()
-        .hpa;
     // One twin tick per second: the controller syncs every 2 s, with the upstream algorithm.
-    h.sync_period_s = 2.0;
-    h
+    HpaConfig {
+        sync_period_s: 2.0,
+        ..HpaConfig::default()
+    }
 }
 
 /// Online Boutique on Peak for an hour, one 1 s tick per observation.
@@ -86,12 +82,23 @@ pub fn peak_twin(seed: u64) -> Twin {
         observe_every_s: 1.0,
         ..TwinConfig::default()
     };
-    let topo = Topology::from_file(
-        &root().join("data/topologies/online-boutique.json"),
-        &tcfg.fanout_parameters,
-    )
-    .unwrap();
+    let topo = Topology::online_boutique(&tcfg.fanout_parameters).unwrap();
     Twin::new(topo, tcfg, SloConfig::default(), Shape::Peak, 3600.0, seed).unwrap()
+}
+
+/// The scrape stage against the twin at `twin_url` (its Kubernetes API) and Prometheus at
+/// `prometheus_url`, with loopback timings: a pass a second, 5 s rates and 30 s SLO windows.
+pub fn loopback_collect(prometheus_url: &str, twin_url: &str) -> CollectConfig {
+    CollectConfig {
+        namespace: "boutique".into(),
+        prometheus_url: prometheus_url.into(),
+        kubernetes_url: twin_url.into(),
+        interval_s: 1.0,
+        timeout_s: 5.0,
+        rate_window_s: 5,
+        slo_window_s: 30,
+        ..CollectConfig::default()
+    }
 }
 
 /// `twin` behind its HTTP interfaces on a free loopback port, one tick per wall second: its

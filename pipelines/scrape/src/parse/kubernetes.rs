@@ -74,10 +74,27 @@ pub fn quantity(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0)
 }
 
-fn items<'a>(v: &'a Value, target: &'static str) -> Result<&'a Vec<Value>, ParseError> {
-    v.get("items")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ParseError::field(target, "items", "expected a list"))
+/// The `items` of a `target` list in `body`, each with its `metadata.name`; an error names the
+/// body's JSON problem, a missing list or the item without a name.
+fn named_items(body: &[u8], target: &'static str) -> Result<Vec<(String, Value)>, ParseError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::json(target, e))?;
+    let Some(Value::Array(items)) = v.get("items").cloned() else {
+        return Err(ParseError::field(target, "items", "expected a list"));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let name = item
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    let at = format!("items[{i}].metadata.name");
+                    ParseError::field(target, at, "expected a string")
+                })?;
+            Ok((name.to_owned(), item))
+        })
+        .collect()
 }
 
 fn ready(v: &Value) -> bool {
@@ -92,15 +109,8 @@ fn ready(v: &Value) -> bool {
 /// Parses a `NodeList`. A node without a readable allocatable CPU or memory is rejected.
 pub fn nodes(body: &[u8]) -> Result<Parsed<NodeInfo>, ParseError> {
     const T: &str = "kubernetes nodes";
-    let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::json(T, e))?;
     let mut out = Parsed::default();
-    for (i, n) in items(&v, T)?.iter().enumerate() {
-        let name = n
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ParseError::field(T, format!("items[{i}].metadata.name"), "expected a string")
-            })?;
+    for (i, (name, n)) in named_items(body, T)?.iter().enumerate() {
         let alloc = |k: &str| {
             n.pointer(&format!("/status/allocatable/{k}"))
                 .and_then(Value::as_str)
@@ -129,15 +139,8 @@ pub fn nodes(body: &[u8]) -> Result<Parsed<NodeInfo>, ParseError> {
 /// Parses a `PodList` (from the API server or the kubelet).
 pub fn pods(body: &[u8]) -> Result<Parsed<PodInfo>, ParseError> {
     const T: &str = "kubernetes pods";
-    let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::json(T, e))?;
     let mut out = Parsed::default();
-    for (i, p) in items(&v, T)?.iter().enumerate() {
-        let name = p
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                ParseError::field(T, format!("items[{i}].metadata.name"), "expected a string")
-            })?;
+    for (i, (name, p)) in named_items(body, T)?.iter().enumerate() {
         let labels = p.pointer("/metadata/labels");
         let app = labels
             .and_then(|l| l.get("app").or_else(|| l.get("app.kubernetes.io/name")))
@@ -197,13 +200,8 @@ pub fn pods(body: &[u8]) -> Result<Parsed<PodInfo>, ParseError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        crate::fixture(&format!("kubernetes/{name}"))
-    }
 
     #[test]
     fn quantities() {
@@ -220,7 +218,7 @@ mod tests {
 
     #[test]
     fn the_real_node_list() {
-        let p = nodes(&fixture("honeycomb-agent-nodes.json")).unwrap();
+        let p = nodes(&crate::fixture("kubernetes/honeycomb-agent-nodes.json")).unwrap();
         assert_eq!(p.items.len(), 2);
         let n = &p.items[0];
         assert_eq!(n.name, "duckboat-01");
@@ -231,7 +229,7 @@ mod tests {
 
     #[test]
     fn the_real_pod_list() {
-        let p = pods(&fixture("honeycomb-agent-pods.json")).unwrap();
+        let p = pods(&crate::fixture("kubernetes/honeycomb-agent-pods.json")).unwrap();
         assert_eq!(p.items.len(), 11);
         assert!(p.rejected.is_empty(), "{:?}", p.rejected);
         assert!(p
@@ -244,9 +242,11 @@ mod tests {
     #[test]
     fn the_api_fixtures_and_bad_input() {
         // The single-object fixtures are not lists: a clear error, not an empty result.
-        let e = nodes(&fixture("k8s-api-testdata-HEAD-core.v1.Node.json"))
-            .unwrap_err()
-            .to_string();
+        let e = nodes(&crate::fixture(
+            "kubernetes/k8s-api-testdata-HEAD-core.v1.Node.json",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`items`"), "{e}");
         let e = pods(b"{\"items\": [{\"metadata\": {}}]}")
             .unwrap_err()

@@ -146,22 +146,17 @@ pub fn parse(body: &[u8]) -> Result<Parsed<Sample>, ParseError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        crate::fixture(&format!("prometheus/{name}"))
-    }
-
     #[test]
     fn the_documented_query_responses() {
-        let p = parse(&fixture("api_v1_query_up.json")).unwrap();
+        let p = parse(&crate::fixture("prometheus/api_v1_query_up.json")).unwrap();
         assert_eq!(p.items.len(), 2);
         assert_eq!(p.items[0].label("job"), Some("prometheus"));
         assert_eq!((p.items[0].time_s, p.items[0].value), (1435781451.781, 1.0));
         assert_eq!(p.items[1].value, 0.0);
-        let p = parse(&fixture("api_v1_query_range_up.json")).unwrap();
+        let p = parse(&crate::fixture("prometheus/api_v1_query_range_up.json")).unwrap();
         assert_eq!(p.items.len(), 6);
         assert!(p.items.iter().all(|s| s.label("__name__") == Some("up")));
         assert!(p.rejected.is_empty());
