@@ -101,6 +101,15 @@ enum Command {
     /// The actuator: actions through guardrails to the Kubernetes API, decisions to the audit
     /// topic (Kafka).
     Actuate,
+    /// The actions topic (the policy stage's scaling actions), read from outside the pipeline.
+    #[command(subcommand)]
+    Actions(TopicCommand),
+    /// The audit topic (what the actuator did with each action), read from outside.
+    #[command(subcommand)]
+    Audit(TopicCommand),
+    /// The decisions topic (each snapshot's whole decision, actions or none), read from outside.
+    #[command(subcommand)]
+    Decisions(TopicCommand),
     /// Print the effective configuration as TOML.
     Config,
     /// GET a stage's /healthz or /readyz (for container healthchecks): exit 0 on a 2xx
@@ -109,6 +118,14 @@ enum Command {
         /// For example http://127.0.0.1:9464/readyz.
         url: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Print the topic as JSON lines, one envelope per line, from its end (default), its
+    /// beginning, an offset or a time, on pipeline.kafka_bootstrap (`graphscaler run --tail`
+    /// does the same on its in-process bus).
+    Tail(pipeline::TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +469,15 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
             Some(l) => l.train(&cfg, a),
             None => exec_learning_build(),
         },
+        Command::Actions(TopicCommand::Tail(a)) => {
+            pipeline::tail(&cfg, pipeline::topic_named("actions")?, a)
+        }
+        Command::Audit(TopicCommand::Tail(a)) => {
+            pipeline::tail(&cfg, pipeline::topic_named("audit")?, a)
+        }
+        Command::Decisions(TopicCommand::Tail(a)) => {
+            pipeline::tail(&cfg, pipeline::topic_named("decisions")?, a)
+        }
         Command::Scrape => pipeline::stage(&cfg, pipeline::Stage::Scrape, learning),
         Command::Graph => pipeline::stage(&cfg, pipeline::Stage::Graph, learning),
         Command::Policy => pipeline::stage(&cfg, pipeline::Stage::Policy, learning),

@@ -44,6 +44,89 @@ pub struct LoopArgs {
     /// eval`'s decisions.csv).
     #[arg(long)]
     decisions: Option<PathBuf>,
+    /// Print these topics of the in-process bus as they are published, one JSON envelope per
+    /// line on stdout before the summary: comma-separated actions, audit, decisions, snapshots.
+    #[arg(long, value_delimiter = ',')]
+    tail: Vec<String>,
+}
+
+/// The topic a short name names (`graphscaler run --tail`, `graphscaler <name> tail`).
+pub fn topic_named(name: &str) -> Result<&'static str> {
+    use graphscaler_schemas::events::{AuditTopic, DecisionsTopic};
+    Ok(match name {
+        "actions" => ActionsTopic::NAME,
+        "audit" => AuditTopic::NAME,
+        "decisions" => DecisionsTopic::NAME,
+        "snapshots" => SnapshotsTopic::NAME,
+        other => bail!("no topic `{other}` to tail (actions, audit, decisions, snapshots)"),
+    })
+}
+
+/// `graphscaler actions|audit|decisions tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Where to start: end (what is published from now on), beginning, offset:N (of every
+    /// partition) or time:T (T Unix seconds or YYYY-MM-DDTHH:MM:SSZ).
+    #[arg(long, default_value = "end")]
+    from: graphscaler_bus::tail::Start,
+    /// Read as this consumer group: it goes on from the group's committed offsets and commits
+    /// what it prints. Without it, the tail moves no one's position.
+    #[arg(long)]
+    group: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (90s, 30m); with neither this nor --count, at Ctrl-C.
+    #[arg(long = "for", value_parser = parse_duration)]
+    duration: Option<f64>,
+}
+
+/// Prints `topic` on the configured brokers as JSON lines (one envelope per line), from where
+/// `a` says, until `a`'s count or time or Ctrl-C.
+pub fn tail(cfg: &Config, topic: &'static str, a: TailArgs) -> Result<()> {
+    use std::io::Write;
+    let bus = cfg.pipeline.bus("tail");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (from, group) = (a.from, a.group.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            graphscaler_bus::tail::Tail::open(
+                &bus,
+                topic,
+                from,
+                group.as_deref(),
+                Duration::from_secs(10),
+            )
+        })
+        .await?;
+        let t = opened
+            .with_context(|| format!("tailing {topic} on {}", cfg.pipeline.kafka_bootstrap))?;
+        let deadline = a
+            .duration
+            .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+        let mut printed = 0u64;
+        let mut stdout = std::io::stdout().lock();
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        while a.count.is_none_or(|n| printed < n) {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+            let msg = tokio::select! {
+                m = t.next(Duration::from_millis(250)) => m?,
+                _ = &mut interrupted => break,
+            };
+            let Some(m) = msg else { continue };
+            stdout.write_all(&m.payload)?;
+            stdout.write_all(b"\n")?;
+            stdout.flush()?;
+            t.done(&m)?;
+            printed += 1;
+        }
+        Ok(())
+    })
 }
 
 /// A policy for the policy stage by name (the grammar of [`PolicySpec::parse`]).
@@ -73,13 +156,26 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
         .enable_all()
         .build()?;
     let started = std::time::Instant::now();
-    let sum = rt.block_on(graphscaler_pipeline::run::run(
+    let tail = if a.tail.is_empty() {
+        None
+    } else {
+        Some(graphscaler_pipeline::run::InProcessTail {
+            topics: a
+                .tail
+                .iter()
+                .map(|n| topic_named(n))
+                .collect::<Result<_>>()?,
+            out: Box::new(std::io::stdout()),
+        })
+    };
+    let sum = rt.block_on(graphscaler_pipeline::run::run_tailed(
         twin,
         cfg.pipeline.graph(),
         policy,
         cfg.pipeline.guardrails.clone(),
         &metrics,
         cfg.store(a.store.as_deref()),
+        tail,
     ))?;
     let secs = started.elapsed().as_secs_f64();
     let pct = |n: u64, d: u64| {

@@ -8,11 +8,13 @@
 //!   partition and offset for a payload that does not parse.
 //! * [`transport`] is what the stage loops use: the same [`transport::Publisher`] and
 //!   [`transport::Subscriber`] over Kafka or the in-process [`transport::MemoryBus`].
+//! * [`tail`] reads a topic from outside the pipeline (`graphscaler actions tail`).
 //! * [`stage`] holds what every stage loop shares (its clock, retries, commits, dead letters) and
 //!   [`metrics`] the stages' typed Prometheus metrics, served on `/metrics`.
 
 pub mod metrics;
 pub mod stage;
+pub mod tail;
 pub mod transport;
 
 pub use metrics::Metrics;

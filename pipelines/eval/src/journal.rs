@@ -11,9 +11,10 @@
 //! [`RunResult`] per finished run. A record is written whole and flushed before the next run is
 //! reported; a record cut short by a kill is dropped on reading (that run is run again).
 //!
-//! **What is refused**: a journal of another campaign (its header differs: the error names which
-//! parts) or of another format; a record that does not decode (not a cut-short tail). Neither is
-//! overwritten: the error says to pick another `--out` or delete the file.
+//! **What is refused** (with `--resume`): a journal of another campaign (its header differs: the
+//! error names which parts) or of another format; a record that does not decode (not a cut-short
+//! tail). Neither is overwritten: the error says to run without `--resume` (a new journal) or to
+//! give another `--out`.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -137,7 +138,7 @@ impl Journal {
                 return Err(bad(
                     path,
                     format!(
-                        "it holds the runs of another campaign (its {} differ): give another --out, or delete it to start over",
+                        "it holds the runs of another campaign (different {}): run without --resume to start a new one, or give another --out",
                         differ.join(", ")
                     ),
                 ));

@@ -49,6 +49,23 @@ pub struct RunSummary {
     pub cpu_core_seconds: f64,
 }
 
+/// Topics of the in-process bus printed as they are published (`graphscaler run --tail`): each
+/// message's envelope, as the topic carries it, one JSON line to `out`.
+pub struct InProcessTail {
+    /// The topics.
+    pub topics: Vec<&'static str>,
+    /// Where the lines go.
+    pub out: Box<dyn std::io::Write + Send>,
+}
+
+impl std::fmt::Debug for InProcessTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessTail")
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
 /// Runs the loop until the twin's episode ends.
 pub async fn run(
     twin: Twin,
@@ -57,6 +74,19 @@ pub async fn run(
     rails: Guardrails,
     metrics: &[Metrics; 4],
     store: Option<graphscaler_graph::stage::StoreSpec>,
+) -> anyhow::Result<RunSummary> {
+    run_tailed(twin, graph, policy, rails, metrics, store, None).await
+}
+
+/// [`run`], printing the `tail` topics as they are published.
+pub async fn run_tailed(
+    twin: Twin,
+    graph: GraphConfig,
+    policy: Box<dyn SnapshotPolicy>,
+    rails: Guardrails,
+    metrics: &[Metrics; 4],
+    store: Option<graphscaler_graph::stage::StoreSpec>,
+    tail: Option<InProcessTail>,
 ) -> anyhow::Result<RunSummary> {
     let bus = MemoryBus::default();
     let publisher = Publisher::Memory(bus.clone());
@@ -71,6 +101,27 @@ pub async fn run(
     let policy_sub = bus.subscribe(&[SnapshotsTopic::NAME]);
     let act_sub = bus.subscribe(&[ActionsTopic::NAME, ServicesTopic::NAME]);
     let mut audit_sub = bus.subscribe(&[AuditTopic::NAME]);
+    let tail = tail.map(|t| {
+        let mut sub = bus.subscribe(&t.topics);
+        let mut out = t.out;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                match sub.next(std::time::Duration::from_millis(200)).await {
+                    Ok(Some(m)) => {
+                        let mut line = m.payload.clone();
+                        line.push(b'\n');
+                        let written = out.write_all(&line);
+                        let _ = sub.commit(&m);
+                        written?;
+                    }
+                    Ok(None) if *stop.borrow() => break,
+                    _ => {}
+                }
+            }
+            out.flush()
+        })
+    });
 
     let g = tokio::spawn(graph_stage::graph(
         graph_sub,
@@ -162,5 +213,9 @@ pub async fn run(
     bus.wait_idle().await;
     let _ = stop_audit_tx.send(true);
     sum.audit = audit.await?;
+    if let Some(t) = tail {
+        t.await?
+            .map_err(|e| anyhow::anyhow!("writing the tail of the in-process bus: {e}"))?;
+    }
     Ok(sum)
 }

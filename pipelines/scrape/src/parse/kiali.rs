@@ -136,7 +136,7 @@ fn read_nodes(nodes: &[Value]) -> Result<Nodes<'_>, ParseError> {
     Ok(Nodes { workloads, kinds })
 }
 
-/// One protocol's traffic of edge `d` (`rates` of `traffic`): (requests/s, bytes/s, error
+/// One edge's traffic in `protocol`, from its `traffic.rates`: (requests/s, bytes/s, error
 /// share), or why it cannot be read.
 fn traffic(protocol: &str, rates: &Value) -> Result<(f64, f64, f64), String> {
     let Some(rate) = num(rates.get(protocol)) else {
