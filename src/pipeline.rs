@@ -168,7 +168,7 @@ pub fn run_loop(cfg: &Config, a: LoopArgs, learning: Option<&dyn Learning>) -> R
             out: Box::new(std::io::stdout()),
         })
     };
-    let sum = rt.block_on(graphscaler_pipeline::run::run_tailed(
+    let sum = rt.block_on(graphscaler_pipeline::run::run(
         twin,
         cfg.pipeline.graph(),
         policy,

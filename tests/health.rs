@@ -7,15 +7,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use graphscaler_testkit::{create_topic, free_port, tansu, wait_port, Proc};
+use graphscaler_testkit::{create_topic, free_port, tansu, wait_port};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::policy_stage;
 
 /// `GET path` on loopback `port`: the status code and the body.
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -60,25 +58,15 @@ fn a_stage_is_ready_while_its_bus_answers_and_alive_throughout() {
     create_topic(port, "graphscaler.graph.snapshots.v1", 1);
     let listen = free_port();
     let log = std::fs::File::create(dir.path().join("policy.log")).unwrap();
-    let stage = Proc(
-        Command::new(env!("CARGO_BIN_EXE_graphscaler"))
-            .arg("policy")
-            .current_dir(repo())
-            .env(
-                "GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP",
-                format!("127.0.0.1:{port}"),
-            )
-            .env(
-                "GRAPHSCALER_PIPELINE__METRICS_LISTEN",
-                format!("127.0.0.1:{listen}"),
-            )
-            .env("GRAPHSCALER_PIPELINE__READY_AFTER_S", "4")
-            .env("GRAPHSCALER_PIPELINE__CLIENT_ID", format!("health-{port}"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let stage = policy_stage(
+        port,
+        listen,
+        log,
+        &[
+            ("GRAPHSCALER_PIPELINE__READY_AFTER_S", "4".into()),
+            ("GRAPHSCALER_PIPELINE__CLIENT_ID", format!("health-{port}")),
+            ("RUST_LOG", "info".into()),
+        ],
     );
     wait_port(listen, "the policy stage's metrics server");
     assert_eq!(get(listen, "/healthz"), (200, "ok\n".into()));
@@ -141,23 +129,11 @@ fn a_stage_whose_bus_never_answered_is_never_ready() {
     let dir = tempfile::tempdir().unwrap();
     let (nobody, listen) = (free_port(), free_port());
     let log = std::fs::File::create(dir.path().join("policy.log")).unwrap();
-    let _stage = Proc(
-        Command::new(env!("CARGO_BIN_EXE_graphscaler"))
-            .arg("policy")
-            .current_dir(repo())
-            .env(
-                "GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP",
-                format!("127.0.0.1:{nobody}"),
-            )
-            .env(
-                "GRAPHSCALER_PIPELINE__METRICS_LISTEN",
-                format!("127.0.0.1:{listen}"),
-            )
-            .env("GRAPHSCALER_PIPELINE__READY_AFTER_S", "2")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let _stage = policy_stage(
+        nobody,
+        listen,
+        log,
+        &[("GRAPHSCALER_PIPELINE__READY_AFTER_S", "2".into())],
     );
     wait_port(listen, "the policy stage's metrics server");
     // Past a probe (every 5 s) and its timeout (2 s): still alive, never ready.

@@ -5,14 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use graphscaler_testkit::{create_topic, free_port, tansu, Proc};
+use graphscaler_testkit::{create_topic, free_port, tansu};
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{policy_stage, repo};
 
 /// `graphscaler args` against the broker on `port`.
 fn graphscaler(port: u16, args: &[&str]) -> Output {
@@ -73,23 +72,7 @@ fn tails_read_what_the_policy_stage_published() {
     }
     let store = record(dir.path());
     let log = std::fs::File::create(dir.path().join("policy.log")).unwrap();
-    let _stage = Proc(
-        Command::new(env!("CARGO_BIN_EXE_graphscaler"))
-            .arg("policy")
-            .current_dir(repo())
-            .env(
-                "GRAPHSCALER_PIPELINE__KAFKA_BOOTSTRAP",
-                format!("127.0.0.1:{port}"),
-            )
-            .env(
-                "GRAPHSCALER_PIPELINE__METRICS_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let _stage = policy_stage(port, free_port(), log, &[]);
     let o = graphscaler(
         port,
         &[

@@ -23,6 +23,7 @@ pub mod defaults;
 pub mod events;
 pub mod obs;
 pub mod snapshot;
+pub mod time;
 
 pub use action::{Action, ActionKind, ActionOutcome, Refusal};
 pub use events::{AuditRecord, Envelope, Keyed, PodChange, TelemetryEvent, Topic};

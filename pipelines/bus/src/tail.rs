@@ -51,10 +51,9 @@ impl FromStr for Start {
                     }
                     Ok(Start::Offset(n))
                 } else if let Some(t) = s.strip_prefix("time:") {
-                    let secs = match t.parse::<f64>() {
-                        Ok(x) => x,
-                        Err(_) => unix_seconds(t).ok_or_else(|| bad("not a time"))?,
-                    };
+                    let (whole, frac) = graphscaler_schemas::time::parse_instant(t)
+                        .ok_or_else(|| bad("not a time"))?;
+                    let secs = whole as f64 + frac;
                     if !(0.0..1e11).contains(&secs) {
                         return Err(bad("a time between 1970 and the year 5000"));
                     }
@@ -65,39 +64,6 @@ impl FromStr for Start {
             }
         }
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` (or with a space, without the `Z`: UTC either way) as Unix
-/// seconds.
-fn unix_seconds(t: &str) -> Option<f64> {
-    let t = t.trim_end_matches('Z');
-    let (date, time) = t.split_once(['T', ' '])?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let h: Vec<i64> = hms
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let (&[y, m, day], &[hh, mm, ss]) = (d.as_slice(), h.as_slice()) else {
-        return None;
-    };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let frac: f64 = format!("0.{frac}").parse().ok()?;
-    Some((days * 86_400 + hh * 3_600 + mm * 60 + ss) as f64 + frac)
 }
 
 /// A reader of one topic ([module docs](self)).

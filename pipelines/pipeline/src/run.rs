@@ -66,20 +66,8 @@ impl std::fmt::Debug for InProcessTail {
     }
 }
 
-/// Runs the loop until the twin's episode ends.
+/// Runs the loop until the twin's episode ends, printing the `tail` topics as they are published.
 pub async fn run(
-    twin: Twin,
-    graph: GraphConfig,
-    policy: Box<dyn SnapshotPolicy>,
-    rails: Guardrails,
-    metrics: &[Metrics; 4],
-    store: Option<graphscaler_graph::stage::StoreSpec>,
-) -> anyhow::Result<RunSummary> {
-    run_tailed(twin, graph, policy, rails, metrics, store, None).await
-}
-
-/// [`run`], printing the `tail` topics as they are published.
-pub async fn run_tailed(
     twin: Twin,
     graph: GraphConfig,
     policy: Box<dyn SnapshotPolicy>,

@@ -49,6 +49,7 @@ fn the_served_loop_decides_what_the_streaming_loop_decides() {
                 rails.clone(),
                 &metrics,
                 None,
+                None,
             ))
             .unwrap();
         assert!(
@@ -106,6 +107,7 @@ fn both_loops_store_the_same_transitions() {
             rails.clone(),
             &metrics,
             Some(spec("streamed")),
+            None,
         ))
         .unwrap();
     let s = spec("served");

@@ -286,7 +286,7 @@ pub fn bucket_requests(path: &Path, column: Option<&str>, bucket_s: f64) -> Resu
             continue;
         }
         let f = line.split(',').map(str::trim).nth(col).unwrap_or_default();
-        let t = parse_instant(f).ok_or_else(|| {
+        let t = graphscaler_schemas::time::parse_instant(f).ok_or_else(|| {
             bad(
                 i + 1,
                 format!(
@@ -319,48 +319,6 @@ pub fn bucket_requests(path: &Path, column: Option<&str>, bucket_s: f64) -> Resu
         out += &format!("{},{c}\n", k as f64 * bucket_s);
     }
     Ok(out)
-}
-
-/// Seconds since the Unix epoch of a timestamp, whole and fraction: a number of seconds, or a
-/// UTC date and time `YYYY-MM-DD HH:MM:SS[.frac]` (`T` between them, a trailing `Z`).
-fn parse_instant(s: &str) -> Option<(i64, f64)> {
-    if let Ok(v) = s.parse::<f64>() {
-        return v.is_finite().then(|| (v.floor() as i64, v - v.floor()));
-    }
-    let s = s.strip_suffix('Z').unwrap_or(s);
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let d: Vec<&str> = date.split('-').collect();
-    let t: Vec<&str> = time.split(':').collect();
-    let ([y, m, day], [h, mi, sec]) = (d.as_slice(), t.as_slice()) else {
-        return None;
-    };
-    let (y, m, day): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, day.parse().ok()?);
-    let (h, mi): (i64, i64) = (h.parse().ok()?, mi.parse().ok()?);
-    let (whole_s, frac) = sec.split_once('.').unwrap_or((sec, ""));
-    let whole_s: i64 = whole_s.parse().ok()?;
-    let frac: f64 = if frac.is_empty() {
-        0.0
-    } else if frac.bytes().all(|b| b.is_ascii_digit()) {
-        format!("0.{frac}").parse().ok()?
-    } else {
-        return None;
-    };
-    if !((1..=12).contains(&m)
-        && (1..=31).contains(&day)
-        && (0..24).contains(&h)
-        && (0..60).contains(&mi)
-        && (0..61).contains(&whole_s))
-    {
-        return None;
-    }
-    // Days from the civil date (H. Hinnant's algorithm, proleptic Gregorian).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3_600 + mi * 60 + whole_s, frac))
 }
 
 /// A recorded load trace: request counts per fixed-width bucket, normalised to a peak of 1.
