@@ -282,6 +282,24 @@ fn the_compose_stack_names_real_stages_and_settings() {
         d["services"]["policy"]["image"].as_str(),
         Some("graphscaler:local")
     );
+    // The stack serves the learned policy, with the HPA declared as its fallback; Kafka
+    // advertises a listener for the host, published on loopback.
+    let env = &d["services"]["policy"]["environment"];
+    assert_eq!(
+        env["GRAPHSCALER_PIPELINE__POLICY"].as_str(),
+        Some("gat-ppo")
+    );
+    assert_eq!(
+        env["GRAPHSCALER_PIPELINE__FALLBACK_POLICY"].as_str(),
+        Some("hpa")
+    );
+    let kafka = &d["services"]["kafka"];
+    let advertised = kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        .as_str()
+        .unwrap();
+    assert!(advertised.contains("HOST://127.0.0.1:9094"), "{advertised}");
+    let published: Vec<String> = serde_yaml_ng::from_value(kafka["ports"].clone()).unwrap();
+    assert_eq!(published, ["127.0.0.1:9094:9094"]);
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     for line in [
         "AS build-slim",
