@@ -18,8 +18,7 @@
 # JOBS (default 1) trainings run at a time, each on one libtorch thread; DURATION (default 4h)
 # is each evaluation run's length (shorter only to try the script out). Writes
 # results/baselines/ (OUT overrides). Rerun after an interruption, it keeps what is done,
-# resumes a stopped PPO or A2C training (`--resume`; a SAC training restarts: its replay buffer
-# is not saved) and a stopped validation or evaluation (`eval --resume`: the runs already in its
+# resumes a stopped training (`--resume`; SAC's with its replay buffer) and a stopped validation or evaluation (`eval --resume`: the runs already in its
 # journal are not run again).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -41,13 +40,8 @@ train_one() {
     [ -f "$dst.json" ] && return 0
     local args=(--encoder "$enc" --algo "$algo" --scenario bursty-mix --steps "$steps" --seed "$seed"
         --keep-every "$every")
-    if [ "$algo" = sac ]; then
-        "$gs" train "${args[@]}" --out "$dst" >"$dst.log" 2>&1 ||
-            { echo "training $name-$seed failed: see $dst.log" >&2; return 1; }
-    else
-        train_resumable "$dst" "${args[@]}" >"$dst.log" 2>&1 ||
-            { echo "training $name-$seed failed or stopped at the time limit: see $dst.log" >&2; return 1; }
-    fi
+    train_resumable "$dst" "${args[@]}" >>"$dst.log" 2>&1 ||
+        { echo "training $name-$seed failed or stopped at the time limit: see $dst.log" >&2; return 1; }
 }
 export -f train_one
 

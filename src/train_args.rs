@@ -58,12 +58,12 @@ pub struct TrainArgs {
     #[arg(long, num_args = 1.., value_name = "FILE_OR_DIR")]
     pub from: Vec<PathBuf>,
     /// Continue the training that `graphscaler train` with the same arguments stopped (a time
-    /// limit, a signal, a machine that went away): from the state it saved in `<out>.resume/`.
-    /// PPO or A2C.
+    /// limit, a signal, a machine that went away): from the state it saved in `<out>.resume/`
+    /// (SAC's with its replay buffer).
     #[arg(long)]
     pub resume: bool,
-    /// Save the training's state (`<out>.resume/`) every this many updates, besides when it
-    /// stops early; 0: only then.
+    /// Save the training's state (`<out>.resume/`) every this many updates (SAC: logged
+    /// updates, one per 512 decisions), besides when it stops early; 0: only then.
     #[arg(long, default_value_t = 10)]
     pub save_every: usize,
     /// Stop, having saved the state, after the update during which this much time has passed

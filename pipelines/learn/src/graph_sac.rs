@@ -13,6 +13,7 @@
 //! over the valid actions. Rewards are scaled as PPO's are ([`crate::train::RewardNorm`]) and a
 //! decision that does not advance time is not discounted.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::rc::Rc;
 
@@ -24,10 +25,12 @@ use tch::{Device, Kind, Tensor};
 use crate::agent::{build_encoder, AgentSpec, GraphAgent, HeadKind, Inputs, Obs};
 use crate::encoder::{Embeddings, Encoder};
 use crate::envs::twin::TwinEnv;
+use crate::graph::{HeteroGraph, Relation};
 use crate::policy::{
     mlp, pair_features, pair_or_nothing, ActionTensors, HybridAction, Masks, Step, DELTAS,
     GLOBAL_W, NEG,
 };
+use crate::resume::{self, Checkpointing, Identity, Parts, SavedState};
 use crate::sac::{due, soft_update, SacBatch, SacConfig, SacLearner, SacLosses, SacNets};
 use crate::train::{RewardNorm, Tally, Update};
 
@@ -228,6 +231,274 @@ struct Transition {
     done: f32,
 }
 
+/// The replay buffer as tensors, for a saved training state (`buffer/…`): every distinct
+/// observation once (a transition's next observation is the following one's observation), its
+/// window's graphs and masks laid end to end with their counts, then the transitions as indices
+/// into them, and the slot the next transition overwrites.
+fn buffer_tensors(buffer: &[Transition], pos: usize) -> Vec<(String, Tensor)> {
+    let mut index: HashMap<*const Obs, i64> = HashMap::new();
+    let mut distinct: Vec<&Obs> = vec![];
+    let (mut obs, mut next) = (vec![], vec![]);
+    for t in buffer {
+        for (o, ids) in [(&t.obs, &mut obs), (&t.next, &mut next)] {
+            let i = *index.entry(Rc::as_ptr(o)).or_insert_with(|| {
+                distinct.push(o.as_ref());
+                distinct.len() as i64 - 1
+            });
+            ids.push(i);
+        }
+    }
+    let graphs: Vec<&HeteroGraph> = distinct.iter().flat_map(|o| &o.window).collect();
+    let ints = |v: Vec<i64>| Tensor::from_slice(&v);
+    let floats = |f: &dyn Fn(&Transition) -> f32| {
+        Tensor::from_slice(&buffer.iter().map(f).collect::<Vec<f32>>())
+    };
+    let bools = |f: &dyn Fn(&Obs) -> &Vec<bool>| {
+        let v: Vec<u8> = distinct
+            .iter()
+            .flat_map(|o| f(o).iter().map(|&b| u8::from(b)))
+            .collect();
+        let lens: Vec<i64> = distinct.iter().map(|o| f(o).len() as i64).collect();
+        (Tensor::from_slice(&v), ints(lens))
+    };
+    let cat = |f: &dyn Fn(&HeteroGraph) -> Tensor, dim: i64| {
+        Tensor::cat(&graphs.iter().map(|g| f(g)).collect::<Vec<_>>(), dim)
+    };
+    let mut out = vec![
+        (
+            "window".to_owned(),
+            ints(distinct.iter().map(|o| o.window.len() as i64).collect()),
+        ),
+        (
+            "services".to_owned(),
+            ints(graphs.iter().map(|g| g.services).collect()),
+        ),
+        (
+            "nodes".to_owned(),
+            ints(graphs.iter().map(|g| g.nodes).collect()),
+        ),
+        (
+            "x_service".to_owned(),
+            cat(&|g| g.x_service.shallow_clone(), 0),
+        ),
+        ("x_node".to_owned(), cat(&|g| g.x_node.shallow_clone(), 0)),
+        ("global".to_owned(), cat(&|g| g.global.shallow_clone(), 0)),
+        ("time".to_owned(), cat(&|g| g.time.shallow_clone(), 0)),
+        (
+            "progress".to_owned(),
+            Tensor::from_slice(
+                &distinct
+                    .iter()
+                    .map(|o| o.mask.progress)
+                    .collect::<Vec<f32>>(),
+            ),
+        ),
+        ("obs".to_owned(), ints(obs)),
+        ("next".to_owned(), ints(next)),
+        (
+            "action".to_owned(),
+            ints(buffer.iter().map(|t| t.action).collect()),
+        ),
+        ("reward".to_owned(), floats(&|t| t.reward)),
+        ("discount".to_owned(), floats(&|t| t.discount)),
+        ("done".to_owned(), floats(&|t| t.done)),
+        ("pos".to_owned(), ints(vec![pos as i64])),
+    ];
+    let (pairs, pairs_len) = bools(&|o| &o.mask.pairs);
+    let (replicas, replicas_len) = bools(&|o| &o.mask.replicas);
+    out.extend([
+        ("pairs".to_owned(), pairs),
+        ("pairs_len".to_owned(), pairs_len),
+        ("replicas".to_owned(), replicas),
+        ("replicas_len".to_owned(), replicas_len),
+    ]);
+    for r in Relation::ALL {
+        // −1: the graph has no such relation.
+        let mut counts = vec![];
+        let (mut idx, mut attr) = (vec![], vec![]);
+        for g in &graphs {
+            match g.edges.iter().find(|(e, _, _)| *e == r) {
+                Some((_, i, a)) => {
+                    counts.push(i.size()[1]);
+                    idx.push(i.shallow_clone());
+                    attr.push(a.shallow_clone());
+                }
+                None => counts.push(-1),
+            }
+        }
+        let idx = if idx.is_empty() {
+            Tensor::zeros([2, 0], (Kind::Int64, Device::Cpu))
+        } else {
+            Tensor::cat(&idx, 1)
+        };
+        let attr = if attr.is_empty() {
+            Tensor::zeros([0, r.edge_dim()], (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::cat(&attr, 0)
+        };
+        out.push((format!("{}/count", r.name), ints(counts)));
+        out.push((format!("{}/index", r.name), idx));
+        out.push((format!("{}/attr", r.name), attr));
+    }
+    out.into_iter()
+        .map(|(k, t)| (format!("buffer/{k}"), t))
+        .collect()
+}
+
+/// The replay buffer [`buffer_tensors`] wrote, and the slot to overwrite next; an error names
+/// the tensor that is missing or does not add up.
+fn buffer_from(t: &HashMap<String, Tensor>) -> Result<(Vec<Transition>, usize), String> {
+    let get = |k: &str| {
+        t.get(&format!("buffer/{k}"))
+            .ok_or_else(|| format!("no `buffer/{k}` in the saved state"))
+    };
+    let ints = |k: &str| -> Result<Vec<i64>, String> {
+        Vec::<i64>::try_from(get(k)?).map_err(|e| format!("`buffer/{k}`: {e}"))
+    };
+    let floats = |k: &str| -> Result<Vec<f32>, String> {
+        Vec::<f32>::try_from(get(k)?).map_err(|e| format!("`buffer/{k}`: {e}"))
+    };
+    let window = ints("window")?;
+    let (services, nodes) = (ints("services")?, ints("nodes")?);
+    let g_total: i64 = window.iter().sum();
+    if services.len() as i64 != g_total || nodes.len() as i64 != g_total {
+        return Err(format!(
+            "`buffer/window` counts {g_total} graphs, `buffer/services` {} and `buffer/nodes` {}",
+            services.len(),
+            nodes.len()
+        ));
+    }
+    // Consecutive slices of `x` along `dim`, one per count.
+    let slices =
+        |x: &Tensor, dim: i64, counts: &[i64], what: &str| -> Result<Vec<Tensor>, String> {
+            let total: i64 = counts.iter().filter(|&&c| c > 0).sum();
+            if x.size().get(dim as usize) != Some(&total) {
+                return Err(format!(
+                    "`buffer/{what}` has shape {:?}, the counts add up to {total}",
+                    x.size()
+                ));
+            }
+            let mut at = 0;
+            Ok(counts
+                .iter()
+                .map(|&c| {
+                    let c = c.max(0);
+                    let s = x.narrow(dim, at, c).copy();
+                    at += c;
+                    s
+                })
+                .collect())
+        };
+    let ones = vec![1; g_total as usize];
+    let xs = slices(get("x_service")?, 0, &services, "x_service")?;
+    let xn = slices(get("x_node")?, 0, &nodes, "x_node")?;
+    let gl = slices(get("global")?, 0, &ones, "global")?;
+    let tm = slices(get("time")?, 0, &ones, "time")?;
+    let mut rel = vec![];
+    for r in Relation::ALL {
+        let counts = ints(&format!("{}/count", r.name))?;
+        let idx = slices(
+            get(&format!("{}/index", r.name))?,
+            1,
+            &counts,
+            &format!("{}/index", r.name),
+        )?;
+        let attr = slices(
+            get(&format!("{}/attr", r.name))?,
+            0,
+            &counts,
+            &format!("{}/attr", r.name),
+        )?;
+        rel.push((r, counts, idx, attr));
+    }
+    let mut graphs = (0..g_total as usize).map(|g| HeteroGraph {
+        x_service: xs[g].shallow_clone(),
+        x_node: xn[g].shallow_clone(),
+        edges: rel
+            .iter()
+            .filter(|(_, counts, _, _)| counts[g] >= 0)
+            .map(|(r, _, idx, attr)| (*r, idx[g].shallow_clone(), attr[g].shallow_clone()))
+            .collect(),
+        global: gl[g].shallow_clone(),
+        time: tm[g].shallow_clone(),
+        graphs: 1,
+        services: services[g],
+        nodes: nodes[g],
+    });
+    let bools = |k: &str| -> Result<Vec<Vec<bool>>, String> {
+        let v = Vec::<u8>::try_from(get(k)?).map_err(|e| format!("`buffer/{k}`: {e}"))?;
+        let lens = ints(&format!("{k}_len"))?;
+        if lens.len() != window.len() || lens.iter().sum::<i64>() != v.len() as i64 {
+            return Err(format!(
+                "`buffer/{k}_len` does not count `buffer/{k}` per observation"
+            ));
+        }
+        let mut at = 0;
+        Ok(lens
+            .iter()
+            .map(|&l| {
+                let m = v[at..at + l as usize].iter().map(|&b| b != 0).collect();
+                at += l as usize;
+                m
+            })
+            .collect())
+    };
+    let (pairs, replicas, progress) = (bools("pairs")?, bools("replicas")?, floats("progress")?);
+    if progress.len() != window.len() {
+        return Err("`buffer/progress` does not have one value per observation".into());
+    }
+    let distinct: Vec<Rc<Obs>> = window
+        .iter()
+        .zip(pairs.into_iter().zip(replicas).zip(progress))
+        .map(|(&w, ((pairs, replicas), progress))| {
+            Rc::new(Obs {
+                window: graphs.by_ref().take(w as usize).collect(),
+                mask: crate::policy::SampleMask {
+                    pairs,
+                    replicas,
+                    progress,
+                },
+            })
+        })
+        .collect();
+    let (obs, next, action) = (ints("obs")?, ints("next")?, ints("action")?);
+    let (reward, discount, done) = (floats("reward")?, floats("discount")?, floats("done")?);
+    let n = obs.len();
+    if [
+        next.len(),
+        action.len(),
+        reward.len(),
+        discount.len(),
+        done.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
+    {
+        return Err("the transitions' tensors (`buffer/obs`, `next`, `action`, `reward`, `discount`, `done`) differ in length".into());
+    }
+    let at = |i: i64| -> Result<Rc<Obs>, String> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| distinct.get(i))
+            .cloned()
+            .ok_or_else(|| format!("a transition names observation {i} of {}", distinct.len()))
+    };
+    let buffer = (0..n)
+        .map(|i| {
+            Ok(Transition {
+                obs: at(obs[i])?,
+                next: at(next[i])?,
+                action: action[i],
+                reward: reward[i],
+                discount: discount[i],
+                done: done[i],
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let pos = ints("pos")?.first().copied().unwrap_or(0) as usize;
+    Ok((buffer, pos))
+}
+
 /// The twin critics and their targets.
 struct Critics {
     q1: QNet,
@@ -292,10 +563,28 @@ pub struct SacTrainedAgent {
     pub vs: VarStore,
     /// One row per logged update.
     pub updates: Vec<Update>,
+    /// Logged updates planned (one per `log_every` decisions).
+    pub iterations: usize,
+    /// `Some(k)`: stopped early, after logged update `k`, its state saved ([`Checkpointing`]).
+    pub stopped: Option<usize>,
+    /// The logged updates after which this training resumed.
+    pub resumed_at: Vec<usize>,
+    /// Seconds spent training, over every run of a resumed training.
+    pub wall_s: f64,
+    /// Decisions so far, over all environments (and every run of a resumed training).
+    pub global_step: usize,
 }
 
 /// Trains a fresh SAC actor (`spec.heads` is set to SAC) for `total_steps` decisions on `envs`,
 /// seeded, logging every `log_every` decisions as CSV (CleanRL's names) to `log`.
+///
+/// With `ck`, the training saves its state ([`crate::resume`]) every `ck.every` logged updates
+/// and when it stops early (`ck.deadline`, `ck.stop_after`, counted in logged updates): the
+/// actor, the critics and their targets, the temperature, the three optimisers' moments, the
+/// reward scaling and the whole replay buffer, so that `ck.resume` continues with the buffer it
+/// had. As for PPO, the episodes in progress are cut at the save and the random streams are
+/// reseeded from the seed and the update number: a resumed training has the same length,
+/// schedule and buffer, not the bit-identical run an uninterrupted one would have been.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     mut envs: Vec<TwinEnv>,
@@ -307,10 +596,12 @@ pub fn train(
     log: &mut dyn Write,
     progress: &mut dyn FnMut(&Update),
     keep: Option<&crate::train::Keep>,
+    ck: Option<&Checkpointing>,
 ) -> std::io::Result<SacTrainedAgent> {
     tch::manual_seed(seed as i64);
+    let started = std::time::Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let err = |e: tch::TchError| std::io::Error::other(e.to_string());
+    let other = |e: String| std::io::Error::other(e);
     spec.head = HeadKind::Sac;
     let (s, k) = (
         spec.services.len() as i64,
@@ -329,26 +620,80 @@ pub fn train(
         q2_t: QNet::new(&(t_vs.root() / "qf2"), &spec),
     };
     soft_update(&mut t_vs, &q_vs, 1.0);
-    let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs).map_err(err)?;
+    let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs);
     let n = envs.len();
+    // A row of the log (a logged update) every `per` steps of all environments.
+    let per = log_every.div_ceil(n).max(1);
+    let iterations = total_steps.div_ceil(n).div_ceil(per);
+    let id = Identity {
+        spec: &spec,
+        algo: "sac",
+        settings: format!("{cfg:?} log_every={log_every}"),
+        envs: n,
+        total_steps,
+    };
     let mut norm = RewardNorm::new(n);
+    let mut state = SavedState::start(iterations, total_steps, n, norm.stats());
     let mut buffer: Vec<Transition> = Vec::new();
     let cap = cfg.buffer_size.max(cfg.batch_size);
     let mut pos = 0;
+    let mut u = Update::default();
+    let mut global_step = 0;
+    if let Some(c) = ck.filter(|c| c.resume) {
+        let (alpha_vs, mut optims) = learner.parts_mut();
+        let (saved, tensors) = resume::load_parts(
+            &c.dir,
+            &[
+                ("model", &actor_vs),
+                ("critics", &q_vs),
+                ("targets", &t_vs),
+                ("alpha", alpha_vs),
+            ],
+            &mut optims,
+            &["buffer/"],
+            &id,
+        )
+        .map_err(|e| other(e.to_string()))?;
+        learner.restored();
+        (buffer, pos) = buffer_from(&tensors).map_err(|e| {
+            other(format!(
+                "training state {}: {e}",
+                c.dir.join(&saved.weights).display()
+            ))
+        })?;
+        if buffer.len() > cap || pos >= cap {
+            return Err(other(format!(
+                "training state {}: a replay buffer of {} transitions (next slot {pos}) for a capacity of {cap}",
+                c.dir.display(),
+                buffer.len()
+            )));
+        }
+        state = saved;
+        state.resumed_at.push(state.iteration);
+        norm = RewardNorm::seeded(n, state.reward_norm);
+        global_step = state.global_step;
+        u.ticks = state.ticks;
+        // Other streams than the first run's, the same on every resume at this update.
+        let reseed = seed.wrapping_add(1_000_003 * state.iteration as u64);
+        tch::manual_seed(reseed as i64);
+        rng = ChaCha8Rng::seed_from_u64(reseed);
+    } else {
+        writeln!(
+            log,
+            "{},losses/qf_loss,losses/actor_loss,losses/alpha,losses/alpha_loss",
+            Update::header()
+        )?;
+    }
+    let prior_wall_s = state.wall_s;
+    let mut iteration = state.iteration;
     let mut current: Vec<Rc<Obs>> = envs
         .iter()
         .map(|e| Rc::new(Obs::new(&e.window(), e.mask())))
         .collect();
-    writeln!(
-        log,
-        "{},losses/qf_loss,losses/actor_loss,losses/alpha,losses/alpha_loss",
-        Update::header()
-    )?;
     let mut updates = vec![];
-    let mut u = Update::default();
+    let mut stopped = None;
     let mut tally = Tally::default();
     let mut losses = [0.0f64; 4];
-    let mut global_step = 0;
     while global_step < total_steps {
         let refs: Vec<&Obs> = current.iter().map(|o| o.as_ref()).collect();
         let step = tch::no_grad(|| agent.act(&refs, false));
@@ -393,36 +738,194 @@ pub fn train(
         if learning && target {
             soft_update(&mut t_vs, &q_vs, cfg.tau);
         }
-        if tally.decisions() >= log_every || global_step >= total_steps {
-            u.diagnostics.global_step = global_step;
-            u.diagnostics.learning_rate = cfg.policy_lr;
-            u.diagnostics.value_loss = losses[0];
-            u.diagnostics.policy_loss = losses[1];
-            u.ticks += tally.ticks();
-            u.mean_reward = tally.mean_reward();
-            u.terms = tally.mean_terms();
-            u.nothing = tally.nothing_share();
-            u.refused = tally.refused();
-            writeln!(
-                log,
-                "{},{},{},{},{}",
-                u.csv(),
-                losses[0],
-                losses[1],
-                losses[2],
-                losses[3]
-            )?;
-            progress(&u);
-            updates.push(u);
-            tally = Tally::default();
-        }
         if let Some(k) = keep {
             k.maybe_save(global_step - n, global_step, &agent, &actor_vs)?;
+        }
+        if tally.decisions() < log_every && global_step < total_steps {
+            continue;
+        }
+        iteration += 1;
+        u.diagnostics.global_step = global_step;
+        u.diagnostics.learning_rate = cfg.policy_lr;
+        u.diagnostics.value_loss = losses[0];
+        u.diagnostics.policy_loss = losses[1];
+        u.ticks += tally.ticks();
+        u.mean_reward = tally.mean_reward();
+        u.terms = tally.mean_terms();
+        u.nothing = tally.nothing_share();
+        u.refused = tally.refused();
+        writeln!(
+            log,
+            "{},{},{},{},{}",
+            u.csv(),
+            losses[0],
+            losses[1],
+            losses[2],
+            losses[3]
+        )?;
+        progress(&u);
+        updates.push(u);
+        tally = Tally::default();
+        let Some(c) = ck else { continue };
+        let stop = global_step < total_steps
+            && (c.stop_after.is_some_and(|k| iteration >= k)
+                || c.deadline.is_some_and(|t| std::time::Instant::now() >= t));
+        if stop || (c.every > 0 && iteration.is_multiple_of(c.every)) {
+            // What the log says must be on disk before the state that counts it.
+            log.flush()?;
+            let (alpha_vs, optims) = learner.parts();
+            state = resume::save_parts(
+                &c.dir,
+                Parts {
+                    stores: vec![
+                        ("model", &actor_vs),
+                        ("critics", &q_vs),
+                        ("targets", &t_vs),
+                        ("alpha", alpha_vs),
+                    ],
+                    optims: optims.to_vec(),
+                    tensors: buffer_tensors(&buffer, pos),
+                },
+                &id,
+                SavedState {
+                    iteration,
+                    global_step,
+                    ticks: u.ticks,
+                    reward_norm: norm.stats(),
+                    wall_s: prior_wall_s + started.elapsed().as_secs_f64(),
+                    ..state
+                },
+            )
+            .map_err(|e| other(e.to_string()))?;
+        }
+        if stop {
+            stopped = Some(iteration);
+            break;
         }
     }
     Ok(SacTrainedAgent {
         agent,
         vs: actor_vs,
         updates,
+        iterations,
+        stopped,
+        resumed_at: state.resumed_at,
+        wall_s: prior_wall_s + started.elapsed().as_secs_f64(),
+        global_step,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::SampleMask;
+
+    /// A graph of `s` services and `n` machines whose values are `v`; without `runs_on` when
+    /// `partial`.
+    fn graph(s: i64, n: i64, v: f64, partial: bool) -> HeteroGraph {
+        let f = |shape: &[i64]| Tensor::full(shape, v, (Kind::Float, Device::Cpu));
+        let edges = Relation::ALL
+            .iter()
+            .filter(|r| !(partial && r.name == "runs_on"))
+            .map(|r| {
+                let e = (v as i64 % 3) + 1;
+                (
+                    *r,
+                    Tensor::arange(2 * e, (Kind::Int64, Device::Cpu)).view([2, e]),
+                    f(&[e, r.edge_dim()]),
+                )
+            })
+            .collect();
+        HeteroGraph {
+            x_service: f(&[s, 7]),
+            x_node: f(&[n, 3]),
+            edges,
+            global: f(&[1, 2]),
+            time: Tensor::from_slice(&[1.7e9 + v]),
+            graphs: 1,
+            services: s,
+            nodes: n,
+        }
+    }
+
+    fn obs(v: f64) -> Rc<Obs> {
+        Rc::new(Obs {
+            window: vec![graph(3, 2, v, false), graph(3, 2, v + 0.5, v > 2.0)],
+            mask: SampleMask {
+                pairs: vec![true, false, v > 1.0, true, true, false],
+                replicas: vec![v > 2.0; 15],
+                progress: v as f32 / 10.0,
+            },
+        })
+    }
+
+    fn same(a: &Obs, b: &Obs) {
+        assert_eq!(a.mask, b.mask);
+        assert_eq!(a.window.len(), b.window.len());
+        for (x, y) in a.window.iter().zip(&b.window) {
+            assert!(x.x_service.equal(&y.x_service) && x.x_node.equal(&y.x_node));
+            assert!(x.global.equal(&y.global) && x.time.equal(&y.time));
+            assert_eq!(
+                (x.services, x.nodes, x.graphs),
+                (y.services, y.nodes, y.graphs)
+            );
+            assert_eq!(x.edges.len(), y.edges.len());
+            for ((r, i, a), (s, j, b)) in x.edges.iter().zip(&y.edges) {
+                assert_eq!(r, s);
+                assert!(i.equal(j) && a.equal(b), "{}", r.name);
+            }
+        }
+    }
+
+    /// A replay buffer goes through a safetensors file whole: every transition's values, its
+    /// observations (a graph without one relation included), and their sharing — a
+    /// transition's next observation is the following one's observation, stored once.
+    #[test]
+    fn the_replay_buffer_survives_a_saved_state() {
+        let o: Vec<Rc<Obs>> = (0..5).map(|v| obs(f64::from(v))).collect();
+        let buffer: Vec<Transition> = (0..4)
+            .map(|i| Transition {
+                obs: o[i].clone(),
+                next: o[i + 1].clone(),
+                action: 7 * i as i64,
+                reward: i as f32 - 1.5,
+                discount: if i == 2 { 1.0 } else { 0.99 },
+                done: 0.0,
+            })
+            .collect();
+        let tensors = buffer_tensors(&buffer, 3);
+        assert_eq!(
+            tensors
+                .iter()
+                .find(|(k, _)| k == "buffer/window")
+                .map(|(_, t)| t.size()),
+            Some(vec![5])
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.safetensors");
+        Tensor::write_safetensors(&tensors, &path).unwrap();
+        let read: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let (back, pos) = buffer_from(&read).unwrap();
+        assert_eq!((back.len(), pos), (4, 3));
+        for (a, b) in buffer.iter().zip(&back) {
+            assert_eq!(
+                (a.action, a.reward, a.discount, a.done),
+                (b.action, b.reward, b.discount, b.done)
+            );
+            same(&a.obs, &b.obs);
+            same(&a.next, &b.next);
+        }
+        assert!(Rc::ptr_eq(&back[0].next, &back[1].obs));
+        // A buffer that does not add up is refused, naming the tensor.
+        let mut bad = read;
+        bad.insert("buffer/obs".into(), Tensor::from_slice(&[0i64, 9, 1, 2]));
+        let e = buffer_from(&bad).err().unwrap();
+        assert!(e.contains("observation 9 of 5"), "{e}");
+        bad.remove("buffer/x_node");
+        let e = buffer_from(&bad).err().unwrap();
+        assert!(e.contains("buffer/x_node"), "{e}");
+    }
 }

@@ -64,7 +64,7 @@ pub struct Checkpointing {
 pub struct SavedState {
     /// [`FORMAT`].
     pub format: String,
-    /// `ppo` or `a2c`.
+    /// `ppo`, `a2c` or `sac`.
     pub algo: String,
     /// Updates done.
     pub iteration: usize,
@@ -78,8 +78,11 @@ pub struct SavedState {
     pub global_step: usize,
     /// Observation ticks so far.
     pub ticks: usize,
-    /// The optimiser's steps so far.
+    /// The (first) optimiser's steps so far.
     pub optimizer_steps: i64,
+    /// The other optimisers' steps, by name (SAC's critics and temperature).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub other_optimizer_steps: std::collections::BTreeMap<String, i64>,
     /// The reward scaling's statistics.
     pub reward_norm: NormStats,
     /// Seconds spent training so far, over every run.
@@ -94,6 +97,37 @@ pub struct SavedState {
     pub weights: String,
     /// Its SHA-256.
     pub sha256: String,
+}
+
+impl SavedState {
+    /// The state of a training of `iterations` updates and `total_steps` decisions on `envs`
+    /// environments that has not begun.
+    pub fn start(
+        iterations: usize,
+        total_steps: usize,
+        envs: usize,
+        reward_norm: NormStats,
+    ) -> Self {
+        Self {
+            format: String::new(),
+            algo: String::new(),
+            iteration: 0,
+            iterations,
+            total_steps,
+            envs,
+            global_step: 0,
+            ticks: 0,
+            optimizer_steps: 0,
+            other_optimizer_steps: std::collections::BTreeMap::new(),
+            reward_norm,
+            wall_s: 0.0,
+            resumed_at: vec![],
+            spec: serde_json::Value::Null,
+            settings: String::new(),
+            weights: String::new(),
+            sha256: String::new(),
+        }
+    }
 }
 
 /// Why a state cannot be saved or resumed.
@@ -153,7 +187,7 @@ pub fn read_state(dir: &Path) -> Result<Option<SavedState>, ResumeError> {
 pub struct Identity<'a> {
     /// The model.
     pub spec: &'a AgentSpec,
-    /// `ppo` or `a2c`.
+    /// `ppo`, `a2c` or `sac`.
     pub algo: &'a str,
     /// The settings' debug form.
     pub settings: String,
@@ -200,6 +234,22 @@ impl Identity<'_> {
     }
 }
 
+/// What a training's state holds besides `state.json`, each under a name: its variable stores
+/// (`<name>/<variable>`), its optimisers' moments (`<name>/m/<variable>`, `<name>/v/<variable>`)
+/// and other tensors, named in full (a replay buffer's `buffer/…`). PPO and A2C save one store,
+/// `model`, and one optimiser, `opt`; SAC the actor (`model`), the critics, their targets, the
+/// temperature, three optimisers and its replay buffer.
+#[derive(Debug, Default)]
+pub struct Parts<'a> {
+    /// Variable stores by name; the first is the model.
+    pub stores: Vec<(&'a str, &'a VarStore)>,
+    /// Optimisers by name; the first's steps are [`SavedState::optimizer_steps`], the others'
+    /// [`SavedState::other_optimizer_steps`].
+    pub optims: Vec<(&'a str, &'a Stateful)>,
+    /// Other tensors, by full name.
+    pub tensors: Vec<(String, Tensor)>,
+}
+
 /// Writes the state after update `s.iteration` into `dir`: the weights and moments, then
 /// `state.json`, then removes older weights files.
 pub fn save(
@@ -207,16 +257,43 @@ pub fn save(
     vs: &VarStore,
     opt: &Stateful,
     id: &Identity<'_>,
+    s: SavedState,
+) -> Result<SavedState, ResumeError> {
+    let parts = Parts {
+        stores: vec![("model", vs)],
+        optims: vec![("opt", opt)],
+        tensors: vec![],
+    };
+    save_parts(dir, parts, id, s)
+}
+
+/// [`save`] of any [`Parts`].
+pub fn save_parts(
+    dir: &Path,
+    parts: Parts<'_>,
+    id: &Identity<'_>,
     mut s: SavedState,
 ) -> Result<SavedState, ResumeError> {
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    let mut named: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(k, t)| (format!("model/{k}"), t.detach().copy()))
-        .collect();
-    let (moments, steps) = opt.state();
-    named.extend(moments.into_iter().map(|(k, t)| (format!("opt/{k}"), t)));
+    let mut named: Vec<(String, Tensor)> = vec![];
+    for (name, vs) in &parts.stores {
+        named.extend(
+            vs.variables()
+                .into_iter()
+                .map(|(k, t)| (format!("{name}/{k}"), t.detach().copy())),
+        );
+    }
+    s.other_optimizer_steps.clear();
+    for (i, (name, opt)) in parts.optims.iter().enumerate() {
+        let (moments, steps) = opt.state();
+        named.extend(moments.into_iter().map(|(k, t)| (format!("{name}/{k}"), t)));
+        if i == 0 {
+            s.optimizer_steps = steps;
+        } else {
+            s.other_optimizer_steps.insert((*name).to_owned(), steps);
+        }
+    }
+    named.extend(parts.tensors);
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let weights = format!("state-{:06}.safetensors", s.iteration);
     let path = dir.join(&weights);
@@ -224,7 +301,6 @@ pub fn save(
     Tensor::write_safetensors(&named, &tmp).map_err(|e| file_err(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| file_err(&path, e))?;
     s.format = FORMAT.into();
-    s.optimizer_steps = steps;
     s.spec = id.spec_json().map_err(|e| file_err(&path, e))?;
     s.settings = id.settings.clone();
     s.algo = id.algo.into();
@@ -257,6 +333,19 @@ pub fn load(
     opt: &mut Stateful,
     id: &Identity<'_>,
 ) -> Result<SavedState, ResumeError> {
+    load_parts(dir, &[("model", vs)], &mut [("opt", opt)], &[], id).map(|(s, _)| s)
+}
+
+/// [`load`] of any parts: the stores and optimisers by the names they were saved under, and
+/// the other tensors whose names begin with one of `prefixes` (returned by full name). A tensor
+/// of no part, or a part's tensor missing or of another shape, is an error naming it.
+pub fn load_parts(
+    dir: &Path,
+    stores: &[(&str, &VarStore)],
+    optims: &mut [(&str, &mut Stateful)],
+    prefixes: &[&str],
+    id: &Identity<'_>,
+) -> Result<(SavedState, HashMap<String, Tensor>), ResumeError> {
     let s = read_state(dir)?.ok_or_else(|| ResumeError::Missing {
         dir: dir.to_path_buf(),
     })?;
@@ -274,49 +363,72 @@ pub fn load(
             format!("SHA-256 {sha}, state.json says {}", s.sha256),
         ));
     }
-    let named: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+    let mut named: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
         .map_err(|e| file_err(&path, e))?
         .into_iter()
         .collect();
-    let mut moments = HashMap::new();
-    for (k, t) in &named {
-        if let Some(m) = k.strip_prefix("opt/") {
-            moments.insert(m.to_owned(), t.shallow_clone());
-        }
-    }
-    let vars = vs.variables();
-    if named.len() != vars.len() + moments.len() {
-        return Err(file_err(
-            &path,
-            format!(
-                "{} tensors for {} parameters and {} moments",
-                named.len(),
-                vars.len(),
-                moments.len()
-            ),
-        ));
-    }
     tch::no_grad(|| -> Result<(), ResumeError> {
-        for (k, mut t) in vars {
-            let key = format!("model/{k}");
-            let saved = named
-                .get(&key)
-                .ok_or_else(|| file_err(&path, format!("no `{key}`")))?;
-            if saved.size() != t.size() {
-                return Err(file_err(
-                    &path,
-                    format!(
-                        "`{key}` has shape {:?}, the model {:?}",
-                        saved.size(),
-                        t.size()
-                    ),
-                ));
+        for (name, vs) in stores {
+            for (k, mut t) in vs.variables() {
+                let key = format!("{name}/{k}");
+                let saved = named
+                    .remove(&key)
+                    .ok_or_else(|| file_err(&path, format!("no `{key}`")))?;
+                if saved.size() != t.size() {
+                    return Err(file_err(
+                        &path,
+                        format!(
+                            "`{key}` has shape {:?}, the model {:?}",
+                            saved.size(),
+                            t.size()
+                        ),
+                    ));
+                }
+                t.copy_(&saved);
             }
-            t.copy_(saved);
         }
         Ok(())
     })?;
-    opt.restore(&moments, s.optimizer_steps)
-        .map_err(|e| file_err(&path, e))?;
-    Ok(s)
+    for (i, (name, opt)) in optims.iter_mut().enumerate() {
+        let head = format!("{name}/");
+        let keys: Vec<String> = named
+            .keys()
+            .filter(|k| {
+                k.starts_with(&head)
+                    && (k[head.len()..].starts_with("m/") || k[head.len()..].starts_with("v/"))
+            })
+            .cloned()
+            .collect();
+        let mut moments = HashMap::new();
+        for k in keys {
+            if let Some(t) = named.remove(&k) {
+                moments.insert(k[head.len()..].to_owned(), t);
+            }
+        }
+        let steps = if i == 0 {
+            s.optimizer_steps
+        } else {
+            *s.other_optimizer_steps.get(*name).ok_or_else(|| {
+                file_err(
+                    &dir.join("state.json"),
+                    format!("no step count of `{name}`"),
+                )
+            })?
+        };
+        opt.restore(&moments, steps)
+            .map_err(|e| file_err(&path, format!("`{name}`: {e}")))?;
+    }
+    let (extra, unknown): (HashMap<String, Tensor>, HashMap<String, Tensor>) = named
+        .into_iter()
+        .partition(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)));
+    if let Some(k) = unknown.keys().min() {
+        return Err(file_err(
+            &path,
+            format!(
+                "`{k}` belongs to no part of this training ({} such tensors)",
+                unknown.len()
+            ),
+        ));
+    }
+    Ok((s, extra))
 }

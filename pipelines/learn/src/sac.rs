@@ -8,10 +8,11 @@ use std::io::Write;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::envs::DiscreteEnv;
+use crate::optim::{Optim, Rule, Stateful};
 
 /// Hyperparameters (CleanRL's names).
 #[derive(Debug, Clone, PartialEq)]
@@ -236,10 +237,10 @@ pub(crate) struct SacLosses {
 /// H̄(s))` (CleanRL's reduction: the temperature's gradient is the per-action mean), the others
 /// averaged over the minibatch.
 pub(crate) struct SacLearner {
-    q_opt: nn::Optimizer,
-    pi_opt: nn::Optimizer,
-    a_opt: nn::Optimizer,
-    _alpha_vs: nn::VarStore,
+    q_opt: Stateful,
+    pi_opt: Stateful,
+    a_opt: Stateful,
+    alpha_vs: nn::VarStore,
     log_alpha: Tensor,
     autotune: bool,
     /// The temperature.
@@ -247,27 +248,58 @@ pub(crate) struct SacLearner {
 }
 
 impl SacLearner {
-    /// Optimisers (CleanRL's Adam, ε 1e-4) for the actor's and the critics' variables.
-    pub fn new(
-        cfg: &SacConfig,
-        actor: &nn::VarStore,
-        critics: &nn::VarStore,
-    ) -> Result<Self, tch::TchError> {
-        let adam = nn::Adam {
+    /// Optimisers (CleanRL's Adam, ε 1e-4) for the actor's and the critics' variables. They are
+    /// [`Stateful`] — PyTorch's Adam, held to libtorch's step for step by a test — so that a
+    /// stopped training saves and resumes them ([`SacLearner::parts`]).
+    pub fn new(cfg: &SacConfig, actor: &nn::VarStore, critics: &nn::VarStore) -> Self {
+        let adam = Rule::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
             eps: 1e-4,
-            ..nn::Adam::default()
         };
         let alpha_vs = nn::VarStore::new(Device::Cpu);
         let log_alpha = alpha_vs.root().var("log_alpha", &[1], nn::Init::Const(0.0));
-        Ok(Self {
-            q_opt: adam.build(critics, cfg.q_lr)?,
-            pi_opt: adam.build(actor, cfg.policy_lr)?,
-            a_opt: adam.build(&alpha_vs, cfg.q_lr)?,
-            _alpha_vs: alpha_vs,
+        Self {
+            q_opt: Stateful::new(critics, adam, cfg.q_lr),
+            pi_opt: Stateful::new(actor, adam, cfg.policy_lr),
+            a_opt: Stateful::new(&alpha_vs, adam, cfg.q_lr),
+            alpha_vs,
             log_alpha,
             autotune: cfg.autotune,
             alpha: if cfg.autotune { 1.0 } else { cfg.alpha },
-        })
+        }
+    }
+
+    /// What a saved training state holds of it: the temperature's variable store (`alpha`)
+    /// and the three optimisers (`opt` for the actor's, `opt_q`, `opt_alpha`).
+    pub fn parts(&self) -> (&nn::VarStore, [(&'static str, &Stateful); 3]) {
+        (
+            &self.alpha_vs,
+            [
+                ("opt", &self.pi_opt),
+                ("opt_q", &self.q_opt),
+                ("opt_alpha", &self.a_opt),
+            ],
+        )
+    }
+
+    /// The same, to restore into; [`SacLearner::restored`] afterwards.
+    pub fn parts_mut(&mut self) -> (&nn::VarStore, [(&'static str, &mut Stateful); 3]) {
+        (
+            &self.alpha_vs,
+            [
+                ("opt", &mut self.pi_opt),
+                ("opt_q", &mut self.q_opt),
+                ("opt_alpha", &mut self.a_opt),
+            ],
+        )
+    }
+
+    /// Takes α from the restored `log α` (autotuning; otherwise α is the setting).
+    pub fn restored(&mut self) {
+        if self.autotune {
+            self.alpha = self.log_alpha.exp().double_value(&[0]);
+        }
     }
 
     /// One gradient step of the critics, the actor and the temperature.
@@ -345,8 +377,7 @@ pub fn train<E: DiscreteEnv>(
     let q1_t = mlp(target_vs.root() / "qf1", o_dim, cfg.hidden, n_a);
     let q2_t = mlp(target_vs.root() / "qf2", o_dim, cfg.hidden, n_a);
     soft_update(&mut target_vs, &q_vs, 1.0);
-    let err = std::io::Error::other;
-    let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs).map_err(err)?;
+    let mut learner = SacLearner::new(cfg, &actor_vs, &q_vs);
     let target_entropy = cfg.target_entropy_scale * (n_a as f64).ln();
     let agent = SacAgent { actor };
     let mut rb = Replay::new(cfg.buffer_size.min(total_timesteps.max(1)), o_dim as usize);

@@ -566,24 +566,7 @@ pub fn train(
     let agent = GraphAgent::new(&vs.root(), spec.clone());
     let mut opt = Stateful::new(&vs, rule, base_lr);
     let ck = cfg.checkpointing.as_ref();
-    let mut state = SavedState {
-        format: String::new(),
-        algo: String::new(),
-        iteration: 0,
-        iterations,
-        total_steps,
-        envs: n,
-        global_step: 0,
-        ticks: 0,
-        optimizer_steps: 0,
-        reward_norm: envs.norm(),
-        wall_s: 0.0,
-        resumed_at: vec![],
-        spec: serde_json::Value::Null,
-        settings: String::new(),
-        weights: String::new(),
-        sha256: String::new(),
-    };
+    let mut state = SavedState::start(iterations, total_steps, n, envs.norm());
     if let Some(c) = ck.filter(|c| c.resume) {
         state = resume::load(&c.dir, &mut vs, &mut opt, &id).map_err(err)?;
         state.resumed_at.push(state.iteration);

@@ -361,6 +361,7 @@ fn sac_runs_on_the_twin_and_its_actor_serves() {
         &mut log,
         &mut |_| {},
         Some(&keep),
+        None,
     )
     .unwrap();
     assert_eq!(t.updates.len(), 2);
@@ -570,4 +571,125 @@ fn a_stopped_training_resumes_where_it_saved() {
     let mut opt = Stateful::new(&vs, rule, 1e-3);
     let e = resume::load(&dir.path().join("none"), &mut vs, &mut opt, &id).unwrap_err();
     assert!(matches!(e, ResumeError::Missing { .. }), "{e}");
+}
+
+/// SAC saves and resumes as PPO does, with its replay buffer: saving changes nothing in the
+/// training (the same seed with a state saved after every logged update gives the same
+/// weights as without); a training stopped after logged update 2 of 4 has its buffer in the
+/// state, resumes to the 4 updates and the decisions an uninterrupted one does, with one log
+/// header; another SAC setting is refused with the difference.
+#[test]
+fn a_stopped_sac_training_resumes_with_its_replay_buffer() {
+    use graphscaler_learn::graph_sac;
+    use graphscaler_learn::resume::{self, Checkpointing};
+    use graphscaler_learn::sac::SacConfig;
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("sac.resume");
+    let envs = |seed: u64| -> Vec<TwinEnv> {
+        (0..2)
+            .map(|i| TwinEnv::new(env_config(1), seed + i).unwrap())
+            .collect()
+    };
+    let gcn = spec(&envs(40)[0], EncoderKind::Gcn);
+    let cfg = SacConfig {
+        buffer_size: 100,
+        batch_size: 16,
+        learning_starts: 32,
+        update_frequency: 1,
+        target_network_frequency: 1,
+        hidden: 16,
+        ..SacConfig::default()
+    };
+    let ck = |every: usize, resume: bool, stop_after: Option<usize>| Checkpointing {
+        dir: state.clone(),
+        every,
+        resume,
+        deadline: None,
+        stop_after,
+    };
+    let run =
+        |envs: Vec<TwinEnv>, cfg: &SacConfig, ck: Option<&Checkpointing>, log: &mut Vec<u8>| {
+            graph_sac::train(
+                envs,
+                gcn.clone(),
+                cfg,
+                128,
+                3,
+                32,
+                log,
+                &mut |_| {},
+                None,
+                ck,
+            )
+        };
+    let plain = run(envs(40), &cfg, None, &mut vec![]).unwrap();
+    let saving = run(envs(40), &cfg, Some(&ck(1, false, None)), &mut vec![]).unwrap();
+    let theirs = plain.vs.variables();
+    for (k, t) in saving.vs.variables() {
+        assert!(t.equal(&theirs[&k]), "{k}");
+    }
+    assert_eq!((saving.iterations, saving.stopped), (4, None));
+    std::fs::remove_dir_all(&state).unwrap();
+
+    let mut log = vec![];
+    let first = run(envs(40), &cfg, Some(&ck(0, false, Some(2))), &mut log).unwrap();
+    assert_eq!((first.stopped, first.global_step), (Some(2), 64));
+    let saved = resume::read_state(&state).unwrap().unwrap();
+    assert_eq!(
+        (saved.algo.as_str(), saved.iteration, saved.global_step),
+        ("sac", 2, 64)
+    );
+    assert!(saved.optimizer_steps > 0);
+    assert_eq!(
+        saved.other_optimizer_steps.keys().collect::<Vec<_>>(),
+        ["opt_alpha", "opt_q"]
+    );
+    let tensors: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(state.join(&saved.weights))
+            .unwrap()
+            .into_iter()
+            .collect();
+    // 64 decisions, each one transition; 64 + 2 distinct observations (one per environment
+    // to start from).
+    assert_eq!(tensors["buffer/obs"].size(), [64]);
+    assert_eq!(tensors["buffer/window"].size(), [66]);
+    for part in [
+        "critics/qf1.",
+        "critics/qf2.",
+        "targets/qf1.",
+        "targets/qf2.",
+        "opt_q/m/qf1.",
+    ] {
+        assert!(tensors.keys().any(|k| k.starts_with(part)), "{part}");
+    }
+    assert!(tensors.contains_key("alpha/log_alpha"));
+    for (k, t) in first.vs.variables() {
+        assert!(t.equal(&tensors[&format!("model/{k}")]), "{k}");
+    }
+
+    let rest = run(envs(50), &cfg, Some(&ck(0, true, None)), &mut log).unwrap();
+    assert_eq!((rest.stopped, rest.resumed_at.clone()), (None, vec![2]));
+    let steps: Vec<usize> = first
+        .updates
+        .iter()
+        .chain(&rest.updates)
+        .map(|u| u.diagnostics.global_step)
+        .collect();
+    assert_eq!(steps, [32, 64, 96, 128]);
+    assert_eq!(rest.global_step, 128);
+    assert!(rest.wall_s >= first.wall_s);
+    let text = String::from_utf8(log).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert_eq!(text.matches("global_step").count(), 1);
+
+    // Another setting is another training.
+    let run2 = run(envs(50), &cfg, Some(&ck(0, false, Some(2))), &mut vec![]).unwrap();
+    assert_eq!(run2.stopped, Some(2));
+    let other = SacConfig {
+        tau: 0.01,
+        ..cfg.clone()
+    };
+    let e = run(envs(50), &other, Some(&ck(0, true, None)), &mut vec![]).unwrap_err();
+    assert!(e.to_string().contains("other settings"), "{e}");
 }

@@ -78,7 +78,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     }
     // The state a stopped training saved, to resume or to replace.
     let state_dir = checkpoint::file(&out, "resume");
-    let saved = saved_state(&a, algo_arg, &state_dir)?;
+    let saved = saved_state(&a, &state_dir)?;
     let resumed = saved.as_ref();
     // A resumed run's episodes start afresh, from seeds of their own.
     let env_seed = |i: usize| {
@@ -122,7 +122,6 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(resumed.map_or(0, |s| s.global_step as u64));
-    let started = std::time::Instant::now();
     let mut on_update = |u: &train::Update| {
         bar.set_position(u.diagnostics.global_step as u64);
         bar.set_message(format!(
@@ -150,7 +149,23 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         extra: training.clone(),
     };
     let keep = (a.keep_every > 0).then_some(keep);
-    let (mut resumed_at, mut wall_s, mut global_step) = (vec![], 0.0, 0);
+    let (resumed_at, wall_s, global_step);
+    let checkpointing = Checkpointing {
+        dir: state_dir.clone(),
+        every: a.save_every,
+        resume: resumed.is_some(),
+        deadline: a
+            .time_limit
+            .map(|s| began + std::time::Duration::from_secs_f64(s)),
+        stop_after: None,
+    };
+    // Stopped at the time limit: the state is saved and the command ends.
+    let stopped = |k: usize, of: usize, decisions: usize| {
+        say!(
+            "stopped at the time limit after update {k} of {of} ({decisions} decisions): the state is in {}; the same command with --resume continues",
+            state_dir.display()
+        );
+    };
     let (agent, vs, updates, reward_norm) = match algo_arg {
         AlgoArg::OnPolicy(algo) => {
             let mut ppo = t.ppo(spec.hidden);
@@ -162,15 +177,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 ppo,
                 a2c_learning_rate: t.a2c_learning_rate,
                 init: init.clone(),
-                checkpointing: Some(Checkpointing {
-                    dir: state_dir.clone(),
-                    every: a.save_every,
-                    resume: resumed.is_some(),
-                    deadline: a
-                        .time_limit
-                        .map(|s| began + std::time::Duration::from_secs_f64(s)),
-                    stop_after: None,
-                }),
+                checkpointing: Some(checkpointing),
                 keep: keep.clone(),
             };
             let r = train::train(
@@ -185,17 +192,10 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             if let Some(k) = r.stopped {
                 log.flush()?;
                 bar.finish_and_clear();
-                say!(
-                    "stopped at the time limit after update {k} of {} ({} decisions): the state is in {}; the same command with --resume continues",
-                    r.iterations,
-                    r.global_step,
-                    state_dir.display()
-                );
+                stopped(k, r.iterations, r.global_step);
                 return Ok(());
             }
-            resumed_at = r.resumed_at;
-            wall_s = r.wall_s;
-            global_step = r.global_step;
+            (resumed_at, wall_s, global_step) = (r.resumed_at, r.wall_s, r.global_step);
             (r.agent, r.vs, r.updates, Some(r.reward_norm))
         }
         AlgoArg::Sac => {
@@ -213,18 +213,22 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 &mut log,
                 &mut on_update,
                 keep.as_ref(),
+                Some(&checkpointing),
             )?;
+            if let Some(k) = r.stopped {
+                log.flush()?;
+                bar.finish_and_clear();
+                stopped(k, r.iterations, r.global_step);
+                return Ok(());
+            }
+            (resumed_at, wall_s, global_step) = (r.resumed_at, r.wall_s, r.global_step);
             (r.agent, r.vs, r.updates, None)
         }
     };
     log.flush()?;
     bar.finish_and_clear();
     // Over every run of a resumed training.
-    let secs = if algo_arg == AlgoArg::Sac {
-        started.elapsed().as_secs_f64()
-    } else {
-        wall_s
-    };
+    let secs = wall_s;
     // A training resumed after its last update has none of its own to count from.
     let steps = updates
         .last()
@@ -353,21 +357,12 @@ fn training_load(
 }
 
 /// The state a stopped training saved in `state_dir`: returned when `--resume` asks for it (an
-/// error when there is none), removed (and `None`) when a new training replaces it. SAC saves
-/// none, so it refuses `--resume` and `--time-limit`.
+/// error when there is none), removed (and `None`) when a new training replaces it.
 fn saved_state(
     a: &TrainArgs,
-    algo: AlgoArg,
     state_dir: &Path,
 ) -> Result<Option<graphscaler_learn::resume::SavedState>> {
-    let saved = if algo == AlgoArg::Sac {
-        if a.resume || a.time_limit.is_some() {
-            bail!("--resume and --time-limit are for PPO and A2C: SAC's replay buffer is not saved, so a SAC training cannot be resumed");
-        }
-        None
-    } else {
-        graphscaler_learn::resume::read_state(state_dir)?
-    };
+    let saved = graphscaler_learn::resume::read_state(state_dir)?;
     match (saved, a.resume) {
         (None, true) => bail!(
             "--resume: no saved training state in {} (a training saves one every --save-every updates and when it stops early); start without --resume",
