@@ -5,50 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use graphscaler_testkit::{create_topic, free_port, tansu, wait_port};
 
 mod common;
-use common::policy_stage;
-
-/// `GET path` on loopback `port`: the status code and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, body)
-}
-
-/// Polls `path` until its status is `want` (within `limit`), returning the body.
-fn until(port: u16, path: &str, want: u16, limit: Duration) -> String {
-    let t0 = Instant::now();
-    loop {
-        let (code, body) = get(port, path);
-        if code == want {
-            return body;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{path} stayed {code} ({body}) for {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use common::{get, policy_stage, until};
 
 #[test]
 fn a_stage_is_ready_while_its_bus_answers_and_alive_throughout() {

@@ -2,8 +2,11 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use graphscaler_testkit::Proc;
 
@@ -33,4 +36,39 @@ pub fn policy_stage(port: u16, listen: u16, log: std::fs::File, env: &[(&str, St
             .spawn()
             .unwrap(),
     )
+}
+
+/// `GET path` on loopback `port`: the status code and the body.
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+/// Polls `path` until its status is `want` (within `limit`), returning the body.
+pub fn until(port: u16, path: &str, want: u16, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (code, body) = get(port, path);
+        if code == want {
+            return body;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{path} stayed {code} ({body}) for {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

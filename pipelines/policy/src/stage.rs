@@ -162,6 +162,15 @@ pub async fn policy(
                         .await
                     {
                         sum.actions += 1;
+                        metrics.add(
+                            "graphscaler_policy_actions_total",
+                            &[
+                                ("policy", by.trim_start_matches("policy/")),
+                                ("service", e.payload.service.as_str()),
+                                ("part", e.payload.kind.part()),
+                            ],
+                            1.0,
+                        );
                     }
                 }
                 // After its actions: whoever records the decision has seen them go out.

@@ -156,7 +156,8 @@ impl SnapshotPolicy for Picky {
 
 /// A policy that cannot decide never does nothing in silence: its fallback (an HPA) decides on
 /// those snapshots, its actions and decision records carry the fallback's name and the reason,
-/// and `graphscaler_policy_fallback_total` counts each; when the policy decides again the
+/// and `graphscaler_policy_fallback_total` counts each (`graphscaler_policy_actions_total` their
+/// actions, under the fallback's name); when the policy decides again the
 /// fallback stands down.
 #[tokio::test(flavor = "current_thread")]
 async fn the_fallback_acts_when_the_policy_cannot_decide_and_is_counted() {
@@ -219,6 +220,20 @@ async fn the_fallback_acts_when_the_policy_cannot_decide_and_is_counted() {
     assert_eq!(sources.len(), acted);
     assert!(sources.iter().all(|s| s == "policy/hpa-1"), "{sources:?}");
     assert_eq!(metrics.total("graphscaler_policy_fallback_total"), 4.0);
+    // Every published action is counted by the policy that decided it, its service and part.
+    assert_eq!(
+        metrics.total("graphscaler_policy_actions_total"),
+        acted as f64
+    );
+    let exposition = Metrics::render(&[&metrics]);
+    let first = &records[0].payload.actions[0];
+    assert!(
+        exposition.contains(&format!(
+            "graphscaler_policy_actions_total{{stage=\"policy\",policy=\"hpa-1\",service=\"{}\",part=\"replicas\"}}",
+            first.service
+        )),
+        "{exposition}"
+    );
     stop_tx.send(true).unwrap();
     let sum = stage.await.unwrap().unwrap();
     assert_eq!(sum.fallbacks, 4);
