@@ -157,6 +157,8 @@ pub struct PipelineConfig {
     pub collect: graphscaler_scrape::collect::CollectConfig,
     /// The actuator's guardrails.
     pub guardrails: graphscaler_actuate::Guardrails,
+    /// The actuator's leader election.
+    pub lease: graphscaler_actuate::lease::LeaseConfig,
 }
 
 impl Config {
@@ -196,6 +198,7 @@ impl Config {
             .chain(p.collect.problems())
             .chain(p.guardrails.problems());
         errs.extend(pipeline.map(|e| format!("pipeline.{e}")));
+        errs.extend(p.lease.problem());
         for (k, v) in &p.kafka_properties {
             if !graphscaler_bus::passed_through(k) {
                 errs.push(format!(

@@ -381,6 +381,44 @@ pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Res
                 )
             }
             Stage::Actuate => {
+                let url = (!p.collect.kubernetes_url.is_empty())
+                    .then_some(p.collect.kubernetes_url.as_str());
+                let client = graphscaler_scrape::k8s::client(url).await?;
+                // One actuator applies: it takes the Lease before it joins the consumer group.
+                let elector = p.lease.enabled.then(|| {
+                    graphscaler_actuate::lease::Elector::new(
+                        client.clone(),
+                        p.lease.clone(),
+                        graphscaler_actuate::lease::identity(),
+                    )
+                });
+                if let Some(e) = &elector {
+                    say!(
+                        "actuate: a candidate for the lease `{}` as {}",
+                        p.lease.name,
+                        e.identity()
+                    );
+                    if !e.acquire(&metrics, stop.clone()).await {
+                        say!("actuate: stopped before it took the lease");
+                        return Ok(());
+                    }
+                }
+                let (lost_tx, lost) = tokio::sync::watch::channel(false);
+                let (stage_stop_tx, stage_stop) = tokio::sync::watch::channel(false);
+                let holder = elector.clone().map(|e| {
+                    let (m, s) = (metrics.clone(), stop.clone());
+                    tokio::spawn(async move { e.hold(&m, s, lost_tx).await })
+                });
+                // The stage stops on the process' stop or when the lease is lost.
+                let mut outer = stop.clone();
+                let mut lost_rx = lost.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = outer.changed() => {}
+                        _ = lost_rx.changed() => {}
+                    }
+                    let _ = stage_stop_tx.send(true);
+                });
                 // A new actuator group starts at the end of the topics: it never replays old
                 // actions (they would be refused by their time-to-live anyway).
                 let sub = Subscriber::kafka_from_end(
@@ -388,25 +426,25 @@ pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Res
                     &group,
                     &[ActionsTopic::NAME, ServicesTopic::NAME],
                 )?;
-                let url = (!p.collect.kubernetes_url.is_empty())
-                    .then_some(p.collect.kubernetes_url.as_str());
-                let client = graphscaler_scrape::k8s::client(url).await?;
                 let cluster =
                     graphscaler_actuate::k8s::KubeCluster::new(client, &p.collect.namespace);
                 let act = graphscaler_actuate::Actuator::open(p.guardrails.clone())?;
-                format!(
-                    "{:?}",
-                    graphscaler_actuate::stage::actuate(
-                        sub,
-                        publisher,
-                        act,
-                        Box::new(cluster),
-                        Clock::Wall,
-                        metrics,
-                        stop
-                    )
-                    .await?
+                let summary = graphscaler_actuate::stage::actuate(
+                    sub,
+                    publisher,
+                    act,
+                    Box::new(cluster),
+                    Clock::Wall,
+                    metrics,
+                    stage_stop,
                 )
+                .await?;
+                if let Some(h) = holder {
+                    if let Err(lost) = h.await? {
+                        bail!("actuate stopped applying: {lost}; exiting so that it restarts as a candidate ({summary:?})");
+                    }
+                }
+                format!("{summary:?}")
             }
         };
         say!("{}: {out}", which.name());

@@ -205,6 +205,10 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
         "apps/deployments:patch",
         "apps/deployments/scale:get",
         "apps/deployments/scale:patch",
+        // Its leader election's Lease, in graphscaler's namespace only (below).
+        "coordination.k8s.io/leases:get",
+        "coordination.k8s.io/leases:create",
+        "coordination.k8s.io/leases:update",
     ]));
     assert_eq!(
         of("graphscaler-actuate"),
@@ -215,6 +219,13 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
         assert!(of(sa).is_empty(), "{sa} is granted {:?}", of(sa));
         assert!(no_token.contains(sa), "{sa} mounts a token");
     }
+    // The lease role is graphscaler's own namespace's, and the configuration names it.
+    let lease_roles: Vec<&String> = roles
+        .iter()
+        .filter(|(_, g)| g.iter().any(|x| x.contains("leases")))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(lease_roles, ["graphscaler/graphscaler-actuate-lease"]);
     // Only the managed namespace's roles patch anything.
     for (name, g) in &roles {
         if g.iter().any(|x| x.ends_with(":patch")) {
@@ -231,6 +242,7 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
     let shown = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(shown.contains("kiali.istio-system"), "{shown}");
     assert!(shown.contains("dry_run = true"), "{shown}");
+    assert!(shown.contains("[pipeline.lease]"), "{shown}");
 }
 
 #[test]

@@ -32,6 +32,7 @@
 //! ([`k8s::KubeCluster`]). [`stage::actuate`] is the stage loop around an [`Actuator`].
 
 pub mod k8s;
+pub mod lease;
 pub mod stage;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -14,6 +14,9 @@
 //! | `graphscaler_snapshot_latency_seconds` | gauge | `stage` — last window's cut to publication |
 //! | `graphscaler_actions_total` | counter | `stage`, `outcome` (`applied`, `refused`, `dry_run`) |
 //! | `graphscaler_policy_fallback_total` | counter | `stage` — snapshots the policy could not decide on, decided by its fallback |
+//! | `graphscaler_policy_actions_total` | counter | `stage`, `policy` (the fallback's own name when it decided), `service`, `part` (`replicas`, `cpu`, `node_type`) — actions published |
+//! | `graphscaler_leader` | gauge | `stage` — 1 while the actuator holds its lease and applies, 0 while a candidate |
+//! | `graphscaler_lease_errors_total` | counter | `stage` — failed reads or writes of the lease |
 //! | `graphscaler_bus_unanswered_total` | counter | `stage` — probes of an idle stage's bus unanswered |
 //! | `graphscaler_last_progress_timestamp_seconds` | gauge | `stage` — Unix time of its last progress (a message read, the bus answering a probe, a scrape pass published) |
 
@@ -21,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-const HELP: [(&str, &str, &str); 15] = [
+const HELP: [(&str, &str, &str); 18] = [
     ("graphscaler_events_in_total", "counter", "Events consumed."),
     (
         "graphscaler_events_out_total",
@@ -79,9 +82,24 @@ const HELP: [(&str, &str, &str); 15] = [
         "Snapshots the policy could not decide on (a learned policy on data it cannot trust), decided by the fallback policy instead.",
     ),
     (
+        "graphscaler_policy_actions_total",
+        "counter",
+        "Actions the policy stage published, by the policy that decided them, service and the part they change.",
+    ),
+    (
         "graphscaler_actuator_state_write_failures_total",
         "counter",
         "Writes of the actuator's applied state that failed.",
+    ),
+    (
+        "graphscaler_leader",
+        "gauge",
+        "1 while this actuator holds the lease (pipeline.lease) and applies actions, 0 while it waits as a candidate.",
+    ),
+    (
+        "graphscaler_lease_errors_total",
+        "counter",
+        "Attempts to read or write the actuator's lease that failed.",
     ),
     (
         "graphscaler_bus_unanswered_total",

@@ -54,6 +54,14 @@ pub fn router(state: Shared) -> Router {
             "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
             get(scale).patch(patch_scale),
         )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+            axum::routing::post(create_lease),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+            get(get_lease).put(replace_lease),
+        )
         .with_state(state)
 }
 
@@ -431,4 +439,41 @@ async fn patch_scale(
     body: Bytes,
 ) -> Reply {
     patch(&s, &ns, &name, &headers, &body, true)
+}
+
+fn lease_reply(r: Result<Value, crate::lease::Refusal>, ok: StatusCode) -> Reply {
+    match r {
+        Ok(v) => (ok, Json(v)),
+        Err((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(body),
+        ),
+    }
+}
+
+fn lease_body(body: &[u8]) -> Result<Value, crate::lease::Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            400,
+            kube::status(400, "BadRequest", &format!("a Lease must be JSON: {e}")),
+        )
+    })
+}
+
+async fn get_lease(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Reply {
+    lease_reply(lock(&s).leases.get(&ns, &name), StatusCode::OK)
+}
+
+async fn create_lease(State(s): State<Shared>, Path(ns): Path<String>, body: Bytes) -> Reply {
+    let r = lease_body(&body).and_then(|b| lock(&s).leases.create(&ns, b));
+    lease_reply(r, StatusCode::CREATED)
+}
+
+async fn replace_lease(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Reply {
+    let r = lease_body(&body).and_then(|b| lock(&s).leases.replace(&ns, &name, b));
+    lease_reply(r, StatusCode::OK)
 }

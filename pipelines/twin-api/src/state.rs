@@ -26,6 +26,8 @@ pub struct LiveTwin {
     applied: u64,
     refused: u64,
     history: std::collections::VecDeque<(u64, ClusterObservation, HashMap<String, String>)>,
+    /// Leases (leader election), kept apart from the simulated cluster.
+    pub leases: crate::lease::Leases,
 }
 
 /// The live twin shared by the server's handlers and its clock.
@@ -49,6 +51,7 @@ impl LiveTwin {
             applied: 0,
             refused: 0,
             history: Default::default(),
+            leases: Default::default(),
         }
         .recorded()
     }
