@@ -1434,39 +1434,92 @@ fn a_topology_without_cpu_costs_runs_with_a_warning_naming_its_services() {
     assert!(!stderr(&o).contains("default CPU cost"), "{}", stderr(&o));
 }
 
-/// The shipped GAT-PPO on an application whose services are not its model's (Online
-/// Boutique with `emailservice` renamed, under the same file name): it cannot decide on any
-/// snapshot, and rather than a run that silently does nothing, the fallback HPA acts, the
-/// problem is warned with the services named, and the summary counts every fallback.
+/// The shipped policies on an application whose services are not their model's (Online
+/// Boutique with `emailservice` renamed, under the same file name): GAT-PPO's weights do not
+/// depend on the services, so it serves them, saying once that it is outside its training; the
+/// flat MLP-PPO cannot decide on any snapshot, and rather than a run that silently does nothing,
+/// the fallback HPA acts, the problem is warned with the services named, and the summary counts
+/// every fallback.
 #[test]
-fn a_learned_policy_that_cannot_decide_falls_back_to_the_hpa_and_says_so() {
+fn a_graph_policy_transfers_and_one_that_cannot_falls_back_to_the_hpa_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("online-boutique.json");
     let text = std::fs::read_to_string(repo().join("data/topologies/online-boutique.json"))
         .unwrap()
         .replace("emailservice", "mailer");
-    std::fs::write(&other, text).unwrap();
-    let o = graphscaler(&[
-        "run",
-        "--policy",
-        "gat-ppo",
-        "--topology",
-        other.to_str().unwrap(),
-        "--scenario",
-        "rush",
-        "--duration",
-        "20m",
-    ]);
+    std::fs::write(&other, &text).unwrap();
+    let shop = dir.path().join("shop.json");
+    std::fs::write(&shop, &text).unwrap();
+    let run = |policy: &str, topology: &Path| {
+        graphscaler(&[
+            "run",
+            "--policy",
+            policy,
+            "--topology",
+            topology.to_str().unwrap(),
+            "--scenario",
+            "rush",
+            "--duration",
+            "20m",
+        ])
+    };
+    // A graph policy transfers: the same weights serve the renamed service, said once.
+    let o = run("gat-ppo", &other);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        err.matches("serving 11 services it was not trained on (missing [\"emailservice\"], unknown [\"mailer\"]; trained on 11 of `online-boutique`)").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("cannot decide"), "{err}");
+    assert!(!out.contains("decided by the fallback"), "{out}");
+    // So does it to another topology by name, in an evaluation; the MLP is refused there.
+    let eval = |policy: &str| {
+        graphscaler(&[
+            "eval",
+            "--policies",
+            policy,
+            "--topology",
+            shop.to_str().unwrap(),
+            "--scenarios",
+            "rush",
+            "--replays",
+            "1",
+            "--duration",
+            "10m",
+            "--out",
+            dir.path().join(format!("eval-{policy}")).to_str().unwrap(),
+        ])
+    };
+    let o = eval("gat-ppo");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("serving topology `shop` with a graph policy trained on `online-boutique`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = eval("mlp-ppo");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("trained on topology `online-boutique`, not `shop`"),
+        "{}",
+        stderr(&o)
+    );
+    // The flat MLP does not transfer: on a renamed service its fallback decides, warned once
+    // per streak.
+    let o = run("mlp-ppo", &other);
     assert!(o.status.success(), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
     assert!(
         err.contains("cannot decide")
-            && err.contains("missing [\"emailservice\"], unknown [\"mailer\"]")
+            && err.contains("missing [\"emailservice\"], unknown [\"mailer\"] (the MLP's input is sized to its 11 services: it does not transfer")
             && err.matches("cannot decide").count() == 1,
         "warned once per streak: {err}"
     );
     assert!(
-        out.contains("41 snapshots decided by the fallback `hpa-70` (gat-ppo could not decide)"),
+        out.contains("41 snapshots decided by the fallback `hpa-70` (mlp-ppo could not decide)"),
         "{out}"
     );
     let acted = out

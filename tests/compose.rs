@@ -11,8 +11,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,9 +59,9 @@ fn compose_topics(script: &str) -> BTreeSet<(String, u32)> {
     out
 }
 
-/// Prometheus' HTTP API: `GET /api/v1/query?query=…` on `base` (HTTP/1.0, so not chunked).
+/// Prometheus' HTTP API: `GET /api/v1/query?query=…` on `base`.
 fn query(base: &str, promql: &str) -> serde_json::Value {
-    let hostport = base.trim_start_matches("http://");
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
     let mut enc = String::new();
     for b in promql.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -72,17 +70,8 @@ fn query(base: &str, promql: &str) -> serde_json::Value {
             enc.push_str(&format!("%{b:02X}"));
         }
     }
-    let mut s = TcpStream::connect(hostport).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /api/v1/query?query={enc} HTTP/1.0\r\nHost: {hostport}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{promql}: {e}: {text}"))
+    let (code, body) = get(port, &format!("/api/v1/query?query={enc}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {code} {e}: {body}"))
 }
 
 /// The metric names a PromQL expression reads (the exporters' and the stages' prefixes).

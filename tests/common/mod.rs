@@ -38,15 +38,12 @@ pub fn policy_stage(port: u16, listen: u16, log: std::fs::File, env: &[(&str, St
     )
 }
 
-/// `GET path` on loopback `port`: the status code and the body.
+/// `GET path` on loopback `port`: the status code and the body (HTTP/1.0, so that no server
+/// chunks it).
 pub fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let code = text.split(' ').nth(1).unwrap().parse().unwrap();

@@ -1,6 +1,7 @@
 //! Learned policies from checkpoints, as `graphscaler_policy`'s [`Learned`] factory: for `eval`'s
 //! campaigns (on observations, for one topology) and for the policy stage (on snapshots, any
-//! topology whose services match the model's; with guarded online learning when configured).
+//! topology: a graph policy serves other services with its weights, saying so; with guarded
+//! online learning when configured).
 
 use std::path::PathBuf;
 
@@ -28,7 +29,7 @@ pub struct OnlineSetup {
 pub struct Checkpoints {
     /// Where a baseline's checkpoint is looked up by its name (`learn.checkpoint_dir`).
     pub dir: PathBuf,
-    /// The topology the policies must have been trained on (`*`: any whose services match).
+    /// The topology the policies must have been trained on (`*`: any).
     pub topology: String,
     /// Act by the mode of the policy (true) or sample it (`learn.act = "sample"`).
     pub deterministic: bool,
@@ -143,12 +144,22 @@ impl SnapshotPolicy for StagePolicy {
     }
 
     fn summary(&self) -> Option<String> {
-        let refused = (self.refused > 0).then(|| {
-            format!(
-                "{} snapshots it could not decide on (data it cannot trust)",
-                self.refused
-            )
-        });
+        let live = match &self.policy {
+            Served::Fixed(p) => p.as_ref(),
+            Served::Online(o) => o.live(),
+        };
+        let notes: Vec<String> = live
+            .outside
+            .iter()
+            .cloned()
+            .chain((self.refused > 0).then(|| {
+                format!(
+                    "{} snapshots it could not decide on (data it cannot trust)",
+                    self.refused
+                )
+            }))
+            .collect();
+        let refused = (!notes.is_empty()).then(|| notes.join("; "));
         let Served::Online(o) = &self.policy else {
             return refused;
         };

@@ -2,9 +2,12 @@
 //! snapshot (the pipeline's policy stage), it takes up to `decisions_per_tick` decisions under
 //! the masks it was trained with ([`crate::decide`]) and returns the cluster actions.
 //!
-//! It never acts on data it cannot trust: a snapshot whose services are not the ones the model
-//! was trained on, or with a non-finite feature, gets no action and an error naming what was
-//! wrong.
+//! A graph encoder's weights do not depend on the number of services, so a graph policy serves
+//! a cluster whose services are not the ones it was trained on: it is rebuilt for them with the
+//! same weights and says once that it is outside what it was trained on ([`LearnedPolicy::outside`]).
+//! The flat MLP's input is sized to its services: on other services it gets no action and an
+//! error naming them. It never acts on data it cannot trust: a snapshot with a non-finite feature
+//! or parts that disagree gets no action and an error naming what was wrong.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -12,7 +15,7 @@ use std::path::Path;
 use graphscaler_schemas::{Action, ClusterObservation, Snapshot, SnapshotError};
 use tch::nn::VarStore;
 
-use crate::agent::{GraphAgent, Obs};
+use crate::agent::{EncoderKind, GraphAgent, Obs};
 use crate::checkpoint::{CheckpointError, Manifest};
 use crate::decide::{window_of, DecisionState};
 
@@ -84,23 +87,25 @@ pub struct LearnedPolicy {
     deterministic: bool,
     /// Snapshots refused so far, and the last reason.
     pub refused: (usize, Option<ServeError>),
+    /// Set once it serves services it was not trained on: what it says of that.
+    pub outside: Option<String>,
 }
 
-fn check(snap: &Snapshot, services: &[String]) -> Result<(), ServeError> {
-    if snap.services != services {
-        let missing: Vec<&String> = services
-            .iter()
-            .filter(|s| !snap.services.contains(s))
-            .collect();
-        let extra: Vec<&String> = snap
-            .services
-            .iter()
-            .filter(|s| !services.contains(s))
-            .collect();
-        return Err(ServeError::Services(format!(
-            "missing {missing:?}, unknown {extra:?}"
-        )));
-    }
+/// What differs between the model's services and `snap`'s.
+fn difference(snap: &Snapshot, services: &[String]) -> String {
+    let missing: Vec<&String> = services
+        .iter()
+        .filter(|s| !snap.services.contains(s))
+        .collect();
+    let extra: Vec<&String> = snap
+        .services
+        .iter()
+        .filter(|s| !services.contains(s))
+        .collect();
+    format!("missing {missing:?}, unknown {extra:?}")
+}
+
+fn check(snap: &Snapshot) -> Result<(), ServeError> {
     // Lengths, edge indices and widths (what would panic the tensors), then finite values.
     snap.validate().map_err(|e| match e {
         SnapshotError::NotFinite { field, what, value } => ServeError::NotFinite {
@@ -135,10 +140,22 @@ pub fn draw<T>(stream: u64, n: u64, f: impl FnOnce() -> T) -> T {
 }
 
 impl LearnedPolicy {
-    /// Loads `path` for `topology` (`*`: any); `deterministic` takes the most likely action.
+    /// Loads `path` for `topology` (`*`: any); `deterministic` takes the most likely action. A
+    /// graph policy loads for any topology (its weights do not depend on the services), saying
+    /// once that it serves outside its training; the MLP only for the one it was trained on.
     pub fn load(path: &Path, topology: &str, deterministic: bool) -> Result<Self, CheckpointError> {
-        let (agent, vs, manifest) = GraphAgent::load(path, topology)?;
-        Ok(Self::from_agent(agent, vs, manifest, deterministic))
+        let graph = crate::agent::AgentSpec::of_checkpoint(path)?.encoder != EncoderKind::Mlp;
+        let (agent, vs, manifest) = GraphAgent::load(path, if graph { "*" } else { topology })?;
+        let trained = manifest.topology.clone();
+        let mut p = Self::from_agent(agent, vs, manifest, deterministic);
+        if trained != topology && trained != "*" && topology != "*" {
+            let said = format!(
+                "serving topology `{topology}` with a graph policy trained on `{trained}`: outside its training, with the same weights"
+            );
+            tracing::warn!("{said}");
+            p.outside = Some(said);
+        }
+        Ok(p)
     }
 
     /// Wraps a model in memory.
@@ -158,6 +175,7 @@ impl LearnedPolicy {
             deterministic,
             draws: 0,
             refused: (0, None),
+            outside: None,
         }
     }
 
@@ -191,7 +209,12 @@ impl LearnedPolicy {
         capacity: Option<(&[f64], f64)>,
         record: bool,
     ) -> Result<(Vec<Action>, Vec<Decision>), ServeError> {
-        if let Err(e) = check(snap, &self.agent.spec.services) {
+        let checked = if snap.services == self.agent.spec.services {
+            Ok(())
+        } else {
+            self.retarget(snap)
+        };
+        if let Err(e) = checked.and_then(|()| check(snap)) {
             self.refused.0 += 1;
             self.refused.1 = Some(e.clone());
             return Err(e);
@@ -238,6 +261,62 @@ impl LearnedPolicy {
             }
         }
         Ok((out, decisions))
+    }
+
+    /// Rebuilds the model for `snap`'s services with the same weights (a graph encoder's do not
+    /// depend on the services), saying once that it serves outside what it was trained on; the
+    /// MLP, whose input is sized to its services, cannot.
+    fn retarget(&mut self, snap: &Snapshot) -> Result<(), ServeError> {
+        let trained = &self.agent.spec.services;
+        if self.agent.spec.encoder == EncoderKind::Mlp {
+            return Err(ServeError::Services(format!(
+                "{} (the MLP's input is sized to its {} services: it does not transfer; a graph encoder does)",
+                difference(snap, trained),
+                trained.len()
+            )));
+        }
+        let mut spec = self.agent.spec.clone();
+        spec.services = snap.services.clone();
+        let vs = VarStore::new(tch::Device::Cpu);
+        let agent = GraphAgent::new(&vs.root(), spec);
+        let weights = self.vs.variables();
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                match weights.get(&name) {
+                    Some(w) if w.size() == t.size() => t.copy_(w),
+                    _ => {
+                        return Err(ServeError::Services(format!(
+                            "{}: parameter `{name}` depends on the services, so the model does not transfer",
+                            difference(snap, trained)
+                        )))
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if self
+            .outside
+            .as_ref()
+            .is_none_or(|o| !o.contains("services it was not trained on"))
+        {
+            let said = format!(
+                "serving {} services it was not trained on ({}; trained on {} of `{}`): outside its training, with the same weights",
+                snap.services.len(),
+                difference(snap, trained),
+                trained.len(),
+                self.agent.spec.topology
+            );
+            tracing::warn!("{said}");
+            self.outside = Some(match self.outside.take() {
+                Some(before) => format!("{before}; {said}"),
+                None => said,
+            });
+        }
+        self.state = DecisionState::new(snap.services.clone(), self.agent.spec.node_types.clone());
+        self.history.clear();
+        self.agent = agent;
+        self.vs = vs;
+        Ok(())
     }
 
     /// The model's parameters.

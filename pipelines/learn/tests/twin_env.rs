@@ -37,6 +37,13 @@ fn env_config(window: usize) -> TwinEnvConfig {
     }
 }
 
+/// Two environments with `window` snapshots, seeded `seed` and `seed + 1`.
+fn two_envs(window: usize, seed: u64) -> Vec<TwinEnv> {
+    (0..2)
+        .map(|i| TwinEnv::new(env_config(window), seed + i).unwrap())
+        .collect()
+}
+
 fn spec(env: &TwinEnv, encoder: EncoderKind) -> AgentSpec {
     let mut s = AgentSpec::new(
         encoder,
@@ -213,11 +220,48 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     );
     assert!(e.to_string().contains(&bad.services[2]));
     let mut missing = env.snapshot().clone();
-    let gone = missing.services.remove(4);
+    missing.services.remove(4);
     missing.service_x.remove(4);
-    let e = p.decide_snapshot(&missing, None).unwrap_err().to_string();
-    assert!(e.contains(&gone), "{e}");
+    let e = p.decide_snapshot(&missing, None).unwrap_err();
+    assert!(matches!(e, ServeError::Invalid(_)), "{e}");
     assert_eq!(p.refused.0, 2);
+
+    // Another application (a service renamed, the order kept): the GAT serves it with the same
+    // weights — the same decisions, on the renamed service — and says once that it is outside
+    // its training; the flat MLP cannot, and says why.
+    let snap = env.snapshot().clone();
+    let mut renamed = snap.clone();
+    let old = renamed.services[4].clone();
+    renamed.services[4] = format!("{old}-v2");
+    let mut a = LearnedPolicy::load(&path, "online-boutique", true).unwrap();
+    let mut b = LearnedPolicy::load(&path, "online-boutique", true).unwrap();
+    let here = a.decide_snapshot(&snap, None).unwrap();
+    let there = b.decide_snapshot(&renamed, None).unwrap();
+    let named = |x: &[graphscaler_schemas::Action]| -> Vec<String> {
+        x.iter()
+            .map(|a| format!("{} {:?}", a.service.replace("-v2", ""), a.kind))
+            .collect()
+    };
+    assert_eq!(named(&here), named(&there));
+    let said = b.outside.clone().unwrap();
+    assert!(
+        said.contains(&format!("missing [\"{old}\"], unknown [\"{old}-v2\"]")),
+        "{said}"
+    );
+    assert!(b.decide_snapshot(&renamed, None).is_ok());
+    assert_eq!((a.outside, b.refused.0), (None, 0));
+    let vs = VarStore::new(Device::Cpu);
+    let mlp = GraphAgent::new(&vs.root(), spec(&env, EncoderKind::Mlp));
+    let mpath = dir.path().join("mlp");
+    mlp.save(&mpath, &vs, "ppo", "tests", serde_json::json!({}))
+        .unwrap();
+    let mut m = LearnedPolicy::load(&mpath, "online-boutique", true).unwrap();
+    let e = m.decide_snapshot(&renamed, None).unwrap_err().to_string();
+    assert!(
+        e.contains("it does not transfer") && e.contains(&old),
+        "{e}"
+    );
+    assert_eq!(m.refused.0, 1);
 }
 
 #[test]
@@ -227,9 +271,7 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
         (Algo::Ppo, EncoderKind::Gat),
         (Algo::A2c, EncoderKind::Dysat),
     ] {
-        let envs: Vec<TwinEnv> = (0..2)
-            .map(|i| TwinEnv::new(env_config(4), i).unwrap())
-            .collect();
+        let envs = two_envs(4, 0);
         let spec = spec(&envs[0], enc);
         let cfg = TrainConfig {
             algo,
@@ -270,9 +312,7 @@ fn the_same_seed_trains_the_same_weights() {
         extra: serde_json::json!({ "seed": 9 }),
     };
     let run = |keep: Option<train::Keep>| {
-        let envs: Vec<TwinEnv> = (0..2)
-            .map(|i| TwinEnv::new(env_config(1), 40 + i).unwrap())
-            .collect();
+        let envs = two_envs(1, 40);
         let spec = spec(&envs[0], EncoderKind::Gat);
         let cfg = TrainConfig {
             algo: Algo::Ppo,
@@ -327,9 +367,7 @@ fn sac_runs_on_the_twin_and_its_actor_serves() {
     use graphscaler_learn::graph_sac;
     use graphscaler_learn::sac::SacConfig;
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let envs: Vec<TwinEnv> = (0..2)
-        .map(|i| TwinEnv::new(env_config(1), 20 + i).unwrap())
-        .collect();
+    let envs = two_envs(1, 20);
     let spec = spec(&envs[0], EncoderKind::Gcn);
     let cfg = SacConfig {
         buffer_size: 500,
@@ -415,11 +453,7 @@ fn a_stopped_training_resumes_where_it_saved() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("run.resume");
-    let envs = |seed: u64| -> Vec<TwinEnv> {
-        (0..2)
-            .map(|i| TwinEnv::new(env_config(1), seed + i).unwrap())
-            .collect()
-    };
+    let envs = |seed: u64| two_envs(1, seed);
     let gat = spec(&envs(60)[0], EncoderKind::Gat);
     let cfg = |resume: bool, stop_after: Option<usize>| TrainConfig {
         algo: Algo::Ppo,
@@ -586,11 +620,7 @@ fn a_stopped_sac_training_resumes_with_its_replay_buffer() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("sac.resume");
-    let envs = |seed: u64| -> Vec<TwinEnv> {
-        (0..2)
-            .map(|i| TwinEnv::new(env_config(1), seed + i).unwrap())
-            .collect()
-    };
+    let envs = |seed: u64| two_envs(1, seed);
     let gcn = spec(&envs(40)[0], EncoderKind::Gcn);
     let cfg = SacConfig {
         buffer_size: 100,

@@ -149,7 +149,9 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         extra: training.clone(),
     };
     let keep = (a.keep_every > 0).then_some(keep);
-    let (resumed_at, wall_s, global_step);
+    // Where the training stopped (if early), the updates planned, where it resumed, seconds
+    // over every run, decisions.
+    let run: (Option<usize>, usize, Vec<usize>, f64, usize);
     let checkpointing = Checkpointing {
         dir: state_dir.clone(),
         every: a.save_every,
@@ -158,13 +160,6 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
             .time_limit
             .map(|s| began + std::time::Duration::from_secs_f64(s)),
         stop_after: None,
-    };
-    // Stopped at the time limit: the state is saved and the command ends.
-    let stopped = |k: usize, of: usize, decisions: usize| {
-        say!(
-            "stopped at the time limit after update {k} of {of} ({decisions} decisions): the state is in {}; the same command with --resume continues",
-            state_dir.display()
-        );
     };
     let (agent, vs, updates, reward_norm) = match algo_arg {
         AlgoArg::OnPolicy(algo) => {
@@ -189,13 +184,13 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 &mut log,
                 &mut on_update,
             )?;
-            if let Some(k) = r.stopped {
-                log.flush()?;
-                bar.finish_and_clear();
-                stopped(k, r.iterations, r.global_step);
-                return Ok(());
-            }
-            (resumed_at, wall_s, global_step) = (r.resumed_at, r.wall_s, r.global_step);
+            run = (
+                r.stopped,
+                r.iterations,
+                r.resumed_at,
+                r.wall_s,
+                r.global_step,
+            );
             (r.agent, r.vs, r.updates, Some(r.reward_norm))
         }
         AlgoArg::Sac => {
@@ -215,18 +210,27 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 keep.as_ref(),
                 Some(&checkpointing),
             )?;
-            if let Some(k) = r.stopped {
-                log.flush()?;
-                bar.finish_and_clear();
-                stopped(k, r.iterations, r.global_step);
-                return Ok(());
-            }
-            (resumed_at, wall_s, global_step) = (r.resumed_at, r.wall_s, r.global_step);
+            run = (
+                r.stopped,
+                r.iterations,
+                r.resumed_at,
+                r.wall_s,
+                r.global_step,
+            );
             (r.agent, r.vs, r.updates, None)
         }
     };
     log.flush()?;
     bar.finish_and_clear();
+    let (stopped, iterations, resumed_at, wall_s, global_step) = run;
+    if let Some(k) = stopped {
+        // Stopped at the time limit: the state is saved and the command ends.
+        say!(
+            "stopped at the time limit after update {k} of {iterations} ({global_step} decisions): the state is in {}; the same command with --resume continues",
+            state_dir.display()
+        );
+        return Ok(());
+    }
     // Over every run of a resumed training.
     let secs = wall_s;
     // A training resumed after its last update has none of its own to count from.
