@@ -151,6 +151,9 @@ pub fn queries(
         format!("histogram_quantile({q}, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{{{dest}}}[{w}s])))")
     };
     let entry_sel = format!("{dest},destination_workload=\"{entry}\"");
+    let lag = |agg: &str| {
+        format!("{agg} by (service) (mysql_slave_status_seconds_behind_master) or {agg} by (service) (mysql_replica_status_seconds_behind_source)")
+    };
     vec![
         ("pod_cpu", format!("sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace=\"{ns}\",container!=\"\",container!=\"POD\"}}[{w}s]))")),
         ("pod_mem", format!("sum by (pod) (container_memory_working_set_bytes{{namespace=\"{ns}\",container!=\"\",container!=\"POD\"}})")),
@@ -160,11 +163,14 @@ pub fn queries(
         ("svc_p50", pct(0.5)),
         ("svc_p95", pct(0.95)),
         ("svc_p99", pct(0.99)),
-        ("redis_replicas", "max by (service) (redis_connected_slaves)".into()),
-        ("redis_lag_max", "max by (service) (redis_connected_slave_lag_seconds)".into()),
-        ("redis_lag_mean", "avg by (service) (redis_connected_slave_lag_seconds)".into()),
-        ("redis_hits", format!("sum by (service) (rate(redis_keyspace_hits_total[{w}s]))")),
-        ("redis_misses", format!("sum by (service) (rate(redis_keyspace_misses_total[{w}s]))")),
+        // The stores' exporters under their own names (redis_exporter, mysqld_exporter before and
+        // after its replica_status rename), by the `service` label the documented relabelling
+        // adds (config/prometheus/exporters.yml).
+        ("store_replicas", format!("max by (service) (redis_connected_slaves) or {}", lag("count"))),
+        ("store_lag_max", format!("max by (service) (redis_connected_slave_lag_seconds) or {}", lag("max"))),
+        ("store_lag_mean", format!("avg by (service) (redis_connected_slave_lag_seconds) or {}", lag("avg"))),
+        ("store_hits", format!("sum by (service) (rate(redis_keyspace_hits_total[{w}s])) or sum by (service) (rate(mysql_global_status_innodb_buffer_pool_read_requests[{w}s]) - rate(mysql_global_status_innodb_buffer_pool_reads[{w}s]))")),
+        ("store_misses", format!("sum by (service) (rate(redis_keyspace_misses_total[{w}s])) or sum by (service) (rate(mysql_global_status_innodb_buffer_pool_reads[{w}s]))")),
         ("slo_violation", format!(
             "avg_over_time((((histogram_quantile(0.95, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{entry_sel}}}[{w}s]))) > bool {slo_latency_ms}) + ((sum(rate(istio_requests_total{{{entry_sel},response_code=~\"5..\"}}[{w}s]) or rate(istio_requests_total{{{entry_sel},grpc_response_status=~\"[1-9][0-9]*\"}}[{w}s])) or vector(0)) / sum(rate(istio_requests_total{{{entry_sel}}}[{w}s])) > bool {slo_error_rate})) > bool 0)[{sw}s:{w}s])"
         )),
@@ -464,11 +470,11 @@ impl<'a> Series<'a> {
             p50: svc("svc_p50"),
             p95: svc("svc_p95"),
             p99: svc("svc_p99"),
-            replicas: store("redis_replicas"),
-            lag_max: store("redis_lag_max"),
-            lag_mean: store("redis_lag_mean"),
-            hits: store("redis_hits"),
-            misses: store("redis_misses"),
+            replicas: store("store_replicas"),
+            lag_max: store("store_lag_max"),
+            lag_mean: store("store_lag_mean"),
+            hits: store("store_hits"),
+            misses: store("store_misses"),
             slo_violation: q("slo_violation"),
         }
     }
@@ -811,10 +817,10 @@ mod tests {
         m.insert("svc_rps", vec![sample("destination_workload", "web", 20.0)]);
         m.insert("svc_err", vec![sample("destination_workload", "web", 1.0)]);
         m.insert("svc_p95", vec![sample("destination_workload", "web", 42.0)]);
-        m.insert("redis_replicas", vec![sample("service", "db", 2.0)]);
-        m.insert("redis_lag_max", vec![sample("service", "db", 0.5)]);
-        m.insert("redis_hits", vec![sample("service", "db", 3.0)]);
-        m.insert("redis_misses", vec![sample("service", "db", 1.0)]);
+        m.insert("store_replicas", vec![sample("service", "db", 2.0)]);
+        m.insert("store_lag_max", vec![sample("service", "db", 0.5)]);
+        m.insert("store_hits", vec![sample("service", "db", 3.0)]);
+        m.insert("store_misses", vec![sample("service", "db", 1.0)]);
         m.insert(
             "slo_violation",
             vec![Sample {

@@ -1,5 +1,19 @@
 //! The Prometheus text exposition of the twin: cAdvisor, kube-state-metrics, Istio standard
-//! metrics and the redis exporter, with their real names and labels.
+//! metrics, and for each stateful service redis_exporter's or mysqld_exporter's series (by its
+//! topology `engine`), with their real names and labels.
+//!
+//! The exporters' series carry the labels the documented relabelling adds when Prometheus
+//! discovers an exporter through its Kubernetes Service's endpoints
+//! (`config/prometheus/exporters.yml`): `namespace`, `pod` and `service` (the Service, named as
+//! the workload). Beside them, each series has exactly the exporter's own labels: redis_exporter
+//! (`exporter/info.go`) publishes `redis_connected_slaves`, `redis_connected_slave_lag_seconds
+//! {slave_ip, slave_port, slave_state}` and the keyspace counters on the primary, and
+//! `redis_master_last_io_seconds_ago{master_host, master_port}` on each replica; mysqld_exporter
+//! (`collector/slave_status.go`, `collector/global_status.go`) publishes
+//! `mysql_slave_status_seconds_behind_master{master_host, master_uuid, channel_name,
+//! connection_name}` (and `…_slave_io_running`, `…_slave_sql_running`) on each replica and
+//! `mysql_global_status_innodb_buffer_pool_read_requests` / `…_reads` on the primary. A pod's IP
+//! is derived from its name (the twin has no network).
 //!
 //! Counters accumulate from tick to tick as a real exporter's do, so `rate()` over them gives
 //! the twin's rates back; a pod's series disappear when the pod does, as cAdvisor's do.
@@ -8,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use graphscaler_schemas::{ClusterObservation, PodObs, PodPhase};
+use graphscaler_twin::topology::Engine;
 use graphscaler_twin::{TickTruth, Topology};
 
 /// Istio's default `istio_request_duration_milliseconds` buckets.
@@ -32,7 +47,28 @@ pub struct Exposition {
     pod_cpu_seconds: BTreeMap<String, f64>,
     pod_working_set: BTreeMap<String, f64>,
     edges: BTreeMap<(String, String), EdgeCounters>,
-    redis: BTreeMap<String, (f64, f64)>,
+    stores: BTreeMap<String, Store>,
+}
+
+/// A stateful service as its exporters see it.
+#[derive(Debug, Clone)]
+struct Store {
+    engine: Engine,
+    /// Cumulative reads served from memory (keyspace hits; buffer-pool reads without disk).
+    hits: f64,
+    /// Cumulative reads that missed (keyspace misses; buffer-pool reads from disk).
+    misses: f64,
+    /// The primary's pod, this tick.
+    primary: Option<String>,
+    /// Each read replica's pod and replication lag, s, this tick.
+    replicas: Vec<(String, f64)>,
+}
+
+/// A pod's IP, derived from its name (10.244.x.y).
+pub fn pod_ip(pod: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(pod.as_bytes());
+    format!("10.244.{}.{}", h[0], h[1].max(2))
 }
 
 fn esc(v: &str) -> String {
@@ -98,9 +134,30 @@ impl Exposition {
         }
         for st in &obs.stateful {
             let reads = obs.service(&st.service).map_or(0.0, |s| s.rps) * w;
-            let r = self.redis.entry(st.service.clone()).or_default();
-            r.0 += reads * st.hit_ratio;
-            r.1 += reads * (1.0 - st.hit_ratio);
+            let engine = topo
+                .service_index(&st.service)
+                .and_then(|i| topo.services[i].engine)
+                .unwrap_or(Engine::Redis);
+            let r = self.stores.entry(st.service.clone()).or_insert(Store {
+                engine,
+                hits: 0.0,
+                misses: 0.0,
+                primary: None,
+                replicas: vec![],
+            });
+            r.hits += reads * st.hit_ratio;
+            r.misses += reads * (1.0 - st.hit_ratio);
+            r.primary = None;
+            r.replicas.clear();
+        }
+        for p in &truth.pods {
+            let Some(r) = self.stores.get_mut(&topo.services[p.service].name) else {
+                continue;
+            };
+            match p.replica_lag_s {
+                Some(lag) => r.replicas.push((p.name.clone(), lag)),
+                None => r.primary = r.primary.clone().or_else(|| Some(p.name.clone())),
+            }
         }
     }
 
@@ -111,7 +168,7 @@ impl Exposition {
         self.cadvisor(&mut o, obs, &ns);
         kube_state_metrics(&mut o, obs, &ns);
         self.istio(&mut o, &ns);
-        self.redis_exporter(&mut o, obs);
+        self.exporters(&mut o, obs, &ns);
         o
     }
 
@@ -227,58 +284,137 @@ impl Exposition {
         }
     }
 
-    /// redis_exporter.
-    fn redis_exporter(&self, o: &mut String, obs: &ClusterObservation) {
-        head(
-            o,
-            "redis_connected_slaves",
-            "gauge",
-            "Number of connected slaves.",
-        );
-        for st in &obs.stateful {
-            let _ = writeln!(
-                o,
-                "redis_connected_slaves{{service=\"{}\"}} {}",
-                esc(&st.service),
-                st.connected_replicas
-            );
+    /// redis_exporter's and mysqld_exporter's series of every stateful service.
+    fn exporters(&self, o: &mut String, obs: &ClusterObservation, ns: &str) {
+        let at = |svc: &str, pod: &str| {
+            format!(
+                "namespace=\"{ns}\",pod=\"{}\",service=\"{}\"",
+                esc(pod),
+                esc(svc)
+            )
+        };
+        let engine = |e: Engine| {
+            self.stores
+                .iter()
+                .filter(move |(_, r)| r.engine == e)
+                .filter_map(|(svc, r)| r.primary.as_ref().map(|p| (svc, r, p)))
+        };
+        let connected = |svc: &str| {
+            obs.stateful
+                .iter()
+                .find(|s| s.service == svc)
+                .map_or(0, |s| s.connected_replicas)
+        };
+        // redis_exporter: on the primary, then on each replica.
+        let series: [(&str, &str, &str); 5] = [
+            ("redis_connected_slaves", "gauge", "connected_slaves metric"),
+            (
+                "redis_connected_slave_lag_seconds",
+                "gauge",
+                "Lag of connected slave",
+            ),
+            (
+                "redis_keyspace_hits_total",
+                "counter",
+                "keyspace_hits_total metric",
+            ),
+            (
+                "redis_keyspace_misses_total",
+                "counter",
+                "keyspace_misses_total metric",
+            ),
+            (
+                "redis_master_last_io_seconds_ago",
+                "gauge",
+                "master_last_io_seconds_ago metric",
+            ),
+        ];
+        for (name, kind, help) in series {
+            head(o, name, kind, help);
+            for (svc, r, primary) in engine(Engine::Redis) {
+                let l = at(svc, primary);
+                match name {
+                    "redis_connected_slaves" => {
+                        let _ = writeln!(o, "{name}{{{l}}} {}", connected(svc));
+                    }
+                    "redis_keyspace_hits_total" => {
+                        let _ = writeln!(o, "{name}{{{l}}} {}", num(r.hits));
+                    }
+                    "redis_keyspace_misses_total" => {
+                        let _ = writeln!(o, "{name}{{{l}}} {}", num(r.misses));
+                    }
+                    "redis_connected_slave_lag_seconds" => {
+                        for (pod, lag) in &r.replicas {
+                            let _ = writeln!(
+                                o,
+                                "{name}{{{l},slave_ip=\"{}\",slave_port=\"6379\",slave_state=\"online\"}} {}",
+                                pod_ip(pod),
+                                num(*lag)
+                            );
+                        }
+                    }
+                    _ => {
+                        for (pod, lag) in &r.replicas {
+                            let _ = writeln!(
+                                o,
+                                "{name}{{{},master_host=\"{}\",master_port=\"6379\"}} {}",
+                                at(svc, pod),
+                                pod_ip(primary),
+                                lag.floor()
+                            );
+                        }
+                    }
+                }
+            }
         }
-        head(
-            o,
-            "redis_connected_slave_lag_seconds",
-            "gauge",
-            "Lag of connected slave.",
-        );
-        for st in &obs.stateful {
-            let _ = writeln!(
-                o,
-                "redis_connected_slave_lag_seconds{{service=\"{}\",slave_state=\"online\"}} {}",
-                esc(&st.service),
-                num(st.max_replica_lag_s)
-            );
+        // mysqld_exporter: SHOW SLAVE STATUS on each replica (whole seconds, as MySQL reports
+        // them), SHOW GLOBAL STATUS on the primary.
+        for (col, help) in [
+            (
+                "seconds_behind_master",
+                "Generic metric from SHOW SLAVE STATUS.",
+            ),
+            ("slave_io_running", "Generic metric from SHOW SLAVE STATUS."),
+            (
+                "slave_sql_running",
+                "Generic metric from SHOW SLAVE STATUS.",
+            ),
+        ] {
+            let name = format!("mysql_slave_status_{col}");
+            head(o, &name, "untyped", help);
+            for (svc, r, primary) in engine(Engine::Mysql) {
+                for (pod, lag) in &r.replicas {
+                    let v = if col == "seconds_behind_master" {
+                        lag.floor()
+                    } else {
+                        1.0
+                    };
+                    let _ = writeln!(
+                        o,
+                        "{name}{{channel_name=\"\",connection_name=\"\",master_host=\"{}\",master_uuid=\"{}\",{}}} {v}",
+                        pod_ip(primary),
+                        crate::kube::uid("mysql", primary),
+                        at(svc, pod)
+                    );
+                }
+            }
         }
-        head(o, "redis_keyspace_hits_total", "counter", "Keyspace hits.");
-        for (svc, (hits, _)) in &self.redis {
-            let _ = writeln!(
+        for (var, reads) in [
+            ("innodb_buffer_pool_read_requests", true),
+            ("innodb_buffer_pool_reads", false),
+        ] {
+            let name = format!("mysql_global_status_{var}");
+            head(
                 o,
-                "redis_keyspace_hits_total{{service=\"{}\"}} {}",
-                esc(svc),
-                num(*hits)
+                &name,
+                "untyped",
+                "Generic metric from SHOW GLOBAL STATUS.",
             );
-        }
-        head(
-            o,
-            "redis_keyspace_misses_total",
-            "counter",
-            "Keyspace misses.",
-        );
-        for (svc, (_, misses)) in &self.redis {
-            let _ = writeln!(
-                o,
-                "redis_keyspace_misses_total{{service=\"{}\"}} {}",
-                esc(svc),
-                num(*misses)
-            );
+            for (svc, r, primary) in engine(Engine::Mysql) {
+                // Every logical read is a read request; the misses are read from disk.
+                let v = if reads { r.hits + r.misses } else { r.misses };
+                let _ = writeln!(o, "{name}{{{}}} {}", at(svc, primary), num(v));
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ fn mem(bytes: f64) -> String {
     format!("{}Mi", (bytes / (1024.0 * 1024.0)).round() as i64)
 }
 
-fn uid(kind: &str, name: &str) -> String {
+pub(crate) fn uid(kind: &str, name: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(format!("{kind}/{name}").as_bytes());
     let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();

@@ -431,7 +431,18 @@ async fn promtool_accepts_the_exposition() {
     let promtool = which("promtool")
         .expect("`promtool` comes with the prometheus package: run scripts/setup.sh");
     let (url, state, _stop) = start(60_000).await;
-    state.lock().unwrap().tick();
+    {
+        // Read replicas for redis-cart, so that its exporter has replication series.
+        let mut t = state.lock().unwrap();
+        t.apply_all(
+            "redis-cart",
+            vec![graphscaler_schemas::ActionKind::SetReplicas { replicas: 3 }],
+        )
+        .unwrap();
+        for _ in 0..5 {
+            t.tick();
+        }
+    }
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
@@ -445,8 +456,13 @@ async fn promtool_accepts_the_exposition() {
         "istio_requests_total{reporter=\"destination\",source_workload=\"unknown\"",
         "istio_request_duration_milliseconds_bucket{",
         "le=\"+Inf\"",
-        "redis_connected_slave_lag_seconds{",
-        "redis_keyspace_hits_total{",
+        "redis_connected_slaves{namespace=\"default\",pod=\"redis-cart-",
+        "redis_connected_slave_lag_seconds{namespace=\"default\",pod=\"redis-cart-",
+        ",service=\"redis-cart\",slave_ip=\"10.244.",
+        "slave_port=\"6379\",slave_state=\"online\"}",
+        "redis_master_last_io_seconds_ago{namespace=\"default\",pod=\"redis-cart-",
+        ",master_host=\"10.244.",
+        "redis_keyspace_hits_total{namespace=\"default\",pod=\"redis-cart-",
     ] {
         assert!(text.contains(name), "missing {name}");
     }
@@ -477,4 +493,91 @@ async fn promtool_accepts_the_exposition() {
         })
         .collect();
     assert!(problems.is_empty(), "promtool: {report}");
+}
+
+/// A MySQL-backed stateful service (`"engine": "mysql"` in the topology) is exposed as
+/// mysqld_exporter exposes one: SHOW SLAVE STATUS on each replica (whole seconds behind its
+/// source, the source's IP as `master_host`), the InnoDB buffer-pool counters on the primary,
+/// with the relabelling's `namespace`, `pod`, `service`; none of redis_exporter's series. An
+/// unknown engine, or one on a stateless service, is refused naming the service.
+#[test]
+fn a_mysql_store_is_exposed_as_mysqld_exporter_exposes_it() {
+    use graphscaler_twin::{SloConfig, Topology, TwinConfig};
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/topologies/online-boutique.json"),
+    )
+    .unwrap();
+    assert_eq!(text.matches("\"stateful\": true,").count(), 1);
+    let mysql = text.replace(
+        "\"stateful\": true,",
+        "\"stateful\": true, \"engine\": \"mysql\",",
+    );
+    let cfg = TwinConfig::default();
+    let topo =
+        Topology::from_json_str(&mysql, "mysql-boutique.json", &cfg.fanout_parameters).unwrap();
+    let twin = Twin::new(
+        topo,
+        cfg.clone(),
+        SloConfig::default(),
+        Shape::Peak,
+        3600.0,
+        2,
+    )
+    .unwrap();
+    let mut t = LiveTwin::new(twin, "shop", "twin", 1.7e9);
+    t.apply_all(
+        "redis-cart",
+        vec![graphscaler_schemas::ActionKind::SetReplicas { replicas: 3 }],
+    )
+    .unwrap();
+    for _ in 0..20 {
+        t.tick();
+    }
+    let m = t.metrics_text();
+    let replica_lines: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("mysql_slave_status_seconds_behind_master{"))
+        .collect();
+    assert_eq!(replica_lines.len(), 2, "{m}");
+    for l in &replica_lines {
+        assert!(
+            l.contains("channel_name=\"\",connection_name=\"\",master_host=\"10.244.")
+                && l.contains(",namespace=\"shop\",pod=\"redis-cart-")
+                && l.contains(",service=\"redis-cart\"}"),
+            "{l}"
+        );
+        let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v >= 0.0 && v.fract() == 0.0, "{l}");
+    }
+    for name in [
+        "# TYPE mysql_slave_status_seconds_behind_master untyped",
+        "mysql_slave_status_slave_io_running{",
+        "mysql_global_status_innodb_buffer_pool_read_requests{namespace=\"shop\",pod=\"redis-cart-",
+        "mysql_global_status_innodb_buffer_pool_reads{namespace=\"shop\",pod=\"redis-cart-",
+    ] {
+        assert!(m.contains(name), "missing {name}");
+    }
+    assert!(!m.lines().any(|l| l.starts_with("redis_")), "{m}");
+    for (bad, says) in [
+        (
+            "\"stateful\": true, \"engine\": \"postgres\",",
+            "engine `postgres` is not one the twin simulates",
+        ),
+        (
+            "\"stateful\": false, \"engine\": \"mysql\",",
+            "is for stateful services",
+        ),
+    ] {
+        let e = Topology::from_json_str(
+            &text.replace("\"stateful\": true,", bad),
+            "bad.json",
+            &cfg.fanout_parameters,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(says) && e.contains("redis-cart") && e.contains("engine"),
+            "{e}"
+        );
+    }
 }

@@ -80,6 +80,9 @@ pub struct PodTruth {
     pub cpu_cores: f64,
     /// Working set at the end of the tick, bytes.
     pub working_set_bytes: f64,
+    /// A stateful service's read replica: its replication lag at the end of the tick, s
+    /// (`None` for the primary and for stateless pods).
+    pub replica_lag_s: Option<f64>,
 }
 
 /// Requests on one call edge over a tick, as a destination sidecar records them.
@@ -1021,18 +1024,19 @@ impl Twin {
                 0.0
             };
             ws += working;
+            let lag = (is_replica && p.node.is_some()).then(|| replica_lag(p, now, write_rate));
+            if let Some(lag) = lag {
+                max_lag = max_lag.max(lag);
+                sum_lag += lag;
+            }
             if p.node.is_some() {
                 o.pod_truth.push(PodTruth {
                     name: p.name.clone(),
                     service: s,
                     cpu_cores: p.cpu_acc / w,
                     working_set_bytes: working,
+                    replica_lag_s: lag,
                 });
-            }
-            if is_replica && p.node.is_some() {
-                let lag = replica_lag(p, now, write_rate);
-                max_lag = max_lag.max(lag);
-                sum_lag += lag;
             }
             // metrics-server serves the sample of its previous scrape: the HPA sees
             // usage one window old, and nothing for a pod younger than two windows.

@@ -8,7 +8,9 @@
 //!   `replicas_in_manifest`, and the twin's parameters of the service, each optional (the
 //!   configuration's defaults otherwise): `cpu_cost_ms` (CPU per request at speed 1.0),
 //!   `app_start_s` (container start to the application answering its probe) and
-//!   `readiness_probe` (`{initial_delay_s, period_s}`, as the manifest's `readinessProbe`).
+//!   `readiness_probe` (`{initial_delay_s, period_s}`, as the manifest's `readinessProbe`); for a
+//!   stateful service, `engine`: `redis` (the default) or `mysql` — which exporter's series the
+//!   twin serves for it (redis_exporter's or mysqld_exporter's).
 //! * `calls[]`: `from`, `to`, `protocol`, `rpcs`. In `rpcs`, the words `errors ignored` make the
 //!   edge optional (the caller ignores its failures) and `timeout N ms` sets the caller's deadline.
 //! * `frontend_endpoint_fanout`: one entry per route of the entry service, a list of call strings
@@ -70,6 +72,21 @@ pub struct ServiceSpec {
     pub app_start_s: Option<f64>,
     /// Its readiness probe (`None`: the configuration's `twin.readiness_probe`).
     pub readiness_probe: Option<ProbeConfig>,
+    /// What a stateful service stores with (`None` for a stateless one): which exporter's series
+    /// the twin serves for it.
+    pub engine: Option<Engine>,
+}
+
+/// The store behind a stateful service. The twin simulates both alike (a primary and read
+/// replicas, replication lag under writes, a hit ratio); they differ in what they expose:
+/// redis_exporter's series for Redis, mysqld_exporter's for MySQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Redis with replicas (redis_exporter).
+    Redis,
+    /// MySQL with replicas (mysqld_exporter).
+    Mysql,
 }
 
 /// A call edge between two simulated services.
@@ -160,6 +177,8 @@ struct RawService {
     app_start_s: Option<f64>,
     #[serde(default)]
     readiness_probe: Option<ProbeConfig>,
+    #[serde(default)]
+    engine: Option<String>,
 }
 
 fn one() -> u32 {
@@ -283,6 +302,29 @@ fn read_services(raw: &RawTopology, err: Located) -> Result<(Vec<ServiceSpec>, V
                 ),
             ));
         }
+        let engine = match (s.stateful, s.engine.as_deref()) {
+            (false, None) => None,
+            (true, None | Some("redis")) => Some(Engine::Redis),
+            (true, Some("mysql")) => Some(Engine::Mysql),
+            (true, Some(other)) => {
+                return Err(err.at(
+                    format!("{field}.engine"),
+                    format!(
+                        "service `{}`: engine `{other}` is not one the twin simulates (redis or mysql)",
+                        s.name
+                    ),
+                ))
+            }
+            (false, Some(e)) => {
+                return Err(err.at(
+                    format!("{field}.engine"),
+                    format!(
+                        "service `{}`: engine `{e}` is for stateful services; set `stateful: true` or remove it",
+                        s.name
+                    ),
+                ))
+            }
+        };
         if cpu_limit_m < cpu_request_m {
             return Err(err.at(
                 format!("{field}.cpu_limit_m"),
@@ -304,6 +346,7 @@ fn read_services(raw: &RawTopology, err: Located) -> Result<(Vec<ServiceSpec>, V
             cpu_cost_ms: s.cpu_cost_ms,
             app_start_s: s.app_start_s,
             readiness_probe: s.readiness_probe.clone(),
+            engine,
         });
     }
     if services.is_empty() {
