@@ -92,8 +92,9 @@ release_build() {
 }
 
 # `$gs train ARGS... --out DST` under $TIME_LIMIT (default 10h), resumed from DST.resume/ where an
-# earlier run stopped (SAC's with its replay buffer); a training already done (DST.json) is skipped. Returns 1 when the training failed, 3 when it
-# stopped at the time limit (rerun to resume).
+# earlier run stopped (SAC's with its replay buffer); a training already done (DST.json) is
+# skipped. Returns 1 when the training failed, 3 when it stopped at the time limit (rerun to
+# resume).
 train_resumable() {
     local dst=$1
     shift
