@@ -57,6 +57,11 @@ impl Drop for Proc {
 /// A tansu broker on `port` with `storage` (`sqlite://broker.db`, `memory://tansu/`) in `dir`,
 /// its log appended to `dir/tansu-<port>.log`; returns once it listens.
 pub fn tansu(dir: &Path, port: u16, storage: &str) -> Proc {
+    tansu_with(dir, port, storage, &[])
+}
+
+/// [`tansu`] with more broker arguments (`--authentication`: SASL/SCRAM required).
+pub fn tansu_with(dir: &Path, port: u16, storage: &str, extra: &[&str]) -> Proc {
     let bin =
         which("tansu").expect("the `tansu` broker is needed for this test: run scripts/setup.sh");
     let url = format!("tcp://127.0.0.1:{port}");
@@ -75,6 +80,7 @@ pub fn tansu(dir: &Path, port: u16, storage: &str) -> Proc {
             "--storage-engine",
             storage,
         ])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(log)
@@ -130,4 +136,27 @@ pub fn prometheus(dir: &Path, config: &str) -> (Proc, String) {
     );
     wait_port(port, "prometheus");
     (p, format!("http://127.0.0.1:{port}"))
+}
+
+/// Creates SCRAM user `name` with `password` on the tansu broker at `port` (before it requires
+/// authentication: an unauthenticated admin request is refused after).
+pub fn create_user(port: u16, name: &str, password: &str) {
+    let out = Command::new(which("tansu").unwrap())
+        .args([
+            "user",
+            "create",
+            "--broker",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--mechanism",
+            "scram512",
+            name,
+            password,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "creating user {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
