@@ -1,10 +1,11 @@
 //! The stores' exporters as they publish: redis_exporter's and mysqld_exporter's expositions
-//! (`tests/fixtures/prometheus/exposition/`, written from their sources, see PROVENANCE.md),
+//! (`tests/fixtures/prometheus/exposition/`, captured from the real exporters in front of a
+//! replicated Redis and a replicated MariaDB, see PROVENANCE.md),
 //! served to a real Prometheus as four targets — a Redis primary and replica, a MySQL primary and
 //! replica — with the `namespace`, `pod` and `service` labels that the documented relabelling
 //! (`config/prometheus/exporters.yml`) gives them. The scrape stage's own store queries then read
 //! the replicas, the replication lag and the hit ratio of both stores under the exporters' names.
-//! Counters grow with each scrape (every counter's value times the number of scrapes so far), so
+//! Counters grow with time (every counter's value times the seconds since the target started), so
 //! that `rate()` has something to measure; their ratios stay the fixtures'.
 
 #![allow(clippy::unwrap_used)]
@@ -12,8 +13,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graphscaler_scrape::collect::{queries, CollectConfig};
@@ -41,26 +40,29 @@ fn value(text: &str, metric: &str) -> f64 {
 }
 
 /// Serves `text` on a loopback port, each counter (a `…_total`, or mysqld_exporter's untyped
-/// buffer-pool counts) times the number of scrapes so far.
+/// buffer-pool counts) times 1,000 plus the seconds since it started serving: each one then grows at its
+/// value per second on every target alike, so that the rates keep the fixtures' proportions.
 fn serve(text: String) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let scrapes = Arc::new(AtomicU32::new(0));
+    let t0 = Instant::now();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
-            let k = f64::from(scrapes.fetch_add(1, Ordering::SeqCst) + 1);
+            // Far from zero, so that rate()'s extrapolation to the window's edges is linear.
+            let k = 1000.0 + t0.elapsed().as_secs_f64();
             let body: String = text
                 .lines()
                 .map(|line| {
                     let counter = !line.starts_with('#')
                         && (line.contains("_total") || line.contains("_innodb_buffer_pool_read"));
                     match line.rsplit_once(' ') {
-                        Some((head, v)) if counter => {
-                            format!("{head} {}\n", v.parse::<f64>().unwrap() * k)
-                        }
+                        Some((head, v)) if counter => match v.parse::<f64>() {
+                            Ok(x) if x.is_finite() => format!("{head} {}\n", x * k),
+                            _ => format!("{line}\n"),
+                        },
                         _ => format!("{line}\n"),
                     }
                 })
@@ -113,6 +115,10 @@ fn the_exporters_own_series_reach_the_scrape_stages_store_queries() {
             }
         }
         let (code, body) = get(port, &format!("/api/v1/query?query={enc}"));
+        if code == 503 {
+            // Starting up: nothing yet.
+            return BTreeMap::new();
+        }
         assert_eq!(code, 200, "{q}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["data"]["result"]
@@ -127,15 +133,15 @@ fn the_exporters_own_series_reach_the_scrape_stages_store_queries() {
             })
             .collect()
     };
-    // Every target scraped at least three times, so that the rates have two points in window.
+    // Every target scraped for longer than the rate window (10 s), so that no rate is of a
+    // series younger than its window (whose extrapolation would differ from target to target).
     let t0 = Instant::now();
     loop {
-        let up = ask("count by (service) (up == 1)");
-        let hits = ask(&store["store_hits"]);
-        if up.values().sum::<f64>() == 4.0 && hits.len() == 2 {
+        let scraped = ask("count by (service) (count_over_time(up[20s]) >= 13)");
+        if scraped.values().sum::<f64>() == 4.0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{up:?} {hits:?}");
+        assert!(t0.elapsed() < Duration::from_secs(60), "{scraped:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
     let replicas = ask(&store["store_replicas"]);
@@ -143,15 +149,15 @@ fn the_exporters_own_series_reach_the_scrape_stages_store_queries() {
     let lag_mean = ask(&store["store_lag_mean"]);
     let hits = ask(&store["store_hits"]);
     let misses = ask(&store["store_misses"]);
-    // Redis: two connected replicas, lags 0 and 1 s (on the primary); the replica's own
-    // `connected_slaves 0` does not count against it.
-    assert_eq!(replicas["redis-cart"], 2.0);
-    assert_eq!(lag_max["redis-cart"], 1.0);
-    assert!((lag_mean["redis-cart"] - 0.5).abs() < 1e-9);
-    // MySQL: one replica (SHOW SLAVE STATUS on it), 3 s behind its source.
+    // Redis: one connected replica, 4 s since its last acknowledgement (on the primary); the
+    // replica's own `connected_slaves 0` does not count against it.
+    assert_eq!(replicas["redis-cart"], 1.0);
+    assert_eq!(lag_max["redis-cart"], 4.0);
+    assert_eq!(lag_mean["redis-cart"], 4.0);
+    // MySQL (MariaDB): one replica (SHOW SLAVE STATUS on it), 4 s behind its source.
     assert_eq!(replicas["orders-db"], 1.0);
-    assert_eq!(lag_max["orders-db"], 3.0);
-    assert_eq!(lag_mean["orders-db"], 3.0);
+    assert_eq!(lag_max["orders-db"], 4.0);
+    assert_eq!(lag_mean["orders-db"], 4.0);
     // Hit ratios from the counters, primary and replica together: Redis' keyspace hits and
     // misses; InnoDB's buffer-pool read requests less the reads that went to disk.
     let ratio = |s: &str| hits[s] / (hits[s] + misses[s]);
@@ -161,8 +167,6 @@ fn the_exporters_own_series_reach_the_scrape_stages_store_queries() {
     );
     let h = value(&p, "redis_keyspace_hits_total") + value(&r, "redis_keyspace_hits_total");
     let m = value(&p, "redis_keyspace_misses_total") + value(&r, "redis_keyspace_misses_total");
-    // (Within 1e-3: the four targets are scraped at their own instants, so each one's rate over
-    // the window is its counter's base value times a slightly different number of scrapes.)
     assert!(
         (ratio("redis-cart") - h / (h + m)).abs() < 1e-3,
         "{}",
