@@ -889,7 +889,8 @@ fn only_a_learned_policy_or_training_loads_libtorch() {
 }
 
 /// The store survives the process being killed: every window closed before the kill reads
-/// back, in order, and a second run continues the store in new files.
+/// back, in order, a second run continues the store in new files, and `train --from` learns
+/// from the store written across both.
 #[test]
 fn a_killed_run_loses_no_closed_window_of_its_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -945,6 +946,31 @@ fn a_killed_run_loses_no_closed_window_of_its_store() {
         files.last().unwrap().to_str().unwrap(),
     ]);
     assert!(stdout(&o).contains("11 snapshots"), "{}", stdout(&o));
+    // The store written across the kill and the second run is one training set: `train --from`
+    // reads every window of both runs.
+    let all = graphscaler_graph::store::read_paths(std::slice::from_ref(&store)).unwrap();
+    assert_eq!(all.len(), rows.len() + 11);
+    let o = graphscaler(&[
+        "train",
+        "--encoder",
+        "mlp",
+        "--from",
+        store.to_str().unwrap(),
+        "--steps",
+        "0",
+        "--bc-epochs",
+        "1",
+        "--out",
+        dir.path().join("bc").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = format!("{} rows in 2 run(s)", all.len());
+    assert!(
+        stdout(&o).contains(&said) || stderr(&o).contains(&said),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }
 
 /// `hpa-sweep` writes the HPA frontier per scenario; `eval --frontier` places each policy
