@@ -209,12 +209,15 @@ impl LearnedPolicy {
         capacity: Option<(&[f64], f64)>,
         record: bool,
     ) -> Result<(Vec<Action>, Vec<Decision>), ServeError> {
-        let checked = if snap.services == self.agent.spec.services {
-            Ok(())
-        } else {
-            self.retarget(snap)
-        };
-        if let Err(e) = checked.and_then(|()| check(snap)) {
+        // A snapshot whose parts disagree is refused before it could retarget the model.
+        let checked = check(snap).and_then(|()| {
+            if snap.services == self.agent.spec.services {
+                Ok(())
+            } else {
+                self.retarget(snap)
+            }
+        });
+        if let Err(e) = checked {
             self.refused.0 += 1;
             self.refused.1 = Some(e.clone());
             return Err(e);

@@ -1,5 +1,6 @@
 //! A learned policy in the policy stage refuses snapshots it cannot trust: no action, counted in
-//! its summary, warned once per streak (not once per snapshot).
+//! its summary, warned once per streak (not once per snapshot). Services it was not trained on
+//! are not such a snapshot for a graph policy: it serves them, and its summary says so.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -30,15 +31,21 @@ fn untrusted_snapshots_get_no_action_and_are_counted() {
         bad.service_x[0][0] = f32::NAN;
         assert!(p.decide(&bad).is_empty());
     }
-    let mut other = snaps[3].clone();
+    // A snapshot whose parts disagree (a service name without its features) gets nothing.
+    let mut broken = snaps[3].clone();
+    broken.services.push("zz-extra".into());
+    assert!(p.decide(&broken).is_empty());
+    // Another cluster's service is served with the same weights, and said.
+    let mut other = snaps[4].clone();
     other.services[0] = "not-a-service-of-the-model".into();
-    assert!(p.decide(&other).is_empty());
-    for s in &snaps[4..] {
+    p.decide(&other);
+    for s in &snaps[5..] {
         p.decide(s);
     }
     let summary = p.summary().unwrap();
     assert!(
-        summary.contains("4 snapshots it could not decide on"),
+        summary.contains("4 snapshots it could not decide on")
+            && summary.contains("serving 11 services it was not trained on"),
         "{summary}"
     );
 }
