@@ -18,7 +18,7 @@ use graphscaler_testkit::{create_topic, free_port, prometheus, tansu, wait_port,
 use serde::Deserialize;
 
 mod common;
-use common::{get, repo};
+use common::{get, prom_query, repo};
 
 fn yaml(rel: &str) -> serde_yaml_ng::Value {
     let text = std::fs::read_to_string(repo().join(rel)).unwrap();
@@ -62,15 +62,7 @@ fn compose_topics(script: &str) -> BTreeSet<(String, u32)> {
 /// Prometheus' HTTP API: `GET /api/v1/query?query=…` on `base`.
 fn query(base: &str, promql: &str) -> serde_json::Value {
     let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
-    let mut enc = String::new();
-    for b in promql.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
-    let (code, body) = get(port, &format!("/api/v1/query?query={enc}"));
+    let (code, body) = prom_query(port, promql);
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {code} {e}: {body}"))
 }
 

@@ -19,7 +19,7 @@ use graphscaler_scrape::collect::{queries, CollectConfig};
 use graphscaler_testkit::prometheus;
 
 mod common;
-use common::{get, repo};
+use common::{prom_query, repo};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(
@@ -106,15 +106,7 @@ fn the_exporters_own_series_reach_the_scrape_stages_store_queries() {
         .collect();
     assert_eq!(store.len(), 5, "{store:?}");
     let ask = |q: &str| -> BTreeMap<String, f64> {
-        let mut enc = String::new();
-        for b in q.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                enc.push(b as char);
-            } else {
-                enc.push_str(&format!("%{b:02X}"));
-            }
-        }
-        let (code, body) = get(port, &format!("/api/v1/query?query={enc}"));
+        let (code, body) = prom_query(port, q);
         if code == 503 {
             // Starting up: nothing yet.
             return BTreeMap::new();

@@ -69,3 +69,17 @@ pub fn until(port: u16, path: &str, want: u16, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Prometheus' HTTP API on loopback `port`: `GET /api/v1/query?query=<promql, percent-encoded>`,
+/// the status code and the body.
+pub fn prom_query(port: u16, promql: &str) -> (u16, String) {
+    let mut enc = String::new();
+    for b in promql.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    get(port, &format!("/api/v1/query?query={enc}"))
+}
