@@ -427,7 +427,8 @@ pub fn stage(cfg: &Config, which: Stage, learning: Option<&dyn Learning>) -> Res
                     &[ActionsTopic::NAME, ServicesTopic::NAME],
                 )?;
                 let cluster =
-                    graphscaler_actuate::k8s::KubeCluster::new(client, &p.collect.namespace);
+                    graphscaler_actuate::k8s::KubeCluster::new(client, &p.collect.namespace)
+                        .with_cpu_resize(p.guardrails.cpu_resize);
                 let act = graphscaler_actuate::Actuator::open(p.guardrails.clone())?;
                 let summary = graphscaler_actuate::stage::actuate(
                     sub,

@@ -205,6 +205,7 @@ fn cluster_manifests_are_typed_least_privilege_and_configured() {
         "apps/deployments:patch",
         "apps/deployments/scale:get",
         "apps/deployments/scale:patch",
+        "/pods/resize:patch",
         // Its leader election's Lease, in graphscaler's namespace only (below).
         "coordination.k8s.io/leases:get",
         "coordination.k8s.io/leases:create",

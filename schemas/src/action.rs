@@ -77,6 +77,32 @@ impl ActionKind {
     }
 }
 
+/// How a CPU change reaches a service's pods (`pipeline.guardrails.cpu_resize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuResize {
+    /// In place where the cluster supports it (the `pods/{name}/resize` subresource, Kubernetes
+    /// 1.33 and later), else `restart`.
+    #[default]
+    Auto,
+    /// Resize the running pods in place: no restart, requests and limits together.
+    InPlace,
+    /// Patch the Deployment's pod template: a rolling restart of every pod (maxSurge and
+    /// maxUnavailable 25 %).
+    Restart,
+}
+
+impl CpuResize {
+    /// The setting's name in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuResize::Auto => "auto",
+            CpuResize::InPlace => "in_place",
+            CpuResize::Restart => "restart",
+        }
+    }
+}
+
 /// What became of an action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -130,6 +156,9 @@ pub enum Refusal {
     Invalid,
     /// The cluster (the twin or the Kubernetes API) refused to apply it.
     Cluster,
+    /// A CPU action on a workload none of whose containers has a CPU limit: there is no limit
+    /// to scale, and the actuator never invents one.
+    NoCpuLimit,
     /// Recorded without a kind.
     #[default]
     Unknown,
@@ -149,6 +178,7 @@ impl Refusal {
             Refusal::Capacity => "capacity",
             Refusal::Invalid => "invalid",
             Refusal::Cluster => "the cluster refused",
+            Refusal::NoCpuLimit => "no cpu limit",
             Refusal::Unknown => "unknown",
         }
     }

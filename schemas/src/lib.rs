@@ -25,7 +25,7 @@ pub mod obs;
 pub mod snapshot;
 pub mod time;
 
-pub use action::{Action, ActionKind, ActionOutcome, Refusal};
+pub use action::{Action, ActionKind, ActionOutcome, CpuResize, Refusal};
 pub use events::{AuditRecord, Envelope, Keyed, PodChange, TelemetryEvent, Topic};
 pub use obs::{
     CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,

@@ -214,6 +214,10 @@ pub struct PodObs {
     pub ready_transition_s: Option<f64>,
     /// CPU request, cores.
     pub cpu_request_cores: f64,
+    /// CPU limit of the workload's own containers (sidecars injected at admission excluded),
+    /// summed over those that have one, cores; `None` when unknown or none has one.
+    #[serde(default)]
+    pub cpu_limit_cores: Option<f64>,
     /// metrics.k8s.io CPU usage over the last metrics window, cores; `None` while the metrics
     /// pipeline has no sample for the pod (as for a pod that just started).
     pub cpu_usage_cores: Option<f64>,
@@ -240,6 +244,7 @@ impl PodObs {
             start_time_s: None,
             ready_transition_s: None,
             cpu_request_cores,
+            cpu_limit_cores: None,
             cpu_usage_cores: None,
             metric_time_s: None,
             metric_window_s: 0.0,

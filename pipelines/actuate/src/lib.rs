@@ -77,6 +77,10 @@ pub struct Guardrails {
     /// restart refuses what it already decided; empty: in memory only.
     #[serde(default)]
     pub state_file: String,
+    /// How a CPU change reaches the pods: in place, through the pod template (a rolling
+    /// restart), or in place where the cluster can.
+    #[serde(default)]
+    pub cpu_resize: graphscaler_schemas::CpuResize,
 }
 
 fn default_action_ttl_s() -> f64 {
@@ -148,8 +152,9 @@ pub struct Workload {
     pub replicas: u32,
     /// CPU request per pod, cores.
     pub cpu_request_cores: f64,
-    /// CPU limit per pod, millicores.
-    pub cpu_limit_m: u32,
+    /// CPU limit per pod, millicores, summed over the containers that have one; `None` when
+    /// none has (a CPU action is then refused, [`Refusal::NoCpuLimit`]).
+    pub cpu_limit_m: Option<u32>,
 }
 
 /// The cluster the actuator changes.
@@ -160,6 +165,14 @@ pub trait Cluster {
     fn free_cpu_cores(&self) -> f64;
     /// Applies an action; the error is the cluster's reason.
     fn apply(&mut self, action: &Action) -> Result<(), String>;
+    /// Brings `service`'s pods to what was applied, where applying does not reach pods started
+    /// later (an in-place CPU resize leaves the pod template alone, so the ReplicaSet starts
+    /// new pods at the template's size); called on each telemetry event about the service.
+    /// Returns the pods changed. A cluster whose applied changes reach every pod has nothing
+    /// to do.
+    fn reconcile(&mut self, _service: &str) -> usize {
+        0
+    }
 }
 
 /// How many decisions the actuator remembers by action id.
@@ -591,6 +604,17 @@ impl Actuator {
                     replicas: target as u32,
                 }
             }
+            ActionKind::SetCpuLimit { .. } | ActionKind::ChangeCpuQuota { .. }
+                if w.cpu_limit_m.is_none() =>
+            {
+                return refuse(
+                    Refusal::NoCpuLimit,
+                    format!(
+                        "no cpu limit: no container of {} has a CPU limit to change; set resources.limits.cpu in its pod template to let CPU actions apply",
+                        a.service
+                    ),
+                );
+            }
             ActionKind::SetCpuLimit { millicores } => {
                 let m = (*millicores)
                     .max(self.rails.min_cpu_limit_m)
@@ -608,11 +632,12 @@ impl Actuator {
                     );
                 }
                 let d = delta.clamp(-1.0, 1.0);
-                let m = (f64::from(w.cpu_limit_m) * 2f64.powf(d)).round() as u32;
+                let cur = w.cpu_limit_m.unwrap_or_default();
+                let m = (f64::from(cur) * 2f64.powf(d)).round() as u32;
                 let m = m
                     .max(self.rails.min_cpu_limit_m)
                     .min(self.rails.max_cpu_limit_m);
-                note = Some(format!("{} m -> {m} m", w.cpu_limit_m));
+                note = Some(format!("{cur} m -> {m} m"));
                 ActionKind::SetCpuLimit { millicores: m }
             }
             k @ ActionKind::PreferNodeType { .. } => k.clone(),

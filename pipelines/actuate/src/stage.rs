@@ -43,12 +43,19 @@ pub async fn actuate(
         let undecodable = if msg.topic == ServicesTopic::NAME {
             match msg.decode::<ServicesTopic>() {
                 Ok(e) => {
-                    if !actuator.on_service(
+                    let plausible = actuator.on_service(
                         &e.payload.name,
                         e.observed_at_s,
                         &e.payload.missing,
                         clock,
-                    ) {
+                    );
+                    if plausible {
+                        // Pods started since an in-place resize come at the template's size.
+                        let n = cluster.reconcile(&e.payload.name);
+                        if n > 0 {
+                            metrics.add("graphscaler_pods_resized_total", &[], n as f64);
+                        }
+                    } else {
                         if sum.implausible == 0 {
                             tracing::warn!(event = %e.event_id, at = e.observed_at_s, "service telemetry stamped implausibly far ahead; ignored by the staleness guard");
                         }

@@ -46,7 +46,7 @@ fn fake() -> Fake {
         Workload {
             replicas: 2,
             cpu_request_cores: 0.5,
-            cpu_limit_m: 1000,
+            cpu_limit_m: Some(1000),
         },
     );
     f
@@ -259,7 +259,7 @@ impl Cluster for TwinCluster {
         self.0.spec_of(s).map(|(r, req, lim)| Workload {
             replicas: r,
             cpu_request_cores: req,
-            cpu_limit_m: (lim * 1000.0).round() as u32,
+            cpu_limit_m: Some((lim * 1000.0).round() as u32),
         })
     }
     fn free_cpu_cores(&self) -> f64 {
@@ -308,4 +308,40 @@ fn in_front_of_the_twin() {
         reason(&r.outcome).starts_with("the cluster refused:"),
         "{r:?}"
     );
+}
+
+#[test]
+fn a_workload_without_a_cpu_limit_gets_no_cpu_action() {
+    let mut c = fake();
+    c.workloads.get_mut("web").unwrap().cpu_limit_m = None;
+    let mut a = Actuator::new(Guardrails {
+        cooldown_s: 0.0,
+        ..Guardrails::default()
+    });
+    a.saw_telemetry("web", 10.0);
+    for (id, kind) in [
+        ("q", ActionKind::ChangeCpuQuota { delta: 0.5 }),
+        ("l", ActionKind::SetCpuLimit { millicores: 400 }),
+    ] {
+        let r = a.handle(&mut c, &act(id, kind, 10.0), 10.0);
+        assert!(
+            matches!(
+                r.outcome,
+                ActionOutcome::Refused {
+                    refusal: graphscaler_schemas::Refusal::NoCpuLimit,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        assert!(reason(&r.outcome).contains("resources.limits.cpu"), "{r:?}");
+    }
+    assert!(c.applied.is_empty(), "no limit is ever invented");
+    // Replicas are still scaled.
+    let r = a.handle(
+        &mut c,
+        &act("r", ActionKind::ChangeReplicas { delta: 1 }, 10.0),
+        10.0,
+    );
+    assert!(r.outcome.is_applied(), "{r:?}");
 }

@@ -29,7 +29,7 @@ impl Cluster for Fake {
             .ok_or("no such workload")?;
         match &a.kind {
             ActionKind::SetReplicas { replicas } => w.replicas = *replicas,
-            ActionKind::SetCpuLimit { millicores } => w.cpu_limit_m = *millicores,
+            ActionKind::SetCpuLimit { millicores } => w.cpu_limit_m = Some(*millicores),
             _ => {}
         }
         self.applied.push(a.clone());
@@ -45,7 +45,7 @@ fn cluster() -> Fake {
             Workload {
                 replicas: 2,
                 cpu_request_cores: 0.1,
-                cpu_limit_m: 500,
+                cpu_limit_m: Some(500),
             },
         );
     }
@@ -82,7 +82,7 @@ fn feed(a: &mut Actuator, c: &mut Fake, actions: &[Envelope<Action>], now: f64) 
     }
 }
 
-fn state_of(c: &Fake) -> Vec<(String, u32, u32)> {
+fn state_of(c: &Fake) -> Vec<(String, u32, Option<u32>)> {
     let mut v: Vec<_> = c
         .workloads
         .iter()
@@ -110,7 +110,7 @@ fn twice_and_out_of_order_across_a_restart_is_once_in_order() {
     feed(&mut a, &mut once, &decisions, 1070.0);
     assert_eq!(
         state_of(&once),
-        [("db".into(), 1, 500), ("web".into(), 5, 600)]
+        [("db".into(), 1, Some(500)), ("web".into(), 5, Some(600))]
     );
 
     // Every action twice, out of order, with a restart in the middle.

@@ -17,6 +17,7 @@
 //! | `graphscaler_policy_actions_total` | counter | `stage`, `policy` (the fallback's own name when it decided), `service`, `part` (`replicas`, `cpu`, `node_type`) — actions published |
 //! | `graphscaler_leader` | gauge | `stage` — 1 while the actuator holds its lease and applies, 0 while a candidate |
 //! | `graphscaler_lease_errors_total` | counter | `stage` — failed reads or writes of the lease |
+//! | `graphscaler_pods_resized_total` | counter | `stage` — pods started at the template's CPU, resized in place to the wanted size |
 //! | `graphscaler_bus_unanswered_total` | counter | `stage` — probes of an idle stage's bus unanswered |
 //! | `graphscaler_last_progress_timestamp_seconds` | gauge | `stage` — Unix time of its last progress (a message read, the bus answering a probe, a scrape pass published) |
 
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-const HELP: [(&str, &str, &str); 18] = [
+const HELP: [(&str, &str, &str); 19] = [
     ("graphscaler_events_in_total", "counter", "Events consumed."),
     (
         "graphscaler_events_out_total",
@@ -100,6 +101,11 @@ const HELP: [(&str, &str, &str); 18] = [
         "graphscaler_lease_errors_total",
         "counter",
         "Attempts to read or write the actuator's lease that failed.",
+    ),
+    (
+        "graphscaler_pods_resized_total",
+        "counter",
+        "Pods started at the pod template's CPU that the actuator resized in place to the wanted size (guardrails.cpu_resize).",
     ),
     (
         "graphscaler_bus_unanswered_total",

@@ -78,6 +78,7 @@ fn synthetic_events(windows: u64, window_s: f64) -> Vec<TelemetryEvent> {
         start_time_s: None,
         ready_transition_s: None,
         cpu_request_cores: 0.1,
+        cpu_limit_cores: Some(0.2),
         cpu_usage_cores: None,
         metric_time_s: None,
         metric_window_s: 15.0,

@@ -56,7 +56,7 @@ impl Cluster for Instant0 {
         Some(Workload {
             replicas: 1,
             cpu_request_cores: 0.1,
-            cpu_limit_m: 500,
+            cpu_limit_m: Some(500),
         })
     }
     fn free_cpu_cores(&self) -> f64 {

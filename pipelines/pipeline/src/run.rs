@@ -131,11 +131,12 @@ pub async fn run(
         metrics[2].clone(),
         stop_policy,
     ));
+    let cluster = Box::new(TwinCluster(twin.clone(), rails.cpu_resize));
     let a = tokio::spawn(actuate::actuate(
         act_sub,
         publisher.clone(),
         Actuator::new(rails),
-        Box::new(TwinCluster(twin.clone())),
+        cluster,
         Clock::Event,
         metrics[3].clone(),
         stop_act,

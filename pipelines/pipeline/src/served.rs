@@ -24,13 +24,14 @@ use graphscaler_graph::{GraphConfig, GraphError};
 use graphscaler_policy::stage::{decided, source, Decided};
 use graphscaler_policy::SnapshotPolicy;
 use graphscaler_schemas::{
-    Action, ActionOutcome, AuditRecord, ClusterObservation, Snapshot, TelemetryEvent,
+    Action, ActionOutcome, AuditRecord, ClusterObservation, CpuResize, Snapshot, TelemetryEvent,
 };
 use graphscaler_twin::{TickTruth, Twin};
 
-/// The twin as the actuator's cluster.
+/// The twin as the actuator's cluster; a CPU change takes the path the actuator's
+/// `cpu_resize` names ([`Twin::apply_with`]).
 #[derive(Debug, Clone)]
-pub struct TwinCluster(pub Arc<Mutex<Twin>>);
+pub struct TwinCluster(pub Arc<Mutex<Twin>>, pub CpuResize);
 
 impl TwinCluster {
     /// The twin, locked.
@@ -44,14 +45,15 @@ impl Cluster for TwinCluster {
         self.twin().spec_of(service).map(|(r, req, lim)| Workload {
             replicas: r,
             cpu_request_cores: req,
-            cpu_limit_m: (lim * 1000.0).round() as u32,
+            cpu_limit_m: Some((lim * 1000.0).round() as u32),
         })
     }
     fn free_cpu_cores(&self) -> f64 {
         self.twin().free_cpu_cores()
     }
     fn apply(&mut self, a: &Action) -> Result<(), String> {
-        match self.twin().apply(a) {
+        let path = self.1;
+        match self.twin().apply_with(a, path) {
             ActionOutcome::Applied => Ok(()),
             ActionOutcome::Refused { reason, .. } => Err(reason),
         }
@@ -152,7 +154,7 @@ impl Served {
             rails.max_clock_skew_s,
         );
         Self {
-            twin: TwinCluster(Arc::new(Mutex::new(twin))),
+            twin: TwinCluster(Arc::new(Mutex::new(twin)), rails.cpu_resize),
             windows,
             actuator: Actuator::new(rails),
             prev: None,

@@ -51,7 +51,12 @@ async fn replica_lag_reaches_the_telemetry_under_the_exporters_names() {
     state
         .lock()
         .unwrap()
-        .apply_all("redis-cart", vec![ActionKind::SetReplicas { replicas: 3 }])
+        .apply_all(
+            "redis-cart",
+            vec![graphscaler_twin_api::kube::Change::Act(
+                ActionKind::SetReplicas { replicas: 3 },
+            )],
+        )
         .unwrap();
     let (_prom, prom_url) = prometheus(
         dir.path(),

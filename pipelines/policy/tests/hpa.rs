@@ -25,6 +25,7 @@ fn pod(name: &str, request_m: f64, usage_m: Option<f64>) -> PodObs {
         start_time_s: Some(0.0),
         ready_transition_s: Some(10.0),
         cpu_request_cores: request_m / 1000.0,
+        cpu_limit_cores: None,
         cpu_usage_cores: usage_m.map(|u| u / 1000.0),
         metric_time_s: usage_m.map(|_| NOW),
         metric_window_s: 15.0,

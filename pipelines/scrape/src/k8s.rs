@@ -90,6 +90,36 @@ pub fn sum(containers: &[Container], which: &str, what: &str, bad: &mut Vec<Stri
     total
 }
 
+/// Sidecars a mesh injects at pod admission: not in the workload's template, never resized.
+pub const SIDECARS: &[&str] = &["istio-proxy", "linkerd-proxy"];
+
+/// The CPU request and limit (cores) of a pod's own containers: those named in `names` (its
+/// Deployment's template) when known, else every container but the [`SIDECARS`]. The limit
+/// sums the containers that have one, and is `None` when none has.
+pub fn own_cpu(
+    containers: &[Container],
+    names: Option<&[String]>,
+    bad: &mut Vec<String>,
+) -> (f64, Option<f64>) {
+    let own: Vec<Container> = containers
+        .iter()
+        .filter(|c| match names {
+            Some(n) => n.contains(&c.name),
+            None => !SIDECARS.contains(&c.name.as_str()),
+        })
+        .cloned()
+        .collect();
+    let limited = own.iter().any(|c| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_some_and(|l| l.contains_key("cpu"))
+    });
+    let req = sum(&own, "requests", "cpu", bad);
+    let lim = sum(&own, "limits", "cpu", bad);
+    (req, limited.then_some(lim))
+}
+
 fn unix(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> f64 {
     t.0.as_millisecond() as f64 / 1000.0
 }
@@ -126,6 +156,20 @@ where
 {
     let mut out = KubeState::default();
     let mut requested: HashMap<String, (f64, f64)> = HashMap::new();
+    // The containers each Deployment's template names, by its name: a pod's own containers.
+    let names: HashMap<String, Vec<String>> = deps
+        .iter()
+        .map(|d| d.borrow())
+        .filter_map(|d| {
+            let t = d.spec.template.spec.as_ref()?;
+            Some((
+                d.metadata.name.clone()?,
+                t.containers.iter().map(|c| c.name.clone()).collect(),
+            ))
+        })
+        .collect();
+    // Each pod's own CPU request and limit, by service: what is in force.
+    let mut in_force: HashMap<String, Vec<(f64, Option<f64>)>> = HashMap::new();
     for p in pods.iter().map(|p| p.borrow()) {
         let name = p.metadata.name.clone().unwrap_or_default();
         let status = p.status.as_ref();
@@ -165,6 +209,12 @@ where
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
         let running = phase == "Running" && spec.node_name.is_some();
+        let own = own_cpu(
+            &spec.containers,
+            names.get(&service).map(Vec::as_slice),
+            &mut bad,
+        );
+        in_force.entry(service.clone()).or_default().push(own);
         out.pods.push(PodObs {
             name,
             service,
@@ -180,6 +230,7 @@ where
                 .and_then(|c| c.last_transition_time.as_ref())
                 .map(unix),
             cpu_request_cores: cpu,
+            cpu_limit_cores: own.1,
             cpu_usage_cores: None,
             metric_time_s: None,
             metric_window_s: 0.0,
@@ -231,7 +282,7 @@ where
             .map(|s| s.containers.clone())
             .unwrap_or_default();
         let mut bad = vec![];
-        let info = DeploymentInfo {
+        let mut info = DeploymentInfo {
             replicas_spec: d.spec.replicas.unwrap_or(1).max(0) as u32,
             replicas_ready: d
                 .status
@@ -245,6 +296,18 @@ where
             mem_limit_bytes: sum(&containers, "limits", "memory", &mut bad),
             name: name.clone(),
         };
+        // Pods resized in place (or a rolling update under way) differ from the template: the
+        // service's CPU is what its pods have.
+        if let Some(pods) = in_force.get(&name).filter(|p| {
+            p.iter().any(|(r, l)| {
+                (r - info.cpu_request_cores).abs() > 5e-4
+                    || l.is_some_and(|l| (l - info.cpu_limit_cores).abs() > 5e-4)
+            })
+        }) {
+            let n = pods.len() as f64;
+            info.cpu_request_cores = pods.iter().map(|p| p.0).sum::<f64>() / n;
+            info.cpu_limit_cores = pods.iter().map(|p| p.1.unwrap_or(0.0)).sum::<f64>() / n;
+        }
         if bad.is_empty() {
             out.deployments.push(info);
         } else {

@@ -77,7 +77,7 @@ fn kubernetes_round_trip() {
         namespace: "boutique",
         epoch_s: t.epoch_s,
         resource_version: 1,
-        preferred: &prefs,
+        templates: &prefs,
     };
     let nodes = kube::list(
         "NodeList",

@@ -61,8 +61,22 @@ pub struct Ctx<'a> {
     pub epoch_s: f64,
     /// The current resource version.
     pub resource_version: u64,
-    /// Node type preferred by each service that has a preference.
-    pub preferred: &'a std::collections::HashMap<String, String>,
+    /// Each Deployment's pod template and annotations, by service.
+    pub templates: &'a std::collections::HashMap<String, Template>,
+}
+
+/// What a Deployment says beyond its observed state: the pod template's CPU and node
+/// preference, and the annotations patched onto it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Template {
+    /// The preferred node type, if any.
+    pub prefer: Option<String>,
+    /// The template's CPU request, cores.
+    pub cpu_request_cores: f64,
+    /// The template's CPU limit, cores.
+    pub cpu_limit_cores: f64,
+    /// `metadata.annotations`.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A `v1.Node`.
@@ -99,6 +113,7 @@ pub fn pod(obs: &ClusterObservation, i: usize, c: &Ctx) -> Value {
     let (lim, mreq, mlim) = s.map_or((0.0, 0.0, 0.0), |s| {
         (s.cpu_limit_cores, s.mem_request_bytes, s.mem_limit_bytes)
     });
+    let lim = p.cpu_limit_cores.unwrap_or(lim);
     let mut status = json!({
         "phase": match p.phase { PodPhase::Pending => "Pending", PodPhase::Running => "Running" },
         "conditions": [
@@ -148,12 +163,16 @@ fn affinity(node_type: Option<String>) -> Value {
 
 /// An `apps/v1.Deployment`.
 pub fn deployment(s: &ServiceObs, c: &Ctx) -> Value {
+    let t = c.templates.get(&s.name);
+    let (req, lim) = t.map_or((s.cpu_request_cores, s.cpu_limit_cores), |t| {
+        (t.cpu_request_cores, t.cpu_limit_cores)
+    });
     let mut pod_spec = json!({
         "containers": [{"name": s.name, "image": format!("twin/{}:latest", s.name),
-            "resources": {"requests": {"cpu": cpu(s.cpu_request_cores), "memory": mem(s.mem_request_bytes)},
-                          "limits": {"cpu": cpu(s.cpu_limit_cores), "memory": mem(s.mem_limit_bytes)}}}]
+            "resources": {"requests": {"cpu": cpu(req), "memory": mem(s.mem_request_bytes)},
+                          "limits": {"cpu": cpu(lim), "memory": mem(s.mem_limit_bytes)}}}]
     });
-    let aff = affinity(c.preferred.get(&s.name).cloned());
+    let aff = affinity(t.and_then(|t| t.prefer.clone()));
     if !aff.is_null() {
         pod_spec["affinity"] = aff;
     }
@@ -162,7 +181,8 @@ pub fn deployment(s: &ServiceObs, c: &Ctx) -> Value {
         "metadata": {
             "name": s.name, "namespace": c.namespace, "uid": uid("Deployment", &s.name),
             "resourceVersion": c.resource_version.to_string(), "generation": c.resource_version,
-            "creationTimestamp": rfc3339(c.epoch_s), "labels": {"app": s.name}
+            "creationTimestamp": rfc3339(c.epoch_s), "labels": {"app": s.name},
+            "annotations": t.map(|t| t.annotations.clone()).unwrap_or_default()
         },
         "spec": {
             "replicas": s.replicas_spec,
@@ -203,8 +223,100 @@ pub fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
-/// The actions a deployment (or scale) patch asks for, in order. Errors name the field.
-pub fn patch_actions(body: &Value, scale_only: bool) -> Result<Vec<ActionKind>, String> {
+/// A change a Deployment patch asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// One the twin applies as an action (replicas, node preference).
+    Act(ActionKind),
+    /// The pod template's CPU request and limit, millicores (a rolling update).
+    TemplateCpu {
+        /// `requests.cpu`, if patched.
+        request_m: Option<f64>,
+        /// `limits.cpu`, if patched.
+        limit_m: Option<f64>,
+    },
+    /// `metadata.annotations`: set, or removed (`None`, a JSON null).
+    Annotate(std::collections::BTreeMap<String, Option<String>>),
+}
+
+/// The CPU request and limit (millicores) one container's `resources` set, naming `at` in
+/// errors.
+fn container_cpu(ctr: &Value, at: &str) -> Result<(Option<f64>, Option<f64>), String> {
+    let q = |which: &str| -> Result<Option<f64>, String> {
+        match ctr.pointer(&format!("/resources/{which}/cpu")) {
+            None => Ok(None),
+            Some(v) => cpu_millicores(v)
+                .map(Some)
+                .ok_or_else(|| format!("{at}.resources.{which}.cpu: `{v}` is not a CPU quantity")),
+        }
+    };
+    Ok((q("requests")?, q("limits")?))
+}
+
+/// The CPU request and limit (millicores) a `pods/{name}/resize` patch sets for the pod's
+/// container. Errors name the field.
+pub fn resize_patch(body: &Value) -> Result<(Option<f64>, Option<f64>), String> {
+    let arr = body
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .ok_or("spec.containers: a resize patch lists the containers it resizes")?;
+    let mut out = (None, None);
+    for (i, ctr) in arr.iter().enumerate() {
+        let (r, l) = container_cpu(ctr, &format!("spec.containers[{i}]"))?;
+        out = (r.or(out.0), l.or(out.1));
+    }
+    if out == (None, None) {
+        return Err("spec.containers: no resources.requests.cpu or resources.limits.cpu".into());
+    }
+    Ok(out)
+}
+
+/// The changes a deployment (or scale) patch asks for, in order. Errors name the field.
+pub fn patch_changes(body: &Value, scale_only: bool) -> Result<Vec<Change>, String> {
+    let mut out = vec![];
+    for k in patch_actions(body, scale_only)? {
+        out.push(Change::Act(k));
+    }
+    if scale_only {
+        return Ok(out);
+    }
+    if let Some(containers) = body.pointer("/spec/template/spec/containers") {
+        let arr = containers
+            .as_array()
+            .ok_or("spec.template.spec.containers: expected a list")?;
+        for (i, ctr) in arr.iter().enumerate() {
+            let (request_m, limit_m) =
+                container_cpu(ctr, &format!("spec.template.spec.containers[{i}]"))?;
+            if request_m.is_some() || limit_m.is_some() {
+                out.push(Change::TemplateCpu { request_m, limit_m });
+            }
+        }
+    }
+    if let Some(a) = body.pointer("/metadata/annotations") {
+        let map = a
+            .as_object()
+            .ok_or("metadata.annotations: expected an object")?;
+        let mut set = std::collections::BTreeMap::new();
+        for (k, v) in map {
+            let v = match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => {
+                    return Err(format!(
+                        "metadata.annotations.{k}: expected a string, got {other}"
+                    ))
+                }
+            };
+            set.insert(k.clone(), v);
+        }
+        out.push(Change::Annotate(set));
+    }
+    Ok(out)
+}
+
+/// The actions a deployment (or scale) patch asks for (replicas, node preference), in order.
+/// Errors name the field.
+fn patch_actions(body: &Value, scale_only: bool) -> Result<Vec<ActionKind>, String> {
     let mut out = vec![];
     if !body.is_object() {
         return Err("patch body must be a JSON object".into());
@@ -219,19 +331,6 @@ pub fn patch_actions(body: &Value, scale_only: bool) -> Result<Vec<ActionKind>, 
     }
     if scale_only {
         return Ok(out);
-    }
-    if let Some(containers) = body.pointer("/spec/template/spec/containers") {
-        let arr = containers
-            .as_array()
-            .ok_or("spec.template.spec.containers: expected a list")?;
-        for (i, ctr) in arr.iter().enumerate() {
-            if let Some(v) = ctr.pointer("/resources/limits/cpu") {
-                let m = cpu_millicores(v).ok_or_else(|| format!("spec.template.spec.containers[{i}].resources.limits.cpu: `{v}` is not a CPU quantity"))?;
-                out.push(ActionKind::SetCpuLimit {
-                    millicores: m.round() as u32,
-                });
-            }
-        }
     }
     if let Some(spec) = body.pointer("/spec/template/spec") {
         if let Some(aff) = spec.get("affinity") {
@@ -272,27 +371,51 @@ mod tests {
     }
 
     #[test]
-    fn patches_become_actions() {
-        let a = patch_actions(&json!({"spec": {"replicas": 3}}), true).unwrap();
-        assert_eq!(a, vec![ActionKind::SetReplicas { replicas: 3 }]);
+    fn patches_become_changes() {
+        let a = patch_changes(&json!({"spec": {"replicas": 3}}), true).unwrap();
+        assert_eq!(
+            a,
+            vec![Change::Act(ActionKind::SetReplicas { replicas: 3 })]
+        );
         let body = json!({"spec": {"template": {"spec": {
             "containers": [{"name": "frontend", "resources": {"limits": {"cpu": "400m"}}}],
             "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 1, "preference": {"matchExpressions": [{"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": ["c2d-standard-8"]}]}}]}}}}}});
-        let a = patch_actions(&body, false).unwrap();
+        let a = patch_changes(&body, false).unwrap();
         assert_eq!(
             a,
             vec![
-                ActionKind::SetCpuLimit { millicores: 400 },
-                ActionKind::PreferNodeType {
+                Change::Act(ActionKind::PreferNodeType {
                     node_type: Some("c2d-standard-8".into())
+                }),
+                Change::TemplateCpu {
+                    request_m: None,
+                    limit_m: Some(400.0)
                 },
             ]
         );
-        let e = patch_actions(&json!({"spec": {"replicas": -1}}), true).unwrap_err();
+        let a = patch_changes(
+            &json!({"metadata": {"annotations": {"a": "1", "b": null}}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            vec![Change::Annotate(
+                [("a".to_string(), Some("1".to_string())), ("b".into(), None)].into()
+            )]
+        );
+        let e = patch_changes(&json!({"spec": {"replicas": -1}}), true).unwrap_err();
         assert!(e.contains("spec.replicas"), "{e}");
-        let e = patch_actions(&json!({"spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"cpu": "x"}}}]}}}}), false).unwrap_err();
+        let e = patch_changes(&json!({"spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"cpu": "x"}}}]}}}}), false).unwrap_err();
         assert!(e.contains("containers[0].resources.limits.cpu"), "{e}");
-        assert!(patch_actions(&json!([1]), false).is_err());
+        assert!(patch_changes(&json!([1]), false).is_err());
+        assert_eq!(
+            resize_patch(
+                &json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}}]}})
+            ),
+            Ok((Some(100.0), Some(1000.0)))
+        );
+        assert!(resize_patch(&json!({"spec": {}})).is_err());
     }
 }

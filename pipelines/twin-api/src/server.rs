@@ -40,7 +40,13 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/pods", get(all_pods))
+        .route("/api/v1", get(core_resources))
         .route("/api/v1/namespaces/{ns}/pods", get(pods))
+        .route("/api/v1/namespaces/{ns}/pods/{name}", get(one_pod))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/resize",
+            axum::routing::patch(resize_pod),
+        )
         .route("/apis/apps/v1/deployments", get(all_deployments))
         .route(
             "/apis/apps/v1/namespaces/{ns}/deployments",
@@ -196,7 +202,7 @@ macro_rules! ctx {
             namespace: &$t.namespace,
             epoch_s: $t.epoch_s,
             resource_version: $t.resource_version(),
-            preferred: &$prefs,
+            templates: &$prefs,
         }
     };
 }
@@ -207,7 +213,7 @@ async fn nodes(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Response 
 
 fn node_list(s: &Shared) -> Reply {
     let t = lock(s);
-    let prefs = t.preferences();
+    let prefs = t.templates();
     let c = ctx!(t, prefs);
     let obs = t.observation();
     let items = (0..obs.nodes.len())
@@ -221,7 +227,7 @@ fn node_list(s: &Shared) -> Reply {
 
 async fn node(State(s): State<Shared>, Path(name): Path<String>) -> Reply {
     let t = lock(&s);
-    let prefs = t.preferences();
+    let prefs = t.templates();
     let c = ctx!(t, prefs);
     let obs = t.observation();
     match obs.nodes.iter().position(|n| n.name == name) {
@@ -243,7 +249,7 @@ fn pod_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
             Json(kube::list("PodList", "v1", t.resource_version(), vec![])),
         );
     }
-    let prefs = t.preferences();
+    let prefs = t.templates();
     let c = ctx!(t, prefs);
     let obs = t.observation();
     let app = app_filter(q);
@@ -291,7 +297,7 @@ fn deployment_list(s: &Shared, ns: Option<&str>, q: &ListQuery) -> Reply {
             )),
         );
     }
-    let prefs = t.preferences();
+    let prefs = t.templates();
     let c = ctx!(t, prefs);
     let app = app_filter(q);
     let items = t
@@ -340,7 +346,7 @@ async fn deployments(
 
 fn one(s: &Shared, ns: &str, name: &str, as_scale: bool) -> Reply {
     let t = lock(s);
-    let prefs = t.preferences();
+    let prefs = t.templates();
     let c = ctx!(t, prefs);
     match t.observation().service(name).filter(|_| ns == t.namespace) {
         Some(sv) if as_scale => (StatusCode::OK, Json(kube::scale(sv, &c))),
@@ -357,14 +363,9 @@ async fn scale(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>
     one(&s, &ns, &name, true)
 }
 
-fn patch(
-    s: &Shared,
-    ns: &str,
-    name: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    as_scale: bool,
-) -> Reply {
+/// A patch's body, as JSON, when its content type is one the API server takes; else the reply
+/// (415, or 400 naming what is not JSON).
+fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Reply> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -380,25 +381,36 @@ fn patch(
             "content type `{ct}` is not supported; use one of {}",
             supported.join(", ")
         );
-        return (
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Json(kube::status(415, "UnsupportedMediaType", &msg)),
-        );
+        ));
     }
-    let body: Value = match serde_json::from_slice(body) {
+    serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(kube::status(
+                400,
+                "BadRequest",
+                &format!("patch body is not JSON: {e}"),
+            )),
+        )
+    })
+}
+
+fn patch(
+    s: &Shared,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    as_scale: bool,
+) -> Reply {
+    let body = match patch_body(headers, body) {
         Ok(v) => v,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(kube::status(
-                    400,
-                    "BadRequest",
-                    &format!("patch body is not JSON: {e}"),
-                )),
-            )
-        }
+        Err(r) => return r,
     };
-    let kinds = match kube::patch_actions(&body, as_scale) {
+    let kinds = match kube::patch_changes(&body, as_scale) {
         Ok(k) => k,
         Err(e) => {
             return (
@@ -421,6 +433,98 @@ fn patch(
         }
     }
     one(s, ns, name, as_scale)
+}
+
+/// The core group's resources (`GET /api/v1`), as an API server's discovery lists them:
+/// `pods/resize` only where the cluster resizes pods in place.
+async fn core_resources(State(s): State<Shared>) -> Reply {
+    let in_place = lock(&s).twin().config().cluster.in_place_resize;
+    let r = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| {
+        serde_json::json!({"name": name, "singularName": "", "namespaced": namespaced,
+                           "kind": kind, "verbs": verbs})
+    };
+    let mut resources = vec![
+        r("nodes", "Node", false, &["get", "list", "watch"]),
+        r("pods", "Pod", true, &["get", "list", "watch"]),
+    ];
+    if in_place {
+        resources.push(r("pods/resize", "Pod", true, &["get", "patch", "update"]));
+    }
+    (
+        StatusCode::OK,
+        Json(
+            serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1",
+                                "groupVersion": "v1", "resources": resources}),
+        ),
+    )
+}
+
+fn pod_reply(s: &Shared, ns: &str, name: &str) -> Reply {
+    let t = lock(s);
+    let prefs = t.templates();
+    let c = ctx!(t, prefs);
+    let obs = t.observation();
+    match obs
+        .pods
+        .iter()
+        .position(|p| p.name == name)
+        .filter(|_| ns == t.namespace)
+    {
+        Some(i) => {
+            let mut v = kube::pod(obs, i, &c);
+            v["kind"] = "Pod".into();
+            v["apiVersion"] = "v1".into();
+            (StatusCode::OK, Json(v))
+        }
+        None => not_found(&format!("pods \"{name}\"")),
+    }
+}
+
+async fn one_pod(State(s): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Reply {
+    pod_reply(&s, &ns, &name)
+}
+
+/// `PATCH pods/{name}/resize`: an in-place resize of the pod's CPU request and limit. As on
+/// Kubernetes before 1.33, a cluster without in-place resize answers 404. A resize the pod's
+/// node has no room for is refused (422) rather than left pending as `Infeasible`.
+async fn resize_pod(
+    State(s): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let body = match patch_body(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (req, lim) = match kube::resize_patch(&body) {
+        Ok(x) => x,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(kube::status(422, "Invalid", &e)),
+            )
+        }
+    };
+    if !same_namespace(&s, Some(&ns)) {
+        return not_found(&format!("pods \"{name}\""));
+    }
+    let r = lock(&s).resize(&name, req, lim);
+    match r {
+        Ok(()) => pod_reply(&s, &ns, &name),
+        Err(e @ graphscaler_twin::ResizeError::Unsupported) => (
+            StatusCode::NOT_FOUND,
+            Json(kube::status(404, "NotFound", &e.to_string())),
+        ),
+        Err(graphscaler_twin::ResizeError::NotFound(_)) => not_found(&format!("pods \"{name}\"")),
+        Err(e) => {
+            tracing::info!(pod = name, reason = %e, "resize refused");
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(kube::status(422, "Invalid", &e.to_string())),
+            )
+        }
+    }
 }
 
 async fn patch_deployment(

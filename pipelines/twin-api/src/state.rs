@@ -1,12 +1,13 @@
 //! The live twin behind the HTTP interfaces.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use graphscaler_schemas::{Action, ActionKind, ActionOutcome, ClusterObservation};
-use graphscaler_twin::{TickTruth, Twin};
+use graphscaler_schemas::{Action, ActionOutcome, ClusterObservation};
+use graphscaler_twin::{ResizeError, TickTruth, Twin};
 
 use crate::exposition::Exposition;
+use crate::kube::{Change, Template};
 
 /// A twin advanced by a clock, with the counters and the latest observation the endpoints
 /// serve.
@@ -25,7 +26,9 @@ pub struct LiveTwin {
     resource_version: u64,
     applied: u64,
     refused: u64,
-    history: std::collections::VecDeque<(u64, ClusterObservation, HashMap<String, String>)>,
+    history: std::collections::VecDeque<(u64, ClusterObservation, HashMap<String, Template>)>,
+    /// Annotations patched onto each Deployment.
+    annotations: HashMap<String, BTreeMap<String, String>>,
     /// Leases (leader election), kept apart from the simulated cluster.
     pub leases: crate::lease::Leases,
 }
@@ -51,6 +54,7 @@ impl LiveTwin {
             applied: 0,
             refused: 0,
             history: Default::default(),
+            annotations: Default::default(),
             leases: Default::default(),
         }
         .recorded()
@@ -63,7 +67,7 @@ impl LiveTwin {
 
     /// Remembers the current state under its resource version (for watches).
     fn record(&mut self) {
-        let prefs = self.preferences();
+        let prefs = self.templates();
         self.history
             .push_back((self.resource_version, self.obs.clone(), prefs));
         while self.history.len() > crate::watch::HISTORY {
@@ -72,7 +76,7 @@ impl LiveTwin {
     }
 
     /// The observation and node-type preferences at resource version `rv`, if still kept.
-    pub fn at(&self, rv: u64) -> Option<(&ClusterObservation, &HashMap<String, String>)> {
+    pub fn at(&self, rv: u64) -> Option<(&ClusterObservation, &HashMap<String, Template>)> {
         self.history
             .iter()
             .find(|(v, _, _)| *v == rv)
@@ -118,15 +122,22 @@ impl LiveTwin {
         self.resource_version
     }
 
-    /// Node type preferences by service.
-    pub fn preferences(&self) -> HashMap<String, String> {
+    /// Each Deployment's pod template and annotations, by service.
+    pub fn templates(&self) -> HashMap<String, Template> {
         self.obs
             .services
             .iter()
             .filter_map(|s| {
-                self.twin
-                    .preferred_node_type(&s.name)
-                    .map(|t| (s.name.clone(), t))
+                let (req, lim, _) = self.twin.template_of(&s.name)?;
+                Some((
+                    s.name.clone(),
+                    Template {
+                        prefer: self.twin.preferred_node_type(&s.name),
+                        cpu_request_cores: req,
+                        cpu_limit_cores: lim,
+                        annotations: self.annotations.get(&s.name).cloned().unwrap_or_default(),
+                    },
+                ))
             })
             .collect()
     }
@@ -141,28 +152,68 @@ impl LiveTwin {
         (self.applied, self.refused)
     }
 
-    /// Applies every change to `service` or none: they are tried on a copy first.
-    pub fn apply_all(&mut self, service: &str, kinds: Vec<ActionKind>) -> Result<(), String> {
+    /// Applies every change to `service` or none: they are tried on a copy first. A change of
+    /// the pod template's CPU is rolled out as the Deployment controller does (a rolling
+    /// update); annotations change nothing else.
+    pub fn apply_all(&mut self, service: &str, changes: Vec<Change>) -> Result<(), String> {
         let mut trial = self.twin.clone();
-        for k in &kinds {
-            if let ActionOutcome::Refused { reason, .. } =
-                trial.apply(&Action::new(service, k.clone()))
-            {
+        let mut notes = self.annotations.get(service).cloned().unwrap_or_default();
+        for c in &changes {
+            let r = match c {
+                Change::Act(k) => match trial.apply(&Action::new(service, k.clone())) {
+                    ActionOutcome::Refused { reason, .. } => Err(reason),
+                    ActionOutcome::Applied => Ok(()),
+                },
+                Change::TemplateCpu { request_m, limit_m } => {
+                    trial.patch_template_cpu(service, *request_m, *limit_m)
+                }
+                Change::Annotate(set) => {
+                    for (k, v) in set {
+                        match v {
+                            Some(v) => notes.insert(k.clone(), v.clone()),
+                            None => notes.remove(k),
+                        };
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(reason) = r {
                 self.refused += 1;
                 return Err(reason);
             }
         }
         self.twin = trial;
-        self.applied += kinds.len() as u64;
+        self.annotations.insert(service.to_string(), notes);
+        self.applied += changes.len() as u64;
         self.resource_version += 1;
-        if let (Some((replicas, req, lim)), Some(s)) = (
+        if let (Some((replicas, _, _)), Some(s)) = (
             self.twin.spec_of(service),
             self.obs.services.iter_mut().find(|s| s.name == service),
         ) {
             s.replicas_spec = replicas;
-            s.cpu_request_cores = req;
-            s.cpu_limit_cores = lim;
         }
+        self.record();
+        Ok(())
+    }
+
+    /// Resizes one pod in place (the `pods/{name}/resize` subresource), millicores.
+    pub fn resize(
+        &mut self,
+        pod: &str,
+        request_m: Option<f64>,
+        limit_m: Option<f64>,
+    ) -> Result<(), ResizeError> {
+        self.twin.resize_pod(pod, request_m, limit_m)?;
+        if let Some(p) = self.obs.pods.iter_mut().find(|p| p.name == pod) {
+            if let Some(r) = request_m {
+                p.cpu_request_cores = r / 1000.0;
+            }
+            if let Some(l) = limit_m {
+                p.cpu_limit_cores = Some(l / 1000.0);
+            }
+        }
+        self.applied += 1;
+        self.resource_version += 1;
         self.record();
         Ok(())
     }

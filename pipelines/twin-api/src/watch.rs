@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use graphscaler_schemas::ClusterObservation;
 use serde_json::{json, Value};
 
-use crate::kube::{self, Ctx};
+use crate::kube::{self, Ctx, Template};
 use crate::state::Shared;
 
 /// How many resource versions the twin remembers for watches.
@@ -124,8 +124,8 @@ fn snapshot(
     app: Option<&str>,
 ) -> Option<(u64, BTreeMap<String, Value>)> {
     let t = s.lock().unwrap_or_else(|p| p.into_inner());
-    let (at, obs, prefs): (u64, &ClusterObservation, HashMap<String, String>) = match rv {
-        None => (t.resource_version(), t.observation(), t.preferences()),
+    let (at, obs, prefs): (u64, &ClusterObservation, HashMap<String, Template>) = match rv {
+        None => (t.resource_version(), t.observation(), t.templates()),
         Some(v) => {
             let (obs, prefs) = t.at(v)?;
             (v, obs, prefs.clone())
@@ -135,7 +135,7 @@ fn snapshot(
         namespace: &t.namespace,
         epoch_s: t.epoch_s,
         resource_version: at,
-        preferred: &prefs,
+        templates: &prefs,
     };
     Some((at, objects(kind, obs, &c, app)))
 }

@@ -223,9 +223,38 @@ async fn patches_apply_whole_or_not_at_all() {
         d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
         "400m"
     );
+    // As on Kubernetes, a patch of the limit alone leaves the request; the new template rolls
+    // out as a rolling update.
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
-        "200m"
+        "100m"
+    );
+    assert_eq!(
+        state
+            .lock()
+            .unwrap()
+            .twin()
+            .template_of("currencyservice")
+            .unwrap()
+            .2,
+        1
+    );
+    // A limit below the request is invalid.
+    let r = patch(
+        "/apis/apps/v1/namespaces/default/deployments/currencyservice",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"currencyservice","resources":{"limits":{"cpu":"60m"}}}]}}}}"#,
+        "application/strategic-merge-patch+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let st: Value = r.json().await.unwrap();
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most the limit"),
+        "{st}"
     );
     assert_eq!(
         d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
@@ -436,7 +465,9 @@ async fn promtool_accepts_the_exposition() {
         let mut t = state.lock().unwrap();
         t.apply_all(
             "redis-cart",
-            vec![graphscaler_schemas::ActionKind::SetReplicas { replicas: 3 }],
+            vec![graphscaler_twin_api::kube::Change::Act(
+                graphscaler_schemas::ActionKind::SetReplicas { replicas: 3 },
+            )],
         )
         .unwrap();
         for _ in 0..5 {
@@ -527,7 +558,9 @@ fn a_mysql_store_is_exposed_as_mysqld_exporter_exposes_it() {
     let mut t = LiveTwin::new(twin, "shop", "twin", 1.7e9);
     t.apply_all(
         "redis-cart",
-        vec![graphscaler_schemas::ActionKind::SetReplicas { replicas: 3 }],
+        vec![graphscaler_twin_api::kube::Change::Act(
+            graphscaler_schemas::ActionKind::SetReplicas { replicas: 3 },
+        )],
     )
     .unwrap();
     for _ in 0..20 {

@@ -44,8 +44,17 @@ pub struct NodeTypeConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// Whether the API server has the `pods/{name}/resize` subresource (in-place pod resize,
+    /// Kubernetes 1.33 and later). Without it a CPU change is a pod-template patch: a rolling
+    /// restart.
+    #[serde(default = "yes")]
+    pub in_place_resize: bool,
     /// Node types, in the order node names are numbered.
     pub node_types: Vec<NodeTypeConfig>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Bounds on actions.

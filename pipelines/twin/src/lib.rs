@@ -28,5 +28,5 @@ pub mod topology;
 pub use config::{SloConfig, TwinConfig, DEFAULT_TOML};
 pub use error::{Result, TwinError};
 pub use load::{Shape, Trace};
-pub use sim::{EdgeTruth, PodTruth, RouteTruth, ServiceTruth, TickTruth, Twin};
+pub use sim::{EdgeTruth, PodTruth, ResizeError, RouteTruth, ServiceTruth, TickTruth, Twin};
 pub use topology::Topology;

@@ -21,8 +21,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use graphscaler_schemas::{
-    Action, ActionKind, ActionOutcome, CallEdgeObs, ClusterObservation, GlobalObs, NodeObs, PodObs,
-    PodPhase, ServiceObs, StatefulObs,
+    Action, ActionKind, ActionOutcome, CallEdgeObs, ClusterObservation, CpuResize, GlobalObs,
+    NodeObs, PodObs, PodPhase, ServiceObs, StatefulObs,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -175,6 +175,8 @@ struct Pod {
     sync_done_s: Option<f64>,
     /// Stateful replicas: replication backlog, operations.
     repl_backlog: f64,
+    /// The pod-template revision it was created from.
+    rev: u32,
 }
 
 impl Pod {
@@ -212,6 +214,10 @@ struct Svc {
     mem_lim: f64,
     prefer: Option<usize>,
     pods: Vec<Pod>,
+    /// The pod template's revision: a template change starts a rolling update to it.
+    rev: u32,
+    /// A rolling update is replacing pods of an older revision.
+    rolling: bool,
     backlog: f64,
     cost_s: f64,
     startup_s: f64,
@@ -406,6 +412,8 @@ impl Twin {
                 mem_lim: s.mem_limit_mi * MIB,
                 prefer: None,
                 pods: vec![],
+                rev: 0,
+                rolling: false,
                 backlog: 0.0,
                 cost_s: cfg.cpu_cost_s(s),
                 startup_s: cfg.startup_delay(s),
@@ -553,7 +561,64 @@ impl Twin {
             sample: None,
             sync_done_s: None,
             repl_backlog: 0.0,
+            rev: sv.rev,
         });
+    }
+
+    /// Deletes pod `i` of service `s`, freeing what it requested on its node.
+    fn remove_pod(&mut self, s: usize, i: usize) {
+        let p = self.svc[s].pods.remove(i);
+        if let Some(n) = p.node {
+            self.nodes[n].req_cpu -= p.cpu_req;
+            self.nodes[n].req_mem -= p.mem_req;
+        }
+    }
+
+    /// One step of each rolling update, as the Deployment controller does it with maxSurge and
+    /// maxUnavailable of 25 %: pods of the new template are added while the total stays within
+    /// `replicas + maxSurge`; pods of the old one go, not-ready first, while at least
+    /// `replicas − maxUnavailable` pods stay ready.
+    fn roll(&mut self) {
+        let now = self.now;
+        for s in 0..self.svc.len() {
+            if !self.svc[s].rolling {
+                continue;
+            }
+            let sv = &self.svc[s];
+            let (spec, rev) = (sv.spec_replicas as usize, sv.rev);
+            let surge = (spec as f64 * 0.25).ceil() as usize;
+            let unavailable = (spec as f64 * 0.25).floor() as usize;
+            let new = sv.pods.iter().filter(|p| p.rev == rev).count();
+            if new == sv.pods.len() {
+                self.svc[s].rolling = false;
+                continue;
+            }
+            let room = (spec + surge)
+                .saturating_sub(sv.pods.len())
+                .min(spec.saturating_sub(new));
+            for _ in 0..room {
+                self.add_pod(s);
+            }
+            let min_ready = spec.saturating_sub(unavailable);
+            loop {
+                let sv = &self.svc[s];
+                let Some((victim, ready)) = sv
+                    .pods
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.rev != rev)
+                    .map(|(i, p)| (i, p.ready(now)))
+                    .min_by_key(|&(i, ready)| (ready, std::cmp::Reverse(i)))
+                else {
+                    break;
+                };
+                let ready_now = sv.pods.iter().filter(|p| p.ready(now)).count();
+                if ready && ready_now <= min_ready {
+                    break;
+                }
+                self.remove_pod(s, victim);
+            }
+        }
     }
 
     fn schedule(&mut self) {
@@ -606,6 +671,9 @@ impl Twin {
         let dt = self.cfg.step_s;
         self.now += dt;
         let now = self.now;
+        if self.svc.iter().any(|s| s.rolling) {
+            self.roll();
+        }
         if self
             .svc
             .iter()
@@ -1054,6 +1122,7 @@ impl Twin {
                 start_time_s: p.start_s,
                 ready_transition_s: p.ready_s.filter(|r| *r <= now + 1e-9),
                 cpu_request_cores: p.cpu_req,
+                cpu_limit_cores: Some(p.cpu_lim),
                 cpu_usage_cores: sample.map(|s| s.0),
                 metric_time_s: sample.map(|s| s.1),
                 metric_window_s: mw,
@@ -1082,13 +1151,14 @@ impl Twin {
                 },
             });
         }
+        let in_force = in_force(sv);
         o.services.push(ServiceObs {
             name: sv.name.clone(),
             replicas_spec: sv.spec_replicas,
             replicas_ready: ready,
             replicas_unready: sv.pods.len() as u32 - ready,
-            cpu_request_cores: sv.cpu_req,
-            cpu_limit_cores: sv.cpu_lim,
+            cpu_request_cores: in_force.0,
+            cpu_limit_cores: in_force.1,
             mem_request_bytes: sv.mem_req,
             mem_limit_bytes: sv.mem_lim,
             cpu_usage_cores: sv.acc.used_cpu / w,
@@ -1221,15 +1291,35 @@ impl Twin {
         }
     }
 
-    /// Applies an action in full, or refuses it with a reason and changes nothing.
+    /// Applies an action in full, or refuses it with a reason and changes nothing; a CPU change
+    /// goes in place where the cluster resizes pods in place, else through the pod template.
     pub fn apply(&mut self, action: &Action) -> ActionOutcome {
-        match self.try_apply(action) {
+        self.apply_with(action, CpuResize::Auto)
+    }
+
+    /// [`Twin::apply`], with a CPU change taking the path `cpu` names, as the actuator with
+    /// that `cpu_resize` setting does: [`CpuResize::InPlace`] resizes every pod at once (pods
+    /// started later get the new size, as the actuator resizes them); [`CpuResize::Restart`]
+    /// changes the pod template, and a rolling update replaces every pod.
+    pub fn apply_with(&mut self, action: &Action, cpu: CpuResize) -> ActionOutcome {
+        match self.try_apply(action, cpu) {
             Ok(()) => ActionOutcome::Applied,
             Err(reason) => ActionOutcome::refused(graphscaler_schemas::Refusal::Cluster, reason),
         }
     }
 
-    fn try_apply(&mut self, action: &Action) -> std::result::Result<(), String> {
+    /// The path a CPU change asked to take `want` takes on this cluster.
+    pub fn cpu_path(&self, want: CpuResize) -> std::result::Result<CpuResize, String> {
+        match (want, self.cfg.cluster.in_place_resize) {
+            (CpuResize::Auto, true) | (CpuResize::InPlace, true) => Ok(CpuResize::InPlace),
+            (CpuResize::Auto, false) | (CpuResize::Restart, _) => Ok(CpuResize::Restart),
+            (CpuResize::InPlace, false) => Err(
+                "in-place resize is not available on this cluster (twin.cluster.in_place_resize = false)".into(),
+            ),
+        }
+    }
+
+    fn try_apply(&mut self, action: &Action, cpu: CpuResize) -> std::result::Result<(), String> {
         let s = self
             .svc
             .iter()
@@ -1241,13 +1331,15 @@ impl Twin {
                 let target = self.svc[s].spec_replicas as i64 + *delta as i64;
                 self.set_replicas(s, target)
             }
-            ActionKind::SetCpuLimit { millicores } => self.set_cpu_limit(s, *millicores as f64),
+            ActionKind::SetCpuLimit { millicores } => {
+                self.set_cpu_limit(s, *millicores as f64, cpu)
+            }
             ActionKind::ChangeCpuQuota { delta } => {
                 if !delta.is_finite() || delta.abs() > 1.0 {
                     return Err(format!("cpu quota delta {delta} is outside [-1, 1]"));
                 }
                 let m = (self.svc[s].cpu_lim * 1000.0 * 2f64.powf(*delta)).round();
-                self.set_cpu_limit(s, m)
+                self.set_cpu_limit(s, m, cpu)
             }
             ActionKind::PreferNodeType { node_type } => {
                 let ty = match node_type {
@@ -1286,27 +1378,30 @@ impl Twin {
             self.schedule();
         } else {
             for _ in target..current {
-                // ReplicaSet ranking: unscheduled, then not ready, then the newest; a stateful
-                // store keeps its primary (the oldest pod).
+                // ReplicaSet ranking: an older template's pods first (during a rolling update),
+                // then unscheduled, then not ready, then the newest; a stateful store keeps its
+                // primary (the oldest pod).
                 let sv = &self.svc[s];
                 let first = usize::from(sv.stateful);
                 let victim = (first..sv.pods.len())
                     .max_by_key(|&i| {
                         let p = &sv.pods[i];
-                        (p.node.is_none(), !p.ready(now), i)
+                        (p.rev != sv.rev, p.node.is_none(), !p.ready(now), i)
                     })
                     .expect("more pods than the target");
-                let p = self.svc[s].pods.remove(victim);
-                if let Some(n) = p.node {
-                    self.nodes[n].req_cpu -= p.cpu_req;
-                    self.nodes[n].req_mem -= p.mem_req;
-                }
+                self.remove_pod(s, victim);
             }
         }
         Ok(())
     }
 
-    fn set_cpu_limit(&mut self, s: usize, millicores: f64) -> std::result::Result<(), String> {
+    fn set_cpu_limit(
+        &mut self,
+        s: usize,
+        millicores: f64,
+        cpu: CpuResize,
+    ) -> std::result::Result<(), String> {
+        let path = self.cpu_path(cpu)?;
         let lim = &self.cfg.limits;
         if !(millicores >= lim.min_cpu_limit_m && millicores <= lim.max_cpu_limit_m) {
             return Err(format!(
@@ -1317,6 +1412,9 @@ impl Twin {
         let new_lim = millicores / 1000.0;
         let sv = &self.svc[s];
         let new_req = sv.cpu_req * new_lim / sv.cpu_lim;
+        if path == CpuResize::Restart {
+            return self.set_template_cpu(s, new_req, new_lim);
+        }
         // In-place resize: every bound pod's node must have room for the larger request.
         let mut extra = vec![0.0; self.nodes.len()];
         for p in &sv.pods {
@@ -1347,6 +1445,157 @@ impl Twin {
         }
         Ok(())
     }
+}
+
+/// The CPU request and limit in force for a service, cores: its template's, unless its pods
+/// differ (resized in place, or a rolling update under way), then their mean.
+fn in_force(sv: &Svc) -> (f64, f64) {
+    if sv.pods.is_empty()
+        || sv
+            .pods
+            .iter()
+            .all(|p| p.cpu_req == sv.cpu_req && p.cpu_lim == sv.cpu_lim)
+    {
+        return (sv.cpu_req, sv.cpu_lim);
+    }
+    let n = sv.pods.len() as f64;
+    (
+        sv.pods.iter().map(|p| p.cpu_req).sum::<f64>() / n,
+        sv.pods.iter().map(|p| p.cpu_lim).sum::<f64>() / n,
+    )
+}
+
+impl Twin {
+    /// Changes the pod template's CPU request and limit (cores) of service `s`: a new revision,
+    /// which a rolling update rolls out.
+    fn set_template_cpu(
+        &mut self,
+        s: usize,
+        request: f64,
+        limit: f64,
+    ) -> std::result::Result<(), String> {
+        let sv = &mut self.svc[s];
+        if !(request.is_finite() && limit.is_finite() && request > 0.0 && request <= limit) {
+            return Err(format!(
+                "{}: the CPU request {:.0} m must be positive and at most the limit {:.0} m",
+                sv.name,
+                request * 1000.0,
+                limit * 1000.0
+            ));
+        }
+        if request == sv.cpu_req && limit == sv.cpu_lim {
+            return Ok(());
+        }
+        sv.cpu_req = request;
+        sv.cpu_lim = limit;
+        sv.rev += 1;
+        sv.rolling = true;
+        Ok(())
+    }
+
+    /// A patch of `service`'s pod template setting its CPU request and limit, millicores (the
+    /// one left out keeps its value): the API server validates it (request at most limit, the
+    /// twin's limit bounds) and the Deployment controller rolls it out, replacing every pod.
+    pub fn patch_template_cpu(
+        &mut self,
+        service: &str,
+        request_m: Option<f64>,
+        limit_m: Option<f64>,
+    ) -> std::result::Result<(), String> {
+        let s = self
+            .svc
+            .iter()
+            .position(|x| x.name == service)
+            .ok_or_else(|| format!("unknown service `{service}`"))?;
+        let lim = &self.cfg.limits;
+        if let Some(m) = limit_m {
+            if !(m >= lim.min_cpu_limit_m && m <= lim.max_cpu_limit_m) {
+                return Err(format!(
+                    "cpu limit {m} m for {service} is outside [{}, {}] m",
+                    lim.min_cpu_limit_m, lim.max_cpu_limit_m
+                ));
+            }
+        }
+        let sv = &self.svc[s];
+        let request = request_m.map_or(sv.cpu_req, |m| m / 1000.0);
+        let limit = limit_m.map_or(sv.cpu_lim, |m| m / 1000.0);
+        self.set_template_cpu(s, request, limit)
+    }
+
+    /// In-place resize of one pod (the `pods/{name}/resize` subresource) to a CPU request and
+    /// limit, millicores (the one left out keeps its value). The template is not changed: pods
+    /// the ReplicaSet starts later have the template's size. Refused when the cluster has no
+    /// in-place resize, the pod does not exist, the request exceeds the limit, or the pod's
+    /// node lacks room for a larger request (the kubelet's `Infeasible`).
+    pub fn resize_pod(
+        &mut self,
+        pod: &str,
+        request_m: Option<f64>,
+        limit_m: Option<f64>,
+    ) -> std::result::Result<(), ResizeError> {
+        if !self.cfg.cluster.in_place_resize {
+            return Err(ResizeError::Unsupported);
+        }
+        let Some((s, i)) = self
+            .svc
+            .iter()
+            .enumerate()
+            .find_map(|(s, sv)| sv.pods.iter().position(|p| p.name == pod).map(|i| (s, i)))
+        else {
+            return Err(ResizeError::NotFound(pod.into()));
+        };
+        let p = &self.svc[s].pods[i];
+        let request = request_m.map_or(p.cpu_req, |m| m / 1000.0);
+        let limit = limit_m.map_or(p.cpu_lim, |m| m / 1000.0);
+        if !(request.is_finite() && limit.is_finite() && request > 0.0 && request <= limit) {
+            return Err(ResizeError::Invalid(format!(
+                "pod {pod}: the CPU request {:.0} m must be positive and at most the limit {:.0} m",
+                request * 1000.0,
+                limit * 1000.0
+            )));
+        }
+        let extra = request - p.cpu_req;
+        if let Some(n) = p.node {
+            let alloc = self.cfg.cluster.node_types[self.nodes[n].ty].allocatable_cpu_m / 1000.0;
+            if extra > 0.0 && self.nodes[n].req_cpu + extra > alloc + 1e-9 {
+                return Err(ResizeError::Infeasible(format!(
+                    "resize of pod {pod} to {:.0} m is infeasible: node {} lacks {:.0} m of CPU",
+                    request * 1000.0,
+                    self.nodes[n].name,
+                    (self.nodes[n].req_cpu + extra - alloc) * 1000.0
+                )));
+            }
+            self.nodes[n].req_cpu += extra;
+        }
+        let p = &mut self.svc[s].pods[i];
+        p.cpu_req = request;
+        p.cpu_lim = limit;
+        Ok(())
+    }
+
+    /// The pod template of `service`: its CPU request and limit (cores) and revision (each
+    /// template change, a rolling update, adds one).
+    pub fn template_of(&self, service: &str) -> Option<(f64, f64, u32)> {
+        let s = self.svc.iter().find(|s| s.name == service)?;
+        Some((s.cpu_req, s.cpu_lim, s.rev))
+    }
+}
+
+/// Why an in-place pod resize was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResizeError {
+    /// The cluster has no `pods/{name}/resize` subresource (before Kubernetes 1.33).
+    #[error("the server could not find the requested resource (no pods/resize subresource)")]
+    Unsupported,
+    /// No such pod.
+    #[error("pods \"{0}\" not found")]
+    NotFound(String),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The node lacks room for it.
+    #[error("{0}")]
+    Infeasible(String),
 }
 
 fn serving(p: &Pod, now: f64, is_replica: bool) -> bool {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use graphscaler_schemas::{Action, ActionKind, ActionOutcome, ClusterObservation};
+use graphscaler_schemas::{Action, ActionKind, ActionOutcome, ClusterObservation, CpuResize};
 use graphscaler_twin::config::NodeTypeConfig;
 use graphscaler_twin::queue::Mmc;
 use graphscaler_twin::topology::UserTask;
@@ -413,6 +413,133 @@ fn quota_changes_resize_in_place_and_node_preference_places_pods() {
         .filter(|p| p.node.as_deref().is_some_and(|n| n.starts_with("c2d")))
         .count();
     assert!(on_c2d >= 3, "{on_c2d}");
+}
+
+/// The names and CPU limits of a service's pods, sorted.
+fn pods_of(o: &ClusterObservation, service: &str) -> Vec<(String, Option<f64>, bool)> {
+    let mut v: Vec<_> = o
+        .pods_of(service)
+        .map(|p| (p.name.clone(), p.cpu_limit_cores, p.ready))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_cpu_change_in_place_keeps_the_pods_and_through_the_template_rolls_them() {
+    let start = |cpu: CpuResize| {
+        let mut twin = ob_twin(Shape::OffPeak, 1800.0, 3);
+        assert!(twin
+            .apply(&Action::new(
+                "frontend",
+                ActionKind::SetReplicas { replicas: 4 }
+            ))
+            .is_applied());
+        for _ in 0..8 {
+            twin.advance();
+        }
+        let before = pods_of(&twin.advance().0, "frontend");
+        assert_eq!(before.len(), 4);
+        assert!(twin
+            .apply_with(
+                &Action::new("frontend", ActionKind::SetCpuLimit { millicores: 1000 }),
+                cpu
+            )
+            .is_applied());
+        (twin, before)
+    };
+
+    // In place: the same four pods, resized, at the next observation; the template too.
+    let (mut twin, before) = start(CpuResize::InPlace);
+    let (o, _) = twin.advance();
+    let after = pods_of(&o, "frontend");
+    assert_eq!(
+        after.iter().map(|p| &p.0).collect::<Vec<_>>(),
+        before.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+    assert!(after.iter().all(|p| p.1 == Some(1.0) && p.2), "{after:?}");
+    assert_eq!(
+        twin.template_of("frontend").unwrap().2,
+        0,
+        "no new revision"
+    );
+
+    // Through the template: nothing changes at once, then a rolling update replaces every pod,
+    // never leaving fewer than 4 − ⌊4/4⌋ = 3 ready nor more than 4 + ⌈4/4⌉ = 5 pods.
+    let (mut twin, before) = start(CpuResize::Restart);
+    let (req, lim, rev) = twin.template_of("frontend").unwrap();
+    assert_eq!((lim, rev), (1.0, 1));
+    assert!(
+        (req - 0.5).abs() < 1e-12,
+        "request scaled with the limit: {req}"
+    );
+    let old: Vec<&String> = before.iter().map(|p| &p.0).collect();
+    let mut done = false;
+    for _ in 0..40 {
+        let (o, _) = twin.advance();
+        let pods = pods_of(&o, "frontend");
+        let ready = pods.iter().filter(|p| p.2).count();
+        assert!(ready >= 3 && pods.len() <= 5, "{pods:?}");
+        let s = o.service("frontend").unwrap();
+        if pods
+            .iter()
+            .all(|p| !old.contains(&&p.0) && p.1 == Some(1.0) && p.2)
+        {
+            assert_eq!(pods.len(), 4);
+            assert_eq!(s.cpu_limit_cores, 1.0);
+            done = true;
+            break;
+        }
+        // While old and new pods run side by side, the limit in force is between the two.
+        assert!(s.cpu_limit_cores > 0.5 - 1e-9 && s.cpu_limit_cores <= 1.0 + 1e-9);
+    }
+    assert!(done, "the rolling update did not finish in 40 ticks");
+
+    // A cluster without in-place resize: `auto` rolls, `in_place` is refused.
+    let mut cfg = TwinConfig::default();
+    cfg.cluster.in_place_resize = false;
+    let topo = online_boutique(&cfg);
+    let mut twin = Twin::new(topo, cfg, SloConfig::default(), Shape::OffPeak, 600.0, 1).unwrap();
+    twin.advance();
+    let set = Action::new("frontend", ActionKind::SetCpuLimit { millicores: 1000 });
+    let r = twin.apply_with(&set, CpuResize::InPlace);
+    assert!(
+        matches!(&r, ActionOutcome::Refused { reason, .. } if reason.contains("in_place_resize")),
+        "{r:?}"
+    );
+    assert!(twin.apply(&set).is_applied());
+    assert_eq!(twin.template_of("frontend").unwrap().2, 1);
+    assert_eq!(
+        twin.resize_pod("frontend-x", None, Some(900.0)),
+        Err(graphscaler_twin::ResizeError::Unsupported)
+    );
+}
+
+#[test]
+fn one_pod_resized_in_place_leaves_the_template() {
+    let mut twin = ob_twin(Shape::OffPeak, 600.0, 2);
+    let (o, _) = twin.advance();
+    let pod = o.pods_of("cartservice").next().unwrap().name.clone();
+    let template = twin.template_of("cartservice").unwrap();
+    twin.resize_pod(&pod, Some(300.0), Some(600.0)).unwrap();
+    let (o, _) = twin.advance();
+    let p = o.pods.iter().find(|p| p.name == pod).unwrap();
+    assert_eq!((p.cpu_request_cores, p.cpu_limit_cores), (0.3, Some(0.6)));
+    assert_eq!(twin.template_of("cartservice").unwrap(), template);
+    // The request above the limit, an unknown pod and a node without room are refused.
+    let e = twin.resize_pod(&pod, Some(700.0), None).unwrap_err();
+    assert!(e.to_string().contains("at most the limit"), "{e}");
+    assert!(matches!(
+        twin.resize_pod("nope", None, Some(1.0)),
+        Err(graphscaler_twin::ResizeError::NotFound(_))
+    ));
+    let e = twin
+        .resize_pod(&pod, Some(9_000.0), Some(9_000.0))
+        .unwrap_err();
+    assert!(
+        matches!(e, graphscaler_twin::ResizeError::Infeasible(_)),
+        "{e}"
+    );
 }
 
 #[test]
