@@ -214,6 +214,13 @@ where
             names.get(&service).map(Vec::as_slice),
             &mut bad,
         );
+        if !bad.is_empty() {
+            out.rejected.push(format!(
+                "pod {name}: unreadable quantity: {}",
+                bad.join("; ")
+            ));
+            continue;
+        }
         in_force.entry(service.clone()).or_default().push(own);
         out.pods.push(PodObs {
             name,
@@ -442,5 +449,42 @@ impl Watched {
             &self.deployments.state(),
             &self.namespace,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_cpu_limit_rejects_the_pod_and_sidecars_are_not_its_own() {
+        let pod = |name: &str, limit: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "labels": {"app": "web"}},
+                "spec": {"nodeName": "n1", "containers": [
+                    {"name": "web", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": limit}}},
+                    {"name": "istio-proxy", "resources": {"requests": {"cpu": "10m"}, "limits": {"cpu": "2"}}}]},
+                "status": {"phase": "Running"}
+            }))
+            .unwrap()
+        };
+        let s = from_objects::<Node, _, Deployment>(
+            &[],
+            &[pod("a", "300m"), pod("b", "lots")],
+            &[],
+            "ns",
+        );
+        assert_eq!(s.pods.len(), 1);
+        assert_eq!(
+            s.pods[0].cpu_limit_cores,
+            Some(0.3),
+            "the sidecar is not counted"
+        );
+        assert_eq!(s.rejected.len(), 1);
+        assert!(
+            s.rejected[0].contains("pod b") && s.rejected[0].contains("lots"),
+            "{:?}",
+            s.rejected
+        );
     }
 }
