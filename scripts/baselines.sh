@@ -8,84 +8,133 @@
 #   * $KEEP candidates per training (`--keep-every STEPS/KEEP`, default 3) and the final model;
 #     per training seed the candidate with the lowest SLO-violation % on validation seeds
 #     101-102 of the six loads (4 h each), ties within 0.05 points going to the lower CAF
-#     (scripts/select.py; the table of every candidate is validation.md);
-#   * the chosen checkpoints, with the tuned HPA, evaluated on evaluation seeds 1-5 that neither
-#     training nor validation used, 4 h per replay, and reported across training seeds
-#     (scripts/seeds.py: mean, 95% bootstrap CI over seeds, IQM, median seed): summary.md.
+#     (scripts/select.py, which writes every candidate's figures);
+#   * the chosen checkpoint evaluated on evaluation seeds 1-5 that neither training nor
+#     validation used, 4 h per replay, beside the tuned HPA on the same seeds, and reported across
+#     training seeds (scripts/seeds.py: mean, 95% bootstrap CI over seeds, IQM, median seed).
+#
+# Each training is finished on its own — trained, its candidates validated, the chosen one
+# evaluated — and what it leaves is kept in $KEPT/<baseline>-<seed>/ (default
+# campaigns/baselines/, committed): the chosen checkpoint (model.safetensors, model.json), the
+# training curve (train.csv), every candidate's validation figures (validation.md,
+# validation-runs.csv) and the evaluation runs (eval-runs.csv). A training whose directory is
+# there is not run again, so a campaign that spans sessions and machines loses at most the
+# trainings under way. The bulky rest (candidates, resume states, logs, journals) goes to $OUT
+# (default results/baselines/, not committed). When every training is kept, the runs are pooled
+# into $KEPT/runs.csv, $KEPT/validation.md and $KEPT/summary.md.
 #
 # BASELINES (default "gat-ppo mlp-ppo gcn-sac dysat-a2c") names <encoder>-<algo> pairs, so the
-# same protocol runs the ablations (e.g. BASELINES="tgat-ppo gcn-ppo dysat-ppo gat-a2c gat-sac").
-# JOBS (default 1) trainings run at a time, each on one libtorch thread; DURATION (default 4h)
-# is each evaluation run's length (shorter only to try the script out). Writes
-# results/baselines/ (OUT overrides). Rerun after an interruption, it keeps what is done,
-# resumes a stopped training (`--resume`; SAC's with its replay buffer) and a stopped validation or evaluation (`eval --resume`: the runs already in its
-# journal are not run again).
+# same protocol runs the ablations (e.g. BASELINES="tgat-ppo gcn-ppo dysat-ppo gat-a2c gat-sac"
+# KEPT=campaigns/ablations). JOBS (default 1) trainings run at a time, each on one libtorch
+# thread and one evaluation thread; DURATION (default 4h) is each evaluation run's length
+# (shorter only to try the script out). Rerun after an interruption: it keeps what is done,
+# resumes a stopped training (`--resume`; SAC's with its replay buffer) and a stopped validation
+# or evaluation (`eval --resume`: the runs already in its journal are not run again).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 release_build
 export out=${OUT:-results/baselines}
+export kept=${KEPT:-campaigns/baselines}
 export steps=${STEPS:-200000}
 seeds=${SEEDS:-5}
 keep=${KEEP:-3}
 export every=$(((steps + keep - 1) / keep))
+export duration=${DURATION:-4h}
 baselines=${BASELINES:-gat-ppo mlp-ppo gcn-sac dysat-a2c}
 trace="trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv"
-loads="off-peak,peak,rush,fluctuating,burst,$trace"
-mkdir -p "$out"
+export loads="off-peak,peak,rush,fluctuating,burst,$trace"
+mkdir -p "$out/validation" "$out/eval" "$kept"
 
-train_one() {
+steps_of() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$1"
+}
+export -f steps_of
+
+# `gs eval ... --out DIR`, resumable: the runs land in DIR/runs.csv only when all are done.
+eval_into() {
+    local dst=$1
+    shift
+    [ -f "$dst/runs.csv" ] && return 0
+    "$gs" eval "$@" --duration "$duration" --threads 1 --resume --out "$dst.partial"
+    rm -rf "$dst"
+    mv "$dst.partial" "$dst"
+}
+export -f eval_into
+
+# Trains <baseline> <seed>, validates its candidates, evaluates the chosen one, and keeps it.
+finish_one() {
     local name=$1 seed=$2
+    local run="$name-$seed"
+    local dst="$out/$run" dir="$kept/$run"
+    [ -d "$dir" ] && return 0
     local enc=${name%-*} algo=${name##*-}
-    local dst="$out/$name-$seed"
-    [ -f "$dst.json" ] && return 0
     local args=(--encoder "$enc" --algo "$algo" --scenario bursty-mix --steps "$steps" --seed "$seed"
         --keep-every "$every")
     train_resumable "$dst" "${args[@]}" >>"$dst.log" 2>&1 ||
-        { echo "training $name-$seed failed or stopped at the time limit: see $dst.log" >&2; return 1; }
-}
-export -f train_one
-
-for b in $baselines; do
-    for s in $(seq 1 "$seeds"); do echo "$b $s"; done
-done | xargs -P "${JOBS:-1}" -n 2 bash -c 'train_one "$0" "$1"'
-
-# Validation: every candidate and every final model, named <baseline>-<seed>-at<decisions>.
-candidates=""
-for b in $baselines; do
-    for s in $(seq 1 "$seeds"); do
-        final=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$out/$b-$s.json")
-        candidates="$candidates,$b-$s-at$final=$out/$b-$s"
-        for c in "$out/$b-$s"-at*.json; do
-            [ -e "$c" ] || continue
-            at=${c##*-at}
-            at=${at%.json}
-            [ "$at" = "$final" ] || candidates="$candidates,$b-$s-at$at=${c%.json}"
-        done
+        { echo "training $run failed or stopped at the time limit: see $dst.log" >&2; return 1; }
+    # Validation: every candidate and the final model, named <baseline>-<seed>-at<decisions>.
+    local final candidates c at
+    final=$(steps_of "$dst.json")
+    candidates="$run-at$final=$dst"
+    for c in "$dst"-at*.json; do
+        [ -e "$c" ] || continue
+        at=${c##*-at}
+        at=${at%.json}
+        [ "$at" = "$final" ] || candidates="$candidates,$run-at$at=${c%.json}"
     done
-done
-if [ ! -f "$out/validation/runs.csv" ]; then
-    "$gs" eval --policies "${candidates#,}" --scenarios "$loads" --seed 101 --replays 2 \
-        --duration "${DURATION:-4h}" --resume --out "$out/validation.partial"
-    rm -rf "$out/validation"
-    mv "$out/validation.partial" "$out/validation"
-fi
-chosen=$(python3 scripts/select.py "$out/validation/runs.csv" "$out/validation.md")
-echo "$chosen" >"$out/chosen.txt"
-
-# Evaluation of the chosen checkpoints on seeds 1-5, across training seeds.
-policies=tuned-hpa
-while read -r name candidate; do
+    eval_into "$out/validation/$run" --policies "$candidates" --scenarios "$loads" --seed 101 \
+        --replays 2 >>"$dst.log" 2>&1 || { echo "validation of $run failed: see $dst.log" >&2; return 1; }
+    rm -rf "$dir.partial"
+    mkdir -p "$dir.partial"
+    local chosen candidate path
+    chosen=$(python3 scripts/select.py "$out/validation/$run/runs.csv" "$dir.partial/validation.md")
+    candidate=${chosen#* }
     at=${candidate##*-at}
     path="$out/$candidate"
-    [ -f "$path.json" ] || path="$out/$name"
-    [ "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$path.json")" = "$at" ] ||
-        { echo "$candidate: no checkpoint at $at decisions" >&2; exit 1; }
-    policies="$policies,$name=$path"
-done <"$out/chosen.txt"
-if [ ! -f "$out/eval/runs.csv" ]; then
-    "$gs" eval --policies "$policies" --scenarios "$loads" --replays 5 --duration "${DURATION:-4h}" \
-        --resume --out "$out/eval.partial"
-    rm -rf "$out/eval"
-    mv "$out/eval.partial" "$out/eval"
-fi
-python3 scripts/seeds.py "$out/eval/runs.csv" "$out/summary.md" slo_violation_pct caf requests_over_slo_pct
+    [ -f "$path.json" ] || path="$dst"
+    [ "$(steps_of "$path.json")" = "$at" ] || { echo "$candidate: no checkpoint at $at decisions" >&2; return 1; }
+    cp "$path.safetensors" "$dir.partial/model.safetensors"
+    cp "$path.json" "$dir.partial/model.json"
+    cp "$dst.csv" "$dir.partial/train.csv"
+    cp "$out/validation/$run/runs.csv" "$dir.partial/validation-runs.csv"
+    echo "$chosen" >"$dir.partial/chosen.txt"
+    # Evaluation of the chosen checkpoint on seeds 1-5.
+    eval_into "$out/eval/$run" --policies "$run=$dir.partial/model" --scenarios "$loads" \
+        --replays 5 >>"$dst.log" 2>&1 || { echo "evaluation of $run failed: see $dst.log" >&2; return 1; }
+    cp "$out/eval/$run/runs.csv" "$dir.partial/eval-runs.csv"
+    mv "$dir.partial" "$dir"
+    echo "kept $run ($candidate)" >&2
+}
+export -f finish_one
+
+# The tuned HPA on the same evaluation seeds, then every training, $JOBS at a time.
+tuned_hpa() {
+    [ -d "$kept/tuned-hpa" ] && return 0
+    eval_into "$out/eval/tuned-hpa" --policies tuned-hpa --scenarios "$loads" --replays 5 \
+        >>"$out/tuned-hpa.log" 2>&1 || { echo "evaluation of tuned-hpa failed: see $out/tuned-hpa.log" >&2; return 1; }
+    mkdir -p "$kept/tuned-hpa.partial"
+    cp "$out/eval/tuned-hpa/runs.csv" "$kept/tuned-hpa.partial/eval-runs.csv"
+    mv "$kept/tuned-hpa.partial" "$kept/tuned-hpa"
+}
+export -f tuned_hpa
+{
+    echo "tuned-hpa 0"
+    for b in $baselines; do
+        for s in $(seq 1 "$seeds"); do echo "$b $s"; done
+    done
+} | xargs -P "${JOBS:-1}" -n 2 bash -c 'if [ "$0" = tuned-hpa ]; then tuned_hpa; else finish_one "$0" "$1"; fi'
+
+# Every training kept: the pooled runs, every candidate's validation figures, the summary.
+runs=("$kept/tuned-hpa/eval-runs.csv")
+vals=()
+for b in $baselines; do
+    for s in $(seq 1 "$seeds"); do
+        runs+=("$kept/$b-$s/eval-runs.csv")
+        vals+=("$kept/$b-$s/validation-runs.csv")
+    done
+done
+pool() { head -n 1 "$2" >"$1" && for f in "${@:2}"; do tail -n +2 "$f"; done >>"$1"; }
+pool "$kept/runs.csv" "${runs[@]}"
+pool "$out/validation-runs.csv" "${vals[@]}"
+python3 scripts/select.py "$out/validation-runs.csv" "$kept/validation.md" >/dev/null
+python3 scripts/seeds.py "$kept/runs.csv" "$kept/summary.md" slo_violation_pct caf requests_over_slo_pct
