@@ -150,14 +150,43 @@ enum TwinCommand {
     /// Run a policy on the twin, stream its observations through the graph job, and store the
     /// snapshots as Parquet.
     Record(RecordArgs),
-    /// Write a synthetic topology in the topology file format.
+    /// Fit a twin topology to recorded snapshots (a cluster's, recorded by the pipeline):
+    /// CPU cost per request and idle CPU per service, call ratios per edge, requests, limits
+    /// and replicas; what the snapshots cannot give comes from `--base` (docs/twin.md#a-twin-fitted-from-a-clusters-telemetry).
+    Fit {
+        /// Stored snapshots: files, store directories or globs.
+        #[arg(long, num_args = 1.., required = true)]
+        from: Vec<PathBuf>,
+        /// A topology file naming every recorded service, for what snapshots do not carry
+        /// (memory sizes, languages, ports, start-up times, probes): one written from the
+        /// manifests.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// The fitted topology.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the fit's report (Markdown) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Write a generated application in the topology file format, with a cluster sized to it
+    /// (docs/twin.md#generated-applications), or with `--layered` the scale tests' layered graph.
     SynthTopology {
         /// Number of services.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 40)]
         services: usize,
         /// Seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Frontend requests per second the cluster is sized for (default: the configuration's
+        /// highest load level).
+        #[arg(long)]
+        rps: Option<f64>,
+        /// The layered graph of the scale tests and benchmarks instead (an entry, 5 % of the
+        /// services with one route each, 20 % in a second layer, the rest in a third; no CPU
+        /// costs, no cluster).
+        #[arg(long)]
+        layered: bool,
         /// Output file.
         #[arg(long)]
         out: PathBuf,
@@ -386,15 +415,90 @@ fn run(cli: Cli, learning: Option<&dyn Learning>) -> Result<()> {
             say!("{}", probe::probe(&url)?);
             Ok(())
         }
+        Command::Twin(TwinCommand::Fit {
+            from,
+            base,
+            out,
+            report,
+        }) => {
+            let snapshots: Vec<graphscaler_schemas::Snapshot> =
+                graphscaler_graph::store::read_paths(&from)?
+                    .into_iter()
+                    .map(|t| t.snapshot)
+                    .collect();
+            let base = base
+                .map(|b| -> Result<serde_json::Value> {
+                    let text = std::fs::read_to_string(&b)
+                        .with_context(|| format!("reading {}", b.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a topology file (JSON)", b.display()))
+                })
+                .transpose()?;
+            let speeds: Vec<f64> = cfg
+                .twin
+                .cluster
+                .node_types
+                .iter()
+                .map(|t| t.speed)
+                .collect();
+            let fit = graphscaler_twin::fit::fit(&snapshots, base.as_ref(), &speeds)?;
+            // What the twin would refuse is refused here, naming the fitted file.
+            graphscaler_twin::Topology::from_json_str(
+                &fit.topology.to_string(),
+                &out.display().to_string(),
+                &cfg.twin.fanout_parameters,
+            )?;
+            std::fs::write(&out, serde_json::to_string_pretty(&fit.topology)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            let text = fit.report();
+            if let Some(r) = &report {
+                std::fs::write(r, &text).with_context(|| format!("writing {}", r.display()))?;
+            }
+            say!("{text}");
+            say!(
+                "wrote {} ({} services fitted from {} snapshots)",
+                out.display(),
+                fit.services.len(),
+                snapshots.len()
+            );
+            Ok(())
+        }
         Command::Twin(TwinCommand::SynthTopology {
             services,
             seed,
+            rps,
+            layered,
             out,
         }) => {
-            let v = graphscaler_twin::Topology::synthetic_json(services, seed);
+            let v = if layered {
+                graphscaler_twin::Topology::synthetic_json(services, seed)
+            } else {
+                let opts = graphscaler_twin::generate::GenerateOptions {
+                    peak_rps: rps.unwrap_or_else(|| cfg.twin.load.highest_rps()),
+                    pools: cfg.twin.cluster.node_types.clone(),
+                };
+                if !(opts.peak_rps.is_finite() && opts.peak_rps > 0.0) {
+                    bail!(
+                        "--rps {}: a positive number of requests per second",
+                        opts.peak_rps
+                    );
+                }
+                graphscaler_twin::generate::generate(services, seed, &opts)
+            };
             std::fs::write(&out, serde_json::to_string_pretty(&v)?)
                 .with_context(|| format!("writing {}", out.display()))?;
-            say!("wrote {} ({services} services)", out.display());
+            match v["cluster"]["node_types"].as_array() {
+                Some(pools) => say!(
+                    "wrote {} ({services} services; a cluster of {} nodes sized for {} rps)",
+                    out.display(),
+                    pools
+                        .iter()
+                        .filter_map(|p| p["count"].as_u64())
+                        .sum::<u64>(),
+                    v["provenance"]["sized_for_rps"]
+                ),
+                None => say!("wrote {} ({services} services)", out.display()),
+            }
             Ok(())
         }
         Command::Twin(TwinCommand::Bucket {

@@ -131,6 +131,22 @@ pub struct LoadConfig {
     pub tasks: BTreeMap<String, UserTask>,
 }
 
+impl LoadConfig {
+    /// The highest frontend rate any shape reaches, rps (a burst's at its largest multiple).
+    pub fn highest_rps(&self) -> f64 {
+        [
+            self.off_peak_rps,
+            self.peak_rps,
+            self.rush_peak_rps,
+            self.fluctuating_max_rps,
+            self.trace_peak_rps,
+            self.burst_base_rps * self.burst_max_x,
+        ]
+        .into_iter()
+        .fold(0.0, f64::max)
+    }
+}
+
 /// A readiness probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,6 +20,8 @@
 
 pub mod config;
 pub mod error;
+pub mod fit;
+pub mod generate;
 pub mod load;
 pub mod queue;
 pub mod sim;

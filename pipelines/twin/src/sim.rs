@@ -329,6 +329,12 @@ impl Twin {
         duration_s: f64,
         seed: u64,
     ) -> Result<Self> {
+        let mut cfg = cfg;
+        if let Some(pools) = &topo.cluster {
+            // The topology's node pools (a generated topology sizes its cluster) replace the
+            // configuration's.
+            cfg.cluster.node_types = pools.clone();
+        }
         cfg.validate()?;
         let cfg_load = cfg.load.clone();
         let tasks_map = cfg.tasks_for(&topo)?;

@@ -152,6 +152,9 @@ pub struct Topology {
     pub routes: Vec<Route>,
     /// User tasks carried by the file, if any.
     pub user_tasks: Option<BTreeMap<String, UserTask>>,
+    /// The cluster's node pools carried by the file (`cluster.node_types`), if any: they replace
+    /// the configuration's `twin.cluster.node_types`.
+    pub cluster: Option<Vec<crate::config::NodeTypeConfig>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +213,15 @@ struct RawTopology {
     parameters: BTreeMap<String, f64>,
     #[serde(default)]
     user_tasks: Option<BTreeMap<String, UserTask>>,
+    #[serde(default)]
+    cluster: Option<RawCluster>,
+}
+
+/// A topology's own node pools.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node_types: Vec<crate::config::NodeTypeConfig>,
 }
 
 /// Where a topology's errors point: the file (or source) they name.
@@ -224,6 +236,31 @@ impl Located<'_> {
             message,
         }
     }
+}
+
+/// A topology's node pools, checked: at least one node, every figure positive and finite.
+fn read_cluster(c: RawCluster, err: Located) -> Result<Vec<crate::config::NodeTypeConfig>> {
+    for (i, t) in c.node_types.iter().enumerate() {
+        for (field, v) in [
+            ("speed", t.speed),
+            ("allocatable_cpu_m", t.allocatable_cpu_m),
+            ("allocatable_mem_mi", t.allocatable_mem_mi),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(err.at(
+                    format!("cluster.node_types[{i}].{field}"),
+                    format!("node type `{}`: {v} is not a positive number", t.name),
+                ));
+            }
+        }
+    }
+    if c.node_types.iter().map(|t| t.count).sum::<u32>() == 0 {
+        return Err(err.at(
+            "cluster.node_types".into(),
+            "the topology's cluster has no node (every count is 0, or no node type)".into(),
+        ));
+    }
+    Ok(c.node_types)
 }
 
 /// The simulated services, checked, and the load generators (services that declare no port and
@@ -567,6 +604,7 @@ impl Topology {
         let (edges, entry_from_generator) = read_calls(&raw, &services, &generators, err)?;
         let entry = find_entry(&raw, &services, &edges, entry_from_generator, err)?;
         let routes = read_routes(&raw, &services, &edges, entry, &params, err)?;
+        let cluster = raw.cluster.map(|c| read_cluster(c, err)).transpose()?;
         Ok(Topology {
             source: source.to_owned(),
             services,
@@ -574,6 +612,7 @@ impl Topology {
             edges,
             routes,
             user_tasks: raw.user_tasks,
+            cluster,
         })
     }
 
