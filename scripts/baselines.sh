@@ -23,6 +23,14 @@
 # (default results/baselines/, not committed). When every training is kept, the runs are pooled
 # into $KEPT/runs.csv, $KEPT/validation.md and $KEPT/summary.md.
 #
+# BOOTSTRAP=1 starts every training from the same bootstrap instead of fresh weights (issue 11
+# §3-4): the tuned HPA recorded once by `graphscaler twin record` on the six loads (4 h each,
+# seeds 201-206, none of the validation or evaluation seeds) into $OUT/store, then each training
+# `--from` it (behaviour cloning and the critic fitted on the recorded rewards, then $STEPS
+# decisions of fine-tuning on bursty-mix). Cloning needs the PPO heads: a SAC baseline is
+# refused in this mode (docs/learning.md#baselines-on-equal-terms). Use another KEPT
+# (e.g. campaigns/baselines-bootstrap) so the two protocols' trainings are not mixed.
+#
 # BASELINES (default "gat-ppo mlp-ppo gcn-sac dysat-a2c") names <encoder>-<algo> pairs, so the
 # same protocol runs the ablations (e.g. BASELINES="tgat-ppo gcn-ppo dysat-ppo gat-a2c gat-sac"
 # KEPT=campaigns/ablations). JOBS (default 1) trainings run at a time, each on one libtorch
@@ -44,6 +52,22 @@ baselines=${BASELINES:-gat-ppo mlp-ppo gcn-sac dysat-a2c}
 trace="trace:data/traces/azure-llm-2023/AzureLLMInferenceTrace_conv_per_second.csv"
 export loads="off-peak,peak,rush,fluctuating,burst,$trace"
 mkdir -p "$out/validation" "$out/eval" "$kept"
+export bootstrap=${BOOTSTRAP:-}
+if [ -n "$bootstrap" ]; then
+    for b in $baselines; do
+        [ "${b##*-}" != sac ] || { echo "BOOTSTRAP=1: $b cannot be cloned (SAC has no PPO heads); leave it out of BASELINES" >&2; exit 1; }
+    done
+    if [ ! -d "$out/store" ]; then
+        rm -rf "$out/store.partial"
+        seed=201
+        for sc in off-peak peak rush fluctuating burst "$trace"; do
+            "$gs" twin record --policy tuned-hpa --scenario "$sc" --duration 4h --seed "$seed" \
+                --out "$out/store.partial" >>"$out/store.log" 2>&1
+            seed=$((seed + 1))
+        done
+        mv "$out/store.partial" "$out/store"
+    fi
+fi
 
 steps_of() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$1"
@@ -70,6 +94,7 @@ finish_one() {
     local enc=${name%-*} algo=${name##*-}
     local args=(--encoder "$enc" --algo "$algo" --scenario bursty-mix --steps "$steps" --seed "$seed"
         --keep-every "$every")
+    [ -z "$bootstrap" ] || args+=(--from "$out/store")
     train_resumable "$dst" "${args[@]}" >>"$dst.log" 2>&1 ||
         { echo "training $run failed or stopped at the time limit: see $dst.log" >&2; return 1; }
     # Validation: every candidate and the final model, named <baseline>-<seed>-at<decisions>.
