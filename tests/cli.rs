@@ -674,6 +674,14 @@ fn train_then_evaluate_and_run_a_learned_policy() {
         manifest.contains("graphscaler train --encoder mlp --algo ppo"),
         "{manifest}"
     );
+    // The node types it was trained on, with their features, by CPU model id.
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let types = m["config"]["agent"]["node_type_features"]
+        .as_array()
+        .unwrap();
+    assert_eq!(types.len(), 2, "{manifest}");
+    assert_eq!(types[1]["name"], "c2d-standard-8");
+    assert_eq!(types[1]["speed"], 1.3);
     // Evaluated beside the tuned HPA, under its own name.
     let spec = format!("tiny={c}");
     let out = dir.path().join("eval");

@@ -103,6 +103,11 @@ pub struct AgentSpec {
     /// read the graph alone; `graphscaler train --no-actor-global` for the ablation.
     #[serde(default)]
     pub actor_global: bool,
+    /// The node types it was trained on, by CPU model id (their name, CPU model, speed,
+    /// allocatable CPU and memory, and count): what a cluster it serves is compared with. Empty
+    /// in checkpoints written before it existed.
+    #[serde(default)]
+    pub node_type_features: Vec<graphscaler_twin::config::NodeTypeConfig>,
 }
 
 impl AgentSpec {
@@ -151,6 +156,7 @@ impl AgentSpec {
             rules,
             head: HeadKind::Ppo,
             actor_global: true,
+            node_type_features: vec![],
         }
     }
 }

@@ -222,6 +222,7 @@ impl LearnedPolicy {
             self.refused.1 = Some(e.clone());
             return Err(e);
         }
+        self.note_unseen_node_types(snap);
         let own = capacity
             .is_none()
             .then(|| snapshot_capacity(snap))
@@ -264,6 +265,38 @@ impl LearnedPolicy {
             }
         }
         Ok((out, decisions))
+    }
+
+    /// Says once that `snap` has nodes of a CPU model id the model was not trained on (past its
+    /// node types): their features are outside what it saw, and it cannot prefer their type.
+    fn note_unseen_node_types(&mut self, snap: &Snapshot) {
+        use graphscaler_schemas::snapshot::node_feature;
+        let known = self.agent.spec.node_types.len();
+        let mut unseen: Vec<u32> = snap
+            .node_x
+            .iter()
+            .map(|x| x[node_feature::CPU_MODEL_ID] as u32)
+            .filter(|&id| id as usize >= known)
+            .collect();
+        unseen.sort_unstable();
+        unseen.dedup();
+        if unseen.is_empty()
+            || self
+                .outside
+                .as_ref()
+                .is_some_and(|o| o.contains("node types it was not trained on"))
+        {
+            return;
+        }
+        let said = format!(
+            "serving nodes of CPU model ids {unseen:?}, node types it was not trained on (trained on {known}: {:?}): outside its training, with the same weights; it cannot prefer their type",
+            self.agent.spec.node_types
+        );
+        tracing::warn!("{said}");
+        self.outside = Some(match self.outside.take() {
+            Some(before) => format!("{before}; {said}"),
+            None => said,
+        });
     }
 
     /// Rebuilds the model for `snap`'s services with the same weights (a graph encoder's do not

@@ -250,6 +250,21 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     );
     assert!(b.decide_snapshot(&renamed, None).is_ok());
     assert_eq!((a.outside, b.refused.0), (None, 0));
+    // A cluster with a node of a CPU model it was not trained on: it still decides, saying so
+    // once.
+    let mut c = LearnedPolicy::load(&path, "online-boutique", true).unwrap();
+    let mut other = snap.clone();
+    other.node_x[0][graphscaler_schemas::snapshot::node_feature::CPU_MODEL_ID] = 7.0;
+    assert!(c.decide_snapshot(&other, None).is_ok());
+    assert!(c.decide_snapshot(&other, None).is_ok());
+    let said = c.outside.clone().unwrap();
+    assert_eq!(
+        said.matches("node types it was not trained on").count(),
+        1,
+        "{said}"
+    );
+    assert!(said.contains("CPU model ids [7]"), "{said}");
+    assert_eq!(c.refused.0, 0);
     let vs = VarStore::new(Device::Cpu);
     let mlp = GraphAgent::new(&vs.root(), spec(&env, EncoderKind::Mlp));
     let mpath = dir.path().join("mlp");

@@ -526,7 +526,12 @@ impl Twin {
             .map(|t| self.cfg.cluster.node_types[t].name.clone())
     }
 
-    /// Names of the node types.
+    /// The cluster's node types, by CPU model id (the topology's pools where it carries them).
+    pub fn node_type_configs(&self) -> &[crate::config::NodeTypeConfig] {
+        &self.cfg.cluster.node_types
+    }
+
+    /// Node type names, by CPU model id.
     pub fn node_types(&self) -> Vec<String> {
         self.cfg
             .cluster

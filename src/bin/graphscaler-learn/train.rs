@@ -314,6 +314,7 @@ fn environment_and_model(
         rules,
     );
     spec.actor_global = !a.no_actor_global;
+    spec.node_type_features = probe.node_type_configs();
     if let Some(init) = &a.init {
         // A second stage keeps the first's model: the actor of a checkpoint written before the
         // actor read the global scalars goes on without them.

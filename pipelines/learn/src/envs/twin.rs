@@ -203,6 +203,11 @@ impl TwinEnv {
         &self.state.node_types
     }
 
+    /// The cluster's node types, by CPU model id (the topology's pools where it carries them).
+    pub fn node_type_configs(&self) -> Vec<graphscaler_twin::config::NodeTypeConfig> {
+        self.served.twin().node_type_configs().to_vec()
+    }
+
     /// Services, in snapshot order.
     pub fn services(&self) -> &[String] {
         &self.state.services
