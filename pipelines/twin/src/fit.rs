@@ -210,7 +210,6 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
     let mut total_in = vec![0.0; n];
     for (i, name) in names.iter().enumerate() {
         let mut xy = vec![];
-        let (mut sum_rps, mut count) = (0.0, 0usize);
         // Per window: requests in, and CPU used where the window is usable.
         let per_window: Vec<(Option<f64>, Option<f64>)> = order
             .iter()
@@ -242,11 +241,9 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
                 (r.map(|r| r / speed), cores)
             })
             .collect();
-        for r in order.iter().filter_map(|s| rps_in(s, i)) {
-            sum_rps += r;
-            count += 1;
-            total_in[i] += r;
-        }
+        let known: Vec<f64> = order.iter().filter_map(|s| rps_in(s, i)).collect();
+        total_in[i] = known.iter().sum();
+        let count = known.len();
         for chunk in per_window.chunks_exact(group) {
             let rs: Option<Vec<f64>> = chunk.iter().map(|w| w.0).collect();
             let cs: Option<Vec<f64>> = chunk.iter().map(|w| w.1).collect();
@@ -256,7 +253,7 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
             }
         }
         let mean_rps = if count > 0 {
-            sum_rps / count as f64
+            total_in[i] / count as f64
         } else {
             0.0
         };
