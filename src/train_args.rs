@@ -36,9 +36,12 @@ pub struct TrainArgs {
     /// Checkpoint to write, without extension: NAME.safetensors, NAME.json, NAME.csv (default: <learn.checkpoint_dir>/<encoder>-<algo>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Topology file (default: twin.topology).
-    #[arg(long)]
-    pub topology: Option<PathBuf>,
+    /// Topology file (default: twin.topology). Given more than once (`--topology A --topology
+    /// B ...`), the training runs on a distribution of topologies: environment `i` runs topology
+    /// `i mod N` (so `--envs` at least N), every batch padded to the largest; graph encoders
+    /// under PPO or A2C, the topologies' node types the same list (docs/transfer.md).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Vec<PathBuf>,
     /// Threads libtorch may use.
     #[arg(long, default_value_t = 1)]
     pub torch_threads: i32,

@@ -1886,3 +1886,163 @@ fn a_stopped_evaluation_resumes_from_its_journal() {
     let (ok, o, e) = eval("30m", true);
     assert!(ok && o.contains("resuming: 6 of 6 runs"), "{o}{e}");
 }
+
+/// `graphscaler train --topology A --topology B`: one training on a distribution of topologies
+/// (every batch padded to the largest), recorded in the manifest; a combination that cannot train
+/// together is refused with the reason; the policy serves a held-out topology saying it is
+/// outside its training, and one of its own topologies without saying so.
+#[test]
+fn a_policy_trains_on_several_topologies_and_serves_a_held_out_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    for (name, services, seed) in [
+        ("small", "5", "1"),
+        ("large", "13", "2"),
+        ("held", "9", "3"),
+    ] {
+        let o = graphscaler(&[
+            "twin",
+            "synth-topology",
+            "--services",
+            services,
+            "--seed",
+            seed,
+            "--out",
+            &path(&format!("{name}.json")),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (small, large, held) = (path("small.json"), path("large.json"), path("held.json"));
+    let train = |encoder: &str, algo: &str, envs: &str, out: &str| {
+        graphscaler(&[
+            "train",
+            "--encoder",
+            encoder,
+            "--algo",
+            algo,
+            "--steps",
+            "192",
+            "--envs",
+            envs,
+            "--episode",
+            "10m",
+            "--seed",
+            "4",
+            "--topology",
+            &small,
+            "--topology",
+            &large,
+            "--out",
+            out,
+        ])
+    };
+    let out = path("dist");
+    let o = train("gat", "ppo", "3", &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("training on 2 topologies (small, large)"),
+        "{}",
+        stdout(&o)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{out}.json")).unwrap()).unwrap();
+    let trained = manifest["config"]["agent"]["topologies"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = trained
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["small", "large"]);
+    assert_eq!(trained[0]["services"].as_array().unwrap().len(), 5);
+    assert_eq!(trained[1]["services"].as_array().unwrap().len(), 13);
+    assert_eq!(manifest["topology"], "small");
+    assert!(
+        manifest["produced_by"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--topology {small} --topology {large}")),
+        "{manifest}"
+    );
+    // What cannot train together, refused with the reason.
+    let refused = path("refused");
+    for (encoder, algo, envs, says) in [
+        ("gat", "sac", "3", "SAC's replay buffer"),
+        ("mlp", "ppo", "3", "the MLP's input is sized"),
+        ("gat", "ppo", "1", "need at least as many environments"),
+    ] {
+        let o = train(encoder, algo, envs, &refused);
+        assert!(!o.status.success(), "{encoder}-{algo}");
+        assert!(
+            stderr(&o).contains(says),
+            "{encoder}-{algo}: {}",
+            stderr(&o)
+        );
+    }
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&large).unwrap()).unwrap();
+    other["cluster"]["node_types"][0]["name"] = "m5.xlarge".into();
+    let renamed = path("renamed.json");
+    std::fs::write(&renamed, other.to_string()).unwrap();
+    let o = graphscaler(&[
+        "train",
+        "--steps",
+        "64",
+        "--envs",
+        "2",
+        "--episode",
+        "10m",
+        "--topology",
+        &small,
+        "--topology",
+        &renamed,
+        "--out",
+        &out,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("topology `renamed`") && stderr(&o).contains("the same node types"),
+        "{}",
+        stderr(&o)
+    );
+    // Served on a held-out topology: said; on one of its own: not.
+    let eval = |topology: &str, to: &str| {
+        graphscaler(&[
+            "eval",
+            "--topology",
+            topology,
+            "--policies",
+            &format!("dist={out}"),
+            "--scenarios",
+            "peak",
+            "--replays",
+            "1",
+            "--duration",
+            "20m",
+            "--no-plots",
+            "--out",
+            &path(to),
+        ])
+    };
+    let o = eval(&held, "on-held");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "serving topology `held` with a graph policy trained on `small`, `large`: outside its training"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = eval(&large, "on-large");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("outside its training"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("on-large/runs.csv"))
+            .unwrap()
+            .contains("dist"),
+    );
+}

@@ -143,6 +143,9 @@ pub struct TrainSettings {
     pub a2c_num_steps: usize,
     /// A2C: RMSprop learning rate.
     pub a2c_learning_rate: f64,
+    /// A2C: normalise each rollout's advantages, as PPO does (Stable-Baselines3's
+    /// `normalize_advantage`; see config/default.toml for why it is on).
+    pub a2c_normalize_advantage: bool,
     /// SAC: replay buffer size (decisions).
     pub sac_buffer_size: usize,
     /// SAC: minibatch size.

@@ -191,6 +191,7 @@ fn throughput() {
             ..PpoConfig::default()
         },
         a2c_learning_rate: 7e-4,
+        a2c_normalize_advantage: true,
         init: None,
         checkpointing: None,
         keep: None,

@@ -161,3 +161,52 @@ pub fn train<E: DiscreteEnv>(
         Ok(d)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::Module;
+
+    /// The weights after one plain-gradient update on advantages scaled by `scale`.
+    fn after_one_update(norm_adv: bool, scale: f64) -> Vec<f32> {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
+        let mut opt = nn::Sgd::default().build(&vs, 0.1).unwrap();
+        let x =
+            Tensor::from_slice(&[0.1f32, -0.2, 0.3, 0.5, 0.4, -0.1, 0.0, 0.2, 0.7]).view([3, 3]);
+        let out = lin.forward(&x);
+        let value = out.select(1, 1);
+        let b = A2cBatch {
+            logp: out.select(1, 0).log_sigmoid(),
+            entropy: Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+            returns: value.detach(),
+            value,
+            advantages: Tensor::from_slice(&[1.0f32, -2.0, 0.5]) * scale,
+        };
+        let t = A2cTerms {
+            norm_adv,
+            ent_coef: 0.0,
+            vf_coef: 0.5,
+            max_grad_norm: 1e9,
+        };
+        update(&t, &mut opt, &b, &mut Diagnostics::default());
+        let w = vs.variables()["l.weight"].shallow_clone();
+        Vec::<f32>::try_from(w.view([-1])).unwrap()
+    }
+
+    #[test]
+    fn normalised_advantages_make_the_update_independent_of_the_reward_scale() {
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        // Normalised: advantages a thousand times smaller move the policy as far.
+        assert!(close(
+            &after_one_update(true, 1.0),
+            &after_one_update(true, 1e-3)
+        ));
+        // As they are: the step shrinks with them.
+        assert!(!close(
+            &after_one_update(false, 1.0),
+            &after_one_update(false, 1e-3)
+        ));
+    }
+}

@@ -108,9 +108,34 @@ pub struct AgentSpec {
     /// in checkpoints written before it existed.
     #[serde(default)]
     pub node_type_features: Vec<graphscaler_twin::config::NodeTypeConfig>,
+    /// Every topology it was trained on, with its services, when more than one (`graphscaler
+    /// train --topology A --topology B ...`: a distribution); empty for one (`topology`,
+    /// `services`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topologies: Vec<TrainedTopology>,
+}
+
+/// One of the topologies a model was trained on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainedTopology {
+    /// Its name (the file's stem).
+    pub name: String,
+    /// Its services, in snapshot order.
+    pub services: Vec<String>,
 }
 
 impl AgentSpec {
+    /// Whether it was trained on the topology called `name`.
+    pub fn trained_on(&self, name: &str) -> bool {
+        self.topology == name || self.topologies.iter().any(|t| t.name == name)
+    }
+
+    /// Whether it was trained on exactly these services (those of one of its topologies).
+    pub fn trained_on_services(&self, services: &[String]) -> bool {
+        self.services == services || self.topologies.iter().any(|t| t.services == services)
+    }
+
     /// The specification in the manifest of the checkpoint at `path` (`config.agent`); an error
     /// names a manifest that has none or one that does not parse.
     pub fn of_checkpoint(path: &Path) -> Result<Self, CheckpointError> {
@@ -157,6 +182,7 @@ impl AgentSpec {
             head: HeadKind::Ppo,
             actor_global: true,
             node_type_features: vec![],
+            topologies: vec![],
         }
     }
 }
@@ -190,6 +216,9 @@ pub struct GraphAgent {
     pub spec: AgentSpec,
     encoder: Box<dyn Encoder>,
     heads: Heads,
+    /// Every batch is padded to at least these (services, machines): a training on several
+    /// topologies pads to the largest, so that an action's index means the same in every batch.
+    pad: (i64, i64),
 }
 
 #[derive(Debug)]
@@ -250,16 +279,19 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    /// The batch of `obs` for `s` services and `k` node types.
-    pub(crate) fn new(obs: &[&Obs], s: i64, k: i64) -> Self {
+    /// The batch of `obs` for `k` node types, every graph padded to at least `pad` (services,
+    /// machines): graphs of different clusters are padded to the largest.
+    pub(crate) fn new(obs: &[&Obs], pad: (i64, i64), k: i64) -> Self {
         let t = obs[0].window.len();
         let window: Vec<HeteroGraph> = (0..t)
             .map(|i| {
                 let gs: Vec<&HeteroGraph> = obs.iter().map(|o| &o.window[i]).collect();
-                HeteroGraph::batch(&gs).expect("one cluster per batch")
+                HeteroGraph::batch_padded(&gs, pad.0, pad.1)
+                    .expect("observations are single graphs")
             })
             .collect();
         let last = &window[t - 1];
+        let s = last.services;
         let masks: Vec<&SampleMask> = obs.iter().map(|o| &o.mask).collect();
         Self {
             types: last.node_types(k),
@@ -300,7 +332,19 @@ impl GraphAgent {
             spec,
             encoder,
             heads,
+            pad: (0, 0),
         }
+    }
+
+    /// Pads every batch to at least `services` services and `nodes` machines (training on
+    /// several topologies: the largest's).
+    pub fn pad_to(&mut self, services: usize, nodes: usize) {
+        self.pad = (services as i64, nodes as i64);
+    }
+
+    /// Services per graph in this model's batches: its own, or the padding's if larger.
+    pub fn services_dim(&self) -> i64 {
+        (self.spec.services.len() as i64).max(self.pad.0)
     }
 
     fn node_types(&self) -> i64 {
@@ -325,7 +369,7 @@ impl GraphAgent {
 
     /// The batch of `obs` for this model's cluster.
     pub(crate) fn inputs(&self, obs: &[&Obs]) -> Inputs {
-        Inputs::new(obs, self.spec.services.len() as i64, self.node_types())
+        Inputs::new(obs, self.pad, self.node_types())
     }
 
     fn encode(&self, x: &Inputs) -> (Embeddings, Tensor, Tensor) {

@@ -115,6 +115,8 @@ pub fn scale(g: &HeteroGraph) -> HeteroGraph {
         graphs: g.graphs,
         services: g.services,
         nodes: g.nodes,
+        service_valid: g.service_valid.as_ref().map(Tensor::shallow_clone),
+        node_valid: g.node_valid.as_ref().map(Tensor::shallow_clone),
     }
 }
 
@@ -205,7 +207,7 @@ impl GatEncoder {
 }
 
 /// The embeddings of rows `[B·S, D]` and `[B·N, D]` reshaped per graph, with the pooled one:
-/// `pool` over each graph's mean service and mean machine rows.
+/// `pool` over each graph's mean service and mean machine rows (padding rows left out).
 pub(crate) fn pooled(
     pool: &nn::Linear,
     g: &HeteroGraph,
@@ -216,7 +218,13 @@ pub(crate) fn pooled(
     let service = service.view([g.graphs, g.services, d]);
     let node = node.view([g.graphs, g.nodes, d]);
     let pooled = pool
-        .forward(&Tensor::cat(&[mean_rows(&service), mean_rows(&node)], 1))
+        .forward(&Tensor::cat(
+            &[
+                mean_rows(&service, g.service_valid.as_ref()),
+                mean_rows(&node, g.node_valid.as_ref()),
+            ],
+            1,
+        ))
         .elu();
     Embeddings {
         service,
@@ -225,13 +233,20 @@ pub(crate) fn pooled(
     }
 }
 
-/// The mean row per graph of `[B, R, D]` (zeros for no rows).
-pub(crate) fn mean_rows(x: &Tensor) -> Tensor {
+/// The mean row per graph of `[B, R, D]` (zeros for no rows), over the rows `valid` `[B, R]`
+/// marks (all of them without it).
+pub(crate) fn mean_rows(x: &Tensor, valid: Option<&Tensor>) -> Tensor {
     let s = x.size();
     if s[1] == 0 {
-        Tensor::zeros([s[0], s[2]], (Kind::Float, x.device()))
-    } else {
-        x.mean_dim(1, false, Kind::Float)
+        return Tensor::zeros([s[0], s[2]], (Kind::Float, x.device()));
+    }
+    match valid {
+        None => x.mean_dim(1, false, Kind::Float),
+        Some(v) => {
+            let v = v.to_kind(Kind::Float).unsqueeze(-1);
+            (x * &v).sum_dim_intlist(1, false, Kind::Float)
+                / v.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
+        }
     }
 }
 
@@ -276,8 +291,8 @@ impl Encoder for MlpFlat {
         let xn = g.x_node.view([b, n, NODE_W]);
         let ctx = Tensor::cat(
             &[
-                mean_rows(&xs),
-                mean_rows(&xn),
+                mean_rows(&xs, g.service_valid.as_ref()),
+                mean_rows(&xn, g.node_valid.as_ref()),
                 g.global.to_kind(Kind::Float),
             ],
             1,

@@ -61,7 +61,9 @@ impl Relation {
 /// The heterogeneous graph of one snapshot, or of several as one disjoint union (PyG's
 /// `Batch`): graph `b`'s services are rows `b·S .. (b+1)·S` of `x_service`, its machines rows
 /// `b·N .. (b+1)·N` of `x_node`, and its edges index those rows. Every graph of a batch has the
-/// same `S` and `N` (one cluster), so per-graph results are a reshape away.
+/// same `S` and `N`, so per-graph results are a reshape away: graphs of different clusters
+/// (training on several topologies) are padded to the largest with rows of zeros that no edge
+/// touches, marked in `service_valid` and `node_valid`.
 #[derive(Debug)]
 pub struct HeteroGraph {
     /// Service features `[B·S, 7]`.
@@ -81,6 +83,10 @@ pub struct HeteroGraph {
     pub services: i64,
     /// Machines per graph `N`.
     pub nodes: i64,
+    /// `[B, S]` float, 1 for a real service row and 0 for padding; `None` when nothing is padded.
+    pub service_valid: Option<Tensor>,
+    /// `[B, N]` float, 1 for a real machine row and 0 for padding; `None` when nothing is padded.
+    pub node_valid: Option<Tensor>,
 }
 
 /// Why graphs cannot be batched.
@@ -89,8 +95,8 @@ pub enum BatchError {
     /// No graph.
     #[error("a batch needs at least one graph")]
     Empty,
-    /// Graphs of different clusters.
-    #[error("graph {index} has {services} services and {nodes} machines, graph 0 has {services0} and {nodes0}: a batch holds one cluster")]
+    /// Graphs of different clusters, one of them already a batch (only single graphs are padded).
+    #[error("graph {index} has {services} services and {nodes} machines, graph 0 has {services0} and {nodes0}: batches of different clusters cannot be joined (single graphs are padded)")]
     Mismatch {
         /// The graph that differs.
         index: usize,
@@ -153,24 +159,87 @@ impl HeteroGraph {
             graphs: 1,
             services: s.services.len() as i64,
             nodes: s.nodes.len() as i64,
+            service_valid: None,
+            node_valid: None,
         }
     }
 
-    /// The disjoint union of `graphs` (each a single graph or a batch), in order.
+    /// The disjoint union of `graphs` (each a single graph or a batch), in order. Graphs of one
+    /// cluster are joined as they are; single graphs of different clusters are padded to the
+    /// largest (see [`HeteroGraph::batch_padded`]).
     pub fn batch(graphs: &[&HeteroGraph]) -> Result<Self, BatchError> {
+        Self::batch_padded(graphs, 0, 0)
+    }
+
+    /// [`HeteroGraph::batch`] with every graph padded to at least `services` services and
+    /// `nodes` machines (a training on several topologies pads every batch to the largest, so
+    /// that an action's index means the same in every batch). Padding rows are zeros, no edge
+    /// touches them, and `service_valid`/`node_valid` mark them; a batch that needs none has
+    /// neither.
+    pub fn batch_padded(
+        graphs: &[&HeteroGraph],
+        services: i64,
+        nodes: i64,
+    ) -> Result<Self, BatchError> {
         let first = graphs.first().ok_or(BatchError::Empty)?;
-        for (index, g) in graphs.iter().enumerate() {
-            if g.services != first.services || g.nodes != first.nodes {
-                return Err(BatchError::Mismatch {
-                    index,
-                    services: g.services,
-                    nodes: g.nodes,
-                    services0: first.services,
-                    nodes0: first.nodes,
-                });
+        let s_max = graphs
+            .iter()
+            .map(|g| g.services)
+            .max()
+            .unwrap_or(0)
+            .max(services);
+        let n_max = graphs.iter().map(|g| g.nodes).max().unwrap_or(0).max(nodes);
+        let padded = graphs
+            .iter()
+            .any(|g| g.services != s_max || g.nodes != n_max || g.service_valid.is_some());
+        if padded {
+            // Only single graphs (or batches already padded to this size) are padded.
+            for (index, g) in graphs.iter().enumerate() {
+                if g.graphs != 1 && (g.services != s_max || g.nodes != n_max) {
+                    return Err(BatchError::Mismatch {
+                        index,
+                        services: g.services,
+                        nodes: g.nodes,
+                        services0: first.services,
+                        nodes0: first.nodes,
+                    });
+                }
             }
         }
-        let cat = |f: &dyn Fn(&HeteroGraph) -> &Tensor| {
+        let pad_rows = |x: &Tensor, rows: i64, to: i64| {
+            if rows == to {
+                x.shallow_clone()
+            } else {
+                let w = x.size()[1];
+                Tensor::cat(
+                    &[
+                        x.shallow_clone(),
+                        x.new_zeros([to - rows, w], (x.kind(), x.device())),
+                    ],
+                    0,
+                )
+            }
+        };
+        let valid = |g: &HeteroGraph, own: &Option<Tensor>, rows: i64, to: i64| {
+            own.as_ref().map_or_else(
+                || {
+                    let v = Tensor::ones([g.graphs, rows], (Kind::Float, g.x_service.device()));
+                    if rows == to {
+                        v
+                    } else {
+                        Tensor::cat(
+                            &[
+                                v.shallow_clone(),
+                                v.new_zeros([g.graphs, to - rows], (Kind::Float, v.device())),
+                            ],
+                            1,
+                        )
+                    }
+                },
+                Tensor::shallow_clone,
+            )
+        };
+        let cat = |f: &dyn Fn(&HeteroGraph) -> Tensor| {
             Tensor::cat(&graphs.iter().map(|g| f(g)).collect::<Vec<_>>(), 0)
         };
         let (mut s_off, mut n_off) = (0i64, 0i64);
@@ -185,8 +254,8 @@ impl HeteroGraph {
                 per_rel[k].0.push(i + shift);
                 per_rel[k].1.push(a.shallow_clone());
             }
-            s_off += g.graphs * g.services;
-            n_off += g.graphs * g.nodes;
+            s_off += g.graphs * s_max;
+            n_off += g.graphs * n_max;
         }
         let edges = Relation::ALL
             .iter()
@@ -194,26 +263,33 @@ impl HeteroGraph {
             .map(|(r, (i, a))| (*r, Tensor::cat(&i, 1), Tensor::cat(&a, 0)))
             .collect();
         Ok(Self {
-            x_service: cat(&|g| &g.x_service),
-            x_node: cat(&|g| &g.x_node),
+            x_service: cat(&|g| pad_rows(&g.x_service, g.services, s_max)),
+            x_node: cat(&|g| pad_rows(&g.x_node, g.nodes, n_max)),
             edges,
-            global: cat(&|g| &g.global),
-            time: cat(&|g| &g.time),
+            global: cat(&|g| g.global.shallow_clone()),
+            time: cat(&|g| g.time.shallow_clone()),
             graphs: graphs.iter().map(|g| g.graphs).sum(),
-            services: first.services,
-            nodes: first.nodes,
+            services: s_max,
+            nodes: n_max,
+            service_valid: padded.then(|| cat(&|g| valid(g, &g.service_valid, g.services, s_max))),
+            node_valid: padded.then(|| cat(&|g| valid(g, &g.node_valid, g.nodes, n_max))),
         })
     }
 
     /// Machine `k`'s type per graph `[B, N]` (int64): the CPU model id feature, clamped to
-    /// `0..types`.
+    /// `0..types`; a padding row's is `types` (one past the last, which no head reads).
     pub fn node_types(&self, types: i64) -> Tensor {
-        self.x_node
+        let t = self
+            .x_node
             .narrow(1, node_feature::CPU_MODEL_ID as i64, 1)
             .round()
             .clamp(0.0, (types - 1).max(0) as f64)
             .to_kind(Kind::Int64)
-            .view([self.graphs, self.nodes])
+            .view([self.graphs, self.nodes]);
+        match &self.node_valid {
+            None => t,
+            Some(v) => t.where_self(&v.gt(0.5), &t.full_like(types)),
+        }
     }
 
     /// Node features of `ty`.

@@ -424,6 +424,8 @@ fn buffer_from(t: &HashMap<String, Tensor>) -> Result<(Vec<Transition>, usize), 
         graphs: 1,
         services: services[g],
         nodes: nodes[g],
+        service_valid: None,
+        node_valid: None,
     });
     let bools = |k: &str| -> Result<Vec<Vec<bool>>, String> {
         let v = Vec::<u8>::try_from(get(k)?).map_err(|e| format!("`buffer/{k}`: {e}"))?;
@@ -845,6 +847,8 @@ mod tests {
             graphs: 1,
             services: s,
             nodes: n,
+            service_valid: None,
+            node_valid: None,
         }
     }
 

@@ -48,6 +48,9 @@ pub struct Masks {
     /// `[B, 1]`: the share of this tick's decisions already taken (the "nothing" head and the
     /// critic read it: the same snapshot is a different state after two changes than before).
     pub progress: Tensor,
+    /// `[B, 1]`: ln(real pairs) per graph, the "nothing" prior, where graphs of different
+    /// clusters are padded to one `S`; `None` when no graph is (the prior is then ln(S·K)).
+    pub prior: Option<Tensor>,
 }
 
 /// The masks of one graph, as an environment builds them.
@@ -94,22 +97,40 @@ impl Masks {
             pairs: Tensor::ones([b, services, node_types], o),
             replicas: Tensor::ones([b, services, 5], o),
             progress: Tensor::zeros([b, 1], (Kind::Float, tch::Device::Cpu)),
+            prior: None,
         }
     }
 
-    /// The batch of `masks` (one per graph) for `services` services and `node_types` types.
+    /// The batch of `masks` (one per graph) for `services` services and `node_types` types. A
+    /// graph with fewer services (a smaller cluster padded to `services`) has its padding
+    /// services' pairs masked and its own "nothing" prior.
     pub fn stack(masks: &[&SampleMask], services: i64, node_types: i64) -> Self {
         let b = masks.len() as i64;
-        let pairs: Vec<bool> = masks.iter().flat_map(|m| m.pairs.iter().copied()).collect();
-        let reps: Vec<bool> = masks
-            .iter()
-            .flat_map(|m| m.replicas.iter().copied())
-            .collect();
+        let (s, k) = (services as usize, node_types as usize);
+        let own = |m: &SampleMask| m.pairs.len() / k.max(1);
+        let padded = masks.iter().any(|m| own(m) != s);
+        let mut pairs: Vec<bool> = Vec::with_capacity(b as usize * s * k);
+        let mut reps: Vec<bool> = Vec::with_capacity(b as usize * s * 5);
+        for m in masks {
+            let n = own(m).min(s);
+            pairs.extend(&m.pairs[..n * k]);
+            pairs.extend(std::iter::repeat_n(false, (s - n) * k));
+            reps.extend(&m.replicas[..(n * 5).min(m.replicas.len())]);
+            reps.extend(std::iter::repeat_n(
+                true,
+                s * 5 - (n * 5).min(m.replicas.len()),
+            ));
+        }
         let progress: Vec<f32> = masks.iter().map(|m| m.progress).collect();
+        let prior: Vec<f32> = masks
+            .iter()
+            .map(|m| ((own(m).min(s) * k).max(1) as f32).ln())
+            .collect();
         Self {
             pairs: Tensor::from_slice(&pairs).view([b, services, node_types]),
             replicas: Tensor::from_slice(&reps).view([b, services, 5]),
             progress: Tensor::from_slice(&progress).view([b, 1]),
+            prior: padded.then(|| Tensor::from_slice(&prior).view([b, 1])),
         }
     }
 
@@ -119,6 +140,7 @@ impl Masks {
             pairs: self.pairs.index_select(0, idx),
             replicas: self.replicas.index_select(0, idx),
             progress: self.progress.index_select(0, idx),
+            prior: self.prior.as_ref().map(|p| p.index_select(0, idx)),
         }
     }
 }
@@ -182,9 +204,9 @@ impl ActionTensors {
 }
 
 /// Node type embeddings `[B, K, D]`: the mean embedding of each type's machines (zeros for a type
-/// with none). `types` `[B, N]` is each machine's type.
+/// with none). `types` `[B, N]` is each machine's type (`k` for a padding row, left out).
 fn type_embeddings(e: &Embeddings, types: &Tensor, k: i64) -> Tensor {
-    let onehot = types.one_hot(k).to_kind(Kind::Float);
+    let onehot = types.one_hot(k + 1).narrow(2, 0, k).to_kind(Kind::Float);
     let sum = onehot.transpose(1, 2).matmul(&e.node);
     let n = onehot.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
     sum / n.unsqueeze(-1)
@@ -226,7 +248,8 @@ pub(crate) fn pair_features(
 /// log-softmax over every pair and "nothing" `[B, S·K + 1]`: `pair` scores the pair features
 /// `[B, S·K, 3D]` (masked pairs at about −1e9), `nothing` the pooled graph and the tick's
 /// progress. "Nothing" carries a fixed prior of ln(S·K): at initialisation doing nothing is as
-/// likely as all changes together, so early exploration does not churn every service every tick.
+/// likely as all changes together, so early exploration does not churn every service every tick
+/// (a graph padded to a larger cluster's `S` keeps the prior of its own pairs).
 /// The PPO heads and SAC's actor both choose their pair this way.
 pub(crate) fn pair_or_nothing(
     pair: &nn::Sequential,
@@ -245,7 +268,11 @@ pub(crate) fn pair_or_nothing(
     let mut inputs = vec![e.pooled.shallow_clone()];
     inputs.extend(global.map(|g| g.to_kind(Kind::Float)));
     inputs.push(m.progress.shallow_clone());
-    let nothing = nothing.forward(&Tensor::cat(&inputs, 1)) + (sk as f64).ln();
+    let nothing = nothing.forward(&Tensor::cat(&inputs, 1));
+    let nothing = match &m.prior {
+        Some(p) => nothing + p,
+        None => nothing + (sk as f64).ln(),
+    };
     Tensor::cat(&[logits, nothing], 1).log_softmax(1, Kind::Float)
 }
 

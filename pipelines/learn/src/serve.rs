@@ -147,10 +147,22 @@ impl LearnedPolicy {
         let graph = crate::agent::AgentSpec::of_checkpoint(path)?.encoder != EncoderKind::Mlp;
         let (agent, vs, manifest) = GraphAgent::load(path, if graph { "*" } else { topology })?;
         let trained = manifest.topology.clone();
+        let on_it = agent.spec.trained_on(topology);
+        let names = if agent.spec.topologies.is_empty() {
+            format!("`{trained}`")
+        } else {
+            agent
+                .spec
+                .topologies
+                .iter()
+                .map(|t| format!("`{}`", t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut p = Self::from_agent(agent, vs, manifest, deterministic);
-        if trained != topology && trained != "*" && topology != "*" {
+        if !on_it && trained != "*" && topology != "*" {
             let said = format!(
-                "serving topology `{topology}` with a graph policy trained on `{trained}`: outside its training, with the same weights"
+                "serving topology `{topology}` with a graph policy trained on {names}: outside its training, with the same weights"
             );
             tracing::warn!("{said}");
             p.outside = Some(said);
@@ -330,10 +342,13 @@ impl LearnedPolicy {
             }
             Ok(())
         })?;
-        if self
-            .outside
-            .as_ref()
-            .is_none_or(|o| !o.contains("services it was not trained on"))
+        // One of the topologies it was trained on (the first's services are the model's): not
+        // outside its training.
+        if !self.agent.spec.trained_on_services(&snap.services)
+            && self
+                .outside
+                .as_ref()
+                .is_none_or(|o| !o.contains("services it was not trained on"))
         {
             let said = format!(
                 "serving {} services it was not trained on ({}; trained on {} of `{}`): outside its training, with the same weights",

@@ -96,6 +96,8 @@ pub struct TrainConfig {
     pub ppo: PpoConfig,
     /// A2C's RMSprop learning rate.
     pub a2c_learning_rate: f64,
+    /// A2C: normalise each rollout's advantages.
+    pub a2c_normalize_advantage: bool,
     /// Start from this checkpoint's weights (same model and cluster) instead of a fresh
     /// initialisation: a second stage of training, e.g. under another reward.
     pub init: Option<std::path::PathBuf>,
@@ -306,6 +308,19 @@ impl GraphEnvs {
     /// The first environment.
     pub fn first(&self) -> &TwinEnv {
         &self.envs[0]
+    }
+
+    /// The most services and the most machines of any environment's cluster (they differ when
+    /// the environments run several topologies).
+    pub fn largest(&self) -> (usize, usize) {
+        self.envs.iter().fold((0, 0), |(s, n), e| {
+            let w = e.window();
+            let last = w.last();
+            (
+                s.max(e.services().len()),
+                n.max(last.map_or(0, |x| x.nodes.len())),
+            )
+        })
     }
 
     fn observe(&self) -> Vec<Obs> {
@@ -559,11 +574,23 @@ pub fn train(
     let id = Identity {
         spec: &spec,
         algo: cfg.algo.name(),
-        settings: format!("{:?} a2c_learning_rate={}", cfg.ppo, cfg.a2c_learning_rate),
+        // A2C's advantage normalisation came later: a state saved before it (without) resumes
+        // only without it.
+        settings: if cfg.algo == Algo::A2c && cfg.a2c_normalize_advantage {
+            format!(
+                "{:?} a2c_learning_rate={} a2c_normalize_advantage=true",
+                cfg.ppo, cfg.a2c_learning_rate
+            )
+        } else {
+            format!("{:?} a2c_learning_rate={}", cfg.ppo, cfg.a2c_learning_rate)
+        },
         envs: n,
         total_steps,
     };
-    let agent = GraphAgent::new(&vs.root(), spec.clone());
+    let mut agent = GraphAgent::new(&vs.root(), spec.clone());
+    // Environments of several topologies: every batch padded to the largest.
+    let (ps, pn) = envs.largest();
+    agent.pad_to(ps, pn);
     let mut opt = Stateful::new(&vs, rule, base_lr);
     let ck = cfg.checkpointing.as_ref();
     let mut state = SavedState::start(iterations, total_steps, n, envs.norm());
@@ -630,7 +657,7 @@ pub fn train(
                 let obs: Vec<&Obs> = r.obs.iter().collect();
                 let (logp, entropy, value) = agent.evaluate(&obs, &r.actions);
                 let terms = a2c::A2cTerms {
-                    norm_adv: false,
+                    norm_adv: cfg.a2c_normalize_advantage,
                     ent_coef: p.ent_coef,
                     vf_coef: p.vf_coef,
                     max_grad_norm: p.max_grad_norm,

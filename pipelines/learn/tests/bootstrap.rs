@@ -245,6 +245,7 @@ fn a_clone_of_the_tuned_hpa_agrees_with_it_and_fine_tunes_better_than_scratch() 
                 ..PpoConfig::default()
             },
             a2c_learning_rate: 7e-4,
+            a2c_normalize_advantage: true,
             init,
             checkpointing: None,
             keep: None,

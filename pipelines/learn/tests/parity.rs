@@ -72,6 +72,8 @@ fn graph(f: &Value) -> HeteroGraph {
         services: x_service.size()[0],
         nodes: x_node.size()[0],
         graphs: 1,
+        service_valid: None,
+        node_valid: None,
         x_service,
         x_node,
         edges: vec![

@@ -295,6 +295,7 @@ fn ppo_and_a2c_run_on_the_twin_and_log_their_diagnostics() {
                 ..PpoConfig::default()
             },
             a2c_learning_rate: 7e-4,
+            a2c_normalize_advantage: true,
             init: None,
             checkpointing: None,
             keep: None,
@@ -336,6 +337,7 @@ fn the_same_seed_trains_the_same_weights() {
                 ..PpoConfig::default()
             },
             a2c_learning_rate: 7e-4,
+            a2c_normalize_advantage: true,
             init: None,
             checkpointing: None,
             keep,
@@ -477,6 +479,7 @@ fn a_stopped_training_resumes_where_it_saved() {
             ..PpoConfig::default()
         },
         a2c_learning_rate: 7e-4,
+        a2c_normalize_advantage: true,
         init: None,
         checkpointing: Some(Checkpointing {
             dir: state.clone(),

@@ -52,8 +52,8 @@ pub struct ServiceFit {
     pub rmse_cores: Option<f64>,
     /// Stretches of pooled windows in the regression.
     pub windows: usize,
-    /// Mean requests in, per second.
-    pub mean_rps: f64,
+    /// Mean requests in, per second (`None`: no window knew them).
+    pub mean_rps: Option<f64>,
     /// Why the CPU cost was not identified, if it was not.
     pub unidentified: Option<String>,
 }
@@ -65,8 +65,9 @@ pub struct EdgeFit {
     pub from: String,
     /// Callee.
     pub to: String,
-    /// Calls per request into the caller.
-    pub ratio: f64,
+    /// Calls per request into the caller (`None`: the caller's requests in were never known,
+    /// so the edge is left out of the fitted route and named among what was not identified).
+    pub ratio: Option<f64>,
     /// Mean p95 latency of the edge, ms.
     pub p95_ms: f64,
 }
@@ -252,11 +253,7 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
                 xy.push((rs.iter().sum::<f64>() / k, cs.iter().sum::<f64>() / k));
             }
         }
-        let mean_rps = if count > 0 {
-            total_in[i] / count as f64
-        } else {
-            0.0
-        };
+        let mean_rps = (count > 0).then(|| total_in[i] / count as f64);
         let fitted = ols(&xy);
         let unidentified = match fitted {
             None if xy.len() < 3 => Some(format!(
@@ -287,11 +284,7 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
         .map(|(&(u, v), &(rps, p95, k))| EdgeFit {
             from: names[u].clone(),
             to: names[v].clone(),
-            ratio: if total_in[u] > 0.0 {
-                rps / total_in[u]
-            } else {
-                0.0
-            },
+            ratio: (total_in[u] > 0.0).then(|| rps / total_in[u]),
             p95_ms: p95 / k.max(1) as f64,
         })
         .collect();
@@ -364,12 +357,21 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
     let idx: Vec<(usize, usize, f64)> = edge_keys
         .keys()
         .zip(&edges)
-        .map(|(&(u, v), e)| (u, v, e.ratio))
+        .filter_map(|(&(u, v), e)| Some((u, v, e.ratio?)))
         .collect();
     let route = tree(entry, &names, &idx, &mut vec![entry])?;
     let mut calls: Vec<Value> = edges
         .iter()
-        .map(|e| json!({"from": e.from, "to": e.to, "protocol": "grpc", "rpcs": format!("fitted: {:.4} calls per request, p95 {:.1} ms", e.ratio, e.p95_ms)}))
+        .map(|e| {
+            let rpcs = match e.ratio {
+                Some(r) => format!("fitted: {r:.4} calls per request, p95 {:.1} ms", e.p95_ms),
+                None => format!(
+                    "not fitted: its caller's requests in were never known; p95 {:.1} ms",
+                    e.p95_ms
+                ),
+            };
+            json!({"from": e.from, "to": e.to, "protocol": "grpc", "rpcs": rpcs})
+        })
         .collect();
     // The twin needs a load generator calling the entry.
     out_services.push(json!({
@@ -378,10 +380,21 @@ pub fn fit(snapshots: &[Snapshot], base: Option<&Value>, speeds: &[f64]) -> Resu
         "replicas_in_manifest": 1
     }));
     calls.push(json!({"from": "loadgenerator", "to": names[entry], "protocol": "http", "rpcs": "the recorded entry requests"}));
-    let not_identified = vec![
+    let mut not_identified = vec![
         "memory requests and limits, languages, container ports, start-up times and readiness probes: taken from the base topology (snapshots carry mem_pct, not sizes, and no pod timings)".to_owned(),
         "per-hop latency: reported per edge, not fitted (the twin computes latency from its queueing model)".to_owned(),
     ];
+    let unknown: Vec<String> = edges
+        .iter()
+        .filter(|e| e.ratio.is_none())
+        .map(|e| format!("{} -> {}", e.from, e.to))
+        .collect();
+    if !unknown.is_empty() {
+        not_identified.push(format!(
+            "the call ratio of {}: the caller's requests in were never known (no window carried them), so these calls are left out of the fitted route",
+            unknown.join(", ")
+        ));
+    }
     let topology = json!({
         "provenance": {
             "fitted_by": "graphscaler twin fit",
@@ -413,14 +426,14 @@ impl Fit {
         let f = |x: Option<f64>, p: usize| x.map_or("—".to_owned(), |v| format!("{v:.p$}"));
         for s in &self.services {
             out.push_str(&format!(
-                "{} | {} | {} | {} | {} | {} | {:.1}{}\n",
+                "{} | {} | {} | {} | {} | {} | {}{}\n",
                 s.name,
                 f(s.cpu_cost_ms, 3),
                 f(s.idle_cores, 3),
                 f(s.r2, 3),
                 f(s.rmse_cores, 4),
                 s.windows,
-                s.mean_rps,
+                f(s.mean_rps, 1),
                 s.unidentified.as_ref().map_or(String::new(), |u| format!(
                     " (CPU cost not identified: {u})"
                 ))
@@ -429,8 +442,11 @@ impl Fit {
         out.push_str("\nedge | calls per request in | p95 ms\n---|---|---\n");
         for e in &self.edges {
             out.push_str(&format!(
-                "{} -> {} | {:.4} | {:.1}\n",
-                e.from, e.to, e.ratio, e.p95_ms
+                "{} -> {} | {} | {:.1}\n",
+                e.from,
+                e.to,
+                f(e.ratio, 4),
+                e.p95_ms
             ));
         }
         out.push_str("\nnot identified:\n");
@@ -545,7 +561,7 @@ mod tests {
                     );
                 }
                 None => assert!(
-                    s.mean_rps < 1.0,
+                    s.mean_rps.unwrap_or(0.0) < 1.0,
                     "{} carries load and was not identified: {:?}",
                     s.name,
                     s.unidentified
@@ -556,19 +572,19 @@ mod tests {
         eprintln!("edge | true calls per request | fitted | error");
         for e in &fit.edges {
             let truth = edge_calls[&(e.from.clone(), e.to.clone())] / arrivals[&e.from];
+            let ratio = e.ratio.unwrap();
             eprintln!(
                 "{} -> {} | {truth:.4} | {:.4} | {:+.2} %",
                 e.from,
                 e.to,
-                e.ratio,
-                100.0 * (e.ratio - truth) / truth
+                ratio,
+                100.0 * (ratio - truth) / truth
             );
             assert!(
-                (e.ratio - truth).abs() <= 0.05 * truth,
-                "{} -> {}: fitted {:.4}, true {truth:.4}",
+                (ratio - truth).abs() <= 0.05 * truth,
+                "{} -> {}: fitted {ratio:.4}, true {truth:.4}",
                 e.from,
                 e.to,
-                e.ratio
             );
         }
         // The fitted twin, run as the recording ran, uses the CPU the true one used.
@@ -616,5 +632,44 @@ mod tests {
             "{e}"
         );
         assert!(matches!(fit(&[], None, &[]), Err(FitError::Empty)));
+    }
+
+    /// A caller whose requests in no window knew (here the entry, its rate unrecorded): its
+    /// calls' ratios are unknown, not zero; they are left out of the route and named.
+    #[test]
+    fn a_call_ratio_without_its_callers_requests_is_unknown_not_zero() {
+        let topo = Topology::online_boutique(&TwinConfig::default().fanout_parameters).unwrap();
+        let mut twin = Twin::new(
+            topo,
+            TwinConfig::default(),
+            SloConfig::default(),
+            Shape::Peak,
+            600.0,
+            1,
+        )
+        .unwrap();
+        let mut snapshots = vec![];
+        while !twin.done() {
+            let mut s = Snapshot::from_observation(&twin.advance().0);
+            s.entry_rps = None;
+            snapshots.push(s);
+        }
+        let base: Value = serde_json::from_str(ONLINE_BOUTIQUE_JSON).unwrap();
+        let fit = fit(&snapshots, Some(&base), &[]).unwrap();
+        let from_entry: Vec<&EdgeFit> = fit.edges.iter().filter(|e| e.from == fit.entry).collect();
+        assert!(!from_entry.is_empty());
+        assert!(
+            from_entry.iter().all(|e| e.ratio.is_none()),
+            "{from_entry:?}"
+        );
+        assert!(fit.edges.iter().any(|e| e.ratio.is_some()));
+        let entry = fit.services.iter().find(|s| s.name == fit.entry).unwrap();
+        assert_eq!(entry.mean_rps, None);
+        let said = fit.not_identified.join("\n");
+        assert!(
+            said.contains(&format!("{} -> ", fit.entry)) && said.contains("never known"),
+            "{said}"
+        );
+        assert!(fit.report().contains("| — |"), "{}", fit.report());
     }
 }

@@ -302,7 +302,8 @@ pub fn generate(n: usize, seed: u64, opts: &GenerateOptions) -> Value {
 }
 
 /// `pools` with their counts multiplied by the smallest factor (in steps of an eighth) whose
-/// allocatable CPU and memory reach `cpu_m` and `mem_mi`; at least one node.
+/// allocatable CPU and memory reach `cpu_m` and `mem_mi`; at least one node. Pools with no
+/// allocatable CPU or memory at all (which the configuration refuses) come back as they are.
 pub fn size_pools(pools: &[NodeTypeConfig], cpu_m: f64, mem_mi: f64) -> Vec<NodeTypeConfig> {
     let scaled = |f: f64| -> Vec<NodeTypeConfig> {
         pools
@@ -313,6 +314,13 @@ pub fn size_pools(pools: &[NodeTypeConfig], cpu_m: f64, mem_mi: f64) -> Vec<Node
             })
             .collect()
     };
+    let cap = |of: fn(&NodeTypeConfig) -> f64| -> f64 {
+        pools.iter().map(|p| f64::from(p.count) * of(p)).sum()
+    };
+    let (cap_cpu, cap_mem) = (cap(|p| p.allocatable_cpu_m), cap(|p| p.allocatable_mem_mi));
+    if !(cap_cpu > 0.0 && cap_mem > 0.0) {
+        return pools.to_vec();
+    }
     let fits = |ps: &[NodeTypeConfig]| {
         let c: f64 = ps
             .iter()
@@ -324,10 +332,17 @@ pub fn size_pools(pools: &[NodeTypeConfig], cpu_m: f64, mem_mi: f64) -> Vec<Node
             .sum();
         c >= cpu_m && m >= mem_mi && ps.iter().map(|p| p.count).sum::<u32>() > 0
     };
-    let mut f = 0.125;
+    // Rounding each pool's count up adds at most one node per pool: no factor below `low` fits,
+    // and `high` (the factor the totals need, up to an eighth) always does.
+    let eighths = |f: f64| (f * 8.0).ceil() / 8.0;
+    let high = eighths((cpu_m / cap_cpu).max(mem_mi / cap_mem)).max(0.125);
+    let one_each = |of: fn(&NodeTypeConfig) -> f64| -> f64 { pools.iter().map(of).sum() };
+    let low = ((cpu_m - one_each(|p| p.allocatable_cpu_m)) / cap_cpu)
+        .max((mem_mi - one_each(|p| p.allocatable_mem_mi)) / cap_mem);
+    let mut f = ((low * 8.0).floor() / 8.0).max(0.125);
     loop {
         let ps = scaled(f);
-        if fits(&ps) || f > 1e6 {
+        if f >= high || fits(&ps) {
             return ps;
         }
         f += 0.125;
@@ -423,5 +438,64 @@ mod tests {
         .unwrap();
         let (obs, _) = twin.advance();
         assert_eq!(obs.nodes.len() as u32, nodes);
+    }
+
+    /// The smallest eighth that fits, found by counting up from an eighth (what `size_pools`
+    /// must return without counting through every step).
+    fn counted(pools: &[NodeTypeConfig], cpu_m: f64, mem_mi: f64) -> Vec<NodeTypeConfig> {
+        let mut f = 0.125;
+        loop {
+            let ps: Vec<NodeTypeConfig> = pools
+                .iter()
+                .map(|p| NodeTypeConfig {
+                    count: (f64::from(p.count) * f).ceil() as u32,
+                    ..p.clone()
+                })
+                .collect();
+            let c: f64 = ps
+                .iter()
+                .map(|p| f64::from(p.count) * p.allocatable_cpu_m)
+                .sum();
+            let m: f64 = ps
+                .iter()
+                .map(|p| f64::from(p.count) * p.allocatable_mem_mi)
+                .sum();
+            if c >= cpu_m && m >= mem_mi {
+                return ps;
+            }
+            f += 0.125;
+        }
+    }
+
+    #[test]
+    fn pools_are_sized_to_the_smallest_eighth_that_fits() {
+        let mut pools = TwinConfig::default().cluster.node_types;
+        pools[0].count = 3;
+        for cpu in [0.0, 1.0, 3_000.0, 27_600.0, 51_234.0, 200_000.0] {
+            for mem in [0.0, 10_000.0, 90_000.0, 400_000.0] {
+                assert_eq!(
+                    size_pools(&pools, cpu, mem),
+                    counted(&pools, cpu, mem),
+                    "{cpu} {mem}"
+                );
+            }
+        }
+        // A demand a million times the pools' still fits, at once.
+        let cap: f64 = pools
+            .iter()
+            .map(|p| f64::from(p.count) * p.allocatable_cpu_m)
+            .sum();
+        let big = size_pools(&pools, cap * 2e6, 0.0);
+        let c: f64 = big
+            .iter()
+            .map(|p| f64::from(p.count) * p.allocatable_cpu_m)
+            .sum();
+        assert!(c >= cap * 2e6);
+        // Pools without capacity come back as they are.
+        let mut none = pools.clone();
+        for p in &mut none {
+            p.count = 0;
+        }
+        assert_eq!(size_pools(&none, 1.0, 1.0), none);
     }
 }

@@ -52,7 +52,15 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     })?;
     let algo_arg = algo(&a.algo)?;
     graphscaler_learn::tch::set_num_threads(a.torch_threads.max(1));
-    let topology = cfg.topology(a.topology.as_deref())?;
+    let topologies = if a.topology.is_empty() {
+        vec![cfg.topology(None)?]
+    } else {
+        a.topology
+            .iter()
+            .map(|p| cfg.topology(Some(p)))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let topology = &topologies[0];
     let l = &cfg.learn;
     let t = &l.train;
     let rows = if a.from.is_empty() {
@@ -63,7 +71,10 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let episode_s = a.episode.unwrap_or(t.episode_s);
     let (scenario, scenarios) = training_load(&a, &rows, episode_s)?;
     let n_envs = a.envs.unwrap_or(t.num_envs).max(1);
-    let (env_cfg, spec) = environment_and_model(cfg, &a, &topology, scenarios, episode_s, encoder)?;
+    let (env_cfg, mut spec) =
+        environment_and_model(cfg, &a, topology, scenarios, episode_s, encoder)?;
+    let env_cfgs = distribution(&a, &topologies, &env_cfg, algo_arg, n_envs)?;
+
     let algo_name = match algo_arg {
         AlgoArg::OnPolicy(x) => x.name(),
         AlgoArg::Sac => "sac",
@@ -86,8 +97,19 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
         a.seed * 1000 + i as u64 + 1_000_000 * k
     };
     let envs = (0..n_envs)
-        .map(|i| TwinEnv::new(env_cfg.clone(), env_seed(i)))
+        .map(|i| TwinEnv::new(env_cfgs[i % env_cfgs.len()].clone(), env_seed(i)))
         .collect::<Result<Vec<_>, _>>()?;
+    if topologies.len() > 1 {
+        // Environment i runs topology i (i < N).
+        spec.topologies = topologies
+            .iter()
+            .zip(&envs)
+            .map(|(t, e)| graphscaler_learn::agent::TrainedTopology {
+                name: topology_name(t),
+                services: e.services().to_vec(),
+            })
+            .collect();
+    }
     let bootstrapped = if a.from.is_empty() || resumed.is_some() {
         // Resuming, the saved state holds the model the bootstrap started.
         None
@@ -171,6 +193,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
                 algo,
                 ppo,
                 a2c_learning_rate: t.a2c_learning_rate,
+                a2c_normalize_advantage: t.a2c_normalize_advantage,
                 init: init.clone(),
                 checkpointing: Some(checkpointing),
                 keep: keep.clone(),
@@ -327,6 +350,66 @@ fn environment_and_model(
     Ok((env_cfg, spec))
 }
 
+/// The environments' settings per topology: `env_cfg` (the first topology's) alone, or with
+/// `--topology` given several times one per topology, checked to train together: graph encoders
+/// under PPO or A2C, no `--from`, at least one environment per topology, and the same node types
+/// in the same order (a machine's type is its index in that list).
+fn distribution(
+    a: &TrainArgs,
+    topologies: &[Topology],
+    env_cfg: &TwinEnvConfig,
+    algo: AlgoArg,
+    n_envs: usize,
+) -> Result<Vec<TwinEnvConfig>> {
+    if topologies.len() < 2 {
+        return Ok(vec![env_cfg.clone()]);
+    }
+    let names: Vec<String> = topologies.iter().map(topology_name).collect();
+    if a.encoder == "mlp" {
+        bail!("--topology given {} times trains on a distribution of topologies; the MLP's input is sized to one cluster's services (it does not transfer): use a graph encoder", names.len());
+    }
+    if algo == AlgoArg::Sac {
+        bail!("--topology given {} times: a distribution of topologies trains PPO or A2C; SAC's replay buffer and critics are sized to one cluster", names.len());
+    }
+    if !a.from.is_empty() {
+        bail!("--from bootstraps from one cluster's store; give one --topology with it");
+    }
+    if n_envs < topologies.len() {
+        bail!(
+            "{} topologies need at least as many environments (--envs {n_envs}): environment i runs topology i mod {}",
+            topologies.len(),
+            topologies.len()
+        );
+    }
+    let first = TwinEnv::new(env_cfg.clone(), a.seed)?;
+    let mut cfgs = vec![env_cfg.clone()];
+    for (t, name) in topologies.iter().zip(&names).skip(1) {
+        let c = TwinEnvConfig {
+            topology: t.clone(),
+            ..env_cfg.clone()
+        };
+        let probe = TwinEnv::new(c.clone(), a.seed)
+            .with_context(|| format!("the twin on topology `{name}` ({})", t.source))?;
+        if probe.node_types() != first.node_types() {
+            bail!(
+                "topology `{name}` ({}) has node types {:?}, `{}` has {:?}: topologies trained together need the same node types in the same order (a machine's type is its index; set them in each file's `cluster.node_types`)",
+                t.source,
+                probe.node_types(),
+                names[0],
+                first.node_types()
+            );
+        }
+        cfgs.push(c);
+    }
+    say!(
+        "training on {} topologies ({}), environment i on topology i mod {}",
+        names.len(),
+        names.join(", "),
+        names.len()
+    );
+    Ok(cfgs)
+}
+
 /// The training load: the scenario's name (`--scenario`, by default `mix`, or `recorded` when
 /// `--from` bootstraps a fine-tuning) and its loads (for `recorded`, the entry request rates the
 /// store's snapshots recorded, cut into episodes of `episode_s`).
@@ -463,6 +546,9 @@ fn command_line(a: &TrainArgs, encoder: EncoderKind, algo: &str, scenario: &str)
     );
     if let Some(n) = a.envs {
         cmd += &format!(" --envs {n}");
+    }
+    for t in &a.topology {
+        cmd += &format!(" --topology {}", t.display());
     }
     if a.no_actor_global {
         cmd += " --no-actor-global";
