@@ -11,7 +11,8 @@ For each scenario, group and metric:
     scipy.stats.trim_mean(x, 0.25));
   * the median seed's figure.
 A policy that is not a group (the HPA, static) has no training seeds: its interval is over its
-replays, and its "median seed" is its mean.
+replays, and its "median seed" is its mean. A run (scenario, policy, seed) that appears more than
+once — the tuned HPA is in every evaluation, as the CAF reference — counts once.
 
 Usage: seeds.py RUNS_CSV OUT_MD [METRIC ...]   (default metrics: slo_violation_pct caf)
 Standard library only.
@@ -46,10 +47,23 @@ def main():
     # (scenario, group) -> seed -> metric -> [per replay]
     data = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     order = []
+    scenarios = []
+    seen = {}
     with open(runs_csv, newline="") as f:
         for row in csv.DictReader(f):
+            # The same run pooled twice (the tuned HPA is in every evaluation as the CAF
+            # reference) counts once; two different rows for one run are an error.
+            run = (row["scenario"], row["policy"], row.get("seed", row.get("replay")))
+            figures = tuple(row[k] for k in metrics)
+            if run in seen:
+                if seen[run] != figures:
+                    sys.exit(f"{runs_csv}: {run} appears twice with different figures")
+                continue
+            seen[run] = figures
             m = re.fullmatch(r"(.+)-(\d+)", row["policy"])
             group, seed = (m.group(1), int(m.group(2))) if m else (row["policy"], None)
+            if row["scenario"] not in scenarios:
+                scenarios.append(row["scenario"])
             if (row["scenario"], group) not in data:
                 order.append((row["scenario"], group))
             for k in metrics:
@@ -60,6 +74,8 @@ def main():
     rng = random.Random(0)
     lines = []
     scenario = None
+    # One table per scenario, in the order scenarios first appear.
+    order.sort(key=lambda k: scenarios.index(k[0]))
     for key in order:
         sc, group = key
         if sc != scenario:
