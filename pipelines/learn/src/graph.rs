@@ -96,7 +96,7 @@ pub enum BatchError {
     #[error("a batch needs at least one graph")]
     Empty,
     /// Graphs of different clusters, one of them already a batch (only single graphs are padded).
-    #[error("graph {index} has {services} services and {nodes} machines, graph 0 has {services0} and {nodes0}: batches of different clusters cannot be joined (single graphs are padded)")]
+    #[error("graph {index} (already a batch) has {services} services and {nodes} machines, the batch needs {services0} and {nodes0}: batches of different clusters cannot be joined (single graphs are padded)")]
     Mismatch {
         /// The graph that differs.
         index: usize,
@@ -104,9 +104,9 @@ pub enum BatchError {
         services: i64,
         /// Its machines.
         nodes: i64,
-        /// Graph 0's services.
+        /// The services the batch needs.
         services0: i64,
-        /// Graph 0's machines.
+        /// The machines the batch needs.
         nodes0: i64,
     },
 }
@@ -181,7 +181,7 @@ impl HeteroGraph {
         services: i64,
         nodes: i64,
     ) -> Result<Self, BatchError> {
-        let first = graphs.first().ok_or(BatchError::Empty)?;
+        graphs.first().ok_or(BatchError::Empty)?;
         let s_max = graphs
             .iter()
             .map(|g| g.services)
@@ -200,8 +200,8 @@ impl HeteroGraph {
                         index,
                         services: g.services,
                         nodes: g.nodes,
-                        services0: first.services,
-                        nodes0: first.nodes,
+                        services0: s_max,
+                        nodes0: n_max,
                     });
                 }
             }
@@ -375,7 +375,24 @@ mod tests {
         other.nodes.push("m".into());
         other.node_x.push([1.0, 1.0, 1.0]);
         let g3 = HeteroGraph::from_snapshot(&other, Device::Cpu);
-        let e = HeteroGraph::batch(&[&g, &g3]).unwrap_err().to_string();
-        assert!(e.contains("graph 1 has 2 services and 2 machines"), "{e}");
+        // Another cluster: the smaller graph padded with a machine no edge touches.
+        let p = HeteroGraph::batch(&[&g, &g3]).unwrap();
+        assert_eq!((p.graphs, p.services, p.nodes), (2, 2, 2));
+        assert_eq!(
+            Vec::<f32>::try_from(p.node_valid.as_ref().unwrap().view([-1])).unwrap(),
+            [1.0, 0.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            Vec::<i64>::try_from(p.node_types(4).view([-1])).unwrap(),
+            [0, 4, 0, 1]
+        );
+        // A batch of several graphs is not padded again.
+        let e = HeteroGraph::batch(&[&b, &g3]).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "graph 0 (already a batch) has 2 services and 1 machines, the batch needs 2 and 2"
+            ),
+            "{e}"
+        );
     }
 }
