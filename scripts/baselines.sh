@@ -79,7 +79,8 @@ eval_into() {
     local dst=$1
     shift
     [ -f "$dst/runs.csv" ] && return 0
-    "$gs" eval "$@" --duration "$duration" --threads 1 --resume --out "$dst.partial"
+    # A failed evaluation stops here: its journal stays for `--resume`, nothing is kept.
+    "$gs" eval "$@" --duration "$duration" --threads 1 --resume --out "$dst.partial" || return 1
     rm -rf "$dst"
     mv "$dst.partial" "$dst"
 }
@@ -147,7 +148,7 @@ export -f tuned_hpa
     for b in $baselines; do
         for s in $(seq 1 "$seeds"); do echo "$b $s"; done
     done
-} | xargs -P "${JOBS:-1}" -n 2 bash -c 'if [ "$0" = tuned-hpa ]; then tuned_hpa; else finish_one "$0" "$1"; fi'
+} | xargs -P "${JOBS:-1}" -n 2 bash -c 'set -euo pipefail; if [ "$0" = tuned-hpa ]; then tuned_hpa; else finish_one "$0" "$1"; fi'
 
 # Every training kept: the pooled runs, every candidate's validation figures, the summary.
 runs=("$kept/tuned-hpa/eval-runs.csv")

@@ -69,7 +69,8 @@ eval_into() {
     local dst=$1
     shift
     [ -f "$dst/runs.csv" ] && return 0
-    "$gs" eval "$@" --threads 1 --resume --no-plots --out "$dst.partial"
+    # A failed evaluation stops here: its journal stays for `--resume`, nothing is kept.
+    "$gs" eval "$@" --threads 1 --resume --no-plots --out "$dst.partial" || return 1
     rm -rf "$dst"
     mv "$dst.partial" "$dst"
 }
@@ -159,7 +160,7 @@ export -f reference
 {
     echo reference
     for s in $(seq 1 "$seeds"); do echo "$s"; done
-} | xargs -P "${JOBS:-1}" -n 1 bash -c 'if [ "$0" = reference ]; then reference; else finish_one "$0"; fi'
+} | xargs -P "${JOBS:-1}" -n 1 bash -c 'set -euo pipefail; if [ "$0" = reference ]; then reference; else finish_one "$0"; fi'
 
 # Every training kept: per held-out application, the policies across training seeds.
 for h in $held; do
