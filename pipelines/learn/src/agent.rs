@@ -342,11 +342,6 @@ impl GraphAgent {
         self.pad = (services as i64, nodes as i64);
     }
 
-    /// Services per graph in this model's batches: its own, or the padding's if larger.
-    pub fn services_dim(&self) -> i64 {
-        (self.spec.services.len() as i64).max(self.pad.0)
-    }
-
     fn node_types(&self) -> i64 {
         self.spec.node_types.len().max(1) as i64
     }

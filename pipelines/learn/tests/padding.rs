@@ -142,20 +142,15 @@ fn a_padded_batch_decides_each_graph_as_alone() {
             large[0].services.len() as i64,
         );
         // Alone: one change (service 1 on node type 0) and doing nothing.
+        let change = HybridAction::Change {
+            service: 1,
+            node_type: 0,
+            delta_replicas: 1,
+            delta_cpu: 0.3,
+        };
+        let pair = [change, HybridAction::Nothing];
         let alone = |o: &Obs, s: i64| {
-            let a = ActionTensors::from_actions(
-                &[
-                    HybridAction::Change {
-                        service: 1,
-                        node_type: 0,
-                        delta_replicas: 1,
-                        delta_cpu: 0.3,
-                    },
-                    HybridAction::Nothing,
-                ],
-                s,
-                2,
-            );
+            let a = ActionTensors::from_actions(&pair, s, 2);
             tch::no_grad(|| agent.evaluate(&[o, o], &a))
         };
         let (lp_small, ent_small, v_small) = alone(&o_small, s_small);
@@ -164,26 +159,7 @@ fn a_padded_batch_decides_each_graph_as_alone() {
         for pad in [0, s_large + 5] {
             agent.pad_to(pad as usize, 0);
             let s = s_large.max(pad);
-            let a = ActionTensors::from_actions(
-                &[
-                    HybridAction::Change {
-                        service: 1,
-                        node_type: 0,
-                        delta_replicas: 1,
-                        delta_cpu: 0.3,
-                    },
-                    HybridAction::Nothing,
-                    HybridAction::Change {
-                        service: 1,
-                        node_type: 0,
-                        delta_replicas: 1,
-                        delta_cpu: 0.3,
-                    },
-                    HybridAction::Nothing,
-                ],
-                s,
-                2,
-            );
+            let a = ActionTensors::from_actions(&[pair, pair].concat(), s, 2);
             let (lp, ent, v) =
                 tch::no_grad(|| agent.evaluate(&[&o_small, &o_small, &o_large, &o_large], &a));
             let what = format!("{} padded to {s}", enc.name());

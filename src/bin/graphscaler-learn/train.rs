@@ -73,8 +73,7 @@ pub fn run_train(cfg: &Config, a: TrainArgs) -> Result<()> {
     let n_envs = a.envs.unwrap_or(t.num_envs).max(1);
     let (env_cfg, mut spec) =
         environment_and_model(cfg, &a, topology, scenarios, episode_s, encoder)?;
-    let env_cfgs = distribution(&a, &topologies, &env_cfg, algo_arg, n_envs)?;
-
+    let env_cfgs = distribution(&a, &topologies, &env_cfg, &spec, algo_arg, n_envs)?;
     let algo_name = match algo_arg {
         AlgoArg::OnPolicy(x) => x.name(),
         AlgoArg::Sac => "sac",
@@ -352,12 +351,13 @@ fn environment_and_model(
 
 /// The environments' settings per topology: `env_cfg` (the first topology's) alone, or with
 /// `--topology` given several times one per topology, checked to train together: graph encoders
-/// under PPO or A2C, no `--from`, at least one environment per topology, and the same node types
-/// in the same order (a machine's type is its index in that list).
+/// under PPO or A2C, no `--from`, at least one environment per topology, and the node types of
+/// `spec` (the first topology's) in the same order (a machine's type is its index in that list).
 fn distribution(
     a: &TrainArgs,
     topologies: &[Topology],
     env_cfg: &TwinEnvConfig,
+    spec: &AgentSpec,
     algo: AlgoArg,
     n_envs: usize,
 ) -> Result<Vec<TwinEnvConfig>> {
@@ -365,7 +365,7 @@ fn distribution(
         return Ok(vec![env_cfg.clone()]);
     }
     let names: Vec<String> = topologies.iter().map(topology_name).collect();
-    if a.encoder == "mlp" {
+    if spec.encoder == EncoderKind::Mlp {
         bail!("--topology given {} times trains on a distribution of topologies; the MLP's input is sized to one cluster's services (it does not transfer): use a graph encoder", names.len());
     }
     if algo == AlgoArg::Sac {
@@ -381,7 +381,6 @@ fn distribution(
             topologies.len()
         );
     }
-    let first = TwinEnv::new(env_cfg.clone(), a.seed)?;
     let mut cfgs = vec![env_cfg.clone()];
     for (t, name) in topologies.iter().zip(&names).skip(1) {
         let c = TwinEnvConfig {
@@ -390,13 +389,13 @@ fn distribution(
         };
         let probe = TwinEnv::new(c.clone(), a.seed)
             .with_context(|| format!("the twin on topology `{name}` ({})", t.source))?;
-        if probe.node_types() != first.node_types() {
+        if probe.node_types() != spec.node_types.as_slice() {
             bail!(
                 "topology `{name}` ({}) has node types {:?}, `{}` has {:?}: topologies trained together need the same node types in the same order (a machine's type is its index; set them in each file's `cluster.node_types`)",
                 t.source,
                 probe.node_types(),
                 names[0],
-                first.node_types()
+                spec.node_types
             );
         }
         cfgs.push(c);
