@@ -115,11 +115,9 @@ impl Masks {
             let n = own(m).min(s);
             pairs.extend(&m.pairs[..n * k]);
             pairs.extend(std::iter::repeat_n(false, (s - n) * k));
-            reps.extend(&m.replicas[..(n * 5).min(m.replicas.len())]);
-            reps.extend(std::iter::repeat_n(
-                true,
-                s * 5 - (n * 5).min(m.replicas.len()),
-            ));
+            reps.extend(&m.replicas[..n * 5]);
+            // A padding service's Δreplicas are never read (its pairs are masked).
+            reps.extend(std::iter::repeat_n(true, (s - n) * 5));
         }
         let progress: Vec<f32> = masks.iter().map(|m| m.progress).collect();
         let prior: Vec<f32> = masks

@@ -610,8 +610,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn what_the_snapshots_cannot_give_must_come_from_a_base() {
+    /// Ten minutes of Peak on Online Boutique, as snapshots.
+    fn peak_snapshots() -> Vec<Snapshot> {
         let topo = Topology::online_boutique(&TwinConfig::default().fanout_parameters).unwrap();
         let mut twin = Twin::new(
             topo,
@@ -626,6 +626,12 @@ mod tests {
         while !twin.done() {
             snapshots.push(Snapshot::from_observation(&twin.advance().0));
         }
+        snapshots
+    }
+
+    #[test]
+    fn what_the_snapshots_cannot_give_must_come_from_a_base() {
+        let snapshots = peak_snapshots();
         let e = fit(&snapshots, None, &[]).unwrap_err().to_string();
         assert!(
             e.contains("no --base was given") && e.contains("cartservice"),
@@ -638,21 +644,9 @@ mod tests {
     /// calls' ratios are unknown, not zero; they are left out of the route and named.
     #[test]
     fn a_call_ratio_without_its_callers_requests_is_unknown_not_zero() {
-        let topo = Topology::online_boutique(&TwinConfig::default().fanout_parameters).unwrap();
-        let mut twin = Twin::new(
-            topo,
-            TwinConfig::default(),
-            SloConfig::default(),
-            Shape::Peak,
-            600.0,
-            1,
-        )
-        .unwrap();
-        let mut snapshots = vec![];
-        while !twin.done() {
-            let mut s = Snapshot::from_observation(&twin.advance().0);
+        let mut snapshots = peak_snapshots();
+        for s in &mut snapshots {
             s.entry_rps = None;
-            snapshots.push(s);
         }
         let base: Value = serde_json::from_str(ONLINE_BOUTIQUE_JSON).unwrap();
         let fit = fit(&snapshots, Some(&base), &[]).unwrap();
