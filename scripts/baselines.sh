@@ -5,11 +5,13 @@
 #     generator and the shipped Azure trace), the same start (fresh weights), the same number of
 #     decisions ($STEPS, default 200000) and the same loop (the twin through the graph job and the
 #     guardrails), for training seeds 1-$SEEDS (default 5);
-#   * $KEEP candidates per training (`--keep-every STEPS/KEEP`, default 3) and the final model;
-#     per training seed the candidate with the lowest SLO-violation % on validation seeds
-#     101-102 of the six loads (4 h each), ties within 0.05 points going to the lower CAF
-#     (scripts/select.py, which writes every candidate's figures);
-#   * the chosen checkpoint evaluated on evaluation seeds 1-5 that neither training nor
+#   * $KEEP candidates per training (`--keep-every STEPS/KEEP`, default 3) and the final model,
+#     each validated by its mode and by drawing from it (`learn.act`: a broad policy's mode can
+#     be degenerate, docs/learning.md#how-a-policy-acts); per training seed the candidate and
+#     rule with the lowest SLO-violation % on validation seeds 101-102 of the six loads (4 h
+#     each), ties within 0.05 points going to the lower CAF (scripts/select.py, which writes
+#     every candidate's figures); the rule is written into the kept manifest (`act`);
+#   * the chosen checkpoint evaluated, by its rule, on evaluation seeds 1-5 that neither training nor
 #     validation used, 4 h per replay, beside the tuned HPA on the same seeds, and reported across
 #     training seeds (scripts/seeds.py: mean, 95% bootstrap CI over seeds, IQM, median seed).
 #
@@ -17,9 +19,11 @@
 # evaluated — and what it leaves is kept in $KEPT/<baseline>-<seed>/ (default
 # campaigns/baselines/, committed): the chosen checkpoint (model.safetensors, model.json), the
 # training curve (train.csv), every candidate's validation figures (validation.md,
-# validation-runs.csv) and the evaluation runs (eval-runs.csv). A training whose directory is
-# there is not run again, so a campaign that spans sessions and machines loses at most the
-# trainings under way. The bulky rest (candidates, resume states, logs, journals) goes to $OUT
+# validation-runs.csv), the choice (chosen.txt) and the evaluation runs (eval-runs.csv). A
+# training whose directory is there is not run again, so a campaign that spans sessions and
+# machines loses at most the trainings under way; one kept when candidates were validated by
+# their mode only (chosen.txt without a rule) is validated and evaluated again where its
+# candidates are in $OUT. The bulky rest (candidates, resume states, logs, journals) goes to $OUT
 # (default results/baselines/, not committed). When every training is kept, the runs are pooled
 # into $KEPT/runs.csv, $KEPT/validation.md and $KEPT/summary.md.
 #
@@ -69,67 +73,44 @@ if [ -n "$bootstrap" ]; then
     fi
 fi
 
-steps_of() {
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$1"
-}
-export -f steps_of
-
-# `gs eval ... --out DIR`, resumable: the runs land in DIR/runs.csv only when all are done.
-eval_into() {
-    local dst=$1
-    shift
-    [ -f "$dst/runs.csv" ] && return 0
-    # A failed evaluation stops here: its journal stays for `--resume`, nothing is kept.
-    "$gs" eval "$@" --duration "$duration" --threads 1 --resume --out "$dst.partial" || return 1
-    rm -rf "$dst"
-    mv "$dst.partial" "$dst"
-}
-export -f eval_into
-
-# Trains <baseline> <seed>, validates its candidates, evaluates the chosen one, and keeps it.
+# Trains <baseline> <seed>, validates its candidates under both act rules, evaluates the chosen
+# checkpoint by its chosen rule, and keeps it.
 finish_one() {
     local name=$1 seed=$2
     local run="$name-$seed"
     local dst="$out/$run" dir="$kept/$run"
-    [ -d "$dir" ] && return 0
+    if [ -d "$dir" ]; then
+        # Kept with its act rule (chosen.txt: run, candidate, rule): done.
+        [ "$(wc -w <"$dir/chosen.txt")" -lt 3 ] || return 0
+        # Kept when candidates were validated by their mode only: chosen again where its
+        # training's candidates are (the training is not run again).
+        [ -f "$dst.json" ] ||
+            { echo "$run: kept by the mode only, and its candidates are not in $out: left as kept" >&2; return 0; }
+        rm -rf "$out/eval/$run" "$out/eval/$run.partial"
+    fi
     local enc=${name%-*} algo=${name##*-}
     local args=(--encoder "$enc" --algo "$algo" --scenario bursty-mix --steps "$steps" --seed "$seed"
         --keep-every "$every")
     [ -z "$bootstrap" ] || args+=(--from "$out/store")
     train_resumable "$dst" "${args[@]}" >>"$dst.log" 2>&1 ||
         { echo "training $run failed or stopped at the time limit: see $dst.log" >&2; return 1; }
-    # Validation: every candidate and the final model, named <baseline>-<seed>-at<decisions>.
-    local final candidates c at
-    final=$(steps_of "$dst.json")
-    candidates="$run-at$final=$dst"
-    for c in "$dst"-at*.json; do
-        [ -e "$c" ] || continue
-        at=${c##*-at}
-        at=${at%.json}
-        [ "$at" = "$final" ] || candidates="$candidates,$run-at$at=${c%.json}"
-    done
-    eval_into "$out/validation/$run" --policies "$candidates" --scenarios "$loads" --seed 101 \
-        --replays 2 >>"$dst.log" 2>&1 || { echo "validation of $run failed: see $dst.log" >&2; return 1; }
+    # Validation: every candidate and the final model, named <baseline>-<seed>-at<decisions>-<rule>.
+    validate_both_rules "$out/validation/$run" "$(candidates_of "$dst" "$run")" --scenarios "$loads" \
+        --seed 101 --replays 2 --duration "$duration" >>"$dst.log" 2>&1 ||
+        { echo "validation of $run failed: see $dst.log" >&2; return 1; }
     rm -rf "$dir.partial"
     mkdir -p "$dir.partial"
-    local chosen candidate path
-    chosen=$(python3 scripts/select.py "$out/validation/$run/runs.csv" "$dir.partial/validation.md")
-    candidate=${chosen#* }
-    at=${candidate##*-at}
-    path="$out/$candidate"
-    [ -f "$path.json" ] || path="$dst"
-    [ "$(steps_of "$path.json")" = "$at" ] || { echo "$candidate: no checkpoint at $at decisions" >&2; return 1; }
-    cp "$path.safetensors" "$dir.partial/model.safetensors"
-    cp "$path.json" "$dir.partial/model.json"
+    keep_chosen "$out/validation/$run.csv" "$dir.partial" "$out" "$dst"
     cp "$dst.csv" "$dir.partial/train.csv"
-    cp "$out/validation/$run/runs.csv" "$dir.partial/validation-runs.csv"
-    echo "$chosen" >"$dir.partial/chosen.txt"
-    # Evaluation of the chosen checkpoint on seeds 1-5.
-    eval_into "$out/eval/$run" --policies "$run=$dir.partial/model" --scenarios "$loads" \
-        --replays 5 >>"$dst.log" 2>&1 || { echo "evaluation of $run failed: see $dst.log" >&2; return 1; }
+    cp "$out/validation/$run.csv" "$dir.partial/validation-runs.csv"
+    # Evaluation of the chosen checkpoint on seeds 1-5, acting by the rule in its manifest.
+    GRAPHSCALER_LEARN__ACT=checkpoint eval_into "$out/eval/$run" --policies "$run=$dir.partial/model" \
+        --scenarios "$loads" --replays 5 --duration "$duration" >>"$dst.log" 2>&1 ||
+        { echo "evaluation of $run failed: see $dst.log" >&2; return 1; }
     cp "$out/eval/$run/runs.csv" "$dir.partial/eval-runs.csv"
+    rm -rf "$dir"
     mv "$dir.partial" "$dir"
-    echo "kept $run ($candidate)" >&2
+    echo "kept $run ($(cat "$dir/chosen.txt"))" >&2
 }
 export -f finish_one
 
@@ -137,7 +118,7 @@ export -f finish_one
 tuned_hpa() {
     [ -d "$kept/tuned-hpa" ] && return 0
     eval_into "$out/eval/tuned-hpa" --policies tuned-hpa --scenarios "$loads" --replays 5 \
-        >>"$out/tuned-hpa.log" 2>&1 || { echo "evaluation of tuned-hpa failed: see $out/tuned-hpa.log" >&2; return 1; }
+        --duration "$duration" >>"$out/tuned-hpa.log" 2>&1 || { echo "evaluation of tuned-hpa failed: see $out/tuned-hpa.log" >&2; return 1; }
     mkdir -p "$kept/tuned-hpa.partial"
     cp "$out/eval/tuned-hpa/runs.csv" "$kept/tuned-hpa.partial/eval-runs.csv"
     mv "$kept/tuned-hpa.partial" "$kept/tuned-hpa"
@@ -159,7 +140,6 @@ for b in $baselines; do
         vals+=("$kept/$b-$s/validation-runs.csv")
     done
 done
-pool() { head -n 1 "$2" >"$1" && for f in "${@:2}"; do tail -n +2 "$f"; done >>"$1"; }
 pool "$kept/runs.csv" "${runs[@]}"
 pool "$out/validation-runs.csv" "${vals[@]}"
 python3 scripts/select.py "$out/validation-runs.csv" "$kept/validation.md" >/dev/null

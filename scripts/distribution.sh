@@ -10,8 +10,9 @@
 #   * $KEEP candidates per training (default 3) and the final model, chosen per training seed on
 #     validation seeds 101-102 of peak, rush and burst on three of the training topologies
 #     (Online Boutique, the 12- and the 32-service application), $VALIDATION_DURATION each
-#     (default 1h; scripts/select.py);
-#   * the chosen checkpoint evaluated on held-out applications — generated seeds 101-103 of 10, 20
+#     (default 1h; scripts/select.py), each candidate by its mode and by drawing from it, the
+#     rule chosen with it (scripts/setup.sh's validate_both_rules, keep_chosen);
+#   * the chosen checkpoint evaluated, by its rule, on held-out applications — generated seeds 101-103 of 10, 20
 #     and 36 services and DeathStarBench's hotel reservation (data/topologies/hotel-reservation.json
 #     under config/examples/hotel-reservation.toml) — on evaluation seeds 1-5 of peak, rush and
 #     burst ($DURATION each, default 2h), beside the tuned HPA and the shipped GAT-PPO (trained on
@@ -59,27 +60,6 @@ done
 export held="held-101:$topo/held-101.json:config/default.toml held-102:$topo/held-102.json:config/default.toml held-103:$topo/held-103.json:config/default.toml hotel-reservation:data/topologies/hotel-reservation.json:config/examples/hotel-reservation.toml"
 export validation="online-boutique:data/topologies/online-boutique.json train-3:$topo/train-3.json train-6:$topo/train-6.json"
 
-steps_of() {
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$1"
-}
-export -f steps_of
-
-# `gs eval ... --out DIR`, resumable: the runs land in DIR/runs.csv only when all are done.
-eval_into() {
-    local dst=$1
-    shift
-    [ -f "$dst/runs.csv" ] && return 0
-    # A failed evaluation stops here: its journal stays for `--resume`, nothing is kept.
-    "$gs" eval "$@" --threads 1 --resume --no-plots --out "$dst.partial" || return 1
-    rm -rf "$dst"
-    mv "$dst.partial" "$dst"
-}
-export -f eval_into
-
-# Concatenates runs.csv files ($2...) into $1, one header.
-pool() { head -n 1 "$2" >"$1" && for f in "${@:2}"; do tail -n +2 "$f"; done >>"$1"; }
-export -f pool
-
 finish_one() {
     local seed=$1
     local run="$name-$seed"
@@ -89,52 +69,35 @@ finish_one() {
     train_resumable "$dst" --encoder gat --algo ppo --scenario bursty-mix --steps "$steps" \
         --seed "$seed" --keep-every "$every" $train_args >>"$dst.log" 2>&1 ||
         { echo "training $run failed or stopped at the time limit: see $dst.log" >&2; return 1; }
-    local final candidates c at
-    final=$(steps_of "$dst.json")
-    candidates="$run-at$final=$dst"
-    for c in "$dst"-at*.json; do
-        [ -e "$c" ] || continue
-        at=${c##*-at}
-        at=${at%.json}
-        [ "$at" = "$final" ] || candidates="$candidates,$run-at$at=${c%.json}"
-    done
-    local v vname vtopo vruns=()
+    local candidates v vname vtopo vruns=()
+    candidates=$(candidates_of "$dst" "$run")
     for v in $validation; do
         vname=${v%%:*}
         vtopo=${v#*:}
-        eval_into "$out/validation/$run/$vname" --topology "$vtopo" --policies "$candidates" \
+        validate_both_rules "$out/validation/$run/$vname" "$candidates" --topology "$vtopo" \
             --scenarios "$loads" --seed 101 --replays 2 --duration "$vduration" >>"$dst.log" 2>&1 ||
             { echo "validation of $run on $vname failed: see $dst.log" >&2; return 1; }
-        vruns+=("$out/validation/$run/$vname/runs.csv")
+        vruns+=("$out/validation/$run/$vname.csv")
     done
     rm -rf "$dir.partial"
     mkdir -p "$dir.partial"
     pool "$dir.partial/validation-runs.csv" "${vruns[@]}"
-    local chosen candidate path
-    chosen=$(python3 scripts/select.py "$dir.partial/validation-runs.csv" "$dir.partial/validation.md")
-    candidate=${chosen#* }
-    at=${candidate##*-at}
-    path="$out/$candidate"
-    [ -f "$path.json" ] || path="$dst"
-    [ "$(steps_of "$path.json")" = "$at" ] || { echo "$candidate: no checkpoint at $at decisions" >&2; return 1; }
-    cp "$path.safetensors" "$dir.partial/model.safetensors"
-    cp "$path.json" "$dir.partial/model.json"
+    keep_chosen "$dir.partial/validation-runs.csv" "$dir.partial" "$out" "$dst"
     cp "$dst.csv" "$dir.partial/train.csv"
-    echo "$chosen" >"$dir.partial/chosen.txt"
     local h hname rest htopo hcfg
     for h in $held; do
         hname=${h%%:*}
         rest=${h#*:}
         htopo=${rest%%:*}
         hcfg=${rest#*:}
-        eval_into "$out/eval/$run/$hname" --config "$hcfg" --topology "$htopo" \
+        GRAPHSCALER_LEARN__ACT=checkpoint eval_into "$out/eval/$run/$hname" --config "$hcfg" --topology "$htopo" \
             --policies "$run=$dir.partial/model" --scenarios "$loads" --replays 5 \
             --duration "$duration" >>"$dst.log" 2>&1 ||
             { echo "evaluation of $run on $hname failed: see $dst.log" >&2; return 1; }
         cp "$out/eval/$run/$hname/runs.csv" "$dir.partial/eval-$hname.csv"
     done
     mv "$dir.partial" "$dir"
-    echo "kept $run ($candidate)" >&2
+    echo "kept $run ($(cat "$dir/chosen.txt"))" >&2
 }
 export -f finish_one
 

@@ -107,6 +107,83 @@ train_resumable() {
 }
 export -f train_resumable
 
+# The campaigns' shared steps (scripts/baselines.sh, scripts/distribution.sh).
+
+# The number of decisions a checkpoint (its .json manifest) was trained for.
+steps_of() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["training"]["steps"])' "$1"
+}
+export -f steps_of
+
+# `$gs eval ARGS... --out DST`, resumable: the runs land in DST/runs.csv only when all are done; a
+# failed evaluation returns 1, its journal left in DST.partial for the rerun's `--resume`.
+eval_into() {
+    local dst=$1
+    shift
+    [ -f "$dst/runs.csv" ] && return 0
+    "$gs" eval "$@" --threads 1 --resume --no-plots --out "$dst.partial" || return 1
+    rm -rf "$dst"
+    mv "$dst.partial" "$dst"
+}
+export -f eval_into
+
+# Concatenates runs.csv files ($2...) into $1, one header.
+pool() { head -n 1 "$2" >"$1" && for f in "${@:2}"; do tail -n +2 "$f"; done >>"$1"; }
+export -f pool
+
+# The candidates of the training DST named RUN, as `eval --policies` takes them:
+# RUN-at<decisions>=<checkpoint>,... for every checkpoint `--keep-every` kept and the final model.
+candidates_of() {
+    local dst=$1 run=$2 final c at list
+    final=$(steps_of "$dst.json")
+    list="$run-at$final=$dst"
+    for c in "$dst"-at*.json; do
+        [ -e "$c" ] || continue
+        at=${c##*-at}
+        at=${at%.json}
+        [ "$at" = "$final" ] || list="$list,$run-at$at=${c%.json}"
+    done
+    echo "$list"
+}
+export -f candidates_of
+
+# Validation under both act rules (`learn.act`): CANDIDATES (NAME=PATH,...) evaluated as
+# NAME-mode by their mode and as NAME-sample by drawing from them, `eval_into DST-<rule> ARGS...`;
+# both rules' runs pooled into DST.csv for scripts/select.py. A broad policy's mode can be
+# degenerate (docs/learning.md#how-a-policy-acts), so the rule is chosen with the checkpoint.
+validate_both_rules() {
+    local dst=$1 candidates=$2
+    shift 2
+    local rule named files=()
+    for rule in mode sample; do
+        named=$(echo "$candidates" | sed -E "s/([^=,]+)=/\1-$rule=/g")
+        GRAPHSCALER_LEARN__ACT=$rule eval_into "$dst-$rule" --policies "$named" "$@" || return 1
+        files+=("$dst-$rule/runs.csv")
+    done
+    pool "$dst.csv" "${files[@]}"
+}
+export -f validate_both_rules
+
+# Chooses a training's checkpoint and act rule on VALIDATION_CSV (scripts/select.py: DIR/validation.md,
+# DIR/chosen.txt) and copies it into DIR/model.safetensors and DIR/model.json, the rule written
+# into the manifest's `act` (what `learn.act = "checkpoint"` serves it by). Candidates are
+# OUT/<candidate>, or FINAL for the final model.
+keep_chosen() {
+    local validation=$1 dir=$2 out=$3 final=$4
+    local chosen run candidate rule at path
+    chosen=$(python3 scripts/select.py "$validation" "$dir/validation.md") || return 1
+    read -r run candidate rule <<<"$chosen"
+    at=${candidate##*-at}
+    path="$out/$candidate"
+    [ -f "$path.json" ] || path="$final"
+    [ "$(steps_of "$path.json")" = "$at" ] || { echo "$candidate: no checkpoint at $at decisions" >&2; return 1; }
+    cp "$path.safetensors" "$dir/model.safetensors"
+    python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["act"]=sys.argv[3]; open(sys.argv[2],"w").write(json.dumps(m, indent=2) + "\n")' \
+        "$path.json" "$dir/model.json" "$rule"
+    echo "$chosen" >"$dir/chosen.txt"
+}
+export -f keep_chosen
+
 ensure_test_services() {
     ensure_apt_packages
     ensure_tansu

@@ -11,8 +11,8 @@ use crate::reward::RewardConfig;
 pub struct LearnConfig {
     /// Where `graphscaler train` writes and `eval` looks for checkpoints by policy name.
     pub checkpoint_dir: String,
-    /// How a served policy picks its action: `mode` (the most likely) or `sample` (drawn, as
-    /// in training).
+    /// How a served policy picks its action: `mode` (the most likely), `sample` (drawn, as in
+    /// training) or `checkpoint` (the rule its manifest names, chosen with it on validation).
     pub act: String,
     /// `[learn.reward]`.
     pub reward: RewardWeights,
@@ -44,9 +44,9 @@ impl LearnConfig {
                 b.epochs, b.minibatch, b.holdout_share
             ));
         }
-        if !matches!(self.act.as_str(), "mode" | "sample") {
+        if !matches!(self.act.as_str(), "mode" | "sample" | "checkpoint") {
             errs.push(format!(
-                "learn.act must be \"mode\" or \"sample\", got \"{}\"",
+                "learn.act must be \"mode\", \"sample\" or \"checkpoint\", got \"{}\"",
                 self.act
             ));
         }

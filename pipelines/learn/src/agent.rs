@@ -439,6 +439,7 @@ impl GraphAgent {
                 params: Default::default(),
                 sha256: None,
                 produced_by: produced_by.into(),
+                act: None,
             },
         )
     }

@@ -42,6 +42,11 @@ pub struct Manifest {
     pub sha256: Option<String>,
     /// The command that produced it.
     pub produced_by: String,
+    /// How it picks its action when served with `learn.act = "checkpoint"`: `mode` or
+    /// `sample`, the rule chosen with the checkpoint on validation seeds (scripts/select.py);
+    /// absent: `mode`. Not covered by `sha256`, which is the weights'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
 }
 
 /// Why a checkpoint was refused.
@@ -177,6 +182,16 @@ pub fn manifest(path: &Path) -> Result<Manifest, CheckpointError> {
         return Err(CheckpointError::Manifest {
             path: json,
             message: format!("format {} (this build reads {FORMAT})", m.format),
+        });
+    }
+    if let Some(act) = m
+        .act
+        .as_deref()
+        .filter(|a| !matches!(*a, "mode" | "sample"))
+    {
+        return Err(CheckpointError::Manifest {
+            path: json,
+            message: format!("act must be \"mode\" or \"sample\", got \"{act}\""),
         });
     }
     Ok(m)

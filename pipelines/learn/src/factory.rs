@@ -11,7 +11,7 @@ use graphscaler_schemas::{Action, Snapshot};
 use crate::online::{OnlineConfig, OnlineLearner};
 use crate::ppo::PpoConfig;
 use crate::reward::RewardConfig;
-use crate::serve::LearnedPolicy;
+use crate::serve::{ActRule, LearnedPolicy};
 
 /// Online learning for the policy stage's learned policy (`learn.online.enabled`).
 #[derive(Debug, Clone)]
@@ -31,8 +31,8 @@ pub struct Checkpoints {
     pub dir: PathBuf,
     /// The topology the policies must have been trained on (`*`: any).
     pub topology: String,
-    /// Act by the mode of the policy (true) or sample it (`learn.act = "sample"`).
-    pub deterministic: bool,
+    /// How the policies pick their actions (`learn.act`).
+    pub act: ActRule,
     /// Online learning in the policy stage; `None`: the policy stays as loaded.
     pub online: Option<OnlineSetup>,
 }
@@ -41,11 +41,9 @@ impl Checkpoints {
     fn load(&self, name: &str, path: Option<&str>) -> Result<LearnedPolicy, PolicyError> {
         let path = path.map_or_else(|| self.dir.join(name), PathBuf::from);
         tch::set_num_threads(1);
-        LearnedPolicy::load(&path, &self.topology, self.deterministic).map_err(|e| {
-            PolicyError::Load {
-                name: name.into(),
-                message: e.to_string(),
-            }
+        LearnedPolicy::load(&path, &self.topology, self.act).map_err(|e| PolicyError::Load {
+            name: name.into(),
+            message: e.to_string(),
         })
     }
 }

@@ -139,11 +139,45 @@ pub fn draw<T>(stream: u64, n: u64, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// How a served policy picks its action (`learn.act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActRule {
+    /// The most likely action (the argmax of the pair-or-nothing choice, then of Δreplicas, the
+    /// Beta's mode).
+    Mode,
+    /// Drawn from the policy, as in training (reproducibly: [`draw`]).
+    Sample,
+    /// The rule the checkpoint's manifest names ([`Manifest::act`], chosen with it on
+    /// validation seeds); `Mode` when it names none.
+    Checkpoint,
+}
+
+impl ActRule {
+    /// `learn.act`'s value: `mode`, `sample` or `checkpoint`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mode" => Some(Self::Mode),
+            "sample" => Some(Self::Sample),
+            "checkpoint" => Some(Self::Checkpoint),
+            _ => None,
+        }
+    }
+
+    /// Whether a policy from `manifest` takes the most likely action under this rule.
+    pub fn deterministic(self, manifest: &Manifest) -> bool {
+        match self {
+            Self::Mode => true,
+            Self::Sample => false,
+            Self::Checkpoint => manifest.act.as_deref() != Some("sample"),
+        }
+    }
+}
+
 impl LearnedPolicy {
-    /// Loads `path` for `topology` (`*`: any); `deterministic` takes the most likely action. A
-    /// graph policy loads for any topology (its weights do not depend on the services), saying
-    /// once that it serves outside its training; the MLP only for the one it was trained on.
-    pub fn load(path: &Path, topology: &str, deterministic: bool) -> Result<Self, CheckpointError> {
+    /// Loads `path` for `topology` (`*`: any), picking actions by `act`. A graph policy loads
+    /// for any topology (its weights do not depend on the services), saying once that it
+    /// serves outside its training; the MLP only for the one it was trained on.
+    pub fn load(path: &Path, topology: &str, act: ActRule) -> Result<Self, CheckpointError> {
         let graph = crate::agent::AgentSpec::of_checkpoint(path)?.encoder != EncoderKind::Mlp;
         let (agent, vs, manifest) = GraphAgent::load(path, if graph { "*" } else { topology })?;
         let trained = manifest.topology.clone();
@@ -159,6 +193,7 @@ impl LearnedPolicy {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let deterministic = act.deterministic(&manifest);
         let mut p = Self::from_agent(agent, vs, manifest, deterministic);
         if !on_it && trained != "*" && topology != "*" {
             let said = format!(

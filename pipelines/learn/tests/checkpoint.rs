@@ -20,6 +20,7 @@ fn manifest(topology: &str) -> Manifest {
         params: BTreeMap::new(),
         sha256: None,
         produced_by: "tests/checkpoint.rs".into(),
+        act: None,
     }
 }
 
@@ -92,6 +93,29 @@ fn saves_and_loads_back_and_refuses_what_does_not_fit() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("feature schema v0"), "{e}");
+    // The act rule chosen on validation: `mode` or `sample`, nothing else; absent: none named.
+    std::fs::write(
+        &json,
+        text.replace("\"format\"", "\"act\": \"sample\",\n  \"format\""),
+    )
+    .unwrap();
+    assert_eq!(
+        checkpoint::manifest(&path).unwrap().act.as_deref(),
+        Some("sample")
+    );
+    std::fs::write(
+        &json,
+        text.replace("\"format\"", "\"act\": \"greedy\",\n  \"format\""),
+    )
+    .unwrap();
+    let e = checkpoint::manifest(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("agent.json")
+            && e.contains("act must be \"mode\" or \"sample\", got \"greedy\""),
+        "{e}"
+    );
+    std::fs::write(&json, &text).unwrap();
+    assert_eq!(checkpoint::manifest(&path).unwrap().act, None);
     std::fs::write(&json, "{ not json").unwrap();
     let e = checkpoint::load(&path, &mut vs2, "*")
         .unwrap_err()

@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock};
 
 use graphscaler_bus::transport::Message;
 use graphscaler_learn::factory::Checkpoints;
+use graphscaler_learn::serve::ActRule;
 use graphscaler_policy::hpa::{Hpa, HpaConfig};
 use graphscaler_policy::{Learned, SnapshotPolicy};
 use graphscaler_schemas::events::SnapshotsTopic;
@@ -65,7 +66,7 @@ fn policies() -> std::sync::MutexGuard<'static, Policies> {
         let learned = Checkpoints {
             dir: root.join("checkpoints"),
             topology: "*".into(),
-            deterministic: true,
+            act: ActRule::Mode,
             online: None,
         }
         .build_stage("gat-ppo", None)

@@ -12,7 +12,7 @@ use graphscaler_learn::online::{OnlineConfig, OnlineLearner, Verdict};
 use graphscaler_learn::policy::SampleMask;
 use graphscaler_learn::ppo::PpoConfig;
 use graphscaler_learn::reward::{reward, reward_of_snapshot, RewardConfig};
-use graphscaler_learn::serve::LearnedPolicy;
+use graphscaler_learn::serve::{ActRule, LearnedPolicy};
 use graphscaler_schemas::Snapshot;
 use graphscaler_twin::{Shape, Twin};
 use tch::nn::VarStore;
@@ -46,7 +46,7 @@ fn start(dir: &Path, head: HeadKind) -> LearnedPolicy {
     agent
         .save(&path, &vs, "ppo", "tests/online.rs", serde_json::json!({}))
         .unwrap();
-    LearnedPolicy::load(&path, "*", true).unwrap()
+    LearnedPolicy::load(&path, "*", ActRule::Mode).unwrap()
 }
 
 fn config(dir: &Path) -> OnlineConfig {

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use graphscaler_learn::factory::Checkpoints;
+use graphscaler_learn::serve::ActRule;
 use graphscaler_policy::Learned;
 use graphscaler_schemas::Snapshot;
 use graphscaler_twin::{Shape, Twin};
@@ -21,7 +22,7 @@ fn untrusted_snapshots_get_no_action_and_are_counted() {
     let learned = Checkpoints {
         dir: root.join("checkpoints"),
         topology: "*".into(),
-        deterministic: true,
+        act: ActRule::Mode,
         online: None,
     };
     let mut p = learned.build_stage("gat-ppo", None).unwrap();

@@ -9,7 +9,7 @@ use graphscaler_learn::envs::twin::{TwinEnv, TwinEnvConfig};
 use graphscaler_learn::policy::HybridAction;
 use graphscaler_learn::ppo::PpoConfig;
 use graphscaler_learn::reward::RewardConfig;
-use graphscaler_learn::serve::{LearnedPolicy, ServeError};
+use graphscaler_learn::serve::{ActRule, LearnedPolicy, ServeError};
 use graphscaler_learn::train::{self, Algo, TrainConfig};
 use graphscaler_schemas::ActionKind;
 use graphscaler_twin::{Shape, SloConfig, Topology, TwinConfig};
@@ -175,6 +175,45 @@ fn checkpoints_round_trip_and_refuse_what_does_not_fit() {
 }
 
 #[test]
+fn a_checkpoint_acts_by_the_rule_its_manifest_names() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(11);
+    let mut env = TwinEnv::new(env_config(1), 5).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let agent = GraphAgent::new(&vs.root(), spec(&env, EncoderKind::Gat));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gat");
+    agent
+        .save(&path, &vs, "ppo", "tests", serde_json::json!({}))
+        .unwrap();
+    let snaps: Vec<_> = (0..20)
+        .map(|_| {
+            let s = env.snapshot().clone();
+            env.step(&HybridAction::Nothing).unwrap();
+            s
+        })
+        .collect();
+    let decisions = |rule: ActRule| -> Vec<String> {
+        let mut p = LearnedPolicy::load(&path, "online-boutique", rule).unwrap();
+        snaps
+            .iter()
+            .map(|s| format!("{:?}", p.decide_snapshot(s, None).unwrap()))
+            .collect()
+    };
+    let (mode, sample) = (decisions(ActRule::Mode), decisions(ActRule::Sample));
+    // Sampling is reproducible, and a fresh (broad) policy's draws are not its mode.
+    assert_eq!(sample, decisions(ActRule::Sample));
+    assert_ne!(mode, sample);
+    // No rule named: the mode; `sample` named: drawn.
+    assert_eq!(decisions(ActRule::Checkpoint), mode);
+    let json = path.with_extension("json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(&json, text.replacen("{", "{\n  \"act\": \"sample\",", 1)).unwrap();
+    assert_eq!(decisions(ActRule::Checkpoint), sample);
+    assert_eq!(decisions(ActRule::Mode), mode);
+}
+
+#[test]
 fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(7);
@@ -186,7 +225,7 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     agent
         .save(&path, &vs, "ppo", "tests", serde_json::json!({}))
         .unwrap();
-    let mut p = LearnedPolicy::load(&path, "online-boutique", false).unwrap();
+    let mut p = LearnedPolicy::load(&path, "online-boutique", ActRule::Sample).unwrap();
     let mut acted = 0;
     for _ in 0..20 {
         let snap = env.snapshot().clone();
@@ -233,8 +272,8 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     let mut renamed = snap.clone();
     let old = renamed.services[4].clone();
     renamed.services[4] = format!("{old}-v2");
-    let mut a = LearnedPolicy::load(&path, "online-boutique", true).unwrap();
-    let mut b = LearnedPolicy::load(&path, "online-boutique", true).unwrap();
+    let mut a = LearnedPolicy::load(&path, "online-boutique", ActRule::Mode).unwrap();
+    let mut b = LearnedPolicy::load(&path, "online-boutique", ActRule::Mode).unwrap();
     let here = a.decide_snapshot(&snap, None).unwrap();
     let there = b.decide_snapshot(&renamed, None).unwrap();
     let named = |x: &[graphscaler_schemas::Action]| -> Vec<String> {
@@ -252,7 +291,7 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     assert_eq!((a.outside, b.refused.0), (None, 0));
     // A cluster with a node of a CPU model it was not trained on: it still decides, saying so
     // once.
-    let mut c = LearnedPolicy::load(&path, "online-boutique", true).unwrap();
+    let mut c = LearnedPolicy::load(&path, "online-boutique", ActRule::Mode).unwrap();
     let mut other = snap.clone();
     other.node_x[0][graphscaler_schemas::snapshot::node_feature::CPU_MODEL_ID] = 7.0;
     assert!(c.decide_snapshot(&other, None).is_ok());
@@ -270,7 +309,7 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     let mpath = dir.path().join("mlp");
     mlp.save(&mpath, &vs, "ppo", "tests", serde_json::json!({}))
         .unwrap();
-    let mut m = LearnedPolicy::load(&mpath, "online-boutique", true).unwrap();
+    let mut m = LearnedPolicy::load(&mpath, "online-boutique", ActRule::Mode).unwrap();
     let e = m.decide_snapshot(&renamed, None).unwrap_err().to_string();
     assert!(
         e.contains("it does not transfer") && e.contains(&old),
@@ -442,7 +481,7 @@ fn sac_runs_on_the_twin_and_its_actor_serves() {
     t.agent
         .save(&path, &t.vs, "sac", "tests", serde_json::json!({}))
         .unwrap();
-    let mut p = LearnedPolicy::load(&path, "online-boutique", false).unwrap();
+    let mut p = LearnedPolicy::load(&path, "online-boutique", ActRule::Sample).unwrap();
     let env = TwinEnv::new(env_config(1), 30).unwrap();
     for _ in 0..5 {
         for a in p.decide_snapshot(env.snapshot(), None).unwrap() {
