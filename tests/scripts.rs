@@ -1,6 +1,7 @@
 //! The campaign scripts' Python helpers on small inputs: `scripts/seeds.py` pools training
 //! seeds, counts a run pooled twice once, and writes one table per scenario; `scripts/select.py`
-//! chooses a checkpoint and its act rule on validation.
+//! chooses a checkpoint and its act rule on validation; `scripts/results.py` reports the kept
+//! campaign across seeds.
 
 #![allow(clippy::unwrap_used)]
 
@@ -100,4 +101,80 @@ fn select_py_chooses_the_checkpoint_and_the_act_rule_on_validation() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "b-1 b-1-at9 mode\n");
+}
+
+#[test]
+fn results_py_reports_each_baseline_across_its_kept_seeds_and_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("campaigns/baselines");
+    let header = "scenario,policy,replay,seed,slo_violation_pct,caf,actions_per_hour\n";
+    let hpa = "rush,tuned-hpa,0,1,1.0,1.0,40\nrush,tuned-hpa,1,2,1.0,1.0,40\n";
+    std::fs::create_dir_all(kept.join("tuned-hpa")).unwrap();
+    std::fs::write(
+        kept.join("tuned-hpa/eval-runs.csv"),
+        format!("{header}{hpa}"),
+    )
+    .unwrap();
+    let train = "global_step,charts/mean_reward,charts/slo_vio,charts/nothing_frac\n\
+        4000,-3.0,0.5,0.1\n8000,-2.0,0.25,0.0\n";
+    for (seed, slo, rule) in [(1, "2.0", "mode"), (2, "4.0", "sample")] {
+        let d = kept.join(format!("gat-ppo-{seed}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("eval-runs.csv"),
+            format!("{header}{hpa}rush,gat-ppo-{seed},0,1,{slo},0.5,10\nrush,gat-ppo-{seed},1,2,{slo},0.5,10\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("chosen.txt"),
+            format!("gat-ppo-{seed} gat-ppo-{seed}-at8000 {rule}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("validation.md"),
+            format!("| group | training seed | candidate (decisions) | act | validation runs | SLO viol % | CAF | chosen |\n|---|---|---|---|---|---|---|---|\n| gat-ppo | {seed} | 8000 | {rule} | 2 | 0.{seed}0 | 1.50 | ✔ |\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("train.csv"), train).unwrap();
+    }
+    let o = Command::new("python3")
+        .current_dir(dir.path())
+        .arg(repo().join("scripts/results.py"))
+        .arg("docs/results.md")
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(dir.path().join("docs/results.md")).unwrap();
+    // The mean over the two seeds (2 and 4), its interval over seeds, every run above the HPA's.
+    assert!(
+        md.contains("| rush | 1.00 | 3.00 [2.00, 4.00], IQM 3.00, δ +1.00 large |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| gat-ppo | 2 | 8000 | sample | 0.20 | 1.50 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("gat-ppo seeds 3, 4, 5; mlp-ppo seeds 1, 2, 3, 4, 5"),
+        "{md}"
+    );
+    assert!(md.contains("`BOOTSTRAP=1`): not run"), "{md}");
+    assert!(dir
+        .path()
+        .join("docs/img/results-baselines-mean-reward.svg")
+        .is_file());
+    // A run whose figures differ between two files is an error, not a silent pick.
+    std::fs::write(
+        kept.join("gat-ppo-2/eval-runs.csv"),
+        format!("{header}rush,tuned-hpa,0,1,9.0,1.0,40\nrush,gat-ppo-2,0,1,4.0,0.5,10\n"),
+    )
+    .unwrap();
+    let o = Command::new("python3")
+        .current_dir(dir.path())
+        .arg(repo().join("scripts/results.py"))
+        .arg("docs/results.md")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("differs from the same run"));
 }
