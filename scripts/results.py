@@ -136,6 +136,8 @@ def section(kept, title, how, img_dir, slug):
     runs = {}
     hpa = os.path.join(kept, "tuned-hpa", "eval-runs.csv")
     if not os.path.exists(hpa):
+        if not any(os.path.isdir(os.path.join(kept, f"{b}-{s}")) for b in BASELINES for s in range(1, SEEDS + 1)):
+            return None
         sys.exit(f"{hpa}: the tuned HPA's evaluation runs are missing (scripts/baselines.sh keeps them first)")
     read_runs(hpa, runs, hpa)
     seeds_of = {}
@@ -174,8 +176,14 @@ def section(kept, title, how, img_dir, slug):
             data[sc][group][seed][k].append(v)
     rng = random.Random(0)
     present = [b for b in BASELINES if seeds_of[b]]
+    if not present:
+        return None
+    bootstrap_run = kept.endswith("-bootstrap")
     L = [f"## {title}", "", f"`{kept}/`: {how}.", "", "| baseline | training seeds kept |", "|---|---|"]
     for b in BASELINES:
+        if bootstrap_run and b.endswith("-sac") and not seeds_of[b]:
+            L.append(f"| {b} | not in this protocol (SAC has no PPO heads to clone into) |")
+            continue
         L.append(f"| {b} | {', '.join(map(str, seeds_of[b])) or 'none'} of {SEEDS} |")
     L += ["", "A baseline with fewer than five seeds kept is reported on those it has; it is not a result",
           "of the protocol until all five are in.", ""]
@@ -227,7 +235,8 @@ def section(kept, title, how, img_dir, slug):
         if svg_curve(series, label, os.path.join(img_dir, name)):
             L += [f"![{label}](img/{name})", ""]
     missing = [f"{b} seeds {', '.join(str(s) for s in range(1, SEEDS + 1) if s not in seeds_of[b])}"
-               for b in BASELINES if len(seeds_of[b]) < SEEDS]
+               for b in BASELINES
+               if len(seeds_of[b]) < SEEDS and not (bootstrap_run and b.endswith("-sac") and not seeds_of[b])]
     if missing:
         L += [f"Trainings not kept yet: {'; '.join(missing)}.", ""]
     return L
@@ -252,10 +261,11 @@ def main():
     ]
     absent = []
     for kept, title, how in PROTOCOLS:
-        if os.path.isdir(kept):
-            L += section(kept, title, how, img_dir, os.path.basename(kept))
+        lines = section(kept, title, how, img_dir, os.path.basename(kept)) if os.path.isdir(kept) else None
+        if lines:
+            L += lines
         else:
-            absent.append(f"* {title}: not run; nothing kept in `{kept}/`.")
+            absent.append(f"* {title}: no training kept in `{kept}/` yet.")
     L += ["## Not here yet", ""] + absent
     for what, path in [
         ("The ablation (encoders under PPO, algorithms under GAT, the actor's global scalars)", "campaigns/ablations"),

@@ -158,7 +158,10 @@ fn results_py_reports_each_baseline_across_its_kept_seeds_and_names_what_is_miss
         md.contains("gat-ppo seeds 3, 4, 5; mlp-ppo seeds 1, 2, 3, 4, 5"),
         "{md}"
     );
-    assert!(md.contains("`BOOTSTRAP=1`): not run"), "{md}");
+    assert!(
+        md.contains("(`BOOTSTRAP=1`): no training kept in `campaigns/baselines-bootstrap/` yet"),
+        "{md}"
+    );
     assert!(dir
         .path()
         .join("docs/img/results-baselines-mean-reward.svg")
