@@ -864,16 +864,25 @@ fn the_shipped_checkpoints_load_and_act() {
 
 /// `graphscaler run` (the stages on the in-process bus) and `graphscaler eval` (the served loop)
 /// decide the same for the same seed: the same ticks, the same SLO-violating ticks, the same
-/// decisions, record for record — for the shipped GAT-PPO and for the tuned HPA.
+/// decisions, record for record — for the shipped GAT-PPO (by its mode), for a kept baseline
+/// whose manifest says it is served by drawing from it (DySAT-A2C seed 1: its n-th draw is the
+/// same in both), and for the tuned HPA.
 #[test]
 fn run_and_eval_decide_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    for (policy, seed) in [("gat-ppo", "3"), ("tuned-hpa", "2")] {
+    let drawn = repo().join("campaigns/baselines/dysat-a2c-1/model");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(drawn.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["act"], "sample");
+    let drawn = format!("drawn={}", drawn.display());
+    for (spec, seed) in [("gat-ppo", "3"), (drawn.as_str(), "4"), ("tuned-hpa", "2")] {
+        let policy = spec.split('=').next().unwrap();
         let ran = dir.path().join(format!("run-{policy}.csv"));
         let o = graphscaler(&[
             "run",
             "--policy",
-            policy,
+            spec,
             "--scenario",
             "rush",
             "--seed",
@@ -894,7 +903,7 @@ fn run_and_eval_decide_the_same() {
         let o = graphscaler(&[
             "eval",
             "--policies",
-            policy,
+            spec,
             "--scenarios",
             "rush",
             "--replays",
