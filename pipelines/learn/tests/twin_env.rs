@@ -174,18 +174,24 @@ fn checkpoints_round_trip_and_refuse_what_does_not_fit() {
     assert!(e.contains("does not fit") && e.contains("parameter"), "{e}");
 }
 
-#[test]
-fn a_checkpoint_acts_by_the_rule_its_manifest_names() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(11);
-    let mut env = TwinEnv::new(env_config(1), 5).unwrap();
+/// A fresh GAT agent for `env`, saved as the checkpoint `<dir>/gat`.
+fn saved_gat(env: &TwinEnv) -> (tempfile::TempDir, std::path::PathBuf) {
     let vs = VarStore::new(Device::Cpu);
-    let agent = GraphAgent::new(&vs.root(), spec(&env, EncoderKind::Gat));
+    let agent = GraphAgent::new(&vs.root(), spec(env, EncoderKind::Gat));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gat");
     agent
         .save(&path, &vs, "ppo", "tests", serde_json::json!({}))
         .unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_checkpoint_acts_by_the_rule_its_manifest_names() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(11);
+    let mut env = TwinEnv::new(env_config(1), 5).unwrap();
+    let (_dir, path) = saved_gat(&env);
     let snaps: Vec<_> = (0..20)
         .map(|_| {
             let s = env.snapshot().clone();
@@ -218,13 +224,7 @@ fn the_served_policy_acts_within_the_rules_and_never_on_bad_data() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(7);
     let mut env = TwinEnv::new(env_config(1), 9).unwrap();
-    let vs = VarStore::new(Device::Cpu);
-    let agent = GraphAgent::new(&vs.root(), spec(&env, EncoderKind::Gat));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gat");
-    agent
-        .save(&path, &vs, "ppo", "tests", serde_json::json!({}))
-        .unwrap();
+    let (dir, path) = saved_gat(&env);
     let mut p = LearnedPolicy::load(&path, "online-boutique", ActRule::Sample).unwrap();
     let mut acted = 0;
     for _ in 0..20 {
