@@ -427,7 +427,10 @@ mod tests {
         assert_eq!(c.learn.train.learning_rate, 1e-4);
         // Exactly 0.3, not 0.3 as an f32.
         assert_eq!(c.slo.latency_ms, 0.3);
-        assert_eq!(c.learn.act, "sample");
+        assert_eq!(
+            c.learn.act,
+            graphscaler_learn_config::config::ActRule::Sample
+        );
         assert_eq!(
             EnvLayer::value("[1, 2]"),
             Value::serialize(vec![1i64, 2]).unwrap()

@@ -5,15 +5,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::reward::RewardConfig;
 
+/// How a served policy picks its action (`learn.act`; any other value is refused when the
+/// configuration is read, naming the key and the values it takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActRule {
+    /// The most likely action (the argmax of the pair-or-nothing choice, then of Δreplicas, the
+    /// Beta's mode).
+    Mode,
+    /// Drawn from the policy, as in training (reproducibly: `graphscaler_learn::serve::draw`).
+    Sample,
+    /// The rule the checkpoint's manifest names (`act`, chosen with it on validation seeds);
+    /// `Mode` when it names none.
+    Checkpoint,
+}
+
 /// `[learn]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LearnConfig {
     /// Where `graphscaler train` writes and `eval` looks for checkpoints by policy name.
     pub checkpoint_dir: String,
-    /// How a served policy picks its action: `mode` (the most likely), `sample` (drawn, as in
-    /// training) or `checkpoint` (the rule its manifest names, chosen with it on validation).
-    pub act: String,
+    /// How a served policy picks its action.
+    pub act: ActRule,
     /// `[learn.reward]`.
     pub reward: RewardWeights,
     /// `[learn.actions]`.
@@ -42,12 +56,6 @@ impl LearnConfig {
             errs.push(format!(
                 "learn.bootstrap needs epochs and minibatch above 0 and holdout_share in [0, 1), got {}, {} and {}",
                 b.epochs, b.minibatch, b.holdout_share
-            ));
-        }
-        if !matches!(self.act.as_str(), "mode" | "sample" | "checkpoint") {
-            errs.push(format!(
-                "learn.act must be \"mode\", \"sample\" or \"checkpoint\", got \"{}\"",
-                self.act
             ));
         }
         errs

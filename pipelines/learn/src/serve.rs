@@ -139,37 +139,14 @@ pub fn draw<T>(stream: u64, n: u64, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// How a served policy picks its action (`learn.act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActRule {
-    /// The most likely action (the argmax of the pair-or-nothing choice, then of Δreplicas, the
-    /// Beta's mode).
-    Mode,
-    /// Drawn from the policy, as in training (reproducibly: [`draw`]).
-    Sample,
-    /// The rule the checkpoint's manifest names ([`Manifest::act`], chosen with it on
-    /// validation seeds); `Mode` when it names none.
-    Checkpoint,
-}
+pub use graphscaler_learn_config::config::ActRule;
 
-impl ActRule {
-    /// `learn.act`'s value: `mode`, `sample` or `checkpoint`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "mode" => Some(Self::Mode),
-            "sample" => Some(Self::Sample),
-            "checkpoint" => Some(Self::Checkpoint),
-            _ => None,
-        }
-    }
-
-    /// Whether a policy from `manifest` takes the most likely action under this rule.
-    pub fn deterministic(self, manifest: &Manifest) -> bool {
-        match self {
-            Self::Mode => true,
-            Self::Sample => false,
-            Self::Checkpoint => manifest.act.as_deref() != Some("sample"),
-        }
+/// Whether a policy from `manifest` takes the most likely action under `rule`.
+fn deterministic(rule: ActRule, manifest: &Manifest) -> bool {
+    match rule {
+        ActRule::Mode => true,
+        ActRule::Sample => false,
+        ActRule::Checkpoint => manifest.act.as_deref() != Some("sample"),
     }
 }
 
@@ -193,7 +170,7 @@ impl LearnedPolicy {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let deterministic = act.deterministic(&manifest);
+        let deterministic = deterministic(act, &manifest);
         let mut p = Self::from_agent(agent, vs, manifest, deterministic);
         if !on_it && trained != "*" && topology != "*" {
             let said = format!(

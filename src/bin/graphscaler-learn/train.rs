@@ -9,7 +9,6 @@ use graphscaler_learn::checkpoint;
 use graphscaler_learn::envs::twin::{Handover, TwinEnv, TwinEnvConfig};
 use graphscaler_learn::factory::{Checkpoints, OnlineSetup};
 use graphscaler_learn::resume::Checkpointing;
-use graphscaler_learn::serve::ActRule;
 use graphscaler_learn::tensorboard::{CsvTee, EventWriter};
 use graphscaler_learn::train::{self, Algo, FromSettings, TrainConfig};
 use graphscaler_twin::Topology;
@@ -709,7 +708,7 @@ pub fn checkpoints(cfg: &Config, topology: Option<&Topology>) -> Checkpoints {
     Checkpoints {
         dir: l.checkpoint_dir.clone().into(),
         topology: topology.map_or_else(|| "*".into(), topology_name),
-        act: ActRule::parse(&l.act).unwrap_or(ActRule::Checkpoint),
+        act: l.act,
         online,
     }
 }
