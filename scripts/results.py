@@ -123,15 +123,17 @@ def binned(train_csv, column):
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
+# (kept, title, what each training starts from, whether it starts from a clone: SAC cannot be
+# cloned, so it has no place in that protocol)
 PROTOCOLS = [
     ("campaigns/baselines", "From fresh weights",
-     "each training from fresh weights"),
+     "each training from fresh weights", False),
     ("campaigns/baselines-bootstrap", "From the tuned HPA's clone (`BOOTSTRAP=1`)",
-     "each training cloned from the same recording of the tuned HPA (seeds 201-206) and then fine-tuned"),
+     "each training cloned from the same recording of the tuned HPA (seeds 201-206) and then fine-tuned", True),
 ]
 
 
-def section(kept, title, how, img_dir, slug):
+def section(kept, title, how, cloned, img_dir, slug):
     """The lines of one protocol's section, its SVG curves written under img_dir."""
     runs = {}
     hpa = os.path.join(kept, "tuned-hpa", "eval-runs.csv")
@@ -178,10 +180,9 @@ def section(kept, title, how, img_dir, slug):
     present = [b for b in BASELINES if seeds_of[b]]
     if not present:
         return None
-    bootstrap_run = kept.endswith("-bootstrap")
     L = [f"## {title}", "", f"`{kept}/`: {how}.", "", "| baseline | training seeds kept |", "|---|---|"]
     for b in BASELINES:
-        if bootstrap_run and b.endswith("-sac") and not seeds_of[b]:
+        if cloned and b.endswith("-sac") and not seeds_of[b]:
             L.append(f"| {b} | not in this protocol (SAC has no PPO heads to clone into) |")
             continue
         L.append(f"| {b} | {', '.join(map(str, seeds_of[b])) or 'none'} of {SEEDS} |")
@@ -236,7 +237,7 @@ def section(kept, title, how, img_dir, slug):
             L += [f"![{label}](img/{name})", ""]
     missing = [f"{b} seeds {', '.join(str(s) for s in range(1, SEEDS + 1) if s not in seeds_of[b])}"
                for b in BASELINES
-               if len(seeds_of[b]) < SEEDS and not (bootstrap_run and b.endswith("-sac") and not seeds_of[b])]
+               if len(seeds_of[b]) < SEEDS and not (cloned and b.endswith("-sac") and not seeds_of[b])]
     if missing:
         L += [f"Trainings not kept yet: {'; '.join(missing)}.", ""]
     return L
@@ -260,8 +261,8 @@ def main():
         "",
     ]
     absent = []
-    for kept, title, how in PROTOCOLS:
-        lines = section(kept, title, how, img_dir, os.path.basename(kept)) if os.path.isdir(kept) else None
+    for kept, title, how, cloned in PROTOCOLS:
+        lines = section(kept, title, how, cloned, img_dir, os.path.basename(kept)) if os.path.isdir(kept) else None
         if lines:
             L += lines
         else:
